@@ -8,7 +8,6 @@
 //   acc launch --multi_gpu --num_processes 2 build-gpu/bin/gpt_ddp [--steps 30] [--warmup 5]
 #include <acc/acc.hpp>
 
-#include "common/fused_adamw.hpp"
 #include "common/gpt.hpp"
 
 #include <ATen/cuda/CUDAEvent.h>
@@ -50,7 +49,7 @@ int run(const Settings& s) {
   accelerator.set_seed(0);
   const bench::GptConfig config = s.model;
   bench::Gpt net(config);
-  bench::FusedAdamW opt(net->parameters(), torch::optim::AdamWOptions(3e-4).weight_decay(0.01));
+  acc::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(3e-4).weight_decay(0.01));
   auto [model, optimizer] = accelerator.prepare(net, opt);
   const auto ids = torch::randint(0, config.vocab, {s.batch, config.seq + 1},
                                   at::TensorOptions(accelerator.device()).dtype(at::kLong));

@@ -2,9 +2,11 @@
 // 64, AdamW) is trained with the plain libtorch loop, with acc's Single strategy and with DDP on
 // one process (buckets and hooks, nobody to talk to), in rotating rounds in one process, on the
 // same pre-made batches; prints the median ms/step of each and the ratios acc/plain (goal: at
-// most 1.02) and DDP/Single (goal: at most 1.05).
+// most 1.02) and DDP/Single (goal: at most 1.05). All loops use the same optimizer: libtorch's
+// torch::optim::AdamW, or with --optimizer acc acc::optim::AdamW (fused on CUDA).
 //
-//   build/bin/step_overhead [--device cpu|cuda] [--precision no|fp16|bf16] [--rounds N] [--steps N]
+//   build/bin/step_overhead [--device cpu|cuda] [--precision no|fp16|bf16] [--optimizer torch|acc]
+//                           [--rounds N] [--steps N]
 #include <acc/acc.hpp>
 
 #include <torch/cuda.h>
@@ -57,7 +59,7 @@ double time_round(const std::vector<Batch>& batches, int steps, const c10::Devic
 }
 
 // The same step through an Accelerator of the given strategy.
-template <class Strategy, class Precision>
+template <class Strategy, class Precision, class Optimizer>
 class AccLoop {
  public:
   explicit AccLoop(const c10::Device& device)
@@ -75,11 +77,11 @@ class AccLoop {
  private:
   acc::Accelerator<Strategy, Precision> accelerator_;
   Mlp net_;
-  torch::optim::AdamW opt_;
+  Optimizer opt_;
   decltype(accelerator_.prepare(net_, opt_)) prepared_;
 };
 
-template <class Precision>
+template <class Precision, class Optimizer>
 int run(const c10::Device device, int rounds, int steps) {
   torch::manual_seed(0);
   std::vector<Batch> batches;
@@ -90,7 +92,7 @@ int run(const c10::Device device, int rounds, int steps) {
   // Plain libtorch: the loop a user writes without acc, with the same autocast.
   Mlp plain_net;
   plain_net->to(device);
-  torch::optim::AdamW plain_opt(plain_net->parameters(), torch::optim::AdamWOptions(1e-3));
+  Optimizer plain_opt(plain_net->parameters(), torch::optim::AdamWOptions(1e-3));
   // With fp16 the plain loop scales the loss too, as a careful libtorch user would by hand.
   acc::GradScaler plain_scaler(acc::GradScalerOptions(), device);
   auto plain_step = [&](const Batch& b) {
@@ -112,7 +114,7 @@ int run(const c10::Device device, int rounds, int steps) {
       plain_opt.step();
     }
   };
-  AccLoop<acc::Single, Precision> single(device);
+  AccLoop<acc::Single, Precision, Optimizer> single(device);
   // DDP with one process: the gradient buckets and hooks run, with nobody to talk to.
 #if ACC_HAS_NCCL
   using DDP = acc::DDP<acc::Nccl>;
@@ -122,7 +124,7 @@ int run(const c10::Device device, int rounds, int steps) {
   const bool has_ddp = device.is_cpu();
 #endif
 #if ACC_HAS_NCCL || ACC_HAS_GLOO
-  std::optional<AccLoop<DDP, Precision>> ddp;
+  std::optional<AccLoop<DDP, Precision, Optimizer>> ddp;
   if (has_ddp) ddp.emplace(device);
 #endif
 
@@ -146,8 +148,9 @@ int run(const c10::Device device, int rounds, int steps) {
   round(0, false);  // warm-up
   for (int r = 0; r < rounds; ++r) round(r, true);
   const double plain = median(plain_ms), ours = median(single_ms), distributed = median(ddp_ms);
-  std::printf("step_overhead device=%s precision=%s libtorch=%s rounds=%d steps/round=%d\n", device.str().c_str(),
-              std::string(Precision::name).c_str(), TORCH_VERSION, rounds, steps);
+  std::printf("step_overhead device=%s precision=%s optimizer=%s libtorch=%s rounds=%d steps/round=%d\n",
+              device.str().c_str(), std::string(Precision::name).c_str(),
+              std::is_same_v<Optimizer, acc::optim::AdamW> ? "acc" : "torch", TORCH_VERSION, rounds, steps);
   std::printf("  plain libtorch      %.4f ms/step (median)\n  acc Single          %.4f ms/step (median)\n", plain,
               ours);
   std::printf("ratio acc/plain = %.3f\n", ours / plain);
@@ -161,7 +164,7 @@ int run(const c10::Device device, int rounds, int steps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string device_name = torch::cuda::is_available() ? "cuda" : "cpu", precision = "no";
+  std::string device_name = torch::cuda::is_available() ? "cuda" : "cpu", precision = "no", optimizer = "torch";
   int rounds = 15, steps = 50;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
@@ -169,19 +172,33 @@ int main(int argc, char** argv) {
       device_name = value;
     else if (flag == "--precision")
       precision = value;
+    else if (flag == "--optimizer")
+      optimizer = value;
     else if (flag == "--rounds")
       rounds = std::stoi(value);
     else if (flag == "--steps")
       steps = std::stoi(value);
     else {
-      std::cerr << "step_overhead: unknown flag " << flag << " (use --device, --precision, --rounds, --steps)\n";
+      std::cerr << "step_overhead: unknown flag " << flag
+                << " (use --device, --precision, --optimizer, --rounds, --steps)\n";
       return 2;
     }
   }
   const c10::Device device = device_name == "cuda" ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
-  if (precision == "bf16") return run<acc::BF16>(device, rounds, steps);
-  if (precision == "fp16") return run<acc::FP16>(device, rounds, steps);
-  if (precision == "no") return run<acc::FP32>(device, rounds, steps);
+  if (optimizer != "torch" && optimizer != "acc") {
+    std::cerr << "step_overhead: --optimizer must be torch or acc\n";
+    return 2;
+  }
+  const bool ours = optimizer == "acc";
+  if (precision == "bf16")
+    return ours ? run<acc::BF16, acc::optim::AdamW>(device, rounds, steps)
+                : run<acc::BF16, torch::optim::AdamW>(device, rounds, steps);
+  if (precision == "fp16")
+    return ours ? run<acc::FP16, acc::optim::AdamW>(device, rounds, steps)
+                : run<acc::FP16, torch::optim::AdamW>(device, rounds, steps);
+  if (precision == "no")
+    return ours ? run<acc::FP32, acc::optim::AdamW>(device, rounds, steps)
+                : run<acc::FP32, torch::optim::AdamW>(device, rounds, steps);
   std::cerr << "step_overhead: --precision must be no, fp16 or bf16\n";
   return 2;
 }

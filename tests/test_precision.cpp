@@ -7,8 +7,14 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/adamw.h>
 #include <torch/optim/schedulers/step_lr.h>
+#include <torch/optim/sgd.h>
 
+#include <filesystem>
+#include <fstream>
 #include <limits>
+#include <map>
+#include <sstream>
+#include <string>
 
 namespace {
 
@@ -194,4 +200,71 @@ TEST_CASE("CUDA: fp32, fp16 (with loss scaling) and bf16 train; an fp16 overflow
   CHECK(optimizer.step_was_skipped());
   CHECK(at::equal(before, net->weight));
   CHECK(accelerator.scaler()->scale_value() == 32768.0);
+}
+
+namespace {
+
+// One line of tests/golden/grad_scaler_sgd.txt, written by tests/golden/grad_scaler.py.
+struct GoldenStep {
+  double scale;
+  bool skipped;
+};
+
+}  // namespace
+
+TEST_CASE("GradScaler matches torch.amp.GradScaler's golden values (scale trajectory, skips, parameters)") {
+  const auto golden_file = std::filesystem::path(__FILE__).parent_path() / "golden" / "grad_scaler_sgd.txt";
+  std::ifstream in(golden_file);
+  REQUIRE_MESSAGE(in, "missing " << golden_file << " (written by tests/golden/grad_scaler.py)");
+  std::vector<GoldenStep> steps;
+  std::map<std::string, std::vector<float>> params;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    std::string kind;
+    fields >> kind;
+    if (kind == "scale") {
+      int step = 0, skipped = 0;
+      std::string scale;
+      fields >> step >> scale >> skipped;
+      REQUIRE(step == static_cast<int>(steps.size()));
+      steps.push_back({std::strtod(scale.c_str(), nullptr), skipped != 0});
+    } else if (kind == "param") {
+      std::string name, value;
+      fields >> name;
+      while (fields >> value) params[name].push_back(static_cast<float>(std::strtod(value.c_str(), nullptr)));
+    }
+  }
+  REQUIRE(steps.size() == 16);
+  REQUIRE(params.size() == 2);
+
+  // The problem of grad_scaler.py, through the Accelerator with loss scaling on the CPU.
+  acc::Accelerator<acc::Single, ScaledFP32> accelerator(
+      cpu_options().grad_scaler(acc::GradScalerOptions().init_scale(65536.0).growth_interval(3)));
+  torch::nn::Linear net(4, 1);
+  {
+    at::NoGradGuard no_grad;
+    net->weight.copy_(at::tensor({0.125f, -0.25f, 0.375f, -0.5f}).view({1, 4}));
+    net->bias.fill_(0.0625);
+  }
+  torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(0.0625).momentum(0.875));
+  auto [model, optimizer] = accelerator.prepare(net, sgd);
+  for (int step = 0; step < 16; ++step) {
+    auto x = at::empty({8, 4}), y = at::empty({8, 1});
+    for (int i = 0; i < 8; ++i) {
+      for (int j = 0; j < 4; ++j) x[i][j] = ((i * 7 + j * 3 + step * 5) % 11 - 5) / 8.0;
+      y[i][0] = ((i + step) % 5 - 2) / 4.0;
+    }
+    if (step == 3 || step == 4 || step == 10) x[0][0] = 1e30;
+    optimizer.zero_grad();
+    accelerator.backward((model(x) - y).pow(2).mean());
+    optimizer.step();
+    CAPTURE(step);
+    CHECK(accelerator.scaler()->scale_value() == steps[static_cast<std::size_t>(step)].scale);
+    CHECK(optimizer.step_was_skipped() == steps[static_cast<std::size_t>(step)].skipped);
+  }
+  const auto expected_weight = at::tensor(params.at("weight")).view({1, 4});
+  const auto expected_bias = at::tensor(params.at("bias"));
+  CHECK(at::allclose(net->weight, expected_weight, /*rtol=*/1e-6, /*atol=*/1e-7));
+  CHECK(at::allclose(net->bias, expected_bias, /*rtol=*/1e-6, /*atol=*/1e-7));
+  MESSAGE("largest parameter difference from torch: ", (net->weight - expected_weight).abs().max().item<float>());
 }

@@ -13,6 +13,7 @@
 #include <acc/data/sampler.hpp>
 #include <acc/error.hpp>
 #include <acc/ops/collectives.hpp>
+#include <acc/optim/adamw.hpp>
 #include <acc/precision/autocast.hpp>
 #include <acc/precision/bf16.hpp>
 #include <acc/precision/fp16.hpp>

@@ -14,6 +14,9 @@
 
 #include <cmath>
 #include <limits>
+#include <sstream>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #define ACC_TORCH_AT_LEAST(major, minor) \
@@ -21,6 +24,9 @@
 
 #if ACC_TORCH_AT_LEAST(2, 0)
 #include <ATen/ops/scaled_dot_product_attention.h>
+#endif
+#if ACC_TORCH_AT_LEAST(2, 1)
+#include <ATen/ops/_fused_adamw.h>
 #endif
 
 namespace acc::compat {
@@ -121,6 +127,35 @@ inline void amp_update_scale(at::Tensor& scale, at::Tensor& growth_tracker, cons
   }
 #endif
   at::_amp_update_scale_(scale, growth_tracker, found_inf, growth, backoff, interval);
+}
+
+// The key of a parameter in torch::optim::Optimizer::state(): its TensorImpl's address, spelled as
+// a string before 2.0 and as the pointer since.
+template <class StateMap>
+typename StateMap::key_type optimizer_state_key(const at::Tensor& parameter) {
+  if constexpr (std::is_same_v<typename StateMap::key_type, std::string>) {
+    std::ostringstream address;  // as c10::guts::to_string spells it
+    address << static_cast<const void*>(parameter.unsafeGetTensorImpl());
+    return address.str();
+  } else
+    return parameter.unsafeGetTensorImpl();
+}
+
+// ATen's one-kernel AdamW over many CUDA tensors (what Python's AdamW(fused=True) calls) came
+// with 2.1. `steps` are the steps after this one, as float tensors on the parameters' device.
+inline constexpr bool has_fused_adamw = ACC_TORCH_AT_LEAST(2, 1);
+inline void fused_adamw(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
+                        const std::vector<at::Tensor>& exp_avgs, const std::vector<at::Tensor>& exp_avg_sqs,
+                        const std::vector<at::Tensor>& steps, double lr, double beta1, double beta2,
+                        double weight_decay, double eps) {
+#if ACC_TORCH_AT_LEAST(2, 1)
+  at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, lr, beta1, beta2, weight_decay,
+                    eps, /*amsgrad=*/false, /*maximize=*/false);
+#else
+  (void)params, (void)grads, (void)exp_avgs, (void)exp_avg_sqs, (void)steps, (void)lr, (void)beta1, (void)beta2,
+      (void)weight_decay, (void)eps;
+  TORCH_CHECK(false, "fused AdamW needs libtorch 2.1 or newer");
+#endif
 }
 
 }  // namespace acc::compat

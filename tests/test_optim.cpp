@@ -1,0 +1,97 @@
+#include "pch.hpp"  // first: libtorch, then doctest
+
+#include <acc/optim/adamw.hpp>
+
+#include <torch/cuda.h>
+#include <torch/optim/adamw.h>
+
+#include <vector>
+
+namespace {
+
+// Two groups (the second with its own learning rate, no weight decay) and one parameter that has
+// no gradient on every third step, so that step counts differ within a group.
+struct Problem {
+  explicit Problem(c10::Device device) {
+    at::manual_seed(7);
+    for (const auto& shape : std::vector<std::vector<int64_t>>{{8, 5}, {5}, {3, 4}, {2}})
+      params.push_back(at::randn(shape, at::TensorOptions(device)).requires_grad_(true));
+  }
+  std::vector<torch::optim::OptimizerParamGroup> groups() const {
+    return {torch::optim::OptimizerParamGroup({params[0], params[1]}),
+            torch::optim::OptimizerParamGroup(
+                {params[2], params[3]},
+                std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(0.02).weight_decay(0)))};
+  }
+  // Gradients of step `step`: a fixed function of the parameters, none for params[3] every third step.
+  void set_gradients(int step) const {
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      params[i].mutable_grad() =
+          (i == 3 && step % 3 == 0) ? at::Tensor() : (params[i].detach() * 0.5 + 0.1 * (step + 1)).sin();
+    }
+  }
+  std::vector<at::Tensor> params;
+};
+
+const auto options = torch::optim::AdamWOptions(0.05).weight_decay(0.1);
+
+}  // namespace
+
+TEST_CASE("acc::optim::AdamW computes exactly what torch::optim::AdamW computes, and shares its state") {
+  const c10::Device cpu(c10::kCPU);
+  Problem ours(cpu), theirs(cpu);
+  acc::optim::AdamW fast(ours.groups(), options);
+  torch::optim::AdamW reference(theirs.groups(), options);
+  for (int step = 0; step < 20; ++step) {
+    ours.set_gradients(step);
+    theirs.set_gradients(step);
+    fast.step();
+    reference.step();
+  }
+  for (std::size_t i = 0; i < ours.params.size(); ++i) {
+    CAPTURE(i);
+    CHECK(at::equal(ours.params[i], theirs.params[i]));
+  }
+  // torch's own step finds the state this one kept (same keys, same layout): it continues exactly.
+  for (int step = 20; step < 25; ++step) {
+    ours.set_gradients(step);
+    theirs.set_gradients(step);
+    fast.torch::optim::AdamW::step();
+    reference.step();
+  }
+  for (std::size_t i = 0; i < ours.params.size(); ++i) CHECK(at::equal(ours.params[i], theirs.params[i]));
+  // Parameters moved: the check above compares trained values, not two copies of the start.
+  CHECK(!at::allclose(ours.params[0], Problem(cpu).params[0]));
+}
+
+TEST_CASE("acc::optim::AdamW: amsgrad falls back to torch's loop with the same result") {
+  const c10::Device cpu(c10::kCPU);
+  Problem ours(cpu), theirs(cpu);
+  acc::optim::AdamW fast(ours.params, torch::optim::AdamWOptions(0.05).amsgrad(true));
+  torch::optim::AdamW reference(theirs.params, torch::optim::AdamWOptions(0.05).amsgrad(true));
+  for (int step = 0; step < 5; ++step) {
+    ours.set_gradients(step);
+    theirs.set_gradients(step);
+    fast.step();
+    reference.step();
+  }
+  for (std::size_t i = 0; i < ours.params.size(); ++i) CHECK(at::equal(ours.params[i], theirs.params[i]));
+}
+
+TEST_CASE("CUDA: acc::optim::AdamW's fused kernel stays within rounding of torch::optim::AdamW" *
+          doctest::skip(!torch::cuda::is_available())) {
+  const c10::Device cuda(c10::kCUDA, 0);
+  Problem ours(cuda), theirs(cuda);
+  acc::optim::AdamW fast(ours.groups(), options);
+  torch::optim::AdamW reference(theirs.groups(), options);
+  for (int step = 0; step < 20; ++step) {
+    ours.set_gradients(step);
+    theirs.set_gradients(step);
+    fast.step();
+    reference.step();
+  }
+  for (std::size_t i = 0; i < ours.params.size(); ++i) {
+    CAPTURE(i);
+    CHECK(at::allclose(ours.params[i], theirs.params[i], /*rtol=*/1e-5, /*atol=*/1e-6));
+  }
+}
