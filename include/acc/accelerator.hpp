@@ -2,6 +2,7 @@
 // model, optimizer, data loaders and schedulers for them, and drives backward and the step.
 #pragma once
 
+#include <acc/checkpoint/checkpointer.hpp>
 #include <acc/config/accelerator_options.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/data/dataloader.hpp>
@@ -28,6 +29,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -53,6 +55,10 @@ template <class T>
 struct is_vector_of<std::vector<T>> : std::true_type {};
 template <class D, class C, class S>
 struct is_data_loader<DataLoader<D, C, S>> : std::true_type {};
+template <class T, class = void>
+struct has_unwrap : std::false_type {};
+template <class T>
+struct has_unwrap<T, std::void_t<decltype(std::declval<const T&>().unwrap())>> : std::true_type {};
 }  // namespace detail
 
 template <class Strategy = Single, class Precision = FP32, class Sampler = Sequential>
@@ -317,6 +323,44 @@ class Accelerator {
     }
   }
 
+  // --- Checkpoints (see include/acc/checkpoint/checkpointer.hpp for the directory's contents).
+
+  // Saves everything needed to resume bit for bit: the prepared models, optimizers, schedulers
+  // and data loaders' positions, the loss scaler, every process's random generators, the
+  // gradient accumulation step and the registered objects. Atomic: `dir` holds the previous
+  // checkpoint until the new one is complete. Without a directory, numbers the checkpoint under
+  // the ProjectConfiguration's project_dir. Every process calls it; returns the directory.
+  std::filesystem::path save_state(const std::filesystem::path& dir = {}) { return checkpoints_.save(dir); }
+
+  // Restores a checkpoint into the objects prepared (and registered) as when it was saved; each
+  // prepared loader's next iteration continues at the saved epoch and batch. Without a
+  // directory, loads the newest numbered checkpoint. Checks the whole checkpoint first: a bad
+  // one is an acc::Error naming the file and the problem, and changes nothing.
+  std::filesystem::path load_state(const std::filesystem::path& dir = {}) { return checkpoints_.load(dir); }
+
+  // Objects saved and loaded with the state, in registration order: anything with
+  // save(torch::serialize::OutputArchive&) const and load(torch::serialize::InputArchive&), such
+  // as a torch::nn::Module (pass *holder). Kept by reference.
+  template <class... Objects>
+  void register_for_checkpointing(Objects&... objects) {
+    static_assert((is_checkpointable_v<Objects> && ...),
+                  "register_for_checkpointing takes objects with save(torch::serialize::OutputArchive&) const and "
+                  "load(torch::serialize::InputArchive&) (for a module holder, pass *holder)");
+    (checkpoints_.register_object(objects), ...);
+  }
+
+  // The model's weights alone, consolidated, as dir/model.safetensors (for inference, or Python's
+  // safetensors.torch.load_file); load_model reads such a file (or a directory holding one).
+  template <class Model>
+  void save_model(const Model& model, const std::filesystem::path& dir) {
+    checkpoints_.save_model(holder_of(model), dir);
+  }
+  template <class Model>
+  void load_model(Model& model, const std::filesystem::path& path) {
+    auto holder = holder_of(model);
+    checkpoints_.load_model(holder, path);
+  }
+
   // Called by the prepared optimizer and scheduler.
   // Between synchronizing steps (gradient accumulation) the optimizer neither steps nor zeroes.
   // With loss scaling, a step whose gradients hold inf or NaN on any process is skipped on all.
@@ -359,23 +403,39 @@ class Accelerator {
       check_parameter_dtypes(*module);
       if constexpr (Precision::casts_parameters) module->to(Precision::dtype);  // before DDP buckets them
       strategy_.prepare_model(module, device_);
+      checkpoints_.track_model(module);
       return PreparedModel<T, Accelerator>(std::move(module), *this);
     } else if constexpr (std::is_base_of_v<torch::optim::Optimizer, T>) {
       static_assert(is_lvalue, "pass the optimizer to prepare() as an lvalue: the prepared optimizer refers to it");
+      checkpoints_.track_optimizer(object);
       return PreparedOptimizer<T, Accelerator>(object, *this);
     } else if constexpr (std::is_base_of_v<torch::optim::LRScheduler, T>) {
       static_assert(is_lvalue, "pass the scheduler to prepare() as an lvalue: the prepared scheduler refers to it");
+      checkpoints_.track_scheduler(object);
       return PreparedScheduler<T, Accelerator>(object, *this);
     } else if constexpr (detail::is_data_loader<T>::value) {
       const Sharding sharding{process_index(), num_processes(), options_.even_batches(), options_.split_batches()};
       // Rank 0's seed, so that every rank draws the same order even if their seeds differ.
       const auto seed = broadcast_object(object.options().seed());
-      return object.template placed<Sampler>({sharding, device_, seed, loader_progress_});
+      auto placed = object.template placed<Sampler>({sharding, device_, seed, loader_progress_});
+      int64_t samples = -1;  // a stream's size is unknown
+      if constexpr (!detail::is_stream<std::decay_t<decltype(object.dataset())>>::value)
+        samples = static_cast<int64_t>(detail::dataset_size(object.dataset()));
+      checkpoints_.track_loader(placed.position(), object.options().batch_size(), samples);
+      return placed;
     } else {
       static_assert(!std::is_same_v<T, T>,
                     "prepare() takes module holders (torch::nn::ModuleHolder, e.g. TORCH_MODULE types), "
                     "torch::optim optimizers and LR schedulers, and acc::DataLoader");
     }
+  }
+
+  template <class Model>
+  static auto holder_of(const Model& model) {
+    if constexpr (detail::has_unwrap<Model>::value)
+      return model.unwrap();
+    else
+      return model;
   }
 
   // Mixed precision keeps fp32 master weights: half parameters there would have half gradients,
@@ -400,6 +460,9 @@ class Accelerator {
   int64_t micro_step_ = 0;
   std::optional<GradScaler> scaler_;
   bool unscaled_ = false;
+  // Checkpoints: the objects prepared and registered; it restores micro_step_.
+  friend class Checkpointer<Accelerator>;
+  Checkpointer<Accelerator> checkpoints_{*this};
 };
 
 }  // namespace acc

@@ -1,6 +1,8 @@
 // The program each rank of a multi-process test runs (started by `acc launch`): the doctest cases
 // of this directory, on the strategy ACC_TEST_BACKEND names (gloo: acc::CPU, nccl: DDP<Nccl>).
-// `acc_dist_worker rendezvous` only joins the job, for the rendezvous tests.
+// `acc_dist_worker rendezvous` only joins the job, for the rendezvous tests;
+// `acc_dist_worker interop-write|interop-read DIR` is the C++ side of the safetensors check
+// against Python (interop.cpp).
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
@@ -19,6 +21,8 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
+  if (argc == 3 && (std::strcmp(argv[1], "interop-write") == 0 || std::strcmp(argv[1], "interop-read") == 0))
+    return safetensors_interop(argv[1], argv[2]);
   doctest::Context context(argc, argv);
   return context.run();
 }

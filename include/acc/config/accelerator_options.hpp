@@ -2,6 +2,7 @@
 // *Kwargs handlers), as libtorch-style option structs with chained setters.
 #pragma once
 
+#include <acc/checkpoint/project_configuration.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/precision/grad_scaler.hpp>
 
@@ -41,6 +42,8 @@ class AcceleratorOptions {
   TORCH_ARG(DDPOptions, ddp) = {};
   // Loss scaling of FP16 (Python's GradScalerKwargs).
   TORCH_ARG(GradScalerOptions, grad_scaler) = {};
+  // Where save_state/load_state put and find checkpoints (Python's project_config).
+  TORCH_ARG(ProjectConfiguration, project_config) = {};
 };
 
 }  // namespace acc

@@ -62,6 +62,16 @@ struct LoaderProgress {
   int64_t duplicates = 0;  // samples repeated across all processes in this epoch's last round
 };
 
+// The sampler's seed and where a loader's next batch comes from, shared by the loader and its
+// copies: the Accelerator that prepared it saves this in checkpoints, and load_state sets it with
+// `resume`, so that the loader's next begin() continues exactly there.
+struct LoaderPosition {
+  uint64_t seed = 0;
+  int64_t epoch = 0;    // the epoch of the next batch
+  int64_t batches = 0;  // batches of that epoch already had (the one in use included)
+  bool resume = false;
+};
+
 namespace detail {
 
 struct BatchPlan {
@@ -249,7 +259,9 @@ class DataLoader {
   using sampler_type = Sampler;
 
   DataLoader(Dataset dataset, DataLoaderOptions options = {}, Collate collate = {})
-      : dataset_(std::make_shared<Dataset>(std::move(dataset))), options_(options), collate_(std::move(collate)) {}
+      : dataset_(std::make_shared<Dataset>(std::move(dataset))), options_(options), collate_(std::move(collate)) {
+    position_->seed = options_.seed();
+  }
 
   class iterator {
     using Source = std::conditional_t<streaming, detail::StreamedBatches<Dataset, Example>,
@@ -270,6 +282,7 @@ class DataLoader {
       next_.reset();
       prefetch();
       report();
+      advance_position();
       return *this;
     }
     // Iterators compare equal only when both are exhausted (a single pass, like an input stream).
@@ -282,17 +295,28 @@ class DataLoader {
       if (auto examples = source_->next()) current_ = loader_->load(*examples);
       prefetch();
       report();
+      advance_position();
     }
     bool at_end() const { return !current_.has_value(); }
     // Starts the next batch's copy to the device while the caller works on the current one.
     void prefetch() {
       if (!current_) return;
-      if (auto examples = source_->next()) next_ = loader_->load(*examples);
+      if (auto examples = source_->next()) next_.emplace(loader_->load(*examples));
     }
     void report() const {
       if (!loader_->progress_ || at_end()) return;
       loader_->progress_->end_of_dataloader = !next_.has_value();
       loader_->progress_->duplicates = source_->duplicates();
+    }
+    // After the epoch's last batch, the next one is the next epoch's first.
+    void advance_position() const {
+      auto& position = *loader_->position_;
+      if (next_) {
+        ++position.batches;
+      } else {
+        position.epoch = loader_->epoch_;
+        position.batches = 0;
+      }
     }
 
     const DataLoader* loader_ = nullptr;
@@ -303,10 +327,19 @@ class DataLoader {
 
   // Starts an epoch: the sampler's order for the current epoch (a stream's own order), this
   // process's share of it. Each call moves on to the next epoch, so consecutive epochs are
-  // shuffled differently.
+  // shuffled differently. After Accelerator::load_state, a prepared loader continues at the
+  // checkpoint's epoch and batch (and sampler seed), whatever skip_first_batches said.
   iterator begin() {
+    if (position_->resume) {
+      position_->resume = false;
+      epoch_ = position_->epoch;
+      skip_ = static_cast<std::size_t>(position_->batches);
+      options_.seed(position_->seed);
+    }
     const auto skip = std::exchange(skip_, 0);
     current_epoch_ = epoch_++;
+    position_->epoch = current_epoch_;
+    position_->batches = 0;
     iterator it;
     if constexpr (streaming) {
       if (current_epoch_ > 0) {
@@ -323,7 +356,9 @@ class DataLoader {
           Sampler::indices(static_cast<int64_t>(detail::dataset_size(*dataset_)), options_.seed(), current_epoch_);
       auto plan = detail::plan_batches(order, options_, shard_);
       auto& batches = plan.batches;
-      batches.erase(batches.begin(), batches.begin() + static_cast<std::ptrdiff_t>(std::min(skip, batches.size())));
+      const auto skipped = std::min(skip, batches.size());
+      batches.erase(batches.begin(), batches.begin() + static_cast<std::ptrdiff_t>(skipped));
+      position_->batches = static_cast<int64_t>(skipped);
       return iterator(this, std::make_shared<detail::PlannedBatches<Dataset, Example>>(dataset_, std::move(plan)));
     }
     for (std::size_t i = 0; i < skip && it != end(); ++i) ++it;
@@ -331,8 +366,13 @@ class DataLoader {
   }
   iterator end() const { return {}; }
 
-  // The epoch the next begin() starts (reshuffles a Shuffled sampler).
-  void set_epoch(int64_t epoch) { epoch_ = epoch; }
+  // The epoch the next begin() starts (reshuffles a Shuffled sampler). The epoch a checkpoint
+  // resumes (load_state) keeps its position; another one starts from its first batch.
+  void set_epoch(int64_t epoch) {
+    epoch_ = epoch;
+    if (position_->resume && position_->epoch == epoch) return;
+    *position_ = {position_->seed, epoch, 0, false};
+  }
   // The epoch of the iteration started last.
   int64_t epoch() const { return current_epoch_; }
 
@@ -357,8 +397,9 @@ class DataLoader {
   const Sharding& sharding() const { return shard_; }
   c10::Device device() const { return device_; }
   Dataset& dataset() const { return *dataset_; }
+  // Shared with this loader's copies (and, for a prepared loader, its Accelerator).
+  const std::shared_ptr<LoaderPosition>& position() const { return position_; }
 
-  // The same loader placed for one process of a job: another sampler policy, its shard, its device.
   // The same loader placed for one process of a job: another sampler policy, its share of the
   // batches, its device, the seed every process agreed on, and progress kept up to date.
   struct Placement {
@@ -374,6 +415,7 @@ class DataLoader {
     out.shard_ = placement.sharding;
     out.device_ = placement.device;
     out.epoch_ = epoch_;
+    *out.position_ = {placement.seed, epoch_, 0, false};
     out.progress_ = placement.progress;
     return out;
   }
@@ -383,7 +425,9 @@ class DataLoader {
   friend class DataLoader;
 
   DataLoader(std::shared_ptr<Dataset> dataset, DataLoaderOptions options, Collate collate)
-      : dataset_(std::move(dataset)), options_(options), collate_(std::move(collate)) {}
+      : dataset_(std::move(dataset)), options_(options), collate_(std::move(collate)) {
+    position_->seed = options_.seed();
+  }
 
   Batch load(const std::vector<Example>& examples) const {
     Batch batch = collate_(examples);
@@ -408,6 +452,7 @@ class DataLoader {
   int64_t current_epoch_ = 0;
   std::size_t skip_ = 0;
   std::shared_ptr<LoaderProgress> progress_;
+  std::shared_ptr<LoaderPosition> position_ = std::make_shared<LoaderPosition>();
 };
 
 template <class Dataset>

@@ -31,6 +31,14 @@
 
 namespace acc::compat {
 
+// The libtorch version checkpoints record.
+inline constexpr const char* torch_version = TORCH_VERSION;
+
+// Optimizer archives (optimizer.save) key each parameter's state by its TensorImpl address:
+// printed as a string up to 2.1, a number read back with stoull since 2.2. An archive of one kind
+// loads into the other without an error but loses the state, so checkpoints record the kind.
+inline constexpr int optimizer_archive_format = ACC_TORCH_AT_LEAST(2, 2) ? 2 : 1;
+
 // 2.4 replaced the per-device autocast functions by ones taking the device type; the old names
 // still exist there but warn at run time, so each version gets its own spelling.
 inline bool autocast_enabled(c10::DeviceType device) {

@@ -10,6 +10,7 @@
 #include <acc/config/accelerator_options.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/detail/gradient_buckets.hpp>
+#include <acc/detail/module_state.hpp>
 #include <acc/error.hpp>
 
 #include <ATen/core/Tensor.h>
@@ -18,6 +19,7 @@
 #include <torch/cuda.h>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -108,6 +110,17 @@ class DDP {
   }
 
   Comm& comm() { return *comm_; }
+
+  // Checkpoints: every rank holds the whole model, so each gives its own parameters and buffers
+  // (rank 0 writes them) and loads the full state as it is.
+  template <class Holder>
+  std::vector<std::pair<std::string, at::Tensor>> full_state(const Holder& module) {
+    return detail::module_state(*module);
+  }
+  template <class Holder>
+  void load_full_state(Holder& module, const std::map<std::string, at::Tensor>& state) {
+    detail::load_module_state(*module, state);
+  }
   // All-reduces started by the gradient buckets so far (for tests and benchmarks).
   int64_t gradient_collectives() const {
     int64_t count = 0;

@@ -4,13 +4,17 @@
 #include <acc/comm/local.hpp>
 #include <acc/config/accelerator_options.hpp>
 #include <acc/config/environment.hpp>
+#include <acc/detail/module_state.hpp>
 #include <acc/error.hpp>
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 
+#include <map>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace acc {
 
@@ -45,6 +49,16 @@ class Single {
     optimizer.zero_grad();
   }
   LocalComm& comm() { return comm_; }
+
+  // Checkpoints: the model's parameters and buffers by name, and loading them back.
+  template <class Holder>
+  std::vector<std::pair<std::string, at::Tensor>> full_state(const Holder& module) {
+    return detail::module_state(*module);
+  }
+  template <class Holder>
+  void load_full_state(Holder& module, const std::map<std::string, at::Tensor>& state) {
+    detail::load_module_state(*module, state);
+  }
 
  private:
   LocalComm comm_;

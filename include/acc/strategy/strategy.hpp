@@ -11,6 +11,17 @@
 //   void set_gradient_sync(bool);                       // false: accumulate locally (no_sync)
 //   template <class Opt> void zero_grad(Opt&);
 //   Comm& comm();                                       // the collectives (see comm/comm.hpp)
+// and, for checkpoints (Accelerator::save_state/load_state/save_model/load_model), on every rank:
+//   template <class Holder>                             // the model's parameters and buffers by
+//   std::vector<std::pair<std::string, at::Tensor>>     // qualified name, complete on the main
+//   full_state(const Holder&);                          // process, which writes them (a sharding
+//                                                       // strategy gathers them there)
+//   template <class Holder>                             // copies a full state (every rank reads the
+//   void load_full_state(Holder&,                       // file) into the model, each rank taking
+//       const std::map<std::string, at::Tensor>&);      // its share; an acc::Error names missing,
+//                                                       // unexpected and misshapen keys
+// Optimizer state is saved from the main process's optimizer, as replicated strategies hold it;
+// gradients saved in the middle of an accumulation cycle are each process's parameters' .grad.
 #pragma once
 
 #include <acc/config/accelerator_options.hpp>

@@ -1,0 +1,546 @@
+// What Accelerator::save_state writes and load_state reads: the objects prepare() tracked and
+// those registered for checkpointing, in a directory laid out as Python Accelerate's:
+//
+//   model.safetensors, model_1.safetensors, ...   each prepared model's parameters and buffers,
+//                                                  from the strategy's full_state (main process)
+//   optimizer.bin, optimizer_1.bin, ...           each prepared optimizer (torch archive, main)
+//   scheduler.bin, scheduler_1.bin, ...           each prepared LR scheduler's step count (main)
+//   scaler.pt                                     the GradScaler's scale and growth tracker (main)
+//   custom_checkpoint_0.bin, ...                  each registered object's save() (main)
+//   random_states_<rank>.bin                      every process's CPU and CUDA generators
+//   gradients_<rank>.safetensors                  saved in the middle of a gradient accumulation
+//                                                  cycle: every process's accumulated gradients
+//   acc_state.json                                written last: world size, strategy, precision,
+//                                                  file sizes, the gradient accumulation step and
+//                                                  every prepared loader's seed and position
+//
+// A save is atomic: everything goes into a temporary sibling directory, is synced to disk, and
+// the directory is renamed over the target; a failure on any rank removes the temporary directory
+// and throws on every rank, leaving the previous checkpoint as it was. A load checks every file
+// listed (presence, size, format) on every rank before it changes anything. Every process must
+// see the same file system (as with Python Accelerate).
+#pragma once
+
+#include <acc/checkpoint/metadata.hpp>
+#include <acc/checkpoint/rng_state.hpp>
+#include <acc/checkpoint/safetensors.hpp>
+#include <acc/data/dataloader.hpp>
+#include <acc/detail/checkpoint_io.hpp>
+#include <acc/detail/files.hpp>
+#include <acc/detail/module_state.hpp>
+#include <acc/detail/torch_compat.hpp>
+#include <acc/error.hpp>
+#include <acc/precision/grad_scaler.hpp>
+#include <acc/version.hpp>
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+#include <torch/optim/optimizer.h>
+#include <torch/optim/schedulers/lr_scheduler.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+
+#include <nlohmann/json.hpp>
+
+#include <unistd.h>
+
+#include <cstdint>
+#include <exception>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace acc {
+
+// What register_for_checkpointing takes: an object with
+//   void save(torch::serialize::OutputArchive&) const;  and  void load(torch::serialize::InputArchive&);
+// as torch::nn::Module has (register `*holder` for a module holder).
+template <class T, class = void>
+struct is_checkpointable : std::false_type {};
+template <class T>
+struct is_checkpointable<
+    T, std::void_t<decltype(std::declval<const T&>().save(std::declval<torch::serialize::OutputArchive&>())),
+                   decltype(std::declval<T&>().load(std::declval<torch::serialize::InputArchive&>()))>>
+    : std::true_type {};
+template <class T>
+inline constexpr bool is_checkpointable_v = is_checkpointable<T>::value;
+
+// Owner is the Accelerator (which declares this class its friend for the accumulation step).
+template <class Owner>
+class Checkpointer {
+ public:
+  explicit Checkpointer(Owner& owner) : owner_(&owner) {}
+  Checkpointer(const Checkpointer&) = delete;
+  Checkpointer& operator=(const Checkpointer&) = delete;
+
+  // --- Called by prepare() and register_for_checkpointing.
+  template <class Holder>
+  void track_model(const Holder& module) {
+    models_.push_back({[this, module] { return owner_->strategy().full_state(module); },
+                       [this, module = Holder(module)](const std::map<std::string, at::Tensor>& state) mutable {
+                         owner_->strategy().load_full_state(module, state);
+                       },
+                       [module] {
+                         std::vector<std::pair<std::string, at::Tensor>> parameters;
+                         for (const auto& p : module->named_parameters()) parameters.emplace_back(p.key(), p.value());
+                         return parameters;
+                       }});
+  }
+  void track_optimizer(torch::optim::Optimizer& optimizer) { optimizers_.push_back(&optimizer); }
+  void track_scheduler(torch::optim::LRScheduler& scheduler) { schedulers_.push_back(&scheduler); }
+  void track_loader(std::shared_ptr<LoaderPosition> position, int64_t batch_size, int64_t dataset_size) {
+    loaders_.push_back({std::move(position), batch_size, dataset_size});
+  }
+  template <class T>
+  void register_object(T& object) {
+    objects_.push_back({[&object](torch::serialize::OutputArchive& archive) { object.save(archive); },
+                        [&object](torch::serialize::InputArchive& archive) { object.load(archive); }});
+  }
+
+  // --- save_state / load_state: an empty dir means automatic naming (see ProjectConfiguration).
+  std::filesystem::path save(const std::filesystem::path& dir) {
+    const auto& project = owner_->options().project_config();
+    const bool automatic = dir.empty();
+    if (automatic && !project.automatic_checkpoint_naming())
+      throw Error(
+          "save_state() needs a directory, or ProjectConfiguration().automatic_checkpoint_naming(true) in the "
+          "Accelerator's options to number checkpoints under project_dir/checkpoints");
+    const bool main = owner_->is_main_process();
+    const int rank = owner_->process_index();
+    const std::filesystem::path target = owner_->broadcast_object(
+        main ? directory_path(automatic ? project.next_checkpoint() : dir).string() : std::string());
+    const std::filesystem::path staging =
+        target.string() + ".tmp-" + std::to_string(owner_->broadcast_object(static_cast<int64_t>(::getpid())));
+    const std::string failed = "save_state('" + target.string() + "') failed and left what was there before";
+    const auto discard = [&] {
+      std::error_code ec;
+      if (main) std::filesystem::remove_all(staging, ec);
+    };
+    const auto stage_done = [&](const char* stage) { detail::fail_save_at(stage, rank); };
+
+    // Collective parts first: a sharding strategy gathers the weights; every rank's positions.
+    std::vector<std::vector<std::pair<std::string, at::Tensor>>> model_states;
+    for (auto& model : models_) model_states.push_back(model.full_state());
+    std::vector<int64_t> mine;
+    for (const auto& loader : loaders_) {
+      mine.push_back(loader.position->epoch);
+      mine.push_back(loader.position->batches);
+    }
+    const auto positions = owner_->gather_object(mine);
+
+    together(
+        failed,
+        [&] {
+          if (main) {
+            std::filesystem::remove_all(staging);
+            std::filesystem::create_directories(staging);
+            stage_done("directory");
+          }
+          return std::string();
+        },
+        discard);
+
+    const auto written = together(
+        failed,
+        [&] {
+          nlohmann::json sizes = nlohmann::json::object();
+          const auto path = [&](const std::string& name) { return staging / name; };
+          if (main) {
+            for (std::size_t i = 0; i < models_.size(); ++i) {
+              const auto name = numbered("model", i, ".safetensors");
+              safetensors::save_file(model_states[i], path(name), {{"format", "pt"}});
+              sizes[name] = std::filesystem::file_size(path(name));
+              stage_done("model");
+            }
+            for (std::size_t i = 0; i < optimizers_.size(); ++i) {
+              const auto name = numbered("optimizer", i, ".bin");
+              torch::serialize::OutputArchive archive;
+              detail::save_optimizer(*optimizers_[i], archive);
+              sizes[name] = detail::save_archive(archive, path(name));
+              stage_done("optimizer");
+            }
+            for (std::size_t i = 0; i < schedulers_.size(); ++i) {
+              const auto name = numbered("scheduler", i, ".bin");
+              torch::serialize::OutputArchive archive;
+              archive.write("step_count",
+                            c10::IValue(static_cast<int64_t>(detail::SchedulerStepCount::of(*schedulers_[i]))));
+              sizes[name] = detail::save_archive(archive, path(name));
+              stage_done("scheduler");
+            }
+            if (const auto* scaler = owner_->scaler()) {
+              const auto state = scaler->state();
+              torch::serialize::OutputArchive archive;
+              archive.write("scale", c10::IValue(state.scale));
+              archive.write("growth_tracker", c10::IValue(state.growth_tracker));
+              sizes[kScalerFile] = detail::save_archive(archive, path(kScalerFile));
+              stage_done("scaler");
+            }
+            for (std::size_t i = 0; i < objects_.size(); ++i) {
+              const auto name = custom_file(i);
+              torch::serialize::OutputArchive archive;
+              objects_[i].save(archive);
+              sizes[name] = detail::save_archive(archive, path(name));
+              stage_done("custom");
+            }
+          }
+          torch::serialize::OutputArchive archive;
+          RngState::capture().save(archive);
+          sizes[random_states_file(rank)] = detail::save_archive(archive, path(random_states_file(rank)));
+          stage_done("random_states");
+          if (mid_cycle()) {
+            safetensors::save_file(local_gradients(), path(gradients_file(rank)));
+            sizes[gradients_file(rank)] = std::filesystem::file_size(path(gradients_file(rank)));
+            stage_done("gradients");
+          }
+          return sizes.dump();
+        },
+        discard);
+
+    together(
+        failed,
+        [&] {
+          if (!main) return std::string();
+          auto metadata = describe(positions);
+          for (const auto& part : written) {
+            const auto sizes = nlohmann::json::parse(part);
+            for (const auto& [name, size] : sizes.items()) metadata.file_sizes[name] = size.template get<uint64_t>();
+          }
+          detail::write_synced(staging / CheckpointMetadata::file_name, metadata.to_json());
+          detail::fsync_path(staging);
+          stage_done("metadata");
+          detail::replace_directory(staging, target);
+          stage_done("rename");
+          if (automatic && project.total_limit() > 0) {
+            auto existing = project.checkpoints();
+            for (std::size_t i = 0; i + static_cast<std::size_t>(project.total_limit()) < existing.size(); ++i)
+              std::filesystem::remove_all(existing[i]);
+          }
+          return std::string();
+        },
+        discard);
+    return target;
+  }
+
+  std::filesystem::path load(const std::filesystem::path& dir) {
+    const auto& project = owner_->options().project_config();
+    if (dir.empty() && !project.automatic_checkpoint_naming())
+      throw Error(
+          "load_state() needs a directory, or ProjectConfiguration().automatic_checkpoint_naming(true) to load the "
+          "newest checkpoint under project_dir/checkpoints");
+    const auto source = directory_path(dir.empty() ? project.latest_checkpoint() : dir);
+    Loaded loaded;
+    together("load_state('" + source.string() + "') failed and changed nothing", [&] {
+      loaded = read(source);
+      return std::string();
+    });
+    apply(source, loaded);
+    return source;
+  }
+
+  // --- save_model / load_model: model.safetensors alone, for inference or another program.
+  template <class Holder>
+  void save_model(const Holder& module, const std::filesystem::path& dir) {
+    auto state = owner_->strategy().full_state(module);
+    const auto directory = directory_path(dir);
+    together("save_model('" + directory.string() + "') failed", [&] {
+      if (owner_->is_main_process()) {
+        std::filesystem::create_directories(directory);
+        const auto file = directory / kModelFile;
+        const std::filesystem::path staged = file.string() + ".tmp-" + std::to_string(::getpid());
+        safetensors::save_file(state, staged, {{"format", "pt"}});
+        std::filesystem::rename(staged, file);
+        detail::fsync_path(directory);
+      }
+      return std::string();
+    });
+  }
+
+  // `path` is a safetensors file or a directory holding model.safetensors.
+  template <class Holder>
+  void load_model(Holder& module, const std::filesystem::path& path) {
+    std::error_code ec;
+    const auto file = std::filesystem::is_directory(path, ec) ? path / kModelFile : path;
+    safetensors::Contents contents;
+    together("load_model('" + file.string() + "') failed", [&] {
+      contents = safetensors::load_file(file);
+      return std::string();
+    });
+    detail::read_from(file, [&] { owner_->strategy().load_full_state(module, contents.tensors); });
+  }
+
+ private:
+  static constexpr const char* kModelFile = "model.safetensors";
+  static constexpr const char* kScalerFile = "scaler.pt";
+
+  struct TrackedModel {
+    std::function<std::vector<std::pair<std::string, at::Tensor>>()> full_state;
+    std::function<void(const std::map<std::string, at::Tensor>&)> load_full_state;
+    std::function<std::vector<std::pair<std::string, at::Tensor>>()> parameters;  // this process's
+  };
+  struct TrackedLoader {
+    std::shared_ptr<LoaderPosition> position;
+    int64_t batch_size;
+    int64_t dataset_size;  // -1: a stream
+  };
+  struct RegisteredObject {
+    std::function<void(torch::serialize::OutputArchive&)> save;
+    std::function<void(torch::serialize::InputArchive&)> load;
+  };
+  // Everything a load reads, before it changes anything.
+  struct Loaded {
+    CheckpointMetadata metadata;
+    std::vector<std::map<std::string, at::Tensor>> models;
+    std::vector<torch::serialize::InputArchive> optimizers, objects;
+    std::vector<int64_t> scheduler_steps;
+    std::optional<GradScaler::State> scaler;
+    RngState rng;
+    std::map<std::string, at::Tensor> gradients;
+  };
+
+  static std::string numbered(const std::string& stem, std::size_t i, const std::string& extension) {
+    return i == 0 ? stem + extension : stem + "_" + std::to_string(i) + extension;
+  }
+  static std::string custom_file(std::size_t i) { return "custom_checkpoint_" + std::to_string(i) + ".bin"; }
+  static std::string random_states_file(int rank) { return "random_states_" + std::to_string(rank) + ".bin"; }
+  static std::string gradients_file(int rank) { return "gradients_" + std::to_string(rank) + ".safetensors"; }
+  // The gradients of model i's parameters are saved under "model.<name>", "model_1.<name>", ...
+  static std::string gradient_key(std::size_t i, const std::string& parameter) {
+    return numbered("model", i, ".") + parameter;
+  }
+
+  // Between the synchronizing steps of gradient accumulation the gradients hold micro-batches
+  // already done, which a resumed run needs; at a synchronizing step they are spent.
+  bool mid_cycle() const { return owner_->micro_step_ % owner_->options().gradient_accumulation_steps() != 0; }
+
+  std::vector<std::pair<std::string, at::Tensor>> local_gradients() const {
+    std::vector<std::pair<std::string, at::Tensor>> gradients;
+    for (std::size_t i = 0; i < models_.size(); ++i)
+      for (const auto& [name, parameter] : models_[i].parameters())
+        if (parameter.grad().defined()) gradients.emplace_back(gradient_key(i, name), parameter.grad());
+    return gradients;
+  }
+
+  // Gives every parameter the saved gradient, or none where none was saved.
+  void restore_gradients(const std::map<std::string, at::Tensor>& saved) {
+    std::size_t used = 0;
+    for (std::size_t i = 0; i < models_.size(); ++i)
+      for (auto& [name, parameter] : models_[i].parameters()) {
+        const auto it = saved.find(gradient_key(i, name));
+        if (it == saved.end()) {
+          parameter.mutable_grad().reset();
+          continue;
+        }
+        if (it->second.sizes() != parameter.sizes())
+          throw Error("the gradient of " + it->first + " is " + detail::shape_text(it->second) + " and the parameter " +
+                      detail::shape_text(parameter));
+        parameter.mutable_grad() = it->second.to(parameter.device(), parameter.scalar_type());
+        ++used;
+      }
+    if (used != saved.size()) throw Error("it holds gradients of parameters these models do not have");
+  }
+
+  // Absolute, normalized, without a trailing separator: "ckpt/" and "./ckpt" are one directory.
+  static std::filesystem::path directory_path(const std::filesystem::path& dir) {
+    auto path = std::filesystem::absolute(dir).lexically_normal();
+    return path.has_filename() ? path : path.parent_path();
+  }
+
+  // Runs this process's part, then tells every process whether all parts succeeded: a failure on
+  // any process is thrown on all of them (after on_failure), with its message. Returns every
+  // process's result.
+  template <class Part>
+  std::vector<std::string> together(const std::string& what, Part&& part,
+                                    const std::function<void()>& on_failure = {}) {
+    std::string outcome;
+    try {
+      outcome = "+" + part();
+    } catch (const c10::Error& e) {
+      outcome = std::string("!") + e.what_without_backtrace();
+    } catch (const std::exception& e) {
+      outcome = std::string("!") + e.what();
+    }
+    auto outcomes = owner_->gather_object(outcome);
+    for (std::size_t r = 0; r < outcomes.size(); ++r) {
+      if (outcomes[r].empty() || outcomes[r][0] != '!') continue;
+      if (on_failure) on_failure();
+      const auto where = outcomes.size() > 1 ? " (on rank " + std::to_string(r) + ")" : std::string();
+      throw Error(what + where + ": " + outcomes[r].substr(1));
+    }
+    for (auto& o : outcomes) o.erase(0, 1);
+    return outcomes;
+  }
+
+  CheckpointMetadata describe(const std::vector<std::vector<int64_t>>& positions) const {
+    using Strategy = typename Owner::strategy_type;
+    using Precision = typename Owner::precision_type;
+    using Sampler = typename Owner::sampler_type;
+    CheckpointMetadata m;
+    m.library_version = std::string(version);
+    m.torch_version = compat::torch_version;
+    m.optimizer_format = compat::optimizer_archive_format;
+    m.world_size = owner_->num_processes();
+    m.strategy = std::string(Strategy::name);
+    m.precision = std::string(Precision::name);
+    m.sampler = std::string(Sampler::name);
+    m.step = owner_->micro_step_;
+    for (std::size_t i = 0; i < models_.size(); ++i) m.models.push_back(numbered("model", i, ".safetensors"));
+    for (std::size_t i = 0; i < optimizers_.size(); ++i) m.optimizers.push_back(numbered("optimizer", i, ".bin"));
+    for (std::size_t i = 0; i < schedulers_.size(); ++i) m.schedulers.push_back(numbered("scheduler", i, ".bin"));
+    if (owner_->scaler()) m.scaler = kScalerFile;
+    for (std::size_t i = 0; i < objects_.size(); ++i) m.custom_objects.push_back(custom_file(i));
+    for (int r = 0; r < owner_->num_processes(); ++r) {
+      m.random_states.push_back(random_states_file(r));
+      if (mid_cycle()) m.gradients.push_back(gradients_file(r));
+    }
+    for (std::size_t i = 0; i < loaders_.size(); ++i) {
+      CheckpointMetadata::DataLoader d;
+      d.seed = loaders_[i].position->seed;
+      d.batch_size = loaders_[i].batch_size;
+      d.dataset_size = loaders_[i].dataset_size;
+      for (const auto& rank : positions) d.positions.emplace_back(rank[2 * i], rank[2 * i + 1]);
+      m.data_loaders.push_back(std::move(d));
+    }
+    return m;
+  }
+
+  // Reads and checks everything this process needs from the checkpoint; changes nothing.
+  Loaded read(const std::filesystem::path& source) {
+    using Strategy = typename Owner::strategy_type;
+    using Sampler = typename Owner::sampler_type;
+    Loaded loaded;
+    auto& m = loaded.metadata;
+    m = CheckpointMetadata::read(source);
+    const auto described = "'" + (source / CheckpointMetadata::file_name).string() + "'";
+    const auto mismatch = [&](const std::string& problem) { throw Error(described + ": " + problem); };
+    if (m.world_size != owner_->num_processes())
+      mismatch("the checkpoint was saved by " + std::to_string(m.world_size) + " processes, and this job has " +
+               std::to_string(owner_->num_processes()) + "; resume with as many processes");
+    if (m.strategy != Strategy::name)
+      mismatch("the checkpoint was saved with strategy " + m.strategy + ", and this Accelerator uses " +
+               std::string(Strategy::name));
+    const auto count = [&](const char* what, std::size_t saved, std::size_t here, const char* how) {
+      if (saved != here)
+        mismatch("the checkpoint holds " + std::to_string(saved) + " " + what + " and " + std::to_string(here) +
+                 " were " + how + " before load_state; " + how + " the same ones, in the same order");
+    };
+    count("models", m.models.size(), models_.size(), "prepared");
+    count("optimizers", m.optimizers.size(), optimizers_.size(), "prepared");
+    count("schedulers", m.schedulers.size(), schedulers_.size(), "prepared");
+    count("data loaders", m.data_loaders.size(), loaders_.size(), "prepared");
+    count("custom objects", m.custom_objects.size(), objects_.size(), "registered");
+    if (!m.data_loaders.empty() && m.sampler != Sampler::name)
+      mismatch("its data positions are in the order of sampler " + m.sampler + ", and this Accelerator uses " +
+               std::string(Sampler::name));
+    if (!m.optimizers.empty() && m.optimizer_format != compat::optimizer_archive_format)
+      mismatch("its optimizer state was written by libtorch " + m.torch_version +
+               ", whose optimizer archives this libtorch (" + compat::torch_version +
+               ") cannot read: their parameter keys changed in 2.2");
+    const auto per_rank = static_cast<std::size_t>(m.world_size);
+    if (m.random_states.size() != per_rank || (!m.gradients.empty() && m.gradients.size() != per_rank) || m.step < 0)
+      mismatch("it lists " + std::to_string(m.random_states.size()) + " random-state and " +
+               std::to_string(m.gradients.size()) + " gradient files for " + std::to_string(m.world_size) +
+               " processes");
+    const auto rank = static_cast<std::size_t>(owner_->process_index());
+    for (std::size_t i = 0; i < loaders_.size(); ++i) {
+      const auto& d = m.data_loaders[i];
+      const auto& here = loaders_[i];
+      const auto loader = "data loader " + std::to_string(i);
+      if (d.batch_size != here.batch_size || d.dataset_size != here.dataset_size)
+        mismatch(loader + " had batch_size " + std::to_string(d.batch_size) + " over " +
+                 std::to_string(d.dataset_size) + " samples, and the one prepared here has batch_size " +
+                 std::to_string(here.batch_size) + " over " + std::to_string(here.dataset_size));
+      if (d.positions.size() != static_cast<std::size_t>(m.world_size) || d.positions[rank].first < 0 ||
+          d.positions[rank].second < 0)
+        mismatch(loader + " has no valid position for rank " + std::to_string(rank));
+    }
+
+    const auto need = [&](const std::string& name) {
+      const auto file = source / name;
+      std::error_code ec;
+      if (!std::filesystem::is_regular_file(file, ec))
+        throw Error("'" + file.string() + "' is missing (" + described + " lists it)");
+      const auto size = std::filesystem::file_size(file, ec);
+      const auto recorded = m.file_sizes.find(name);
+      if (recorded == m.file_sizes.end()) mismatch("it lists " + name + " without its size");
+      if (size != recorded->second)
+        throw Error("'" + file.string() + "' is " + std::to_string(size) + " bytes but was saved with " +
+                    std::to_string(recorded->second) + " (truncated or overwritten)");
+      return file;
+    };
+    for (const auto& name : m.models) loaded.models.push_back(safetensors::load_file(need(name)).tensors);
+    for (const auto& name : m.optimizers)
+      loaded.optimizers.push_back(detail::load_archive(need(name), owner_->device()));
+    for (const auto& name : m.schedulers) {
+      const auto file = need(name);
+      auto archive = detail::load_archive(file);
+      detail::read_from(file, [&] {
+        c10::IValue steps;
+        archive.read("step_count", steps);
+        if (steps.toInt() < 0) throw Error("a negative step count");
+        loaded.scheduler_steps.push_back(steps.toInt());
+      });
+    }
+    if (m.scaler && owner_->scaler()) {
+      const auto file = need(*m.scaler);
+      auto archive = detail::load_archive(file);
+      detail::read_from(file, [&] {
+        c10::IValue scale, growth_tracker;
+        archive.read("scale", scale);
+        archive.read("growth_tracker", growth_tracker);
+        loaded.scaler = GradScaler::State{scale.toDouble(), growth_tracker.toInt()};
+      });
+    }
+    for (const auto& name : m.custom_objects) loaded.objects.push_back(detail::load_archive(need(name)));
+    const auto rng_file = need(m.random_states[rank]);
+    auto rng_archive = detail::load_archive(rng_file);
+    detail::read_from(rng_file, [&] { loaded.rng.load(rng_archive); });
+    if (!m.gradients.empty()) loaded.gradients = safetensors::load_file(need(m.gradients[rank])).tensors;
+    return loaded;
+  }
+
+  void apply(const std::filesystem::path& source, Loaded& loaded) {
+    using Precision = typename Owner::precision_type;
+    const auto& m = loaded.metadata;
+    for (std::size_t i = 0; i < models_.size(); ++i)
+      detail::read_from(source / m.models[i], [&] { models_[i].load_full_state(loaded.models[i]); });
+    for (std::size_t i = 0; i < optimizers_.size(); ++i)
+      detail::read_from(source / m.optimizers[i],
+                        [&] { detail::load_optimizer(*optimizers_[i], loaded.optimizers[i]); });
+    for (std::size_t i = 0; i < schedulers_.size(); ++i)
+      detail::SchedulerStepCount::of(*schedulers_[i]) =
+          static_cast<std::decay_t<decltype(detail::SchedulerStepCount::of(*schedulers_[i]))>>(
+              loaded.scheduler_steps[i]);
+    if (loaded.scaler) owner_->scaler()->load(*loaded.scaler);
+    for (std::size_t i = 0; i < objects_.size(); ++i)
+      detail::read_from(source / m.custom_objects[i], [&] { objects_[i].load(loaded.objects[i]); });
+    const auto rank = static_cast<std::size_t>(owner_->process_index());
+    for (std::size_t i = 0; i < loaders_.size(); ++i) {
+      const auto& d = m.data_loaders[i];
+      *loaders_[i].position = {d.seed, d.positions[rank].first, d.positions[rank].second, true};
+    }
+    if (!m.gradients.empty())
+      detail::read_from(source / m.gradients[rank], [&] { restore_gradients(loaded.gradients); });
+    owner_->micro_step_ = m.step;
+    if (m.precision != Precision::name && owner_->is_main_process())
+      std::cerr << "acc: " << source.string() << " was saved with mixed precision " << m.precision
+                << " and is loaded with " << Precision::name << "; the loss scaler is "
+                << (loaded.scaler ? "restored" : "left as it is") << "\n";
+    loaded.rng.restore();
+  }
+
+  Owner* owner_;
+  std::vector<TrackedModel> models_;
+  std::vector<torch::optim::Optimizer*> optimizers_;
+  std::vector<torch::optim::LRScheduler*> schedulers_;
+  std::vector<TrackedLoader> loaders_;
+  std::vector<RegisteredObject> objects_;
+};
+
+}  // namespace acc

@@ -1,0 +1,76 @@
+// A module's state by name (its parameters and buffers, as Python's state_dict), and loading one
+// back with every missing, unexpected or misshapen entry named: what the replicated strategies
+// save and load in checkpoints.
+#pragma once
+
+#include <acc/error.hpp>
+
+#include <ATen/core/Tensor.h>
+#include <ATen/core/grad_mode.h>
+#include <torch/nn/module.h>
+
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace acc::detail {
+
+inline std::vector<std::pair<std::string, at::Tensor>> module_state(const torch::nn::Module& module) {
+  std::vector<std::pair<std::string, at::Tensor>> state;
+  for (const auto& p : module.named_parameters()) state.emplace_back(p.key(), p.value().detach());
+  for (const auto& b : module.named_buffers()) state.emplace_back(b.key(), b.value().detach());
+  return state;
+}
+
+inline std::string shape_text(const at::Tensor& t) {
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + "]";
+}
+
+// Throws an acc::Error naming every missing, unexpected and misshapen entry of `state` against
+// the entries a model has (`own`).
+inline void check_state_fits(const std::vector<std::pair<std::string, at::Tensor>>& own,
+                             const std::map<std::string, at::Tensor>& state) {
+  std::vector<std::string> missing, misshapen;
+  std::set<std::string> known;
+  for (const auto& [name, tensor] : own) {
+    known.insert(name);
+    const auto it = state.find(name);
+    if (it == state.end())
+      missing.push_back(name);
+    else if (it->second.sizes() != tensor.sizes())
+      misshapen.push_back(name + " is " + shape_text(it->second) + " there but " + shape_text(tensor) +
+                          " in the model");
+  }
+  std::vector<std::string> unexpected;
+  for (const auto& entry : state)
+    if (!known.count(entry.first)) unexpected.push_back(entry.first);
+  if (!missing.empty() || !unexpected.empty() || !misshapen.empty()) {
+    const auto list = [](const std::vector<std::string>& names) {
+      std::string text;
+      for (const auto& n : names) text += (text.empty() ? "" : ", ") + n;
+      return text;
+    };
+    std::string problem = "the saved state does not fit the model:";
+    if (!missing.empty()) problem += " missing keys: " + list(missing) + ";";
+    if (!unexpected.empty()) problem += " unexpected keys: " + list(unexpected) + ";";
+    if (!misshapen.empty()) problem += " wrong shapes: " + list(misshapen) + ";";
+    problem.pop_back();
+    throw Error(problem);
+  }
+}
+
+// Copies `state` into the module's parameters and buffers in place (so that views of them, such
+// as gradient buckets, stay valid), converting dtypes as Python's load_state_dict does. Checks
+// everything first: a mismatch changes nothing.
+inline void load_module_state(torch::nn::Module& module, const std::map<std::string, at::Tensor>& state) {
+  auto own = module_state(module);  // detached views of the module's tensors
+  check_state_fits(own, state);
+  at::NoGradGuard no_grad;
+  for (auto& [name, tensor] : own) tensor.copy_(state.at(name));
+}
+
+}  // namespace acc::detail

@@ -1,0 +1,638 @@
+#include "pch.hpp"  // first: libtorch, then doctest
+#include "resume_training.hpp"
+#include "scaled_fp32.hpp"
+
+#include <acc/acc.hpp>
+#include <acc/checkpoint/safetensors.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <unistd.h>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// A fresh directory under the system's temporary directory, removed at the end of the test.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() /
+           ("acc_checkpoint_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  static int& counter() {
+    static int n = 0;
+    return n;
+  }
+};
+
+std::string read_text(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+void write_text(const fs::path& file, const std::string& text) {
+  std::ofstream out(file, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+// The message of the acc::Error that fn throws ("" when it throws none).
+template <class Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const acc::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+acc::AcceleratorOptions cpu_options() {
+  return acc::AcceleratorOptions().environment(acc::ProcessEnvironment{}).cpu(true);
+}
+
+// 20 batches straight vs 7, a checkpoint, and 13 more in a new Accelerator: the same losses (and
+// loss scales and learning rates) batch for batch, and the same parameters at the end.
+template <class Precision, class Sampler>
+void check_resume(const acc::AcceleratorOptions& options, const resume::Recipe& recipe) {
+  using Strategy = acc::Single;
+  TempDir dir;
+  const auto straight = resume::train<Strategy, Precision, Sampler>(options, recipe, 0, 20);
+  resume::train<Strategy, Precision, Sampler>(options, recipe, 0, 7, {}, dir.path / "ckpt");
+  const auto resumed = resume::train<Strategy, Precision, Sampler>(options, recipe, 7, 13, dir.path / "ckpt");
+  REQUIRE(resumed.losses.size() == 13);
+  for (std::size_t i = 0; i < 13; ++i) {
+    CAPTURE(i);
+    CHECK(resumed.losses[i] == straight.losses[7 + i]);
+    CHECK(resumed.lrs[i] == straight.lrs[7 + i]);
+    if (!straight.scales.empty()) CHECK(resumed.scales[i] == straight.scales[7 + i]);
+  }
+  REQUIRE(resumed.parameters.size() == straight.parameters.size());
+  for (std::size_t i = 0; i < straight.parameters.size(); ++i)
+    CHECK(at::equal(resumed.parameters[i], straight.parameters[i]));
+}
+
+}  // namespace
+
+TEST_SUITE("checkpoint") {
+  TEST_CASE("resume: Single, fp32, sequential sampler: 7 + 13 batches equal 20 bit for bit") {
+    check_resume<acc::FP32, acc::Sequential>(cpu_options(), {});
+  }
+
+  TEST_CASE("resume: shuffled sampler, mid-epoch (batch 7 of 10)") {
+    check_resume<acc::FP32, acc::Shuffled>(cpu_options(), {});
+  }
+
+  TEST_CASE("resume: an LR scheduler continues its schedule") {
+    resume::Recipe recipe;
+    recipe.scheduler_step_size = 3;
+    check_resume<acc::FP32, acc::Shuffled>(cpu_options(), recipe);
+    const auto run = resume::train<acc::Single, acc::FP32, acc::Shuffled>(cpu_options(), recipe, 0, 20);
+    CHECK(run.lrs.back() == doctest::Approx(1e-2 * std::pow(0.5, 6)));  // it really changed
+  }
+
+  TEST_CASE("resume: gradient accumulation, saved in the middle of a cycle (micro-step 7 of 3-step cycles)") {
+    const auto options = cpu_options().gradient_accumulation_steps(3);
+    check_resume<acc::FP32, acc::Shuffled>(options, {});
+    TempDir dir;
+    resume::train<acc::Single, acc::FP32, acc::Shuffled>(options, {}, 0, 7, {}, dir.path);
+    CHECK(fs::exists(dir.path / "gradients_0.safetensors"));  // the accumulated gradients
+    const auto metadata = nlohmann::json::parse(read_text(dir.path / "acc_state.json"));
+    CHECK(metadata["step"] == 7);
+  }
+
+  TEST_CASE("resume: loss scaling with an overflow before the save (scale and growth tracker restored)") {
+    const auto options = cpu_options().grad_scaler(acc::GradScalerOptions().growth_interval(4));
+    resume::Recipe recipe;
+    recipe.overflow_at = 4;
+    check_resume<ScaledFP32, acc::Shuffled>(options, recipe);
+    const auto run = resume::train<acc::Single, ScaledFP32, acc::Shuffled>(options, recipe, 0, 20);
+    // grows after batch 3, backs off at 4, and grows after every 4 clean batches from 5 on
+    CHECK(run.scales[3] == 131072.0);
+    CHECK(run.scales[4] == 65536.0);
+    CHECK(run.scales[6] == 65536.0);  // saved here with the growth tracker at 2
+    CHECK(run.scales[8] == 131072.0);
+  }
+
+  TEST_CASE("save_state writes Accelerate's files; model.safetensors holds the model's tensors") {
+    TempDir dir;
+    acc::Accelerator<acc::Single, ScaledFP32> accelerator(cpu_options());
+    resume::Net net;
+    torch::optim::AdamW opt(net->parameters());
+    torch::optim::StepLR sched(opt, 2);
+    auto [model, optimizer, scheduler, loader] =
+        accelerator.prepare(net, opt, sched, acc::DataLoader(resume::Blobs{}, 8));
+    auto it = loader.begin();
+    ++it;  // two batches had
+    const auto saved = accelerator.save_state(dir.path / "ckpt");
+    CHECK(saved == dir.path / "ckpt");
+    for (const auto* name :
+         {"model.safetensors", "optimizer.bin", "scheduler.bin", "scaler.pt", "random_states_0.bin", "acc_state.json"})
+      CHECK_MESSAGE(fs::is_regular_file(dir.path / "ckpt" / name), name);
+    CHECK_FALSE(fs::exists(dir.path / "ckpt" / "gradients_0.safetensors"));  // no accumulation in progress
+    const auto metadata = nlohmann::json::parse(read_text(dir.path / "ckpt" / "acc_state.json"));
+    CHECK(metadata["world_size"] == 1);
+    CHECK(metadata["strategy"] == "NO");
+    CHECK(metadata["precision"] == "scaled-fp32");
+    CHECK(metadata["data_loaders"][0]["positions"][0]["batches"] == 2);
+    CHECK(metadata["file_sizes"]["model.safetensors"] == fs::file_size(dir.path / "ckpt" / "model.safetensors"));
+
+    const auto contents = acc::safetensors::load_file(dir.path / "ckpt" / "model.safetensors");
+    CHECK(contents.metadata.at("format") == "pt");
+    CHECK(contents.tensors.size() == 4);
+    for (const auto& p : net->named_parameters()) CHECK(at::equal(contents.tensors.at(p.key()), p.value()));
+    // nothing else is left beside it
+    for (const auto& entry : fs::directory_iterator(dir.path)) CHECK(entry.path().filename() == "ckpt");
+  }
+
+  TEST_CASE("register_for_checkpointing: a user object is saved and loaded with the state") {
+    struct Counter {
+      int64_t seen = 0;
+      at::Tensor history = at::zeros({3});
+      void save(torch::serialize::OutputArchive& archive) const {
+        archive.write("seen", c10::IValue(seen));
+        archive.write("history", history);
+      }
+      void load(torch::serialize::InputArchive& archive) {
+        c10::IValue value;
+        archive.read("seen", value);
+        seen = value.toInt();
+        archive.read("history", history);
+      }
+    };
+    static_assert(acc::is_checkpointable_v<Counter>);
+    static_assert(!acc::is_checkpointable_v<int>);
+    TempDir dir;
+    {
+      acc::Accelerator<> accelerator(cpu_options());
+      Counter counter{41, at::arange(3.0)};
+      accelerator.register_for_checkpointing(counter);
+      accelerator.save_state(dir.path);
+    }
+    CHECK(fs::is_regular_file(dir.path / "custom_checkpoint_0.bin"));
+    acc::Accelerator<> accelerator(cpu_options());
+    Counter counter;
+    accelerator.register_for_checkpointing(counter);
+    accelerator.load_state(dir.path);
+    CHECK(counter.seen == 41);
+    CHECK(at::equal(counter.history, at::arange(3.0)));
+  }
+
+  TEST_CASE("a resumed loader continues at the saved batch, and after an epoch's last batch at the next epoch") {
+    for (const int had : {3, 10, 13}) {  // mid-epoch, exactly at the end of epoch 0, mid epoch 1
+      CAPTURE(had);
+      TempDir dir;
+      std::vector<at::Tensor> expected;
+      {
+        acc::Accelerator<acc::Single, acc::FP32, acc::Shuffled> accelerator(cpu_options());
+        auto loader = accelerator.prepare(acc::DataLoader(resume::Blobs{}, acc::DataLoaderOptions(8).seed(3)));
+        int seen = 0;
+        while (static_cast<int>(expected.size()) < 10) {
+          for (auto& batch : loader) {
+            if (++seen == had) accelerator.save_state(dir.path);
+            if (seen > had) expected.push_back(batch.target);
+            if (static_cast<int>(expected.size()) == 10) break;
+          }
+        }
+      }
+      acc::Accelerator<acc::Single, acc::FP32, acc::Shuffled> accelerator(cpu_options());
+      auto loader = accelerator.prepare(acc::DataLoader(resume::Blobs{}, acc::DataLoaderOptions(8).seed(99)));
+      accelerator.load_state(dir.path);  // the saved seed (3) replaces 99
+      std::vector<at::Tensor> got;
+      while (got.size() < 10) {
+        std::size_t in_epoch = 0;
+        for (auto& batch : loader) {
+          got.push_back(batch.target);
+          ++in_epoch;
+          if (got.size() == 10) break;
+        }
+        // the first epoch after the resume has the rest of the saved one
+        if (got.size() < 10) CHECK(in_epoch == static_cast<std::size_t>(10 - had % 10));
+      }
+      for (std::size_t i = 0; i < 10; ++i) CHECK(at::equal(got[i], expected[i]));
+    }
+  }
+
+  TEST_CASE("set_epoch after load_state: the saved epoch keeps its position, another starts at its first batch") {
+    TempDir dir;
+    {
+      acc::Accelerator<> accelerator(cpu_options());
+      auto loader = accelerator.prepare(acc::DataLoader(resume::Blobs{}, 8));
+      auto it = loader.begin();
+      ++it;
+      ++it;  // 3 batches of epoch 0 had
+      accelerator.save_state(dir.path);
+    }
+    for (const int64_t epoch : {0, 1}) {
+      acc::Accelerator<> accelerator(cpu_options());
+      auto loader = accelerator.prepare(acc::DataLoader(resume::Blobs{}, 8));
+      accelerator.load_state(dir.path);
+      loader.set_epoch(epoch);
+      std::size_t batches = 0;
+      for (auto& batch : loader) batches += batch.target.size(0) > 0;
+      CHECK(batches == (epoch == 0 ? 7u : 10u));
+    }
+  }
+
+  TEST_CASE("save_model / load_model: model.safetensors alone, into another model") {
+    TempDir dir;
+    acc::Accelerator<> accelerator(cpu_options());
+    torch::manual_seed(1);
+    resume::Net net;
+    auto model = accelerator.prepare(net);
+    accelerator.save_model(model, dir.path / "export");
+    CHECK(std::vector<fs::path>(fs::directory_iterator(dir.path / "export"), {}) ==
+          std::vector<fs::path>{dir.path / "export" / "model.safetensors"});
+    for (const auto& from : {dir.path / "export", dir.path / "export" / "model.safetensors"}) {
+      torch::manual_seed(2);
+      resume::Net other;
+      accelerator.load_model(other, from);
+      const auto mine = net->parameters(), theirs = other->parameters();
+      for (std::size_t i = 0; i < mine.size(); ++i) CHECK(at::equal(mine[i], theirs[i]));
+    }
+    resume::Net wider(64);
+    const auto error = error_of([&] { accelerator.load_model(wider, dir.path / "export"); });
+    CHECK(contains(error, "model.safetensors"));
+    CHECK(contains(error, "wrong shapes: fc1.weight is [32, 8] there but [64, 8] in the model"));
+  }
+
+  TEST_CASE("ProjectConfiguration: numbered checkpoints, total_limit keeps the newest, load_state() the latest") {
+    TempDir dir;
+    const auto options = cpu_options().project_config(
+        acc::ProjectConfiguration().project_dir(dir.path).automatic_checkpoint_naming(true).total_limit(2));
+    acc::Accelerator<> accelerator(options);
+    auto net = resume::Net();
+    auto model = accelerator.prepare(net);
+    std::vector<at::Tensor> weights;
+    for (int i = 0; i < 4; ++i) {
+      {
+        at::NoGradGuard no_grad;
+        net->fc1->weight.fill_(i);
+      }
+      CHECK(accelerator.save_state() == dir.path / "checkpoints" / ("checkpoint_" + std::to_string(i)));
+    }
+    const auto kept = acc::ProjectConfiguration().project_dir(dir.path).checkpoints();
+    CHECK(kept ==
+          std::vector<fs::path>{dir.path / "checkpoints" / "checkpoint_2", dir.path / "checkpoints" / "checkpoint_3"});
+    // a save that fails keeps both: the oldest goes only once the new one is complete
+    setenv("ACC_TEST_FAIL_SAVE_AT", "metadata", 1);
+    CHECK(contains(error_of([&] { accelerator.save_state(); }), "stage 'metadata'"));
+    unsetenv("ACC_TEST_FAIL_SAVE_AT");
+    CHECK(acc::ProjectConfiguration().project_dir(dir.path).checkpoints() == kept);
+    {
+      at::NoGradGuard no_grad;
+      net->fc1->weight.fill_(-1);
+    }
+    CHECK(accelerator.load_state() == dir.path / "checkpoints" / "checkpoint_3");
+    CHECK(net->fc1->weight.eq(3).all().item<bool>());
+    // the numbering goes on after the largest number there
+    CHECK(accelerator.save_state() == dir.path / "checkpoints" / "checkpoint_4");
+
+    acc::Accelerator<> plain(cpu_options());
+    CHECK(contains(error_of([&] { plain.save_state(); }), "automatic_checkpoint_naming"));
+    CHECK(contains(error_of([&] { plain.load_state(); }), "automatic_checkpoint_naming"));
+  }
+
+  TEST_CASE("a save that fails at any stage leaves the previous checkpoint loadable and nothing else") {
+    // Everything that has a stage: model, optimizer, scheduler, scaler, a registered object, a
+    // loader, and gradient accumulation (saved mid-cycle, so gradients are written too).
+    TempDir dir;
+    const auto target = dir.path / "ckpt";
+    acc::Accelerator<acc::Single, ScaledFP32, acc::Shuffled> accelerator(cpu_options().gradient_accumulation_steps(2));
+    resume::Net net;
+    torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-2));
+    torch::optim::StepLR sched(opt, 1, 0.5);
+    torch::nn::Linear extra(2, 2);
+    accelerator.register_for_checkpointing(*extra);
+    auto [model, optimizer, loader, scheduler] =
+        accelerator.prepare(net, opt, acc::DataLoader(resume::Blobs{}, 8), sched);
+    auto it = loader.begin();
+    // The next batch (into a new epoch when one ends): backward, and the step when asked.
+    const auto micro_batch = [&](bool step_optimizer) {
+      if (it == loader.end()) it = loader.begin();
+      auto step = accelerator.accumulate(model);
+      accelerator.backward(torch::nn::functional::cross_entropy(model(it->data), it->target));
+      ++it;
+      if (!step_optimizer) return;
+      optimizer.step();
+      scheduler.step();
+      optimizer.zero_grad();
+    };
+    const auto train_two = [&] {
+      micro_batch(true);
+      micro_batch(true);
+    };
+    train_two();
+    accelerator.save_state(target);  // checkpoint A, at a synchronizing micro-step
+    train_two();
+    for (const std::string stage : {"directory", "model", "optimizer", "scheduler", "scaler", "custom", "random_states",
+                                    "gradients", "metadata", "rename"}) {
+      CAPTURE(stage);
+      micro_batch(false);  // one more backward: the save happens mid-cycle, with gradients to write
+      std::vector<at::Tensor> now;
+      for (const auto& p : net->parameters()) now.push_back(p.detach().clone());
+      const auto before = acc::safetensors::load_file(target / "model.safetensors").tensors;
+      setenv("ACC_TEST_FAIL_SAVE_AT", stage.c_str(), 1);
+      const auto error = error_of([&] { accelerator.save_state(target); });
+      unsetenv("ACC_TEST_FAIL_SAVE_AT");
+      CHECK(contains(error, "stage '" + stage + "'"));
+      CHECK(contains(error, target.string()));
+      for (const auto& entry : fs::directory_iterator(dir.path)) CHECK(entry.path().filename() == "ckpt");
+      // What the directory holds loads, and is the previous checkpoint (the new one once renamed).
+      accelerator.load_state(target);
+      const auto loaded = net->named_parameters();
+      for (std::size_t i = 0; i < now.size(); ++i)
+        CHECK(at::equal(loaded[i].value(), stage == "rename" ? now[i] : before.at(loaded[i].key())));
+      train_two();
+    }
+  }
+
+  TEST_CASE("load_state of a bad checkpoint names the file and the problem, and changes nothing") {
+    TempDir dir;
+    const auto ckpt = dir.path / "ckpt";
+    acc::Accelerator<> accelerator(cpu_options());
+    resume::Net net;
+    torch::optim::AdamW opt(net->parameters());
+    auto [model, optimizer] = accelerator.prepare(net, opt);
+    accelerator.save_state(ckpt);
+    const auto weight = net->fc1->weight.detach().clone();
+    const auto fresh_copy = [&] {
+      fs::remove_all(dir.path / "bad");
+      fs::copy(ckpt, dir.path / "bad");
+      return dir.path / "bad";
+    };
+    const auto load_error = [&](const fs::path& from) {
+      {
+        at::NoGradGuard no_grad;
+        net->fc1->weight.fill_(7);
+      }
+      const auto error = error_of([&] { accelerator.load_state(from); });
+      CHECK(net->fc1->weight.eq(7).all().item<bool>());  // nothing changed
+      {
+        at::NoGradGuard no_grad;
+        net->fc1->weight.copy_(weight);
+      }
+      return error;
+    };
+
+    CHECK(contains(load_error(dir.path / "nowhere"), "'" + (dir.path / "nowhere").string() + "' does not exist"));
+
+    auto bad = fresh_copy();
+    fs::remove(bad / "acc_state.json");  // what a save killed before its end leaves
+    CHECK(contains(load_error(bad), "acc_state.json' is missing: not a checkpoint, or one whose save did not finish"));
+
+    bad = fresh_copy();
+    fs::resize_file(bad / "model.safetensors", fs::file_size(bad / "model.safetensors") - 5);
+    auto error = load_error(bad);
+    CHECK(contains(error, (bad / "model.safetensors").string()));
+    CHECK(contains(error, "truncated"));
+
+    bad = fresh_copy();
+    fs::remove(bad / "optimizer.bin");
+    CHECK(contains(load_error(bad), (bad / "optimizer.bin").string() + "' is missing"));
+
+    bad = fresh_copy();
+    write_text(bad / "optimizer.bin", std::string(fs::file_size(ckpt / "optimizer.bin"), 'x'));  // same size, garbage
+    error = load_error(bad);
+    CHECK(contains(error, (bad / "optimizer.bin").string()));
+    CHECK(contains(error, "not a readable torch archive"));
+
+    bad = fresh_copy();
+    write_text(bad / "acc_state.json", "{\"format\": 1, \"world_size\": ");
+    CHECK(contains(load_error(bad), "acc_state.json' is not a valid checkpoint description"));
+
+    bad = fresh_copy();
+    auto metadata = nlohmann::json::parse(read_text(ckpt / "acc_state.json"));
+    metadata["world_size"] = 2;
+    write_text(bad / "acc_state.json", metadata.dump());
+    error = load_error(bad);
+    CHECK(contains(error, (bad / "acc_state.json").string()));
+    CHECK(contains(error, "saved by 2 processes, and this job has 1"));
+
+    bad = fresh_copy();
+    metadata = nlohmann::json::parse(read_text(ckpt / "acc_state.json"));
+    metadata["strategy"] = "MULTI_GPU";
+    write_text(bad / "acc_state.json", metadata.dump());
+    CHECK(contains(load_error(bad), "saved with strategy MULTI_GPU, and this Accelerator uses NO"));
+
+    bad = fresh_copy();  // renamed parameters: missing and unexpected keys, by name
+    auto tensors = acc::safetensors::load_file(ckpt / "model.safetensors").tensors;
+    std::vector<std::pair<std::string, at::Tensor>> renamed;
+    for (const auto& [name, t] : tensors) renamed.emplace_back(name == "fc2.bias" ? "head.bias" : name, t);
+    acc::safetensors::save_file(renamed, bad / "model.safetensors");
+    metadata = nlohmann::json::parse(read_text(ckpt / "acc_state.json"));
+    metadata["file_sizes"]["model.safetensors"] = fs::file_size(bad / "model.safetensors");
+    write_text(bad / "acc_state.json", metadata.dump());
+    error = load_error(bad);
+    CHECK(contains(error, (bad / "model.safetensors").string()));
+    CHECK(contains(error, "missing keys: fc2.bias; unexpected keys: head.bias"));
+
+    // other objects prepared than were saved
+    acc::Accelerator<> other(cpu_options());
+    auto loader = other.prepare(acc::DataLoader(resume::Blobs{}, 8));
+    error = error_of([&] { other.load_state(ckpt); });
+    CHECK(contains(error, "the checkpoint holds 1 models and 0 were prepared before load_state"));
+
+    {  // the good one still loads
+      at::NoGradGuard no_grad;
+      net->fc1->weight.fill_(7);
+    }
+    CHECK(error_of([&] { accelerator.load_state(ckpt); }).empty());
+    CHECK(at::equal(net->fc1->weight, weight));
+  }
+
+#if ACC_HAS_GLOO
+  TEST_CASE("a checkpoint of one strategy does not load into another") {
+    TempDir dir;
+    {
+      acc::Accelerator<> single(cpu_options());
+      resume::Net net;
+      auto model = single.prepare(net);
+      single.save_state(dir.path);
+    }
+    acc::Accelerator<acc::CPU> cpu(cpu_options());
+    resume::Net net;
+    auto model = cpu.prepare(net);
+    const auto error = error_of([&] { cpu.load_state(dir.path); });
+    CHECK(contains(error, (dir.path / "acc_state.json").string()));
+    CHECK(contains(error, "saved with strategy NO, and this Accelerator uses MULTI_CPU"));
+  }
+#endif
+}
+
+// --- safetensors
+
+namespace {
+
+// Every dtype, a scalar, an empty tensor and a non-contiguous one.
+std::vector<std::pair<std::string, at::Tensor>> every_dtype() {
+  const auto base = at::arange(24, at::kDouble).reshape({2, 3, 4}) * 0.75 - 7;
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto type :
+       {at::kDouble, at::kFloat, at::kHalf, at::kBFloat16, at::kLong, at::kInt, at::kShort, at::kChar})
+    tensors.emplace_back(c10::toString(type), base.to(type));
+  tensors.emplace_back("Byte", (base + 100).to(at::kByte));
+  tensors.emplace_back("Bool", base.gt(0));
+  tensors.emplace_back("int64_extremes", at::tensor(std::vector<int64_t>{INT64_MIN, INT64_MAX, 1LL << 40}));
+  tensors.emplace_back("scalar", at::scalar_tensor(0.5));
+  tensors.emplace_back("empty", at::zeros({0, 3}));
+  tensors.emplace_back("transposed", at::arange(6.0f).reshape({2, 3}).t());
+  return tensors;
+}
+
+std::string valid_file_bytes(const fs::path& file) {
+  acc::safetensors::save_file({{"a", at::arange(4.0f)}, {"b", at::ones({2, 2}, at::kLong)}}, file);
+  return read_text(file);
+}
+
+// A file of an 8-byte length and the given header, then `data` bytes of zeros.
+void write_raw(const fs::path& file, const std::string& header, std::size_t data, uint64_t length = UINT64_MAX) {
+  if (length == UINT64_MAX) length = header.size();
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[static_cast<std::size_t>(i)] = static_cast<char>(length >> (8 * i));
+  write_text(file, bytes + header + std::string(data, '\0'));
+}
+
+std::string load_error(const fs::path& file) {
+  const auto error = error_of([&] { acc::safetensors::load_file(file); });
+  CHECK(contains(error, file.string()));  // every error names the file
+  return error;
+}
+
+}  // namespace
+
+TEST_SUITE("safetensors") {
+  TEST_CASE("round trip of every dtype, with metadata") {
+    TempDir dir;
+    const auto file = dir.path / "all.safetensors";
+    const auto tensors = every_dtype();
+    acc::safetensors::save_file(tensors, file, {{"format", "pt"}, {"note", "ünïcode"}});
+    const auto contents = acc::safetensors::load_file(file);
+    CHECK(contents.metadata == acc::safetensors::Metadata{{"format", "pt"}, {"note", "ünïcode"}});
+    REQUIRE(contents.tensors.size() == tensors.size());
+    for (const auto& [name, tensor] : tensors) {
+      CAPTURE(name);
+      const auto& loaded = contents.tensors.at(name);
+      CHECK((loaded.scalar_type() == tensor.scalar_type()));
+      CHECK((loaded.sizes() == tensor.sizes()));
+      CHECK(at::equal(loaded, tensor));
+    }
+  }
+
+  TEST_CASE("the layout is the format's: little-endian length, padded JSON header, aligned contiguous data") {
+    TempDir dir;
+    const auto file = dir.path / "x.safetensors";
+    acc::safetensors::save_file({{"small", at::ones({3}, at::kChar)}, {"big", at::ones({2}, at::kDouble)}}, file,
+                                {{"format", "pt"}});
+    const auto bytes = read_text(file);
+    uint64_t length = 0;
+    for (int i = 7; i >= 0; --i) length = length << 8 | static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)]);
+    CHECK(length % 8 == 0);
+    CHECK(bytes.size() == 8 + length + 16 + 3);
+    const auto header = nlohmann::json::parse(bytes.substr(8, length));
+    CHECK(header["__metadata__"]["format"] == "pt");
+    CHECK(header["big"]["dtype"] == "F64");
+    CHECK(header["big"]["data_offsets"] == nlohmann::json::array({0, 16}));  // 8-byte elements first
+    CHECK(header["small"]["dtype"] == "I8");
+    CHECK(header["small"]["shape"] == nlohmann::json::array({3}));
+    CHECK(header["small"]["data_offsets"] == nlohmann::json::array({16, 19}));
+  }
+
+  TEST_CASE("bad files are errors that name the file and the problem") {
+    TempDir dir;
+    const auto file = dir.path / "bad.safetensors";
+    const auto f32 = [](const std::string& offsets, const std::string& shape = "[2]") {
+      return R"({"t": {"dtype": "F32", "shape": )" + shape + R"(, "data_offsets": )" + offsets + "}}";
+    };
+
+    CHECK(contains(load_error(dir.path / "none.safetensors"), "does not exist"));
+    write_text(file, "abc");
+    CHECK(contains(load_error(file), "3 bytes, too short for the 8-byte header length"));
+    write_raw(file, "{}", 0, 1000);
+    CHECK(contains(load_error(file), "header length is 1000 bytes but the file has only 2 bytes after the length"));
+    write_raw(file, "{\"t\": {\"dtype\": ", 0);
+    CHECK(contains(load_error(file), "header is not valid JSON"));
+    write_raw(file, "[1, 2]", 0);
+    CHECK(contains(load_error(file), "header is JSON but not an object"));
+    write_raw(file, f32("[0, 8]"), 4);
+    CHECK(contains(load_error(file), "tensor 't': data_offsets [0, 8] lie outside the data section of 4 bytes"));
+    write_raw(file, f32("[0, 12]", "[2]"), 12);
+    CHECK(contains(load_error(file), "shape [2] of F32 needs 8 bytes but data_offsets hold 12"));
+    write_raw(file, f32("[8, 4]"), 8);
+    CHECK(contains(load_error(file), "data_offsets [8, 4] lie outside"));
+    write_raw(file, f32("[0, -8]"), 8);
+    CHECK(contains(load_error(file), "is not a pair of non-negative integers"));
+    write_raw(file, f32("[0, 8]", "[2, -1]"), 8);
+    CHECK(contains(load_error(file), "is not a list of non-negative integers"));
+    write_raw(file, f32("[0, 8]", "[2.0]"), 8);
+    CHECK(contains(load_error(file), "is not a list of non-negative integers"));
+    write_raw(file, f32("[0, 0]", "[4611686018427387904, 4611686018427387904, 0]"), 0);
+    CHECK(contains(load_error(file), "too large for a tensor"));
+    write_raw(file, f32("[0, 8]", "[2147483648, 2147483648]"), 8);
+    CHECK(contains(load_error(file), "more bytes than fit in 64 bits"));
+    write_raw(file, R"({"t": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}})", 8);
+    CHECK(contains(load_error(file), "dtype 'C64', which acc does not read"));
+    write_raw(file, R"({"t": {"dtype": "F32", "shape": [1]}})", 4);
+    CHECK(contains(load_error(file), "tensor 't' has no \"data_offsets\""));
+    write_raw(file,
+              R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                  "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})",
+              12);
+    CHECK(contains(load_error(file), "tensor 'b' starts at byte 4 of the data section, expected 8"));
+    write_raw(file, f32("[0, 8]"), 12);
+    CHECK(contains(load_error(file), "its tensors cover 8 bytes but the data section has 12"));
+    write_raw(file, R"({"__metadata__": {"format": 1}})", 0);
+    CHECK(contains(load_error(file), "__metadata__ value of 'format' is not a string"));
+    write_raw(file, std::string(100000, '[') + std::string(100000, ']'), 0);
+    CHECK(contains(load_error(file), "not an object"));  // deep nesting: an error, not a crash
+  }
+
+  TEST_CASE("every truncation of a valid file, and every corrupted header byte, is an error or a valid read") {
+    TempDir dir;
+    const auto file = dir.path / "x.safetensors";
+    const auto good = valid_file_bytes(file);
+    for (std::size_t size = 0; size < good.size(); ++size) {
+      write_text(file, good.substr(0, size));
+      CHECK_FALSE(error_of([&] { acc::safetensors::load_file(file); }).empty());
+    }
+    uint64_t length = 0;
+    for (int i = 7; i >= 0; --i) length = length << 8 | static_cast<unsigned char>(good[static_cast<std::size_t>(i)]);
+    int errors = 0;
+    for (std::size_t at = 0; at < 8 + length; ++at)
+      for (const char replacement : {'\0', '9', '"', '}', '\xff'}) {
+        auto bytes = good;
+        bytes[at] = replacement;
+        write_text(file, bytes);
+        errors += !error_of([&] { acc::safetensors::load_file(file); }).empty();
+      }
+    CHECK(errors > 0);
+  }
+
+  TEST_CASE("the writer refuses what the format cannot hold") {
+    TempDir dir;
+    const auto file = dir.path / "x.safetensors";
+    const auto error = [&](const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+      return error_of([&] { acc::safetensors::save_file(tensors, file); });
+    };
+    CHECK(contains(error({{"a", at::ones(1)}, {"a", at::ones(2)}}), "two tensors are named 'a'"));
+    CHECK(contains(error({{"__metadata__", at::ones(1)}}), "may not be named __metadata__"));
+    CHECK(contains(error({{"c", at::ones(1, at::kComplexFloat)}}), "tensor 'c' is ComplexFloat"));
+    CHECK(error({{"a", at::ones(1)}}).empty());
+    CHECK(contains(error_of([&] { acc::safetensors::save_file({}, dir.path / "no" / "dir" / "x"); }), "cannot create"));
+  }
+}
