@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -226,6 +227,59 @@ TEST_SUITE("checkpoint") {
       }
       for (std::size_t i = 0; i < 10; ++i) CHECK(at::equal(got[i], expected[i]));
     }
+  }
+
+  TEST_CASE("a streaming loader resumes after the batches it had (it reads and drops them)") {
+    struct Stream {  // the numbers 0 .. 29, again after reset()
+      int64_t next_value = 0;
+      std::optional<at::Tensor> next() {
+        if (next_value == 30) return std::nullopt;
+        return at::tensor(next_value++);
+      }
+      void reset() { next_value = 0; }
+    };
+    TempDir dir;
+    {
+      acc::Accelerator<> accelerator(cpu_options());
+      auto loader = accelerator.prepare(acc::DataLoader(Stream{}, 4));
+      auto it = loader.begin();
+      ++it;  // batches {0..3}, {4..7} had
+      accelerator.save_state(dir.path);
+    }
+    const auto metadata = nlohmann::json::parse(read_text(dir.path / "acc_state.json"));
+    CHECK(metadata["data_loaders"][0]["dataset_size"] == -1);
+    acc::Accelerator<> accelerator(cpu_options());
+    auto loader = accelerator.prepare(acc::DataLoader(Stream{}, 4));
+    accelerator.load_state(dir.path);
+    std::vector<int64_t> firsts;
+    for (auto& batch : loader) firsts.push_back(batch[0].item<int64_t>());
+    CHECK(firsts == std::vector<int64_t>{8, 12, 16, 20, 24, 28});
+  }
+
+  TEST_CASE("a checkpoint of another precision loads; the loss scaler's state goes only where both have one") {
+    TempDir dir;
+    const auto scaled_options = cpu_options().grad_scaler(acc::GradScalerOptions().init_scale(1024));
+    {
+      acc::Accelerator<acc::Single, ScaledFP32> scaled(scaled_options);
+      resume::Net net;
+      auto model = scaled.prepare(net);
+      scaled.scaler()->load({256.0, 5});
+      scaled.save_state(dir.path / "scaled");
+      acc::Accelerator<> plain(cpu_options());
+      auto plain_model = plain.prepare(net);
+      plain.save_state(dir.path / "plain");
+    }
+    acc::Accelerator<acc::Single, ScaledFP32> scaled(scaled_options);
+    resume::Net net;
+    auto model = scaled.prepare(net);
+    scaled.load_state(dir.path / "plain");  // no scaler.pt: the scaler stays as it is
+    CHECK(scaled.scaler()->scale_value() == 1024.0);
+    scaled.load_state(dir.path / "scaled");
+    CHECK(scaled.scaler()->state().scale == 256.0);
+    CHECK(scaled.scaler()->state().growth_tracker == 5);
+    acc::Accelerator<> plain(cpu_options());
+    auto plain_model = plain.prepare(net);
+    CHECK(error_of([&] { plain.load_state(dir.path / "scaled"); }).empty());  // scaler.pt is not needed
   }
 
   TEST_CASE("set_epoch after load_state: the saved epoch keeps its position, another starts at its first batch") {
