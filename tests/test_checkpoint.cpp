@@ -130,7 +130,7 @@ TEST_SUITE("checkpoint") {
     CHECK(run.scales[8] == 131072.0);
   }
 
-  TEST_CASE("save_state writes Accelerate's files; model.safetensors holds the model's tensors") {
+  TEST_CASE("save_state writes Accelerate's files, and model.safetensors holds the model's tensors") {
     TempDir dir;
     acc::Accelerator<acc::Single, ScaledFP32> accelerator(cpu_options());
     resume::Net net;
@@ -256,7 +256,7 @@ TEST_SUITE("checkpoint") {
     CHECK(firsts == std::vector<int64_t>{8, 12, 16, 20, 24, 28});
   }
 
-  TEST_CASE("a checkpoint of another precision loads; the loss scaler's state goes only where both have one") {
+  TEST_CASE("a checkpoint of another precision loads, and the loss scaler's state goes only where both have one") {
     TempDir dir;
     const auto scaled_options = cpu_options().grad_scaler(acc::GradScalerOptions().init_scale(1024));
     {
