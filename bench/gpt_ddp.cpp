@@ -1,9 +1,9 @@
 // gpt_ddp: the GPT-2-small-sized model (common/gpt.hpp) trained with acc in bf16 with fused
 // AdamW on random tokens, on one GPU (Single) or on every GPU of `acc launch --multi_gpu`
-// (DDP over NCCL). Prints, on rank 0, ms/step and tokens/s (all ranks together), the peak GPU
-// memory, and how much of the gradient all-reduce is hidden behind backward: the step with
-// synchronization vs the same step inside no_sync (no communication), against the time the
-// same all-reduces take alone.
+// (DDP over NCCL, or with --strategy fsdp FSDP FULL_SHARD with one unit per block). Prints, on rank 0, ms/step and
+// tokens/s (all ranks together), the peak GPU memory, and how much of the gradient all-reduce is hidden behind
+// backward: the step with synchronization vs the same step inside no_sync (no communication), against the time the same
+// all-reduces take alone.
 //
 //   acc launch --multi_gpu --num_processes 2 build-gpu/bin/gpt_ddp [--steps 30] [--warmup 5]
 #include <acc/acc.hpp>
@@ -28,6 +28,7 @@ struct Settings {
   int steps = 30, warmup = 5;
   int64_t batch = 16;
   std::string precision = "bf16";
+  std::string strategy = "ddp";  // with more than one process; fsdp: FULL_SHARD, one unit per block
   bench::GptConfig model;
 };
 
@@ -97,9 +98,10 @@ int run(const Settings& s) {
       (1024.0 * 1024.0 * 1024.0);
   accelerator.print("acc gpt ranks=" + std::to_string(world), "precision=" + std::string(Precision::name),
                     "layers=" + std::to_string(config.layers), "ms_per_step=" + std::to_string(ms),
-                    "tokens_per_s=" + std::to_string(tokens_per_s), "peak_gib=" + std::to_string(peak_gib));
+                    "tokens_per_s=" + std::to_string(tokens_per_s), "peak_gib=" + std::to_string(peak_gib),
+                    "strategy=" + std::string(Strategy::name));
 
-  if constexpr (!std::is_same_v<Strategy, acc::Single>) {
+  if constexpr (std::is_same_v<Strategy, acc::DDP<acc::Nccl>>) {
     // The same step without communication: forward and backward under no_sync, plus the
     // optimizer's kernel (a no_sync step would skip it).
     auto local_step = [&] {
@@ -147,17 +149,22 @@ int main(int argc, char** argv) {
       {"--layers", [&](const std::string& v) { s.model.layers = std::stoll(v); }},
       {"--seq", [&](const std::string& v) { s.model.seq = std::stoll(v); }},
       {"--vocab", [&](const std::string& v) { s.model.vocab = std::stoll(v); }},
+      {"--dim", [&](const std::string& v) { s.model.dim = std::stoll(v); }},
+      {"--heads", [&](const std::string& v) { s.model.heads = std::stoll(v); }},
+      {"--strategy", [&](const std::string& v) { s.strategy = v; }},
   };
   for (int i = 1; i + 1 < argc; i += 2) {
     const auto flag = flags.find(argv[i]);
     if (flag == flags.end()) {
       std::cerr << "gpt_ddp: unknown flag " << argv[i]
-                << " (use --steps, --warmup, --batch, --precision no|fp16|bf16, --layers, --seq, --vocab)\n";
+                << " (use --steps, --warmup, --batch, --precision no|fp16|bf16, --layers, --seq, --vocab, --dim, "
+                   "--heads, --strategy ddp|fsdp)\n";
       return 2;
     }
     flag->second(argv[i + 1]);
   }
   const auto env = acc::ProcessEnvironment::from_environment();
+  if (s.strategy == "fsdp") return run<acc::FSDP<acc::Nccl, acc::FullShard>, acc::BF16>(s);
   if (env.world_size > 1) return run<acc::DDP<acc::Nccl>, acc::BF16>(s);
   if (s.precision == "no") return run<acc::Single, acc::FP32>(s);
   if (s.precision == "fp16") return run<acc::Single, acc::FP16>(s);

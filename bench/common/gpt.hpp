@@ -4,6 +4,7 @@
 #pragma once
 
 #include <acc/detail/torch_compat.hpp>
+#include <acc/fsdp/unit.hpp>
 
 #include <ATen/ops/linear.h>
 #include <torch/nn/functional/activation.h>
@@ -12,6 +13,8 @@
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
+
+#include <vector>
 
 namespace bench {
 
@@ -57,15 +60,20 @@ struct GptImpl : torch::nn::Module {
         blocks(register_module("blocks", torch::nn::ModuleList())),
         ln(register_module("ln", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.dim})))),
         head(register_module("head", torch::nn::Linear(torch::nn::LinearOptions(c.dim, c.vocab).bias(false)))) {
-    for (int64_t i = 0; i < c.layers; ++i) blocks->push_back(GptBlock(c));
+    // Each block is an FSDP unit (acc::Unit); the ModuleList gives the names Python's model has.
+    for (int64_t i = 0; i < c.layers; ++i) {
+      units.emplace_back(GptBlock(c));
+      blocks->push_back(units.back());
+    }
   }
   at::Tensor forward(const at::Tensor& ids) {
     auto x = tokens(ids) + positions(torch::arange(ids.size(1), ids.options()));
-    for (const auto& block : *blocks) x = block->as<GptBlock>()->forward(x);
+    for (auto& block : units) x = block(x);
     return dense(head, ln(x));
   }
   torch::nn::Embedding tokens, positions;
   torch::nn::ModuleList blocks;
+  std::vector<acc::Unit<GptBlock>> units;
   torch::nn::LayerNorm ln;
   torch::nn::Linear head;
 };

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-LAYERS, DIM, HEADS, VOCAB, SEQ = 12, 768, 12, 32768, 512
+LAYERS, DIM, HEADS, VOCAB, SEQ = 12, 768, 12, 32768, 512  # --layers --dim --heads --vocab --seq
 
 
 class Block(nn.Module):
@@ -49,9 +49,11 @@ def main():
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--vocab", type=int, default=32768)
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--heads", type=int, default=12)
     args = parser.parse_args()
-    global LAYERS, SEQ, VOCAB
-    LAYERS, SEQ, VOCAB = args.layers, args.seq, args.vocab
+    global LAYERS, SEQ, VOCAB, DIM, HEADS
+    LAYERS, SEQ, VOCAB, DIM, HEADS = args.layers, args.seq, args.vocab, args.dim, args.heads
     accelerator = Accelerator()
     torch.manual_seed(0)
     model = Gpt()
@@ -104,7 +106,7 @@ def main():
     peak = torch.cuda.max_memory_allocated() / 2**30
     accelerator.print(
         f"python gpt ranks={world} precision={accelerator.mixed_precision} layers={LAYERS} ms_per_step={ms:.3f} tokens_per_s={world * args.batch * SEQ / (ms / 1000):.0f} "
-        f"peak_gib={peak:.2f}"
+        f"peak_gib={peak:.2f} strategy={accelerator.distributed_type.name}"
     )
 
 

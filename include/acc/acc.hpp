@@ -12,6 +12,8 @@
 #include <acc/data/dataloader.hpp>
 #include <acc/data/sampler.hpp>
 #include <acc/error.hpp>
+#include <acc/fsdp/sharding.hpp>
+#include <acc/fsdp/unit.hpp>
 #include <acc/ops/collectives.hpp>
 #include <acc/optim/adamw.hpp>
 #include <acc/precision/autocast.hpp>
@@ -21,5 +23,6 @@
 #include <acc/precision/grad_scaler.hpp>
 #include <acc/precision/true_half.hpp>
 #include <acc/strategy/ddp.hpp>
+#include <acc/strategy/fsdp.hpp>
 #include <acc/strategy/single.hpp>
 #include <acc/version.hpp>

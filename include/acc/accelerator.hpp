@@ -64,7 +64,8 @@ struct has_unwrap<T, std::void_t<decltype(std::declval<const T&>().unwrap())>> :
 template <class Strategy = Single, class Precision = FP32, class Sampler = Sequential>
 class Accelerator {
   static_assert(is_strategy_policy_v<Strategy>,
-                "Accelerator's first parameter must be a strategy policy: acc::Single, acc::CPU or acc::DDP<Comm> "
+                "Accelerator's first parameter must be a strategy policy: acc::Single, acc::CPU, acc::DDP<Comm> or "
+                "acc::FSDP<Comm, Sharding> "
                 "(see include/acc/strategy/strategy.hpp for what a strategy provides)");
   static_assert(is_precision_policy_v<Precision>,
                 "Accelerator's second parameter must be a precision policy: acc::FP32 or acc::BF16 "
@@ -90,6 +91,8 @@ class Accelerator {
       throw Error("mixed precision '" + std::string(Precision::name) + "' has no autocast on " + device_.str() +
                   " in this libtorch; use acc::FP32 or acc::BF16 there");
     if constexpr (Precision::scales_loss) scaler_.emplace(options_.grad_scaler(), device_);
+    if constexpr (shards_model_v<Strategy>)
+      strategy_.compute_dtype(Precision::autocast ? std::optional<at::ScalarType>(Precision::dtype) : std::nullopt);
     const auto& requested = options_.environment().mixed_precision;
     if (requested && *requested != Precision::name && is_main_process())
       std::cerr << "acc: ACCELERATE_MIXED_PRECISION=" << *requested << " is ignored: this Accelerator was built with "
@@ -167,13 +170,17 @@ class Accelerator {
 
   // Clips the gradients' total norm and returns that norm, after the gradients are synchronized
   // and, with loss scaling, unscaled (once per step, however often this is called).
+  // With FSDP the norm is that of all shards on all ranks, and `parameters` stand for the model's.
   double clip_grad_norm_(const std::vector<at::Tensor>& parameters, double max_norm, double norm_type = 2.0) {
     unscale_gradients(parameters);
-    return torch::nn::utils::clip_grad_norm_(parameters, max_norm, norm_type);
+    if constexpr (shards_model_v<Strategy>)
+      return strategy_.clip_grad_norm_(max_norm, norm_type);
+    else
+      return torch::nn::utils::clip_grad_norm_(parameters, max_norm, norm_type);
   }
   void clip_grad_value_(const std::vector<at::Tensor>& parameters, double clip_value) {
     unscale_gradients(parameters);
-    torch::nn::utils::clip_grad_value_(parameters, clip_value);
+    torch::nn::utils::clip_grad_value_(trained(parameters), clip_value);
   }
 
   // Synchronizes the gradients and, with loss scaling, divides them by the scale; once per step.
@@ -182,7 +189,7 @@ class Accelerator {
     if constexpr (Precision::scales_loss) {
       if (unscaled_) return;
       std::vector<at::Tensor> grads;
-      for (const auto& p : parameters)
+      for (const auto& p : trained(parameters))
         if (p.grad().defined()) grads.push_back(p.grad());
       scaler_->unscale(grads);
       unscaled_ = true;
@@ -407,6 +414,7 @@ class Accelerator {
       return PreparedModel<T, Accelerator>(std::move(module), *this);
     } else if constexpr (std::is_base_of_v<torch::optim::Optimizer, T>) {
       static_assert(is_lvalue, "pass the optimizer to prepare() as an lvalue: the prepared optimizer refers to it");
+      if constexpr (shards_model_v<Strategy>) strategy_.prepare_optimizer(object);
       checkpoints_.track_optimizer(object);
       return PreparedOptimizer<T, Accelerator>(object, *this);
     } else if constexpr (std::is_base_of_v<torch::optim::LRScheduler, T>) {
@@ -436,6 +444,15 @@ class Accelerator {
       return model.unwrap();
     else
       return model;
+  }
+
+  // The tensors whose gradients the optimizer uses: a sharding strategy's shards stand for the
+  // model's parameters.
+  std::vector<at::Tensor> trained(const std::vector<at::Tensor>& parameters) {
+    if constexpr (shards_model_v<Strategy>)
+      return strategy_.trained_parameters();
+    else
+      return parameters;
   }
 
   // Mixed precision keeps fp32 master weights: half parameters there would have half gradients,

@@ -10,6 +10,10 @@
 //                                                 // result visible to the caller's stream/thread
 //   void broadcast(at::Tensor&, int root);       // in place
 //   std::vector<at::Tensor> all_gather(const at::Tensor&);  // same shape on every rank
+//   void all_gather_into(at::Tensor& out, const at::Tensor& in);  // out: world x in, side by side
+//   void reduce_scatter(at::Tensor& out, at::Tensor& in, ReduceOp);  // in: world x out; in is
+//                                                 // scratch afterwards
+//   (and _async variants of both, returning Pending)
 //   void barrier();
 #pragma once
 

@@ -21,6 +21,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <string>
 #include <vector>
 #endif
@@ -93,29 +94,56 @@ class Gloo {
   int world_size() const { return world_size_; }
   c10::Device device() const { return c10::Device(c10::kCPU); }
 
-  // An all-reduce running on Gloo's threads.
+  // A collective running on Gloo's threads; wait() also does what is left to do on this side
+  // (Gloo has no mean: a sum divided here).
   class Pending {
    public:
-    Pending(c10::intrusive_ptr<c10d::Work> work, at::Tensor tensor, int divide_by)
-        : work_(std::move(work)), tensor_(std::move(tensor)), divide_by_(divide_by) {}
+    Pending(c10::intrusive_ptr<c10d::Work> work, std::function<void()> then)
+        : work_(std::move(work)), then_(std::move(then)) {}
     void wait() {
       work_->wait();
-      if (divide_by_ > 1) tensor_.div_(divide_by_);
+      if (then_) then_();
     }
 
    private:
     c10::intrusive_ptr<c10d::Work> work_;
-    at::Tensor tensor_;
-    int divide_by_;
+    std::function<void()> then_;
   };
 
   Pending all_reduce_async(at::Tensor& tensor, ReduceOp op) {
     std::vector<at::Tensor> tensors{tensor};
     c10d::AllreduceOptions options;
     options.reduceOp = detail::to_c10d(op);
-    return Pending(group_->allreduce(tensors, options), tensor, op == ReduceOp::mean ? world_size_ : 1);
+    std::function<void()> then;
+    if (op == ReduceOp::mean) then = [tensor, world = world_size_]() mutable { tensor.div_(world); };
+    return Pending(group_->allreduce(tensors, options), std::move(then));
   }
   void all_reduce(at::Tensor& tensor, ReduceOp op) { all_reduce_async(tensor, op).wait(); }
+
+  // Every rank's `input` side by side in `output` (world_size times its size, contiguous).
+  Pending all_gather_into_async(at::Tensor& output, const at::Tensor& input) {
+    std::vector<at::Tensor> inputs{input.contiguous()};
+    std::vector<std::vector<at::Tensor>> outputs{output.view({-1}).chunk(world_size_)};
+    return Pending(group_->allgather(outputs, inputs), nullptr);
+  }
+  void all_gather_into(at::Tensor& output, const at::Tensor& input) { all_gather_into_async(output, input).wait(); }
+
+  // This rank's slice of the reduction of every rank's `input` (world_size times output's size).
+  // libtorch 1.13's Gloo group has no reduce-scatter: the whole input is all-reduced (in place,
+  // `input` is consumed) and the slice copied out, twice the traffic of a true reduce-scatter.
+  Pending reduce_scatter_async(at::Tensor& output, at::Tensor& input, ReduceOp op) {
+    std::vector<at::Tensor> tensors{input};
+    c10d::AllreduceOptions options;
+    options.reduceOp = detail::to_c10d(op);
+    return Pending(group_->allreduce(tensors, options),
+                   [output, input, op, world = world_size_, rank = rank_]() mutable {
+                     output.copy_(input.view({-1}).narrow(0, rank * output.numel(), output.numel()).view_as(output));
+                     if (op == ReduceOp::mean) output.div_(world);
+                   });
+  }
+  void reduce_scatter(at::Tensor& output, at::Tensor& input, ReduceOp op) {
+    reduce_scatter_async(output, input, op).wait();
+  }
 
   void broadcast(at::Tensor& tensor, int root) {
     std::vector<at::Tensor> tensors{tensor};

@@ -28,6 +28,16 @@ class LocalComm {
   Pending all_reduce_async(at::Tensor&, ReduceOp) { return {}; }
   void broadcast(at::Tensor&, int) {}
   std::vector<at::Tensor> all_gather(const at::Tensor& tensor) { return {tensor}; }
+  void all_gather_into(at::Tensor& output, const at::Tensor& input) { output.view_as(input).copy_(input); }
+  Pending all_gather_into_async(at::Tensor& output, const at::Tensor& input) {
+    all_gather_into(output, input);
+    return {};
+  }
+  void reduce_scatter(at::Tensor& output, at::Tensor& input, ReduceOp) { output.copy_(input.view_as(output)); }
+  Pending reduce_scatter_async(at::Tensor& output, at::Tensor& input, ReduceOp op) {
+    reduce_scatter(output, input, op);
+    return {};
+  }
   void barrier() {}
 
  private:

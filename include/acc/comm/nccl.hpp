@@ -85,7 +85,9 @@ class Nccl {
         device_(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank)),
         timeout_(timeout),
         side_stream_(c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device_.index())) {
-    c10::cuda::CUDAGuard guard(device_);
+    // From here on this process works on its own GPU (what torch.cuda.set_device does); not a
+    // scoped guard, which would give the previous device back when the constructor returns.
+    c10::cuda::set_device(device_.index());
     ncclUniqueId id;
     if (rank_ == 0) {
       check(ncclGetUniqueId(&id), "ncclGetUniqueId");
@@ -97,8 +99,6 @@ class Nccl {
       std::memcpy(&id, raw.data(), sizeof(id));
     }
     check(ncclCommInitRank(&comm_, world_size_, id, rank_), "ncclCommInitRank");
-    // From here on this process works on its own GPU (what torch.cuda.set_device does).
-    c10::cuda::set_device(device_.index());
   }
   Nccl(const Nccl&) = delete;
   Nccl& operator=(const Nccl&) = delete;
@@ -117,8 +117,9 @@ class Nccl {
           "ncclAllReduce");
   }
 
-  // An all-reduce on a stream of its own, so that it overlaps the work queued after it on the
-  // caller's stream (the rest of backward); wait() makes the caller's stream wait for it.
+  // A collective on a stream of its own, so that it overlaps the work queued after it on the
+  // caller's stream (the rest of backward, the next unit's forward); wait() makes the caller's
+  // stream wait for it.
   class Pending {
    public:
     explicit Pending(c10::DeviceIndex device) : device_(device) {}
@@ -132,15 +133,37 @@ class Nccl {
 
   Pending all_reduce_async(at::Tensor& tensor, ReduceOp op) {
     require_dense(tensor, "all_reduce");
-    at::cuda::CUDAEvent inputs_ready;
-    inputs_ready.record(c10::cuda::getCurrentCUDAStream(device_.index()));
-    inputs_ready.block(side_stream_);
-    check(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
-                        detail::nccl_type(tensor), detail::nccl_op(op), comm_, side_stream_.stream()),
-          "ncclAllReduce");
-    Pending pending(device_.index());
-    pending.done().record(side_stream_);
-    return pending;
+    return on_side_stream([&](cudaStream_t stream) {
+      check(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
+                          detail::nccl_type(tensor), detail::nccl_op(op), comm_, stream),
+            "ncclAllReduce");
+    });
+  }
+
+  // Every rank's `input` side by side in `output` (world_size times its size), on the side stream.
+  Pending all_gather_into_async(at::Tensor& output, const at::Tensor& input) {
+    require_dense(output, "all_gather_into");
+    require_dense(input, "all_gather_into");
+    return on_side_stream([&](cudaStream_t stream) {
+      check(ncclAllGather(input.data_ptr(), output.data_ptr(), static_cast<size_t>(input.numel()),
+                          detail::nccl_type(input), comm_, stream),
+            "ncclAllGather");
+    });
+  }
+  void all_gather_into(at::Tensor& output, const at::Tensor& input) { all_gather_into_async(output, input).wait(); }
+
+  // This rank's slice of the reduction of every rank's `input` (world_size times output's size).
+  Pending reduce_scatter_async(at::Tensor& output, at::Tensor& input, ReduceOp op) {
+    require_dense(output, "reduce_scatter");
+    require_dense(input, "reduce_scatter");
+    return on_side_stream([&](cudaStream_t stream) {
+      check(ncclReduceScatter(input.data_ptr(), output.data_ptr(), static_cast<size_t>(output.numel()),
+                              detail::nccl_type(input), detail::nccl_op(op), comm_, stream),
+            "ncclReduceScatter");
+    });
+  }
+  void reduce_scatter(at::Tensor& output, at::Tensor& input, ReduceOp op) {
+    reduce_scatter_async(output, input, op).wait();
   }
 
   void broadcast(at::Tensor& tensor, int root) {
@@ -201,6 +224,17 @@ class Nccl {
   cudaStream_t stream() const { return c10::cuda::getCurrentCUDAStream(device_.index()).stream(); }
 
  private:
+  // Runs `launch` on the side stream after the work queued so far on the caller's stream.
+  template <class Launch>
+  Pending on_side_stream(Launch&& launch) {
+    at::cuda::CUDAEvent inputs_ready;
+    inputs_ready.record(c10::cuda::getCurrentCUDAStream(device_.index()));
+    inputs_ready.block(side_stream_);
+    launch(side_stream_.stream());
+    Pending pending(device_.index());
+    pending.done().record(side_stream_);
+    return pending;
+  }
   void abort() {
     if (comm_) ncclCommAbort(comm_);
     comm_ = nullptr;

@@ -9,6 +9,8 @@
 #include <torch/arg.h>
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace acc {
 
@@ -26,6 +28,30 @@ class DDPOptions {
   TORCH_ARG(bool, find_unused_parameters) = false;
 };
 
+// How FSDP chooses its units and moves parameters (Python's FullyShardedDataParallelPlugin; the
+// sharding strategy itself is the FSDP policy's second parameter).
+class FSDPOptions {
+ public:
+  enum class AutoWrap {
+    declared_units,     // every acc::Unit in the model, and the children of a root Sequential
+    transformer_based,  // those whose class is in transformer_layer_cls_to_wrap
+    size_based,         // those with at least min_num_params parameters
+    no_wrap             // none: the whole model is one unit
+  };
+  enum class BackwardPrefetch { backward_pre, backward_post, none };
+  TORCH_ARG(AutoWrap, auto_wrap_policy) = AutoWrap::declared_units;
+  // Class names as Module::name() gives them; "Block" also matches "BlockImpl" and "ns::Block".
+  TORCH_ARG(std::vector<std::string>, transformer_layer_cls_to_wrap) = {};
+  TORCH_ARG(int64_t, min_num_params) = 100000000;
+  // When the next unit's all-gather starts in backward: as the current unit's backward begins
+  // (pre) or once its gradients are reduced (post).
+  TORCH_ARG(BackwardPrefetch, backward_prefetch) = BackwardPrefetch::backward_pre;
+  // Start the next unit's all-gather when a unit's forward begins.
+  TORCH_ARG(bool, forward_prefetch) = false;
+  // Rank 0's parameters and buffers go to every rank at prepare().
+  TORCH_ARG(bool, sync_module_states) = true;
+};
+
 class AcceleratorOptions {
  public:
   // Where this process sits in the job; read from the launcher's variables by default.
@@ -40,6 +66,7 @@ class AcceleratorOptions {
   // last one (see Accelerator::accumulate).
   TORCH_ARG(int64_t, gradient_accumulation_steps) = 1;
   TORCH_ARG(DDPOptions, ddp) = {};
+  TORCH_ARG(FSDPOptions, fsdp) = {};
   // Loss scaling of FP16 (Python's GradScalerKwargs).
   TORCH_ARG(GradScalerOptions, grad_scaler) = {};
   // Where save_state/load_state put and find checkpoints (Python's project_config).

@@ -15,6 +15,7 @@
 #include <acc/precision/fp16.hpp>
 #include <acc/precision/fp32.hpp>
 #include <acc/strategy/ddp.hpp>
+#include <acc/strategy/fsdp.hpp>
 #include <acc/strategy/single.hpp>
 
 #include <boost/hana/at.hpp>
@@ -30,18 +31,43 @@ namespace acc {
 
 template <class... S>
 constexpr auto strategies = boost::hana::tuple_t<S...>;
+
+namespace detail {
+template <class S, class = void>
+struct has_sharding : std::false_type {};
+template <class S>
+struct has_sharding<S, std::void_t<typename S::sharding>> : std::true_type {};
+
+// distributed_type, and for FSDP also fsdp_sharding_strategy and where it runs (use_cpu: Gloo).
+template <class Strategy>
+bool strategy_matches(const Config& config) {
+  if (Strategy::name != config.distributed_type) return false;
+  if constexpr (has_sharding<Strategy>::value)
+    return Strategy::sharding::name == config.fsdp.sharding_strategy && Strategy::on_cpu == config.use_cpu;
+  return true;
+}
+template <class Strategy>
+std::string strategy_spelling() {
+  std::string spelling(Strategy::name);
+  if constexpr (has_sharding<Strategy>::value)
+    spelling += " fsdp_sharding_strategy=" + std::string(Strategy::sharding::name) +
+                (Strategy::on_cpu ? " use_cpu=true" : " use_cpu=false");
+  return spelling;
+}
+}  // namespace detail
 template <class... P>
 constexpr auto precisions = boost::hana::tuple_t<P...>;
 template <class... S>
 constexpr auto samplers = boost::hana::tuple_t<S...>;
 
-// The combinations a plain acc::run builds: every strategy this build has (CMake's ACC_STRATEGIES
-// etc. narrow them through these macros), the three mixed precisions, both samplers.
+// The combinations a plain acc::run builds: every strategy this build has, FSDP as FULL_SHARD on
+// GPUs (CMake's ACC_STRATEGIES etc. narrow them through these macros), the three mixed
+// precisions, both samplers.
 #ifndef ACC_DEFAULT_STRATEGIES
 #if ACC_HAS_GLOO && ACC_HAS_NCCL
-#define ACC_DEFAULT_STRATEGIES acc::Single, acc::CPU, acc::DDP<acc::Nccl>
+#define ACC_DEFAULT_STRATEGIES acc::Single, acc::CPU, acc::DDP<acc::Nccl>, acc::FSDP<acc::Nccl, acc::FullShard>
 #elif ACC_HAS_NCCL
-#define ACC_DEFAULT_STRATEGIES acc::Single, acc::DDP<acc::Nccl>
+#define ACC_DEFAULT_STRATEGIES acc::Single, acc::DDP<acc::Nccl>, acc::FSDP<acc::Nccl, acc::FullShard>
 #elif ACC_HAS_GLOO
 #define ACC_DEFAULT_STRATEGIES acc::Single, acc::CPU
 #else
@@ -55,9 +81,33 @@ constexpr auto samplers = boost::hana::tuple_t<S...>;
 #define ACC_DEFAULT_SAMPLERS acc::Sequential, acc::Shuffled
 #endif
 
+// FSDP's options as the config's fsdp_config says (its sharding strategy picks the policy).
+inline FSDPOptions fsdp_options(const FsdpConfig& fsdp) {
+  if (fsdp.offload_params)
+    throw Error(
+        "fsdp_config: fsdp_offload_params: true is not supported by acc's FSDP yet (shards stay on the GPU); "
+        "set it to false");
+  using Wrap = FSDPOptions::AutoWrap;
+  using Prefetch = FSDPOptions::BackwardPrefetch;
+  const auto wrap = fsdp.auto_wrap_policy == "TRANSFORMER_BASED_WRAP" ? Wrap::transformer_based
+                    : fsdp.auto_wrap_policy == "SIZE_BASED_WRAP"      ? Wrap::size_based
+                                                                      : Wrap::no_wrap;
+  const auto prefetch = fsdp.backward_prefetch == "BACKWARD_PRE"    ? Prefetch::backward_pre
+                        : fsdp.backward_prefetch == "BACKWARD_POST" ? Prefetch::backward_post
+                                                                    : Prefetch::none;
+  return FSDPOptions()
+      .auto_wrap_policy(wrap)
+      .transformer_layer_cls_to_wrap(fsdp.transformer_layer_cls_to_wrap)
+      .min_num_params(fsdp.min_num_params)
+      .backward_prefetch(prefetch)
+      .forward_prefetch(fsdp.forward_prefetch)
+      .sync_module_states(fsdp.sync_module_states);
+}
+
 // The Accelerator's options as the config says.
 inline AcceleratorOptions accelerator_options(const Config& config) {
   return AcceleratorOptions()
+      .fsdp(fsdp_options(config.fsdp))
       .cpu(config.use_cpu)
       .gradient_accumulation_steps(config.gradient_accumulation_steps)
       .even_batches(config.even_batches)
@@ -85,9 +135,9 @@ int run(const Config& config, Fn&& fn, Strategies strategy_list = {}, Precisions
     using Strategy = typename decltype(+hana::at_c<0>(combination))::type;
     using Precision = typename decltype(+hana::at_c<1>(combination))::type;
     using Sampler = typename decltype(+hana::at_c<2>(combination))::type;
-    built += "\n  distributed_type=" + std::string(Strategy::name) +
+    built += "\n  distributed_type=" + detail::strategy_spelling<Strategy>() +
              " mixed_precision=" + std::string(Precision::name) + " sampler=" + std::string(Sampler::name);
-    if (found || Strategy::name != config.distributed_type || Precision::name != config.mixed_precision ||
+    if (found || !detail::strategy_matches<Strategy>(config) || Precision::name != config.mixed_precision ||
         Sampler::name != config.sampler)
       return;
     found = true;

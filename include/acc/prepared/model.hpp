@@ -3,6 +3,7 @@
 #pragma once
 
 #include <acc/detail/tensor_tree.hpp>
+#include <acc/strategy/strategy.hpp>
 
 #include <c10/core/ScalarType.h>
 
@@ -19,7 +20,10 @@ class PreparedModel {
   template <class... Args>
   auto operator()(Args&&... args) {
     auto precision_scope = owner_->autocast();
-    return to_full_precision(module_->forward(in_compute_dtype(std::forward<Args>(args))...));
+    if constexpr (shards_model_v<typename Owner::strategy_type>)  // FSDP gathers around the calls
+      return to_full_precision(owner_->strategy().forward(module_, in_compute_dtype(std::forward<Args>(args))...));
+    else
+      return to_full_precision(module_->forward(in_compute_dtype(std::forward<Args>(args))...));
   }
 
   // The holder's constness is the pointer's, not the module's, as with ModuleHolder itself.

@@ -6,18 +6,15 @@
 #include <acc/comm/comm.hpp>
 #include <acc/comm/gloo.hpp>
 #include <acc/comm/nccl.hpp>
-#include <acc/comm/rendezvous.hpp>
 #include <acc/config/accelerator_options.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/detail/gradient_buckets.hpp>
 #include <acc/detail/module_state.hpp>
+#include <acc/detail/process_group.hpp>
 #include <acc/error.hpp>
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
-#include <torch/csrc/utils/tensor_flatten.h>
-#include <torch/cuda.h>
-#include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include <map>
 #include <memory>
@@ -47,20 +44,7 @@ class DDP {
 
   // Joins the job: rendezvous (an in-process store when alone), then the communicator.
   c10::Device device(const ProcessEnvironment& env, bool force_cpu) {
-    if constexpr (!on_cpu) {
-      if (force_cpu || env.use_cpu)
-        throw Error("DDP<Nccl> runs on GPUs but the CPU was asked for (--cpu / ACCELERATE_USE_CPU); use acc::CPU");
-      if (!torch::cuda::is_available())
-        throw Error("DDP<Nccl> needs CUDA GPUs and none is visible; use acc::CPU to train on CPUs");
-      (void)default_device(env);  // names the problem when there are fewer GPUs than local ranks
-    }
-    const auto timeout = rendezvous_timeout();
-    if (env.world_size == 1)
-      store_ = c10::make_intrusive<c10d::HashStore>();
-    else
-      store_ = rendezvous(env, timeout);
-    comm_.emplace(env, store_, timeout);
-    return comm_->device();
+    return detail::join_process_group(on_cpu ? "acc::CPU" : "DDP<Nccl>", env, force_cpu, store_, comm_);
   }
 
   // Places the model on the device, makes every rank start from rank 0's weights, and puts its
@@ -68,20 +52,10 @@ class DDP {
   template <class Holder>
   void prepare_model(Holder& module, c10::Device device) {
     module->to(device);
-    std::vector<at::Tensor> state;
+    detail::broadcast_module_state(*comm_, *module);
     std::vector<std::pair<std::string, at::Tensor>> trained;
-    for (const auto& p : module->named_parameters()) {
-      state.push_back(p.value());
+    for (const auto& p : module->named_parameters())
       if (p.value().requires_grad()) trained.emplace_back(p.key(), p.value());
-    }
-    for (const auto& b : module->named_buffers()) state.push_back(b.value());
-    if (!state.empty()) {
-      auto flat = torch::utils::flatten_dense_tensors(state);
-      comm_->broadcast(flat, 0);
-      const auto values = torch::utils::unflatten_dense_tensors(flat, state);
-      at::NoGradGuard no_grad;
-      for (std::size_t i = 0; i < state.size(); ++i) state[i].copy_(values[i]);
-    }
     if (!trained.empty())
       buckets_.push_back(std::make_unique<detail::GradientBuckets<Comm>>(*comm_, trained, options_));
   }
@@ -121,6 +95,7 @@ class DDP {
   void load_full_state(Holder& module, const std::map<std::string, at::Tensor>& state) {
     detail::load_module_state(*module, state);
   }
+
   // All-reduces started by the gradient buckets so far (for tests and benchmarks).
   int64_t gradient_collectives() const {
     int64_t count = 0;

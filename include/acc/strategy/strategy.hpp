@@ -20,6 +20,12 @@
 //   void load_full_state(Holder&,                       // file) into the model, each rank taking
 //       const std::map<std::string, at::Tensor>&);      // its share; an acc::Error names missing,
 //                                                       // unexpected and misshapen keys
+// A sharding strategy (FSDP) also provides, and the Accelerator then calls:
+//   void compute_dtype(std::optional<at::ScalarType>);  // mixed precision's dtype, at construction
+//   template <class Holder, class... Args> auto forward(Holder&, Args&&...);  // the model's call
+//   void prepare_optimizer(torch::optim::Optimizer&);   // swaps the parameters for its shards
+//   std::vector<at::Tensor> trained_parameters();       // what the optimizer steps (to unscale)
+//   double clip_grad_norm_(double max_norm, double norm_type);  // the norm over all shards
 // Optimizer state is saved from the main process's optimizer, as replicated strategies hold it;
 // gradients saved in the middle of an accumulation cycle are each process's parameters' .grad.
 #pragma once
@@ -47,5 +53,15 @@ struct is_strategy_policy<
 
 template <class S>
 inline constexpr bool is_strategy_policy_v = detail::is_strategy_policy<S>::value;
+
+namespace detail {
+// Whether a strategy shards the model (and so has the members listed above for it).
+template <class S, class = void>
+struct shards_model : std::false_type {};
+template <class S>
+struct shards_model<S, std::void_t<decltype(std::declval<S&>().trained_parameters())>> : std::true_type {};
+}  // namespace detail
+template <class S>
+inline constexpr bool shards_model_v = detail::shards_model<S>::value;
 
 }  // namespace acc

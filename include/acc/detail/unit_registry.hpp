@@ -1,0 +1,61 @@
+// Which modules are FSDP units, and what runs around their forward. libtorch's C++ modules have no
+// forward hooks, so a unit is called through acc::Unit (include/acc/fsdp/unit.hpp), which looks
+// its module up here: modules declared as units are recorded when their acc::Unit is made, and
+// the FSDP strategy installs hooks for the ones it wraps.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+namespace acc::detail {
+
+// What the FSDP strategy does around one unit's forward.
+class UnitHooks {
+ public:
+  virtual ~UnitHooks() = default;
+  virtual void before_forward() = 0;
+  virtual void after_forward(const std::vector<at::Tensor>& outputs) = 0;
+};
+
+class UnitRegistry {
+ public:
+  static UnitRegistry& instance() {
+    static UnitRegistry registry;
+    return registry;
+  }
+  void declare(const std::shared_ptr<torch::nn::Module>& module) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    declared_[module.get()] = module;
+  }
+  bool is_declared(const torch::nn::Module& module) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto found = declared_.find(&module);
+    return found != declared_.end() && !found->second.expired();
+  }
+  void install(const torch::nn::Module& module, UnitHooks* hooks) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (hooks)
+      hooks_[&module] = hooks;
+    else
+      hooks_.erase(&module);
+  }
+  UnitHooks* hooks(const torch::nn::Module& module) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (hooks_.empty()) return nullptr;
+    const auto found = hooks_.find(&module);
+    return found == hooks_.end() ? nullptr : found->second;
+  }
+
+ private:
+  std::mutex mutex_;
+  // Weak: a module that is gone must not make a new one at its address look declared.
+  std::unordered_map<const torch::nn::Module*, std::weak_ptr<torch::nn::Module>> declared_;
+  std::unordered_map<const torch::nn::Module*, UnitHooks*> hooks_;
+};
+
+}  // namespace acc::detail

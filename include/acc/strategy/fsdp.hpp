@@ -1,0 +1,469 @@
+// FSDP<Comm, Sharding>: fully sharded data parallelism. The model is split into units (see
+// include/acc/fsdp/unit.hpp for how C++ code declares them): each unit's parameters are flattened
+// and sharded across ranks (detail/flat_unit.hpp), gathered just before the unit computes and
+// freed after, gradients reduce-scattered, and the optimizer steps only this rank's shards. Which
+// modules become units:
+//   - the whole model, always (the parameters no other unit takes);
+//   - modules declared with acc::Unit, and the children of a model that is a torch::nn::Sequential,
+//     filtered by FSDPOptions::auto_wrap_policy (the YAML's fsdp_auto_wrap_policy): all of them,
+//     those whose class is in transformer_layer_cls_to_wrap, those with min_num_params or more,
+//     or none. A class named for wrapping that is not declared is an error saying how to declare it.
+// A nested unit's parameters belong to the innermost unit. Room for HYBRID_SHARD: a sharding policy
+// with a shard group smaller than the world, the units then all-reducing across groups.
+#pragma once
+
+#include <acc/comm/comm.hpp>
+#include <acc/comm/gloo.hpp>
+#include <acc/comm/nccl.hpp>
+#include <acc/config/accelerator_options.hpp>
+#include <acc/config/environment.hpp>
+#include <acc/detail/flat_unit.hpp>
+#include <acc/detail/module_state.hpp>
+#include <acc/detail/process_group.hpp>
+#include <acc/detail/unit_registry.hpp>
+#include <acc/error.hpp>
+#include <acc/fsdp/sharding.hpp>
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/stack.h>
+#include <c10/core/Device.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/optim/optimizer.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace acc {
+
+// What one rank holds of the model's parameters and gradients (for tests and benchmarks).
+struct FSDPMemory {
+  std::size_t shard_bytes = 0;          // this rank's parameter shards
+  std::size_t shard_grad_bytes = 0;     // their gradients
+  std::size_t gathered_bytes_held = 0;  // full parameters gathered right now
+  std::size_t largest_unit_bytes = 0;   // the largest unit's full parameters
+  std::size_t root_unit_bytes = 0;      // the whole model's own unit (parameters of no other)
+  std::size_t peak_gathered_bytes = 0;  // most full parameters held at once since reset_peak()
+};
+
+template <class Comm, class Sharding = FullShard>
+class FSDP {
+  static_assert(is_comm_policy_v<Comm>,
+                "FSDP's first parameter must be a communication policy: acc::Gloo or acc::Nccl");
+  static constexpr bool comm_is_built = Comm::available;
+  static_assert(comm_is_built,
+                "this build lacks the chosen communication backend: acc::Nccl needs libtorch with CUDA and nccl.h "
+                "(ACC_HAS_NCCL), acc::Gloo needs libtorch's Gloo headers (ACC_HAS_GLOO); pick the other one, or "
+                "build where it exists");
+  static_assert(is_sharding_policy_v<Sharding>,
+                "FSDP's second parameter must be a sharding policy: acc::FullShard, acc::ShardGradOp or acc::NoShard");
+
+ public:
+  using sharding = Sharding;
+  static constexpr bool on_cpu = std::is_same_v<Comm, Gloo>;
+  static constexpr std::string_view name = "FSDP";
+
+  explicit FSDP(const AcceleratorOptions& options) : options_(options.fsdp()) {}
+  FSDP(const FSDP&) = delete;
+  FSDP& operator=(const FSDP&) = delete;
+  ~FSDP() {
+    for (auto& unit : units_)
+      if (unit.module) detail::UnitRegistry::instance().install(*unit.module, nullptr);
+  }
+
+  c10::Device device(const ProcessEnvironment& env, bool force_cpu) {
+    return detail::join_process_group(on_cpu ? "FSDP<Gloo>" : "FSDP<Nccl>", env, force_cpu, store_, comm_);
+  }
+
+  // Mixed precision: the dtype units are gathered in (their shards stay in the parameters' dtype).
+  void compute_dtype(std::optional<at::ScalarType> dtype) { compute_dtype_ = dtype; }
+
+  template <class Holder>
+  void prepare_model(Holder& module, c10::Device device) {
+    if (!units_.empty()) throw Error("FSDP prepares one model per Accelerator; prepare() was given a second one");
+    module->to(device);
+    if (options_.sync_module_states()) detail::broadcast_module_state(*comm_, *module);
+    // Units: the chosen modules by qualified name; each trained parameter goes to the innermost.
+    const auto chosen = choose_units(*module, is_sequential<Holder>());
+    std::vector<std::vector<std::pair<std::string, at::Tensor>>> members(chosen.size() + 1);
+    for (const auto& p : module->named_parameters()) {
+      if (!p.value().requires_grad()) continue;  // frozen: stays replicated, as it is
+      std::size_t owner = 0, depth = 0;
+      for (std::size_t i = 0; i < chosen.size(); ++i) {
+        const auto& prefix = chosen[i].first;
+        if (p.key().rfind(prefix + ".", 0) == 0 && prefix.size() + 1 > depth) {
+          owner = i + 1;
+          depth = prefix.size() + 1;
+        }
+      }
+      members[owner].emplace_back(p.key(), p.value());
+    }
+    const detail::FlatUnitSettings settings{
+        Sharding::shards_parameters,
+        compute_dtype_.value_or(module->parameters().empty() ? at::kFloat
+                                                             : module->parameters().front().scalar_type())};
+    for (std::size_t i = 0; i <= chosen.size(); ++i) {
+      if (members[i].empty()) continue;
+      UnitState unit;
+      unit.module = i == 0 ? nullptr : chosen[i - 1].second;
+      unit.flat = std::make_unique<detail::FlatUnit<Comm>>(i == 0 ? "(model)" : chosen[i - 1].first, members[i], *comm_,
+                                                           settings);
+      units_.push_back(std::move(unit));
+    }
+    for (std::size_t i = 0; i < units_.size(); ++i) {
+      units_[i].flat->on_gradient([this, i](std::size_t) { gradient_ready(i); });
+      if (units_[i].module) {
+        units_[i].hooks = std::make_unique<ChildHooks>(this, i);
+        detail::UnitRegistry::instance().install(*units_[i].module, units_[i].hooks.get());
+      }
+    }
+    root_ = units_.empty() || units_.front().module ? std::nullopt : std::optional<std::size_t>(0);
+  }
+
+  // The model's forward: the root unit's parameters are gathered first; a Sequential model's
+  // children are called one by one so that those that are units gather and free around their call.
+  template <class Holder, class... Args>
+  auto forward(Holder& module, Args&&... args) {
+    forward_order_.clear();
+    if (root_) units_[*root_].flat->gather();
+    note_gathered();
+    if constexpr (is_sequential<Holder>()) {
+      auto& children = *module;
+      auto it = children.begin();
+      if (it == children.end()) return module->forward(std::forward<Args>(args)...);
+      auto value = call_child(it - children.begin(), *it, std::forward<Args>(args)...);
+      for (++it; it != children.end(); ++it) value = call_child(it - children.begin(), *it, std::move(value));
+      return value.template get<at::Tensor>();
+    } else {
+      return module->forward(std::forward<Args>(args)...);
+    }
+  }
+
+  void backward(const at::Tensor& loss) {
+    loss.backward();
+    synchronize_gradients();
+  }
+
+  // Reduces what backward left (units with parameters that got no gradient), waits for the
+  // reductions and frees the gathered parameters. Idempotent.
+  void synchronize_gradients() {
+    if (sync_) {
+      for (auto it = units_.rbegin(); it != units_.rend(); ++it)
+        if (!it->flat->reducing() && it->flat->has_local_gradients()) it->flat->reduce_gradients_async();
+      for (auto& unit : units_) unit.flat->finish_gradients();
+    }
+    for (auto& unit : units_) {
+      unit.ready = 0;
+      unit.flat->release();
+    }
+  }
+
+  void set_gradient_sync(bool enabled) { sync_ = enabled; }
+
+  template <class Optimizer>
+  void zero_grad(Optimizer& optimizer) {
+    for (auto& group : optimizer.param_groups())
+      for (auto& p : group.params())
+        if (p.grad().defined()) p.mutable_grad().reset();
+  }
+
+  // The optimizer was made with the model's parameters: it gets the shards of their units
+  // instead, each once, in the group of its unit's parameters.
+  void prepare_optimizer(torch::optim::Optimizer& optimizer) {
+    if (!optimizer.state().empty())
+      throw Error(
+          "the optimizer given to prepare() has already stepped; FSDP needs a fresh one (its state is "
+          "sharded at prepare)");
+    std::vector<int> group_of_unit(units_.size(), -1);
+    auto& groups = optimizer.param_groups();
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+      std::vector<at::Tensor> shards;
+      for (const auto& p : groups[g].params()) {
+        const auto u = unit_of(p);
+        if (!u) {
+          shards.push_back(p);  // frozen or not part of the model: left alone
+          continue;
+        }
+        if (group_of_unit[*u] == static_cast<int>(g)) continue;
+        if (group_of_unit[*u] != -1)
+          throw Error("FSDP unit '" + units_[*u].flat->name() +
+                      "' has parameters in two optimizer parameter groups; a unit's flattened shard steps in one "
+                      "group: give all parameters of a unit the same group, or make the unit smaller");
+        group_of_unit[*u] = static_cast<int>(g);
+        shards.push_back(units_[*u].flat->shard());
+      }
+      groups[g].params() = shards;
+    }
+  }
+
+  // The tensors the optimizer steps (for unscaling and clipping their gradients).
+  std::vector<at::Tensor> trained_parameters() {
+    std::vector<at::Tensor> shards;
+    for (auto& unit : units_) shards.push_back(unit.flat->shard());
+    return shards;
+  }
+
+  // Clips the gradients by their norm over all shards of all ranks; returns that norm.
+  double clip_grad_norm_(double max_norm, double norm_type) {
+    const bool infinity = std::isinf(norm_type);
+    std::vector<at::Tensor> norms;
+    for (auto& unit : units_)
+      if (unit.flat->shard().grad().defined()) norms.push_back(unit.flat->shard().grad().norm(norm_type));
+    auto local = norms.empty() ? at::zeros({1}, at::TensorOptions(comm_->device())) : at::stack(norms).to(at::kFloat);
+    auto total = infinity ? local.max().reshape({1}) : local.pow(norm_type).sum().reshape({1});
+    if (Sharding::shards_parameters) comm_->all_reduce(total, infinity ? ReduceOp::max : ReduceOp::sum);
+    const double norm = infinity ? total.item<double>() : std::pow(total.item<double>(), 1.0 / norm_type);
+    const double coefficient = max_norm / (norm + 1e-6);
+    if (coefficient < 1)
+      for (auto& unit : units_)
+        if (unit.flat->shard().grad().defined()) unit.flat->shard().mutable_grad().mul_(coefficient);
+    return norm;
+  }
+
+  Comm& comm() { return *comm_; }
+
+  // Checkpoints. full_state gathers every unit (a collective: all ranks call it); load_full_state
+  // takes each rank's slices of a full state.
+  template <class Holder>
+  std::vector<std::pair<std::string, at::Tensor>> full_state(const Holder& module) {
+    std::map<std::string, at::Tensor> gathered;
+    for (auto& unit : units_)
+      for (auto& [param_name, value] : unit.flat->full_parameters()) gathered[param_name] = value;
+    auto state = detail::module_state(*module);  // frozen parameters and buffers as they are
+    for (auto& [entry_name, value] : state) {
+      const auto found = gathered.find(entry_name);
+      if (found != gathered.end()) value = found->second;
+    }
+    return state;
+  }
+  template <class Holder>
+  void load_full_state(Holder& module, const std::map<std::string, at::Tensor>& state) {
+    auto own = full_state(module);
+    detail::check_state_fits(own, state);
+    at::NoGradGuard no_grad;
+    for (auto& unit : units_) unit.flat->load_full_parameters(state);
+    for (const auto& p : module->named_parameters())
+      if (!unit_of(p.value())) p.value().copy_(state.at(p.key()));
+    for (const auto& b : module->named_buffers()) b.value().copy_(state.at(b.key()));
+  }
+
+  // This rank's shards, one entry per unit ("<unit>.flat_shard"), as a SHARDED_STATE_DICT
+  // checkpoint keeps them, and loading them back into the same units on the same world size.
+  std::vector<std::pair<std::string, at::Tensor>> sharded_state() {
+    std::vector<std::pair<std::string, at::Tensor>> state;
+    for (auto& unit : units_) state.emplace_back(unit.flat->name() + ".flat_shard", unit.flat->shard().detach());
+    return state;
+  }
+  void load_sharded_state(const std::map<std::string, at::Tensor>& state) {
+    for (auto& unit : units_) {
+      const auto key = unit.flat->name() + ".flat_shard";
+      const auto found = state.find(key);
+      if (found == state.end())
+        throw Error("the sharded state has no entry '" + key + "' for FSDP unit '" + unit.flat->name() +
+                    "'; it was saved from a model with other units");
+      if (found->second.numel() != unit.flat->shard_numel())
+        throw Error("the sharded state's '" + key + "' has " + std::to_string(found->second.numel()) +
+                    " elements but this rank's shard has " + std::to_string(unit.flat->shard_numel()) +
+                    ": it was saved with another number of processes; resume with the same number, or save a "
+                    "FULL_STATE_DICT, which loads on any");
+    }
+    at::NoGradGuard no_grad;
+    for (auto& unit : units_) {
+      unit.flat->shard().detach().copy_(state.at(unit.flat->name() + ".flat_shard"));
+      unit.flat->release();  // a gathered copy is stale now
+    }
+  }
+
+  // --- Introspection (tests, benchmarks).
+  std::vector<std::string> unit_names() const {
+    std::vector<std::string> names;
+    for (const auto& unit : units_) names.push_back(unit.flat->name());
+    return names;
+  }
+  FSDPMemory memory() const {
+    FSDPMemory m;
+    for (const auto& unit : units_) {
+      const auto& shard = unit.flat->shard();
+      m.shard_bytes += shard.nbytes();
+      if (shard.grad().defined()) m.shard_grad_bytes += shard.grad().nbytes();
+      m.gathered_bytes_held += unit.flat->gathered_bytes_held();
+      if (unit.module)
+        m.largest_unit_bytes = std::max(m.largest_unit_bytes, unit.flat->gathered_bytes());
+      else
+        m.root_unit_bytes = unit.flat->gathered_bytes();
+    }
+    m.peak_gathered_bytes = peak_gathered_bytes_;
+    return m;
+  }
+  void reset_peak() { peak_gathered_bytes_ = 0; }
+
+ private:
+  struct ChildHooks final : detail::UnitHooks {
+    ChildHooks(FSDP* owner, std::size_t index) : owner(owner), index(index) {}
+    void before_forward() override { owner->before_unit_forward(index); }
+    void after_forward(const std::vector<at::Tensor>& outputs) override { owner->after_unit_forward(index, outputs); }
+    FSDP* owner;
+    std::size_t index;
+  };
+  struct UnitState {
+    std::shared_ptr<torch::nn::Module> module;  // null for the root
+    std::unique_ptr<detail::FlatUnit<Comm>> flat;
+    std::unique_ptr<ChildHooks> hooks;
+    std::size_t ready = 0;  // parameters whose gradient arrived in this backward
+  };
+
+  template <class Holder>
+  static constexpr bool is_sequential() {
+    return std::is_base_of_v<torch::nn::SequentialImpl, typename Holder::ContainedType>;
+  }
+
+  template <class Value>
+  torch::nn::AnyValue call_child(std::ptrdiff_t index, torch::nn::AnyModule& child, Value&& value) {
+    auto* hooks = detail::UnitRegistry::instance().hooks(*child.ptr());
+    if (hooks) hooks->before_forward();
+    auto output = child.any_forward(std::forward<Value>(value));
+    if (hooks) {
+      const auto* tensor = output.template try_get<at::Tensor>();
+      hooks->after_forward(tensor ? std::vector<at::Tensor>{*tensor} : std::vector<at::Tensor>{});
+    }
+    (void)index;
+    return output;
+  }
+
+  // Class names match with or without namespace and libtorch's "Impl" suffix.
+  static bool class_matches(const torch::nn::Module& module, const std::vector<std::string>& classes) {
+    auto bare = module.name();
+    if (const auto colon = bare.rfind("::"); colon != std::string::npos) bare = bare.substr(colon + 2);
+    const auto without_impl =
+        bare.size() > 4 && bare.compare(bare.size() - 4, 4, "Impl") == 0 ? bare.substr(0, bare.size() - 4) : bare;
+    return std::any_of(classes.begin(), classes.end(),
+                       [&](const std::string& c) { return c == module.name() || c == bare || c == without_impl; });
+  }
+
+  std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> choose_units(torch::nn::Module& root,
+                                                                                       bool sequential_root) {
+    using AutoWrap = FSDPOptions::AutoWrap;
+    const auto policy = options_.auto_wrap_policy();
+    std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> chosen;
+    if (policy == AutoWrap::no_wrap) return chosen;
+    const auto& classes = options_.transformer_layer_cls_to_wrap();
+    if (policy == AutoWrap::transformer_based && classes.empty())
+      throw Error(
+          "fsdp_auto_wrap_policy is TRANSFORMER_BASED_WRAP but fsdp_transformer_layer_cls_to_wrap is empty; "
+          "name the block class(es) to wrap, e.g. fsdp_transformer_layer_cls_to_wrap: Block");
+    bool any_match = false;
+    std::string seen;
+    for (const auto& item : root.named_modules("", /*include_self=*/false)) {
+      const auto& module = item.value();
+      const bool callable = detail::UnitRegistry::instance().is_declared(*module) ||
+                            (sequential_root && item.key().find('.') == std::string::npos);
+      if (seen.find(" " + module->name() + ",") == std::string::npos) seen += " " + module->name() + ",";
+      bool wanted = callable;
+      if (policy == AutoWrap::transformer_based) {
+        wanted = class_matches(*module, classes);
+        any_match = any_match || wanted;
+        if (wanted && !callable)
+          throw Error("module '" + item.key() + "' (" + module->name() +
+                      ") is of a class named in fsdp_transformer_layer_cls_to_wrap, but C++ modules have no forward "
+                      "hooks, so FSDP cannot gather its parameters when it runs: declare it as an FSDP unit by "
+                      "holding and calling it through acc::Unit<...> (include/acc/fsdp/unit.hpp), or make the "
+                      "model a torch::nn::Sequential of such modules");
+      } else if (policy == AutoWrap::size_based) {
+        int64_t count = 0;
+        for (const auto& p : module->parameters()) count += p.numel();
+        wanted = callable && count >= options_.min_num_params();
+      }
+      if (wanted) chosen.emplace_back(item.key(), module);
+    }
+    if (policy == AutoWrap::transformer_based && !any_match) {
+      std::string wanted_names;
+      for (const auto& c : classes) wanted_names += (wanted_names.empty() ? "" : ", ") + c;
+      throw Error("fsdp_transformer_layer_cls_to_wrap names " + wanted_names +
+                  " but no module of the model has that class; its classes are:" + seen.substr(0, seen.size() - 1));
+    }
+    return chosen;
+  }
+
+  std::optional<std::size_t> unit_of(const at::Tensor& param) const {
+    for (std::size_t i = 0; i < units_.size(); ++i)
+      if (units_[i].flat->owns(param)) return i;
+    return std::nullopt;
+  }
+
+  // The unit after `index` in the last forward's order (+1) or before it (-1).
+  std::optional<std::size_t> neighbour(std::size_t index, int step) const {
+    const auto& order = previous_order_;
+    const auto at = std::find(order.begin(), order.end(), index);
+    if (at == order.end()) return std::nullopt;
+    const auto position = (at - order.begin()) + step;
+    if (position < 0 || position >= static_cast<std::ptrdiff_t>(order.size())) return std::nullopt;
+    return order[static_cast<std::size_t>(position)];
+  }
+
+  void before_unit_forward(std::size_t index) {
+    forward_order_.push_back(index);
+    units_[index].flat->gather();
+    if (options_.forward_prefetch())
+      if (const auto next = neighbour(index, +1)) units_[*next].flat->gather_async();
+    note_gathered();
+  }
+
+  void after_unit_forward(std::size_t index, const std::vector<at::Tensor>& outputs) {
+    if (forward_order_.size() == units_.size() - (root_ ? 1 : 0)) previous_order_ = forward_order_;
+    if (!Sharding::reshard_after_forward) return;
+    units_[index].flat->release();
+    // Before this unit's backward its parameters are needed again: gather them when the first
+    // gradient reaches one of its outputs.
+    for (const auto& output : outputs)
+      if (output.defined() && output.requires_grad())
+        const_cast<at::Tensor&>(output).register_hook([this, index](const at::Tensor& grad) {
+          before_unit_backward(index);
+          return grad;
+        });
+  }
+
+  void before_unit_backward(std::size_t index) {
+    units_[index].flat->gather();
+    if (options_.backward_prefetch() == FSDPOptions::BackwardPrefetch::backward_pre)
+      if (const auto previous = neighbour(index, -1)) units_[*previous].flat->gather_async();
+    note_gathered();
+  }
+
+  void note_gathered() {
+    std::size_t held = 0;
+    for (const auto& unit : units_) held += unit.flat->gathered_bytes_held();
+    peak_gathered_bytes_ = std::max(peak_gathered_bytes_, held);
+  }
+
+  void gradient_ready(std::size_t index) {
+    if (!sync_) return;
+    auto& unit = units_[index];
+    if (++unit.ready < unit.flat->size()) return;
+    unit.flat->reduce_gradients_async();
+    if (Sharding::shards_parameters && unit.module) unit.flat->release();
+    if (options_.backward_prefetch() == FSDPOptions::BackwardPrefetch::backward_post && unit.module)
+      if (const auto previous = neighbour(index, -1)) units_[*previous].flat->gather_async();
+  }
+
+  FSDPOptions options_;
+  std::optional<at::ScalarType> compute_dtype_;
+  c10::intrusive_ptr<c10d::Store> store_;
+  std::optional<Comm> comm_;
+  std::vector<UnitState> units_;
+  std::optional<std::size_t> root_;
+  std::vector<std::size_t> forward_order_, previous_order_;
+  bool sync_ = true;
+  std::size_t peak_gathered_bytes_ = 0;
+};
+
+}  // namespace acc

@@ -1,0 +1,238 @@
+#include "../pch.hpp"  // first: libtorch, then doctest
+#include "worker.hpp"
+
+#include <acc/detail/module_state.hpp>
+
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/optim/adamw.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+// FSDP against DDP, on every rank of the launch (2, 3 and 4 ranks: 3 leaves padding in every
+// unit's shard), over Gloo, or over NCCL with ACC_TEST_BACKEND=nccl.
+namespace {
+
+// Calls fn with a fresh FSDP accelerator of this sharding on the test's backend.
+template <class Sharding, class Fn>
+void with_fsdp(Fn&& fn) {
+  const char* backend = std::getenv("ACC_TEST_BACKEND");
+  if (backend && std::string(backend) == "nccl") {
+#if ACC_HAS_NCCL
+    acc::Accelerator<acc::FSDP<acc::Nccl, Sharding>> accelerator;
+    fn(accelerator);
+#endif
+  } else {
+#if ACC_HAS_GLOO
+    acc::Accelerator<acc::FSDP<acc::Gloo, Sharding>> accelerator;
+    fn(accelerator);
+#endif
+  }
+}
+
+constexpr int kSteps = 20;
+
+struct BlockImpl : torch::nn::Module {
+  BlockImpl()
+      : a(register_module("a", torch::nn::Linear(32, 32))), b(register_module("b", torch::nn::Linear(32, 32))) {}
+  at::Tensor forward(const at::Tensor& x) { return x + b(torch::tanh(a(x))); }
+  torch::nn::Linear a, b;
+};
+TORCH_MODULE(Block);
+
+// Three blocks declared as FSDP units; the embedding and the head belong to the root unit.
+struct NetImpl : torch::nn::Module {
+  NetImpl()
+      : embed(register_module("embed", torch::nn::Linear(8, 32))),
+        head(register_module("head", torch::nn::Linear(32, 3))) {
+    for (int i = 0; i < 3; ++i) blocks.emplace_back(register_module("block" + std::to_string(i), Block()));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    auto h = embed(x);
+    for (auto& block : blocks) h = block(h);
+    return head(h);
+  }
+  torch::nn::Linear embed, head;
+  std::vector<acc::Unit<Block>> blocks;
+};
+TORCH_MODULE(Net);
+
+// This rank's batch of a step.
+template <class Accelerator>
+std::pair<at::Tensor, at::Tensor> batch(int step, Accelerator& accelerator) {
+  auto generator =
+      at::make_generator<at::CPUGeneratorImpl>(1000 + step * accelerator.num_processes() + accelerator.process_index());
+  auto x = at::randn({6, 8}, generator);
+  return {x.to(accelerator.device()), x.narrow(1, 0, 3).argmax(1).to(accelerator.device())};
+}
+
+struct Trained {
+  std::map<std::string, at::Tensor> parameters;
+  std::vector<double> norms;
+};
+
+// 20 AdamW steps with clipping through any Accelerator; the parameters in full on every rank.
+template <class Accelerator, class Full>
+Trained train(Accelerator& accelerator, Net net, Full&& full_state) {
+  torch::optim::AdamW adamw(net->parameters(), torch::optim::AdamWOptions(0.01).weight_decay(0.1));
+  auto [model, optimizer] = accelerator.prepare(net, adamw);
+  Trained out;
+  for (int step = 0; step < kSteps; ++step) {
+    const auto [x, y] = batch(step, accelerator);
+    optimizer.zero_grad();
+    accelerator.backward(torch::nn::functional::cross_entropy(model(x), y));
+    out.norms.push_back(accelerator.clip_grad_norm_(net->parameters(), 0.5));
+    optimizer.step();
+  }
+  for (auto& [name, value] : full_state()) out.parameters[name] = value.to(at::kCPU).clone();
+  return out;
+}
+
+Net fresh_net() {
+  torch::manual_seed(11);
+  return Net();
+}
+
+Trained ddp_reference() {
+  static const Trained reference = [] {
+    auto net = fresh_net();
+    Trained trained;
+    with_accelerator(
+        [&](auto& accelerator) { trained = train(accelerator, net, [&] { return acc::detail::module_state(*net); }); });
+    return trained;
+  }();
+  return reference;
+}
+
+template <class Accelerator>
+void matches_ddp(Accelerator& accelerator) {
+  auto net = fresh_net();
+  const auto fsdp = train(accelerator, net, [&] { return accelerator.strategy().full_state(net); });
+  const auto ddp = ddp_reference();
+  // The root unit and one per block.
+  CHECK(accelerator.strategy().unit_names() == std::vector<std::string>{"(model)", "block0", "block1", "block2"});
+  REQUIRE(fsdp.parameters.size() == ddp.parameters.size());
+  for (const auto& [name, value] : ddp.parameters) {
+    CAPTURE(name);
+    REQUIRE(fsdp.parameters.count(name) == 1);
+    CHECK(at::allclose(fsdp.parameters.at(name), value, /*rtol=*/1e-5, /*atol=*/1e-6));
+  }
+  for (int step = 0; step < kSteps; ++step) CHECK(fsdp.norms[step] == doctest::Approx(ddp.norms[step]).epsilon(1e-5));
+  // Trained: the comparison is not of two copies of the start.
+  CHECK(!at::allclose(ddp.parameters.at("block1.a.weight"), fresh_net()->blocks[1]->a->weight));
+}
+
+}  // namespace
+
+TEST_SUITE("fsdp") {
+  TEST_CASE("FSDP FULL_SHARD matches DDP after 20 AdamW steps with clipping") {
+    with_fsdp<acc::FullShard>([](auto& accelerator) { matches_ddp(accelerator); });
+  }
+  TEST_CASE("FSDP SHARD_GRAD_OP matches DDP after 20 AdamW steps with clipping") {
+    with_fsdp<acc::ShardGradOp>([](auto& accelerator) { matches_ddp(accelerator); });
+  }
+  TEST_CASE("FSDP NO_SHARD matches DDP after 20 AdamW steps with clipping") {
+    with_fsdp<acc::NoShard>([](auto& accelerator) { matches_ddp(accelerator); });
+  }
+}
+
+namespace {
+
+template <class Accelerator>
+void holds_a_share(Accelerator& accelerator) {
+  const int64_t world = accelerator.num_processes();
+  auto net = fresh_net();
+  int64_t parameters = 0;
+  for (const auto& p : net->parameters()) parameters += p.numel();
+  const int64_t ddp_bytes = 4 * parameters * 4;  // parameters, gradients, exp_avg, exp_avg_sq (fp32)
+
+  torch::optim::AdamW adamw(net->parameters(), torch::optim::AdamWOptions(0.01));
+  auto [model, optimizer] = accelerator.prepare(net, adamw);
+  auto& fsdp = accelerator.strategy();
+  fsdp.reset_peak();
+  for (int step = 0; step < 2; ++step) {
+    const auto [x, y] = batch(step, accelerator);
+    optimizer.zero_grad();
+    accelerator.backward(torch::nn::functional::cross_entropy(model(x), y));
+    optimizer.step();
+  }
+  const auto memory = fsdp.memory();
+  int64_t optimizer_bytes = 0;
+  for (const auto& group : adamw.param_groups())
+    for (const auto& p : group.params()) {
+      const auto& state = static_cast<const torch::optim::AdamWParamState&>(
+          *adamw.state().at(acc::compat::optimizer_state_key<std::decay_t<decltype(adamw.state())>>(p)));
+      optimizer_bytes += static_cast<int64_t>(state.exp_avg().nbytes() + state.exp_avg_sq().nbytes());
+    }
+  const int64_t held = static_cast<int64_t>(memory.shard_bytes + memory.shard_grad_bytes) + optimizer_bytes;
+  const int64_t padding = 4 /*units*/ * world * 4 /*bytes*/ * 4 /*kinds*/;  // at most world-1 elements each
+  MESSAGE("rank ", accelerator.process_index(), ": DDP holds ", ddp_bytes, " B, FSDP ", held,
+          " B sharded + peak gathered ", memory.peak_gathered_bytes, " B (root unit ", memory.root_unit_bytes,
+          " B, largest block ", memory.largest_unit_bytes, " B)");
+  CHECK(held <= ddp_bytes / world + padding);
+  CHECK(held >= ddp_bytes / world);
+  // Outside forward and backward nothing is gathered; inside, the root and at most two blocks
+  // (the one computing and the one prefetched).
+  CHECK(memory.gathered_bytes_held == 0);
+  CHECK(memory.peak_gathered_bytes > 0);
+  CHECK(memory.peak_gathered_bytes <= memory.root_unit_bytes + 2 * memory.largest_unit_bytes);
+  CHECK(static_cast<int64_t>(memory.peak_gathered_bytes) < parameters * 4);  // never the whole model
+}
+
+template <class Accelerator>
+void state_dicts_round_trip(Accelerator& accelerator) {
+  auto net = fresh_net();
+  torch::optim::AdamW adamw(net->parameters(), torch::optim::AdamWOptions(0.01));
+  auto [model, optimizer] = accelerator.prepare(net, adamw);
+  auto& fsdp = accelerator.strategy();
+  auto step = [&](int i) {
+    const auto [x, y] = batch(i, accelerator);
+    optimizer.zero_grad();
+    accelerator.backward(torch::nn::functional::cross_entropy(model(x), y));
+    optimizer.step();
+  };
+  step(0);
+  const auto saved_full = fsdp.full_state(net);
+  std::map<std::string, at::Tensor> full(saved_full.begin(), saved_full.end());
+  for (auto& [name, value] : full) value = value.to(at::kCPU).clone();
+  std::map<std::string, at::Tensor> sharded;
+  for (const auto& [name, value] : fsdp.sharded_state()) sharded[name] = value.clone();
+  const auto probe = at::randn({5, 8}).to(accelerator.device());
+  const auto expected = model(probe).detach();
+
+  step(1);  // moves away from the saved state
+  CHECK(!at::allclose(model(probe), expected));
+  fsdp.load_full_state(net, full);
+  CHECK(at::allclose(model(probe), expected, 1e-6, 1e-6));
+
+  step(2);
+  fsdp.load_sharded_state(sharded);
+  CHECK(at::allclose(model(probe), expected, 1e-6, 1e-6));
+
+  // The full state is the plain model's state dict.
+  auto plain = Net();
+  acc::detail::load_module_state(*plain, full);
+  CHECK(at::allclose(plain(probe.cpu()), expected.cpu(), 1e-5, 1e-5));
+
+  // A sharded state from another world size is refused with the reason.
+  auto wrong = sharded;
+  wrong.begin()->second = at::zeros({wrong.begin()->second.numel() + 1});
+  CHECK_THROWS_WITH_AS(fsdp.load_sharded_state(wrong), doctest::Contains("another number of processes"), acc::Error);
+  // A full state missing a key is refused with the key.
+  auto missing = full;
+  missing.erase("head.bias");
+  CHECK_THROWS_WITH_AS(fsdp.load_full_state(net, missing), doctest::Contains("missing keys: head.bias"), acc::Error);
+}
+}  // namespace
+
+TEST_SUITE("fsdp") {
+  TEST_CASE("FSDP FULL_SHARD holds 1/N of DDP's parameters, gradients and AdamW state, plus gathered units") {
+    with_fsdp<acc::FullShard>([](auto& accelerator) { holds_a_share(accelerator); });
+  }
+
+  TEST_CASE("FSDP state dicts: full and sharded round-trip; a full one loads into a plain model") {
+    with_fsdp<acc::FullShard>([](auto& accelerator) { state_dicts_round_trip(accelerator); });
+  }
+}
