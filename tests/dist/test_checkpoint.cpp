@@ -18,7 +18,8 @@ namespace fs = std::filesystem;
 // The phases share a directory and a recipe, from the environment:
 //   plain: fp32, one step per batch;
 //   full:  loss scaling with an overflow at batch 4, gradient accumulation over 3 batches (the
-//          save falls mid-cycle), StepLR every 2 steps.
+//          save falls mid-cycle), StepLR every 2 steps;
+//   fsdp:  plain, with FSDP FULL_SHARD (each rank saves its shards' optimizer state).
 fs::path checkpoint_dir() {
   const char* dir = std::getenv("ACC_TEST_CHECKPOINT_DIR");
   REQUIRE_MESSAGE(dir, "set ACC_TEST_CHECKPOINT_DIR");
@@ -49,8 +50,16 @@ resume::Run with_recipe(Fn&& fn) {
   return full_recipe() ? fn(ScaledFP32{}) : fn(acc::FP32{});
 }
 
+bool fsdp_recipe() {
+  const char* recipe = std::getenv("ACC_TEST_CHECKPOINT_RECIPE");
+  return recipe && std::string(recipe) == "fsdp";
+}
+
 template <class Precision, class... Args>
 resume::Run train(Precision, Args&&... args) {
+  if (fsdp_recipe())
+    return resume::train<acc::FSDP<acc::Gloo, acc::FullShard>, Precision, acc::Shuffled>(options(), recipe(),
+                                                                                         std::forward<Args>(args)...);
   return resume::train<acc::CPU, Precision, acc::Shuffled>(options(), recipe(), std::forward<Args>(args)...);
 }
 
@@ -92,6 +101,7 @@ TEST_SUITE("checkpoint" * doctest::skip()) {
           CHECK(entry.path().filename().string().find(".tmp-") == std::string::npos);
         CHECK(fs::exists(checkpoint_dir() / "ckpt" / "acc_state.json"));
         CHECK(fs::exists(checkpoint_dir() / "ckpt" / "random_states_1.bin"));
+        CHECK(fs::exists(checkpoint_dir() / "ckpt" / "optimizer_rank1.bin") == fsdp_recipe());
         CHECK(fs::exists(checkpoint_dir() / "ckpt" / "gradients_1.safetensors") == full_recipe());
       });
     });

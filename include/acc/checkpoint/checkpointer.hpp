@@ -3,7 +3,8 @@
 //
 //   model.safetensors, model_1.safetensors, ...   each prepared model's parameters and buffers,
 //                                                  from the strategy's full_state (main process)
-//   optimizer.bin, optimizer_1.bin, ...           each prepared optimizer (torch archive, main)
+//   optimizer.bin, optimizer_1.bin, ...           each prepared optimizer (torch archive, main); with
+//                                                 FSDP each rank's shards' state: optimizer_rank<r>.bin
 //   scheduler.bin, scheduler_1.bin, ...           each prepared LR scheduler's step count (main)
 //   scaler.pt                                     the GradScaler's scale and growth tracker (main)
 //   custom_checkpoint_0.bin, ...                  each registered object's save() (main)
@@ -31,6 +32,7 @@
 #include <acc/detail/torch_compat.hpp>
 #include <acc/error.hpp>
 #include <acc/precision/grad_scaler.hpp>
+#include <acc/strategy/strategy.hpp>
 #include <acc/version.hpp>
 
 #include <ATen/core/Tensor.h>
@@ -152,19 +154,20 @@ class Checkpointer {
         [&] {
           nlohmann::json sizes = nlohmann::json::object();
           const auto path = [&](const std::string& name) { return staging / name; };
+          if (main || kShardedOptimizer)
+            for (std::size_t i = 0; i < optimizers_.size(); ++i) {
+              const auto name = optimizer_file(numbered("optimizer", i, ".bin"), rank);
+              torch::serialize::OutputArchive archive;
+              detail::save_optimizer(*optimizers_[i], archive);
+              sizes[name] = detail::save_archive(archive, path(name));
+              stage_done("optimizer");
+            }
           if (main) {
             for (std::size_t i = 0; i < models_.size(); ++i) {
               const auto name = numbered("model", i, ".safetensors");
               safetensors::save_file(model_states[i], path(name), {{"format", "pt"}});
               sizes[name] = std::filesystem::file_size(path(name));
               stage_done("model");
-            }
-            for (std::size_t i = 0; i < optimizers_.size(); ++i) {
-              const auto name = numbered("optimizer", i, ".bin");
-              torch::serialize::OutputArchive archive;
-              detail::save_optimizer(*optimizers_[i], archive);
-              sizes[name] = detail::save_archive(archive, path(name));
-              stage_done("optimizer");
             }
             for (std::size_t i = 0; i < schedulers_.size(); ++i) {
               const auto name = numbered("scheduler", i, ".bin");
@@ -306,6 +309,13 @@ class Checkpointer {
 
   static std::string numbered(const std::string& stem, std::size_t i, const std::string& extension) {
     return i == 0 ? stem + extension : stem + "_" + std::to_string(i) + extension;
+  }
+  // A sharding strategy's optimizers hold each rank's shards: every rank keeps its own file.
+  static constexpr bool kShardedOptimizer = shards_model_v<typename Owner::strategy_type>;
+  static std::string optimizer_file(const std::string& name, int rank) {
+    if (!kShardedOptimizer) return name;
+    const auto dot = name.rfind('.');
+    return name.substr(0, dot) + "_rank" + std::to_string(rank) + name.substr(dot);
   }
   static std::string custom_file(std::size_t i) { return "custom_checkpoint_" + std::to_string(i) + ".bin"; }
   static std::string random_states_file(int rank) { return "random_states_" + std::to_string(rank) + ".bin"; }
@@ -476,7 +486,8 @@ class Checkpointer {
     };
     for (const auto& name : m.models) loaded.models.push_back(safetensors::load_file(need(name)).tensors);
     for (const auto& name : m.optimizers)
-      loaded.optimizers.push_back(detail::load_archive(need(name), owner_->device()));
+      loaded.optimizers.push_back(
+          detail::load_archive(need(optimizer_file(name, static_cast<int>(rank))), owner_->device()));
     for (const auto& name : m.schedulers) {
       const auto file = need(name);
       auto archive = detail::load_archive(file);
@@ -511,7 +522,7 @@ class Checkpointer {
     for (std::size_t i = 0; i < models_.size(); ++i)
       detail::read_from(source / m.models[i], [&] { models_[i].load_full_state(loaded.models[i]); });
     for (std::size_t i = 0; i < optimizers_.size(); ++i)
-      detail::read_from(source / m.optimizers[i],
+      detail::read_from(source / optimizer_file(m.optimizers[i], owner_->process_index()),
                         [&] { detail::load_optimizer(*optimizers_[i], loaded.optimizers[i]); });
     for (std::size_t i = 0; i < schedulers_.size(); ++i)
       detail::SchedulerStepCount::of(*schedulers_[i]) =
