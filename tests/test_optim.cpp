@@ -35,6 +35,18 @@ struct Problem {
 
 const auto options = torch::optim::AdamWOptions(0.05).weight_decay(0.1);
 
+// Steps from .. to - 1: the same gradients in both problems, then a step of each optimizer.
+template <class FastStep>
+void train_both(Problem& ours, Problem& theirs, int from, int to, FastStep&& fast_step,
+                torch::optim::Optimizer& reference) {
+  for (int step = from; step < to; ++step) {
+    ours.set_gradients(step);
+    theirs.set_gradients(step);
+    fast_step();
+    reference.step();
+  }
+}
+
 }  // namespace
 
 TEST_CASE("acc::optim::AdamW computes exactly what torch::optim::AdamW computes, and shares its state") {
@@ -42,23 +54,15 @@ TEST_CASE("acc::optim::AdamW computes exactly what torch::optim::AdamW computes,
   Problem ours(cpu), theirs(cpu);
   acc::optim::AdamW fast(ours.groups(), options);
   torch::optim::AdamW reference(theirs.groups(), options);
-  for (int step = 0; step < 20; ++step) {
-    ours.set_gradients(step);
-    theirs.set_gradients(step);
-    fast.step();
-    reference.step();
-  }
+  train_both(
+      ours, theirs, 0, 20, [&] { fast.step(); }, reference);
   for (std::size_t i = 0; i < ours.params.size(); ++i) {
     CAPTURE(i);
     CHECK(at::equal(ours.params[i], theirs.params[i]));
   }
   // torch's own step finds the state this one kept (same keys, same layout): it continues exactly.
-  for (int step = 20; step < 25; ++step) {
-    ours.set_gradients(step);
-    theirs.set_gradients(step);
-    fast.torch::optim::AdamW::step();
-    reference.step();
-  }
+  train_both(
+      ours, theirs, 20, 25, [&] { fast.torch::optim::AdamW::step(); }, reference);
   for (std::size_t i = 0; i < ours.params.size(); ++i) CHECK(at::equal(ours.params[i], theirs.params[i]));
   // Parameters moved: the check above compares trained values, not two copies of the start.
   CHECK(!at::allclose(ours.params[0], Problem(cpu).params[0]));
@@ -69,12 +73,8 @@ TEST_CASE("acc::optim::AdamW: amsgrad falls back to torch's loop with the same r
   Problem ours(cpu), theirs(cpu);
   acc::optim::AdamW fast(ours.params, torch::optim::AdamWOptions(0.05).amsgrad(true));
   torch::optim::AdamW reference(theirs.params, torch::optim::AdamWOptions(0.05).amsgrad(true));
-  for (int step = 0; step < 5; ++step) {
-    ours.set_gradients(step);
-    theirs.set_gradients(step);
-    fast.step();
-    reference.step();
-  }
+  train_both(
+      ours, theirs, 0, 5, [&] { fast.step(); }, reference);
   for (std::size_t i = 0; i < ours.params.size(); ++i) CHECK(at::equal(ours.params[i], theirs.params[i]));
 }
 
@@ -84,12 +84,8 @@ TEST_CASE("CUDA: acc::optim::AdamW's fused kernel stays within rounding of torch
   Problem ours(cuda), theirs(cuda);
   acc::optim::AdamW fast(ours.groups(), options);
   torch::optim::AdamW reference(theirs.groups(), options);
-  for (int step = 0; step < 20; ++step) {
-    ours.set_gradients(step);
-    theirs.set_gradients(step);
-    fast.step();
-    reference.step();
-  }
+  train_both(
+      ours, theirs, 0, 20, [&] { fast.step(); }, reference);
   for (std::size_t i = 0; i < ours.params.size(); ++i) {
     CAPTURE(i);
     CHECK(at::allclose(ours.params[i], theirs.params[i], /*rtol=*/1e-5, /*atol=*/1e-6));

@@ -7,6 +7,8 @@
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 
+#include <atomic>
+#include <cstddef>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -43,10 +45,11 @@ class UnitRegistry {
       hooks_[&module] = hooks;
     else
       hooks_.erase(&module);
+    installed_ = hooks_.size();
   }
   UnitHooks* hooks(const torch::nn::Module& module) {
+    if (installed_ == 0) return nullptr;  // no FSDP in this process: no lock on every unit call
     std::lock_guard<std::mutex> lock(mutex_);
-    if (hooks_.empty()) return nullptr;
     const auto found = hooks_.find(&module);
     return found == hooks_.end() ? nullptr : found->second;
   }
@@ -56,6 +59,7 @@ class UnitRegistry {
   // Weak: a module that is gone must not make a new one at its address look declared.
   std::unordered_map<const torch::nn::Module*, std::weak_ptr<torch::nn::Module>> declared_;
   std::unordered_map<const torch::nn::Module*, UnitHooks*> hooks_;
+  std::atomic<std::size_t> installed_{0};
 };
 
 }  // namespace acc::detail

@@ -1,7 +1,7 @@
 // acc::Unit<Holder>: declares a submodule an FSDP unit. It is the module holder it wraps (register
 // it, call it, `->` into it) and, under the FSDP strategy, gathers the unit's parameters before
 // its forward and frees them after (libtorch's C++ modules have no forward hooks, so the call
-// must pass through here). Under other strategies a call costs one lookup in an empty table.
+// must pass through here). Under other strategies a call costs one atomic load.
 //
 //   struct ModelImpl : torch::nn::Module {
 //     ModelImpl() {

@@ -24,7 +24,6 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -59,13 +58,13 @@ class AdamW : public torch::optim::AdamW {
       const auto& options = static_cast<const torch::optim::AdamWOptions&>(group.options());
       // Tensors go together when they share the step count (it differs only where some parameter
       // had no gradient), the device and the dtype, as the batched kernels need.
-      std::map<std::tuple<int64_t, std::string, at::ScalarType>, Tensors> batches;
+      std::map<std::tuple<int64_t, c10::DeviceType, c10::DeviceIndex, at::ScalarType>, Tensors> batches;
       for (const auto& p : group.params()) {
         if (!p.grad().defined()) continue;
         TORCH_CHECK(!p.grad().is_sparse(), "AdamW does not support sparse gradients");
         auto& state = state_of(p);
         state.step(state.step() + 1);
-        auto& batch = batches[{state.step(), p.device().str(), p.scalar_type()}];
+        auto& batch = batches[{state.step(), p.device().type(), p.device().index(), p.scalar_type()}];
         batch.params.push_back(p);
         batch.grads.push_back(p.grad());
         batch.exp_avgs.push_back(state.exp_avg());
