@@ -30,7 +30,7 @@ echo "== built in $(($(date +%s) - start)) s"
 [[ -n ${ACC_GPU_BUILD_ONLY:-} ]] && exit $status
 
 echo "== tests"
-ctest --test-dir $build --output-on-failure -E clang_format || status=1
+ctest --test-dir $build -j 8 --output-on-failure -E clang_format || status=1
 echo "== acc_tests with CUDA (doctest)"
 $build/bin/acc_tests -tc='CUDA*' -s || status=1
 echo "== char_lm bf16 on CUDA"
