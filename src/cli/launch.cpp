@@ -104,7 +104,7 @@ int usable_cpus() {
 }
 
 // The launcher's own environment with the variables torchrun sets for one rank on top.
-std::vector<std::string> rank_environment(const LaunchOptions& options, int port, int local_rank) {
+std::vector<std::string> rank_environment(const LaunchOptions& options, int port, int restart, int local_rank) {
   const int local_world_size = options.processes_per_machine();
   std::map<std::string, std::string> job = {
       {"RANK", std::to_string(options.machine_rank * local_world_size + local_rank)},
@@ -117,6 +117,9 @@ std::vector<std::string> rank_environment(const LaunchOptions& options, int port
       {"MASTER_PORT", std::to_string(port)},
       {"ACC_RDZV_TIMEOUT", std::to_string(options.rdzv_timeout_seconds)},
       {"ACC_DISTRIBUTED_TYPE", options.distributed_type},
+      // torchrun's names, so that a program written for it knows that it should resume.
+      {"TORCHELASTIC_RESTART_COUNT", std::to_string(restart)},
+      {"TORCHELASTIC_MAX_RESTARTS", std::to_string(options.max_restarts)},
   };
   if (options.config_file) job["ACC_CONFIG_FILE"] = *options.config_file;
   if (options.cpu) job["ACCELERATE_USE_CPU"] = "true";
@@ -207,27 +210,86 @@ class Pipe {
   int ends_[2] = {-1, -1};
 };
 
+// The signals the launcher watches (SIGCHLD and those it forwards), read from a signalfd in the
+// poll loop rather than handled asynchronously. Set up once for all the starts of the local group.
+class SignalWatch {
+ public:
+  SignalWatch() = default;
+  ~SignalWatch() {
+    if (fd_ >= 0) close(fd_);
+  }
+  SignalWatch(const SignalWatch&) = delete;
+  SignalWatch& operator=(const SignalWatch&) = delete;
+
+  bool start() {
+    struct sigaction default_action {};
+    default_action.sa_handler = SIG_DFL;
+    sigaction(SIGCHLD, &default_action, nullptr);  // an inherited SIG_IGN would make waitpid() blind
+
+    sigset_t watched;
+    sigemptyset(&watched);
+    sigaddset(&watched, SIGCHLD);
+    for (int signal : signals_to_forward()) sigaddset(&watched, signal);
+    sigprocmask(SIG_BLOCK, &watched, &original_mask_);
+    fd_ = signalfd(-1, &watched, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (fd_ < 0) {
+      report(std::string("cannot watch for signals: ") + std::strerror(errno));
+      return false;
+    }
+    // A reader of our output that goes away must not kill the launcher and leave the ranks alone.
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &ignore, &original_sigpipe_);
+    return true;
+  }
+
+  int fd() const { return fd_; }
+  // What a rank starts with: the launcher's mask and SIGPIPE action from before start().
+  const sigset_t& original_mask() const { return original_mask_; }
+  const struct sigaction& original_sigpipe() const { return original_sigpipe_; }
+
+  // Reads what has arrived: returns the first signal to forward (if any) and whether a child changed.
+  std::pair<std::optional<int>, bool> read() {
+    std::optional<int> to_forward;
+    bool child_changed = false;
+    signalfd_siginfo info;
+    while (::read(fd_, &info, sizeof info) == sizeof info) {
+      if (info.ssi_signo == SIGCHLD)
+        child_changed = true;
+      else if (!to_forward)
+        to_forward = static_cast<int>(info.ssi_signo);
+    }
+    return {to_forward, child_changed};
+  }
+
+ private:
+  int fd_ = -1;
+  sigset_t original_mask_{};
+  struct sigaction original_sigpipe_ {};
+};
+
+// One start of the local group: its ranks, supervised until all of them are gone.
 class Job {
  public:
-  Job(const LaunchOptions& options, int port) : options_(options), port_(port) {}
-  ~Job() {
-    if (signal_fd_ >= 0) close(signal_fd_);
-  }
+  // `restart`: how many times the group was started before (TORCHELASTIC_RESTART_COUNT).
+  Job(const LaunchOptions& options, int port, int restart, SignalWatch& signals)
+      : options_(options), port_(port), restart_(restart), signals_(signals) {}
   Job(const Job&) = delete;
   Job& operator=(const Job&) = delete;
 
-  int run() {
-    if (!watch_signals()) return kExitLauncherError;
-    // Orphans of the ranks become the launcher's children, so it can reap them and none is left as
-    // a zombie under an init that does not reap.
-    prctl(PR_SET_CHILD_SUBREAPER, 1);
+  struct Outcome {
+    int exit_code;
+    bool may_restart;  // a rank failed, and every process of the group is gone
+  };
+
+  Outcome run() {
     start_ranks();
     supervise();
     for (Rank& rank : ranks_) {
       if (rank.stdout_forwarder) rank.stdout_forwarder->finish();
       if (rank.stderr_forwarder) rank.stderr_forwarder->finish();
     }
-    return exit_code_.value_or(0);
+    return {exit_code_.value_or(0), rank_failed_ && ranks_with_processes() == 0};
   }
 
  private:
@@ -240,29 +302,6 @@ class Job {
     std::unique_ptr<LineForwarder> stdout_forwarder, stderr_forwarder;
   };
 
-  // Signals are read from a signalfd in the poll loop rather than handled asynchronously.
-  bool watch_signals() {
-    struct sigaction default_action {};
-    default_action.sa_handler = SIG_DFL;
-    sigaction(SIGCHLD, &default_action, nullptr);  // an inherited SIG_IGN would make waitpid() blind
-
-    sigset_t watched;
-    sigemptyset(&watched);
-    sigaddset(&watched, SIGCHLD);
-    for (int signal : signals_to_forward()) sigaddset(&watched, signal);
-    sigprocmask(SIG_BLOCK, &watched, &original_mask_);
-    signal_fd_ = signalfd(-1, &watched, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (signal_fd_ < 0) {
-      report(std::string("cannot watch for signals: ") + std::strerror(errno));
-      return false;
-    }
-    // A reader of our output that goes away must not kill the launcher and leave the ranks alone.
-    struct sigaction ignore {};
-    ignore.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &ignore, &original_sigpipe_);
-    return true;
-  }
-
   void start_ranks() {
     const int local_world_size = options_.processes_per_machine();
     ranks_.reserve(static_cast<std::size_t>(local_world_size));
@@ -273,14 +312,20 @@ class Job {
   // cannot run is reported once, by name, before more ranks are started.
   void start_rank(int local_rank) {
     std::vector<std::string> arguments = options_.program_and_arguments;
-    std::vector<std::string> environment = rank_environment(options_, port_, local_rank);
+    std::vector<std::string> environment = rank_environment(options_, port_, restart_, local_rank);
     std::vector<char*> argv = null_terminated(arguments);
     std::vector<char*> envp = null_terminated(environment);
     Pipe exec_error, out, err;
     if (!exec_error.open() || (options_.tee && (!out.open() || !err.open()))) return fail_to_start("pipe", errno);
 
-    const RankExec exec{argv.data(),        envp.data(),     getpid(),        &original_mask_,
-                        &original_sigpipe_, out.write_end(), err.write_end(), exec_error.write_end()};
+    const RankExec exec{argv.data(),
+                        envp.data(),
+                        getpid(),
+                        &signals_.original_mask(),
+                        &signals_.original_sigpipe(),
+                        out.write_end(),
+                        err.write_end(),
+                        exec_error.write_end()};
     const pid_t pid = fork();
     if (pid == 0) become_rank(exec);
     const int fork_errno = errno;
@@ -344,7 +389,7 @@ class Job {
   }
 
   void wait_for_events(std::optional<Clock::time_point> deadline) {
-    std::vector<pollfd> watched{{signal_fd_, POLLIN, 0}};
+    std::vector<pollfd> watched{{signals_.fd(), POLLIN, 0}};
     std::vector<LineForwarder*> forwarders;
     for (Rank& rank : ranks_)
       for (LineForwarder* forwarder : {rank.stdout_forwarder.get(), rank.stderr_forwarder.get()})
@@ -366,14 +411,8 @@ class Job {
   }
 
   void read_signals() {
-    bool child_changed = false;
-    signalfd_siginfo info;
-    while (read(signal_fd_, &info, sizeof info) == sizeof info) {
-      if (info.ssi_signo == SIGCHLD)
-        child_changed = true;
-      else
-        forward_signal(static_cast<int>(info.ssi_signo));
-    }
+    const auto [to_forward, child_changed] = signals_.read();
+    if (to_forward) forward_signal(*to_forward);
     if (child_changed) reap_children();
   }
 
@@ -390,6 +429,7 @@ class Job {
       report("rank " + std::to_string(rank->rank) + " (pid " + std::to_string(pid) + ") " + describe_exit(status) +
              (others > 0 ? "; stopping the other " + std::to_string(others) + " rank(s)" : ""));
       stop(exit_code_of(status), SIGTERM);
+      rank_failed_ = true;
     }
   }
 
@@ -436,33 +476,62 @@ class Job {
 
   const LaunchOptions& options_;
   const int port_;
+  const int restart_;
+  SignalWatch& signals_;
   std::vector<Rank> ranks_;
-  int signal_fd_ = -1;
-  sigset_t original_mask_{};
-  struct sigaction original_sigpipe_ {};
   std::optional<int> exit_code_;                 // set by the first failure or signal
+  bool rank_failed_ = false;                     // the first failure was a rank's (not a signal, not exec)
   int stop_signal_ = SIGTERM;                    // what the ranks were asked to stop with
   std::optional<Clock::time_point> kill_at_;     // end of the grace period, once stopping
   bool killed_ = false;                          // SIGKILL sent
   std::optional<Clock::time_point> give_up_at_;  // when to stop waiting for SIGKILLed processes
 };
 
+// The rendezvous port of one start: --main_process_port, or a free one. A restart on a single
+// machine takes a fresh one, so that nothing of the previous start (a connection in TIME_WAIT, a
+// late rank) meets the new rendezvous; across machines the port must stay what the others know.
+std::optional<int> rendezvous_port(const LaunchOptions& options, std::optional<int> previous) {
+  if (options.main_process_port != 0) return options.main_process_port;
+  if (previous && options.num_machines > 1) return previous;
+  std::string error;
+  const auto picked = pick_free_port(options.main_process_ip, error);
+  if (!picked) {
+    report("--main_process_port 0: cannot pick a free port on " + options.main_process_ip + ": " + error);
+    return std::nullopt;
+  }
+  if (options.num_machines > 1)
+    report("picked --main_process_port " + std::to_string(*picked) + "; pass the same to the other machines");
+  return picked;
+}
+
 }  // namespace
 
 int run_launch(const LaunchOptions& options) {
-  int port = options.main_process_port;
-  if (port == 0) {
-    std::string error;
-    const auto picked = pick_free_port(options.main_process_ip, error);
-    if (!picked) {
-      report("--main_process_port 0: cannot pick a free port on " + options.main_process_ip + ": " + error);
-      return kExitUsage;
+  SignalWatch signals;
+  if (!signals.start()) return kExitLauncherError;
+  // Orphans of the ranks become the launcher's children, so it can reap them and none is left as
+  // a zombie under an init that does not reap.
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  std::optional<int> port;
+  for (int restart = 0;; ++restart) {
+    port = rendezvous_port(options, port);
+    if (!port) return restart == 0 ? kExitUsage : kExitLauncherError;
+    const Job::Outcome outcome = Job(options, *port, restart, signals).run();
+    if (outcome.exit_code == 0 || !outcome.may_restart) return outcome.exit_code;
+    if (restart == options.max_restarts) {
+      if (options.max_restarts > 0)
+        report("no restart left (--max_restarts " + std::to_string(options.max_restarts) + "); exiting with code " +
+               std::to_string(outcome.exit_code));
+      return outcome.exit_code;
     }
-    port = *picked;
-    if (options.num_machines > 1)
-      report("picked --main_process_port " + std::to_string(port) + "; pass the same to the other machines");
+    // A signal that came while the group was stopping ends the job rather than restart it.
+    if (const auto signal = signals.read().first) {
+      report("received " + signal_name(*signal) + "; not restarting");
+      return 128 + *signal;
+    }
+    report("restart " + std::to_string(restart + 1) + " of " + std::to_string(options.max_restarts) +
+           ": starting the " + std::to_string(options.processes_per_machine()) + " local rank(s) again");
   }
-  return Job(options, port).run();
 }
 
 int launch_command(const std::vector<std::string>& arguments) {

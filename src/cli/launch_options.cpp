@@ -182,6 +182,7 @@ const std::vector<Flag>& launch_flags() {
                    return seconds.has_value();
                  }),
       int_flag("--rdzv_timeout", "a positive whole number of seconds", 1, &LaunchOptions::rdzv_timeout_seconds),
+      int_flag("--max_restarts", "a whole number from 0 (no restart)", 0, &LaunchOptions::max_restarts),
       // Python Accelerate's polling interval: accepted so that its command lines work unchanged,
       // but acc launch is told of a rank's exit at once and never polls.
       value_flag("--monitor_interval", "a number of seconds from 0 to 86400",
@@ -316,6 +317,11 @@ flags (--flag value and --flag=value both work):
   --grace_period S         seconds the ranks get to exit after SIGTERM before SIGKILL (default 5)
   --rdzv_timeout S         seconds the ranks wait for each other at start-up (default 300;
                            ACC_RDZV_TIMEOUT)
+  --max_restarts K         when a rank fails, stop the local ranks and start them all again, up
+                           to K times (default 0), with a new rendezvous; they read which restart
+                           this is from TORCHELASTIC_RESTART_COUNT (0 on the first start) and
+                           should resume from their latest checkpoint. With --main_process_port 0
+                           each start gets a fresh port
   --monitor_interval S     accepted for Python Accelerate command lines; has no effect
   -h, --help               show this help
   --                       ends the flags, for a PROGRAM whose name starts with -

@@ -25,6 +25,7 @@ struct LaunchOptions {
   bool tee = false;
   double grace_period_seconds = 5;
   int rdzv_timeout_seconds = 300;
+  int max_restarts = 0;                            // times the local group is started again after a rank fails
   std::vector<std::string> program_and_arguments;  // never empty after a successful parse
 
   int processes_per_machine() const { return num_processes / num_machines; }

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -40,10 +41,10 @@ void sleep_seconds(double seconds) { std::this_thread::sleep_for(std::chrono::du
 // Prints the variables acc launch sets, as one line written at once so that ranks do not mix.
 void print_environment() {
   std::string line = "env";
-  for (const char* name :
-       {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "MASTER_ADDR",
-        "MASTER_PORT", "ACCELERATE_USE_CPU", "ACCELERATE_MIXED_PRECISION", "CUDA_VISIBLE_DEVICES", "ACC_RDZV_TIMEOUT",
-        "OMP_NUM_THREADS", "ACC_CONFIG_FILE", "ACC_DISTRIBUTED_TYPE"}) {
+  for (const char* name : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                           "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU", "ACCELERATE_MIXED_PRECISION",
+                           "CUDA_VISIBLE_DEVICES", "ACC_RDZV_TIMEOUT", "OMP_NUM_THREADS", "ACC_CONFIG_FILE",
+                           "ACC_DISTRIBUTED_TYPE", "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS"}) {
     const char* value = std::getenv(name);
     line += std::string(" ") + name + "=" + (value ? value : "<unset>");
   }
@@ -64,8 +65,8 @@ void print_lines() {
   write_text(STDOUT_FILENO, "no newline at end");
 }
 
-int rank() {
-  const char* value = std::getenv("RANK");
+int integer_variable(const char* name) {
+  const char* value = std::getenv(name);
   return value ? std::atoi(value) : -1;
 }
 
@@ -96,13 +97,17 @@ int main(int argc, char** argv) {
         sleep_seconds(60);
         return 0;
       }
-    } else if (step == "wait-for-pids") {  // until the whole job has recorded its pids, at most 5 s
-      const auto count = static_cast<std::size_t>(next_number());
+    } else if (step == "wait-for-pids") {  // until this start of the job has recorded its N pids, at most 5 s
+      // After --max_restarts' restarts the file holds the earlier starts' pids as well.
+      const auto starts = static_cast<std::size_t>(std::max(0, integer_variable("TORCHELASTIC_RESTART_COUNT")) + 1);
+      const auto count = static_cast<std::size_t>(next_number()) * starts;
       for (int tries = 0; tries < 500 && recorded_pids() < count; ++tries) sleep_seconds(0.01);
     } else if (step == "exit-on-rank") {
       const int failing_rank = static_cast<int>(next_number());
       const int code = static_cast<int>(next_number());
-      if (rank() == failing_rank) return code;
+      if (integer_variable("RANK") == failing_rank) return code;
+    } else if (step == "until-restart") {  // the steps after it run only before restart N
+      if (integer_variable("TORCHELASTIC_RESTART_COUNT") >= static_cast<int>(next_number())) return 0;
     } else {
       std::cerr << "launch_probe: unknown step " << step << "\n";
       return 64;

@@ -238,6 +238,66 @@ TEST_CASE("when acc launch is SIGKILLed its ranks die with it") {
   CHECK(survivors.empty());
 }
 
+// The values of `name` in the probe's env lines, in the order printed.
+std::vector<std::string> printed_values(const std::string& out, const std::string& name) {
+  std::vector<std::string> values;
+  for (const std::string& line : lines_of(out)) {
+    const std::size_t start = line.find(" " + name + "=");
+    if (line.rfind("env ", 0) != 0 || start == std::string::npos) continue;
+    const std::size_t value = start + name.size() + 2;
+    values.push_back(line.substr(value, line.find(' ', value) - value));
+  }
+  return values;
+}
+
+TEST_CASE("acc launch --max_restarts 2 starts the group again after each failure, each start told its count") {
+  PidFile pids;
+  // Rank 1 fails in the first two starts; the third runs to the end.
+  const LauncherResult result = run_acc(
+      {"launch",      "--cpu", "--num_processes", "2", "--max_restarts", "2", "--main_process_port", "0", kProbe,
+       "spawn-child", "env",   "wait-for-pids",   "4", "until-restart",  "2", "exit-on-rank",        "1", "3",
+       "sleep",       "60"},
+      {pid_file_variable(pids)});
+  REQUIRE(result.finished_in_time);
+  CHECK(result.exit_code == 0);
+  CHECK(result.seconds < 8.0);
+  auto counts = printed_values(result.out, "TORCHELASTIC_RESTART_COUNT");
+  std::sort(counts.begin(), counts.end());
+  CHECK(counts == std::vector<std::string>{"0", "0", "1", "1", "2", "2"});
+  CHECK(printed_values(result.out, "TORCHELASTIC_MAX_RESTARTS") == std::vector<std::string>(6, "2"));
+  CHECK(result.err.find("exited with code 3; stopping the other 1 rank(s)") != std::string::npos);
+  CHECK(result.err.find("acc launch: restart 1 of 2: starting the 2 local rank(s) again\n") != std::string::npos);
+  CHECK(result.err.find("acc launch: restart 2 of 2: starting the 2 local rank(s) again\n") != std::string::npos);
+  REQUIRE(pids.pids().size() == 12);  // 3 starts of 2 ranks, each with a child
+  check_none_left(pids.pids());
+}
+
+TEST_CASE("acc launch --max_restarts 1 gives up after one restart with the last failure's code") {
+  const LauncherResult result =
+      run_acc({"launch", "--max_restarts", "1", "sh", "-c", "exit $((3 + TORCHELASTIC_RESTART_COUNT))"});
+  REQUIRE(result.finished_in_time);
+  CHECK(result.exit_code == 4);
+  CHECK(result.err.find(") exited with code 3\nacc launch: restart 1 of 1: starting the 1 local rank(s) again\n") !=
+        std::string::npos);
+  CHECK(
+      result.err.find(") exited with code 4\nacc launch: no restart left (--max_restarts 1); exiting with code 4\n") !=
+      std::string::npos);
+}
+
+TEST_CASE("SIGTERM sent to acc launch ends the job even with restarts left") {
+  PidFile pids;
+  Launcher launcher({"launch", "--cpu", "--num_processes", "2", "--max_restarts", "3", kProbe, "sleep", "60"},
+                    {pid_file_variable(pids)});
+  REQUIRE(pids.wait_for(2, 5s));
+  kill(launcher.pid(), SIGTERM);
+  const LauncherResult result = launcher.wait(5s);
+  REQUIRE(result.finished_in_time);
+  CHECK(result.exit_code == 128 + SIGTERM);
+  CHECK(result.err.find("restart") == std::string::npos);
+  CHECK(pids.pids().size() == 2);
+  check_none_left(pids.pids());
+}
+
 TEST_CASE("processes a successful rank leaves behind are stopped too") {
   PidFile pids;
   const LauncherResult result = run_acc({"launch", "--num_processes", "2", kProbe, "spawn-child", "wait-for-pids", "4"},
@@ -314,6 +374,12 @@ TEST_CASE("bad flags give one line and exit code 2 and a program that cannot run
        "acc launch: --main_process_ip is required on machine rank 1; pass the address of machine rank 0"},
       {{"--cpu", "--multi_gpu", kProbe}, 2, "acc launch: --cpu and --multi_gpu cannot be used together; pick one"},
       {{"no-such-program-for-acc"}, 127, "acc launch: cannot run 'no-such-program-for-acc': not found in PATH"},
+      {{"--max_restarts", "2", "no-such-program-for-acc"},  // a program that cannot run is not restarted
+       127,
+       "acc launch: cannot run 'no-such-program-for-acc': not found in PATH"},
+      {{"--max_restarts", "-1", kProbe},
+       2,
+       "acc launch: --max_restarts '-1' is not valid; use a whole number from 0 (no restart)"},
       {{"--num_processes", "2", not_executable},
        127,
        "acc launch: cannot run '" + std::string(not_executable) + "': Permission denied"},
