@@ -14,6 +14,8 @@
 #include <acc/error.hpp>
 #include <acc/fsdp/sharding.hpp>
 #include <acc/fsdp/unit.hpp>
+#include <acc/memory/find_executable_batch_size.hpp>
+#include <acc/memory/free_memory.hpp>
 #include <acc/ops/collectives.hpp>
 #include <acc/optim/adamw.hpp>
 #include <acc/precision/autocast.hpp>

@@ -1,6 +1,7 @@
-// The `acc` command-line tool: `acc launch`, `acc config` and `acc env`.
+// The `acc` command-line tool: `acc launch`, `acc config`, `acc env` and `acc estimate-memory`.
 #include "config_command.hpp"
 #include "env_command.hpp"
+#include "estimate_memory_command.hpp"
 #include "launch.hpp"
 #include "line_forwarder.hpp"
 
@@ -19,6 +20,8 @@ commands:
   launch      start a program once per rank and supervise it (acc launch --help)
   config      ask how training runs and save it as a config file (acc config --help)
   env         print the versions, devices and config for a bug report (acc env --help)
+  estimate-memory
+              the memory training takes per process, by strategy (acc estimate-memory --help)
 
   -h, --help  show this help
   --version   print the version
@@ -33,7 +36,8 @@ int fail(const std::string& line) {
 
 int main(int argc, char** argv) {
   const std::vector<std::string> arguments(argv + 1, argv + argc);
-  if (arguments.empty()) return fail("acc: no command given; valid commands: launch, config, env (acc --help)");
+  if (arguments.empty())
+    return fail("acc: no command given; valid commands: launch, config, env, estimate-memory (acc --help)");
 
   const std::string& command = arguments.front();
   if (command == "-h" || command == "--help") {
@@ -47,5 +51,7 @@ int main(int argc, char** argv) {
   if (command == "launch") return acc::cli::launch_command({arguments.begin() + 1, arguments.end()});
   if (command == "config") return acc::cli::config_command({arguments.begin() + 1, arguments.end()});
   if (command == "env") return acc::cli::env_command({arguments.begin() + 1, arguments.end()});
-  return fail("acc: unknown command '" + command + "'; valid commands: launch, config, env (acc --help)");
+  if (command == "estimate-memory") return acc::cli::estimate_memory_command({arguments.begin() + 1, arguments.end()});
+  return fail("acc: unknown command '" + command +
+              "'; valid commands: launch, config, env, estimate-memory (acc --help)");
 }

@@ -1,5 +1,5 @@
-// Which optional backends this build has. CMake defines ACC_HAS_GLOO and ACC_HAS_NCCL on acc::acc;
-// a build without CMake detects them from the headers it can see.
+// Which optional backends this build has. CMake defines ACC_HAS_GLOO, ACC_HAS_NCCL and ACC_HAS_CUDA on
+// acc::acc; a build without CMake detects them from the headers it can see.
 #pragma once
 
 #ifndef ACC_HAS_GLOO
@@ -15,5 +15,15 @@
 #define ACC_HAS_NCCL 1
 #else
 #define ACC_HAS_NCCL 0
+#endif
+#endif
+
+// A libtorch with CUDA, whose c10_cuda library the program links (its headers alone are not enough:
+// Debian's CPU libtorch ships them too).
+#ifndef ACC_HAS_CUDA
+#if __has_include(<cuda_runtime_api.h>) && __has_include(<c10/cuda/CUDACachingAllocator.h>)
+#define ACC_HAS_CUDA 1
+#else
+#define ACC_HAS_CUDA 0
 #endif
 #endif

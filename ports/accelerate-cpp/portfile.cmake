@@ -1,0 +1,23 @@
+# vcpkg port of accelerate-cpp, header-only: an overlay port that builds the checkout it lives in
+#   vcpkg install accelerate-cpp --overlay-ports=<checkout>/ports
+# (a registry's copy would fetch a release with vcpkg_from_github instead). Consumers write
+# find_package(acc CONFIG REQUIRED) and link acc::acc; libtorch is found outside vcpkg.
+set(VCPKG_BUILD_TYPE release)
+get_filename_component(SOURCE_PATH "${CMAKE_CURRENT_LIST_DIR}/../.." ABSOLUTE)
+
+vcpkg_cmake_configure(
+  SOURCE_PATH "${SOURCE_PATH}"
+  OPTIONS
+    -DACC_BUILD_TESTS=OFF
+    -DACC_BUILD_EXAMPLES=OFF
+    -DACC_BUILD_BENCH=OFF
+    -DACC_BUILD_CLI=OFF
+    -DACC_INSTALL=ON)
+vcpkg_cmake_install()
+vcpkg_cmake_config_fixup(PACKAGE_NAME acc CONFIG_PATH lib/cmake/acc)
+file(REMOVE_RECURSE "${CURRENT_PACKAGES_DIR}/lib")  # header-only: only the CMake files were there
+
+if(NOT EXISTS "${SOURCE_PATH}/LICENSE")
+  message(FATAL_ERROR "accelerate-cpp has no LICENSE file at ${SOURCE_PATH}; vcpkg installs it as the copyright")
+endif()
+vcpkg_install_copyright(FILE_LIST "${SOURCE_PATH}/LICENSE")

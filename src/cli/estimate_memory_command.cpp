@@ -1,0 +1,202 @@
+#include "estimate_memory_command.hpp"
+
+#include "config_command.hpp"
+#include "launch.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <variant>
+
+namespace acc::cli {
+namespace {
+
+constexpr const char* kEstimateUsage =
+    R"(usage: acc estimate-memory --num_parameters N [--dtype float32|bfloat16|float16]
+                           [--num_processes 1,2,4,8]
+
+Estimates the memory each process needs to train a model of N parameters with Adam (or AdamW),
+for every strategy and number of processes: the weights, their gradients and Adam's state.
+Activations, the batch and temporary buffers come on top of it.
+
+  --num_parameters N   the parameter count: an integer, or a number with K, M, B or T (125M, 1.3B)
+  --dtype D            float32 (default), or bfloat16 / float16 for mixed precision (acc::BF16,
+                       acc::FP16: fp32 weights and gradients, half-precision compute)
+  --num_processes LIST the numbers of processes to show, separated by commas (default 1,2,4,8)
+
+Bytes per process, with W processes and S = ceil(N / W) parameters in each process's shard:
+
+  strategy            weights                         gradients   Adam state
+  Single, DDP         4N (+2N mixed)                  4N          8N
+  FSDP NO_SHARD       4N (+2N mixed)                  4N          8N
+  FSDP SHARD_GRAD_OP  4S + 4N (2N mixed)              4S          8S
+  FSDP FULL_SHARD     4S                              4S          8S
+
+Weights, gradients and Adam's two moments are fp32 (4 bytes each). Mixed precision adds the
+half-precision copy of the weights that forward and backward compute with (2N), as Accelerate's
+estimator counts it; SHARD_GRAD_OP keeps the whole model gathered, in the compute dtype, from a
+unit's forward until its backward; FULL_SHARD gathers one or two units at a time, whose size
+comes on top. Accelerate's table shows the largest of these terms; here they are added up, as
+they are all held during the optimizer step.
+)";
+
+constexpr std::uint64_t kMaxParameters = 1'000'000'000'000'000;  // 10^15: bytes stay far from overflow
+
+int usage_error(const std::string& message) {
+  std::cerr << "acc estimate-memory: " << message << "\n";
+  return kExitUsage;
+}
+
+// "7000000000", "125M", "1.3B": digits with an optional fraction and an optional K, M, B or T.
+std::optional<std::uint64_t> parse_parameter_count(const std::string& text) {
+  std::size_t end = 0;
+  while (end < text.size() && (std::isdigit(static_cast<unsigned char>(text[end])) || text[end] == '.')) ++end;
+  const std::string number = text.substr(0, end), suffix = text.substr(end);
+  const bool well_formed = !number.empty() && std::isdigit(static_cast<unsigned char>(number.front())) &&
+                           std::isdigit(static_cast<unsigned char>(number.back())) &&
+                           std::count(number.begin(), number.end(), '.') <= 1;
+  if (!well_formed || suffix.size() > 1) return std::nullopt;
+  double multiplier = 1;
+  if (!suffix.empty()) {
+    constexpr std::array<std::pair<char, double>, 4> suffixes = {{{'K', 1e3}, {'M', 1e6}, {'B', 1e9}, {'T', 1e12}}};
+    const auto found = std::find_if(suffixes.begin(), suffixes.end(), [&](const auto& entry) {
+      return entry.first == std::toupper(static_cast<unsigned char>(suffix.front()));
+    });
+    if (found == suffixes.end()) return std::nullopt;
+    multiplier = found->second;
+  } else if (number.find('.') != std::string::npos) {
+    return std::nullopt;  // a fraction of a parameter
+  }
+  const double value = std::strtod(number.c_str(), nullptr) * multiplier;
+  if (!(value >= 1 && value <= static_cast<double>(kMaxParameters))) return std::nullopt;
+  return static_cast<std::uint64_t>(std::llround(value));
+}
+
+// "1,2,8": process counts of at least 1, in the order given.
+std::optional<std::vector<std::uint64_t>> parse_process_counts(const std::string& text) {
+  std::vector<std::uint64_t> counts;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t comma = text.find(',', start);
+    const std::string piece = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (piece.empty() || piece.size() > 7 ||
+        !std::all_of(piece.begin(), piece.end(), [](unsigned char c) { return std::isdigit(c); }) ||
+        std::stoull(piece) == 0)
+      return std::nullopt;
+    counts.push_back(std::stoull(piece));
+    if (comma == std::string::npos) return counts;
+    start = comma + 1;
+  }
+}
+
+enum class Strategy { kDdp, kNoShard, kShardGradOp, kFullShard };
+
+struct Footprint {
+  std::uint64_t weights = 0, gradients = 0, adam = 0;
+  std::uint64_t total() const { return weights + gradients + adam; }
+};
+
+// The table in kEstimateUsage, for `n` parameters on `processes` processes.
+Footprint footprint(Strategy strategy, std::uint64_t n, std::uint64_t processes, bool mixed) {
+  const std::uint64_t shard = (n + processes - 1) / processes;
+  const std::uint64_t half_copy = mixed ? 2 * n : 0;
+  switch (strategy) {
+    case Strategy::kDdp:
+    case Strategy::kNoShard:
+      return {4 * n + half_copy, 4 * n, 8 * n};
+    case Strategy::kShardGradOp:
+      return {4 * shard + (mixed ? 2 : 4) * n, 4 * shard, 8 * shard};
+    case Strategy::kFullShard:
+      return {4 * shard, 4 * shard, 8 * shard};
+  }
+  return {};
+}
+
+// Binary units with two decimals, as Accelerate's convert_bytes (which names them KB, MB, GB).
+std::string human_bytes(std::uint64_t bytes) {
+  constexpr std::array<const char*, 5> units = {"KiB", "MiB", "GiB", "TiB", "PiB"};
+  if (bytes < 1024) return std::to_string(bytes) + " B";
+  double value = static_cast<double>(bytes);
+  std::size_t unit = 0;
+  for (value /= 1024; value >= 1024 && unit + 1 < units.size(); value /= 1024) ++unit;
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2f %s", value, units[unit]);
+  return text;
+}
+
+std::string padded(const std::string& text, std::size_t width, bool left_aligned) {
+  const std::string fill(text.size() < width ? width - text.size() : 0, ' ');
+  return left_aligned ? text + fill : fill + text;
+}
+
+}  // namespace
+
+int estimate_memory_command(const std::vector<std::string>& arguments) {
+  const auto parsed = parse_command_line(arguments, {"--num_parameters", "--dtype", "--num_processes"});
+  if (const auto* error = std::get_if<UsageError>(&parsed)) return usage_error(error->message);
+  const CommandLine& command_line = std::get<CommandLine>(parsed);
+  if (command_line.help) {
+    std::cout << kEstimateUsage;
+    return 0;
+  }
+  if (!command_line.words.empty())
+    return usage_error("unexpected argument '" + command_line.words.front() +
+                       "'; usage: acc estimate-memory --num_parameters N [--dtype D] [--num_processes LIST]");
+  const auto flag = [&](const std::string& name, const std::string& fallback) {
+    const auto found = command_line.flag_values.find(name);
+    return found == command_line.flag_values.end() ? fallback : found->second;
+  };
+
+  const auto num_parameters_text = flag("--num_parameters", "");
+  if (num_parameters_text.empty())
+    return usage_error("--num_parameters is required: the model's parameter count, such as 7B or 125000000");
+  const auto num_parameters = parse_parameter_count(num_parameters_text);
+  if (!num_parameters)
+    return usage_error("--num_parameters '" + num_parameters_text +
+                       "' is not a parameter count from 1 to 10^15; give an integer such as 7000000000, or a number "
+                       "with K, M, B or T such as 125M or 1.3B");
+  const auto dtype = flag("--dtype", "float32");
+  if (dtype != "float32" && dtype != "bfloat16" && dtype != "float16")
+    return usage_error("--dtype '" + dtype + "' is not one of float32, bfloat16, float16");
+  const auto processes_text = flag("--num_processes", "1,2,4,8");
+  const auto process_counts = parse_process_counts(processes_text);
+  if (!process_counts)
+    return usage_error("--num_processes '" + processes_text +
+                       "' is not a list of process counts; give numbers from 1 to 9999999 separated by commas, "
+                       "such as 1,2,8");
+  const bool mixed = dtype != "float32";
+
+  std::cout << "Memory per process to train " << *num_parameters << " parameters in " << dtype
+            << (mixed ? " mixed precision" : "") << " with Adam\n"
+            << "(weights, gradients and Adam's state; activations and temporary buffers come on top; the weights "
+            << "alone in " << dtype << ": " << human_bytes(*num_parameters * (mixed ? 2 : 4)) << ")\n\n";
+  constexpr std::array<std::size_t, 6> widths = {18, 9, 12, 12, 12, 12};
+  const auto row = [&](const std::array<std::string, 6>& cells) {
+    std::string line = padded(cells[0], widths[0], true);
+    for (std::size_t i = 1; i < cells.size(); ++i) line += "  " + padded(cells[i], widths[i], false);
+    std::cout << line << "\n";
+  };
+  row({"strategy", "processes", "weights", "gradients", "Adam state", "total"});
+  constexpr std::array<std::pair<Strategy, const char*>, 4> strategies = {
+      {{Strategy::kDdp, "DDP"},
+       {Strategy::kNoShard, "FSDP NO_SHARD"},
+       {Strategy::kShardGradOp, "FSDP SHARD_GRAD_OP"},
+       {Strategy::kFullShard, "FSDP FULL_SHARD"}}};
+  for (const auto processes : *process_counts)
+    for (const auto& [strategy, name] : strategies) {
+      const auto bytes = footprint(strategy, *num_parameters, processes, mixed);
+      row({strategy == Strategy::kDdp && processes == 1 ? "Single" : name, std::to_string(processes),
+           human_bytes(bytes.weights), human_bytes(bytes.gradients), human_bytes(bytes.adam),
+           human_bytes(bytes.total())});
+    }
+  return 0;
+}
+
+}  // namespace acc::cli
