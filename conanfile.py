@@ -10,16 +10,17 @@ import re
 
 from conan import ConanFile
 from conan.tools.cmake import CMake, CMakeDeps, CMakeToolchain, cmake_layout
-from conan.tools.files import load
+from conan.tools.files import copy, load
 
 
 class AccelerateCppConan(ConanFile):
     name = "accelerate-cpp"
+    license = "MIT"
     description = "Hugging Face Accelerate for libtorch: DDP, FSDP and mixed precision for C++ training loops"
     topics = ("deep-learning", "libtorch", "distributed-training", "header-only")
     package_type = "header-library"
     settings = "os", "arch", "compiler", "build_type"
-    exports_sources = "CMakeLists.txt", "cmake/*", "include/*", "src/*"
+    exports_sources = "CMakeLists.txt", "LICENSE", "cmake/*", "include/*", "src/*"
     no_copy_source = True
 
     def set_version(self):
@@ -46,6 +47,7 @@ class AccelerateCppConan(ConanFile):
         CMakeDeps(self).generate()
 
     def package(self):
+        copy(self, "LICENSE", self.source_folder, os.path.join(self.package_folder, "licenses"))
         cmake = CMake(self)
         cmake.configure()
         cmake.install()
