@@ -12,6 +12,9 @@ status=0
 echo "== multi-process tests over NCCL, $gpus GPUs"
 ACC_TEST_BACKEND=nccl $build/bin/acc launch --multi_gpu --num_processes "$gpus" --main_process_port 0 \
   --rdzv_timeout 120 $build/bin/acc_dist_worker || status=1
+echo "== collective faults over NCCL, 2 GPUs: a skipped all-reduce times out (watchdog, ncclCommAbort); debug mode"
+ACC_TEST_BACKEND=nccl timeout 300 $build/bin/acc launch --multi_gpu --num_processes 2 --main_process_port 0 \
+  --rdzv_timeout 120 $build/bin/acc_dist_worker --no-skip -ts=collective_faults || status=1
 echo "== all-reduce bus bandwidth, fp32, $gpus GPUs"
 $build/bin/acc launch --multi_gpu --num_processes "$gpus" --main_process_port 0 $build/bin/allreduce_bandwidth |
   tee /tmp/acc_bw.txt || status=1

@@ -677,6 +677,26 @@ TEST_SUITE("safetensors") {
     CHECK(errors > 0);
   }
 
+  TEST_CASE("bytes in memory read as the file they came from, and are checked the same way") {
+    TempDir dir;
+    const auto file = dir.path / "x.safetensors";
+    acc::safetensors::save_file(every_dtype(), file, {{"format", "pt"}});
+    const auto bytes = read_text(file);
+    const auto from_file = acc::safetensors::load_file(file);
+    const auto from_bytes = acc::safetensors::load(bytes);
+    CHECK(from_bytes.metadata == from_file.metadata);
+    REQUIRE(from_bytes.tensors.size() == from_file.tensors.size());
+    for (const auto& [name, tensor] : from_file.tensors) {
+      CAPTURE(name);
+      CHECK(from_bytes.tensors.at(name).equal(tensor));
+    }
+    const auto truncated = error_of([&] { acc::safetensors::load(bytes.substr(0, bytes.size() - 1)); });
+    CHECK(truncated.rfind("safetensors bytes: tensor '", 0) == 0);
+    CHECK(contains(truncated, "lie outside the data section"));
+    CHECK(error_of([&] { acc::safetensors::load(std::string("\x10\0\0\0", 4)); }) ==
+          "safetensors bytes: it is 4 bytes, too short for the 8-byte header length (truncated?)");
+  }
+
   TEST_CASE("the writer refuses what the format cannot hold") {
     TempDir dir;
     const auto file = dir.path / "x.safetensors";

@@ -142,6 +142,32 @@ TEST_CASE("the environment overrides the file, and a bad value names the variabl
         "ACCELERATE_USE_FSDP='sure' is not a boolean; use true or false");
 }
 
+TEST_CASE("the collective timeout: acc.collective_timeout, overridden by ACC_COLLECTIVE_TIMEOUT") {
+  CHECK_FALSE(acc::Config::from_yaml("debug: true\n").collective_timeout.has_value());
+  const auto file = acc::Config::from_yaml("debug: true\nacc:\n  collective_timeout: 60\n");
+  CHECK(file.collective_timeout == std::optional<int>(60));
+  CHECK(file.debug);
+  CHECK(with_env(file, {{"ACC_COLLECTIVE_TIMEOUT", "5"}}).collective_timeout == std::optional<int>(5));
+  CHECK(with_env(file, {{"ACC_COLLECTIVE_TIMEOUT", "5"}, {"ACCELERATE_MIXED_PRECISION", "bf16"}}).mixed_precision ==
+        "bf16");
+  CHECK_FALSE(with_env(file, {{"ACCELERATE_DEBUG_MODE", "0"}}).debug);
+  CHECK(error_of("acc:\n  collective_timeout: 0\n") ==
+        "my.yaml:2: 'acc.collective_timeout' is '0'; allowed values: an integer from 1 to 16777216");
+  CHECK(env_error_of({{"ACC_COLLECTIVE_TIMEOUT", "soon"}}) ==
+        "ACC_COLLECTIVE_TIMEOUT='soon': 'acc.collective_timeout' is 'soon'; allowed values: an integer from 1 to "
+        "16777216");
+}
+
+// Inputs the config fuzzer (bench/fuzz) found: each was a crash or was silently accepted.
+TEST_CASE("keys that are not names, and a section that is not a mapping, are errors") {
+  CHECK(error_of("[a, b]: 1\n") ==
+        "my.yaml:1: the config has a key that is not a name (a list, a mapping or nothing); keys are names such as "
+        "'mixed_precision'");
+  CHECK(error_of("? {dule_states: true}\n: x\n").find("has a key that is not a name") != std::string::npos);
+  CHECK(error_of("acc:\n  ? [x]\n  : 1\n").find("my.yaml:2: 'acc' has a key that is not a name") == 0);
+  CHECK(error_of("fsdp_config: abc\n") == "my.yaml:1: 'fsdp_config' must be a mapping of keys to values");
+}
+
 TEST_CASE("the default file: HF_HOME, then XDG_CACHE_HOME, then HOME") {
   const auto keep = [](const char* name) {
     const char* v = std::getenv(name);

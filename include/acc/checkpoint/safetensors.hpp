@@ -5,9 +5,11 @@
 //
 //   acc::safetensors::save_file({{"weight", w}, {"bias", b}}, "model.safetensors", {{"format", "pt"}});
 //   auto contents = acc::safetensors::load_file("model.safetensors");  // .tensors, .metadata
+//   auto same = acc::safetensors::load(bytes);                          // from memory
 //
 // The reader trusts nothing in the file: every length and offset is checked against the file's
 // size and the tensors' shapes, and a bad file is an acc::Error naming the file and the problem.
+// It only copies bytes into tensors: nothing in a file is executed (unlike a pickled checkpoint).
 #pragma once
 
 #include <acc/detail/files.hpp>
@@ -91,34 +93,68 @@ struct Entry {
   uint64_t begin, end;
 };
 
+// Where a reader's bytes come from: a file, read piece by piece, or bytes already in memory.
+// read_at returns false when fewer than `size` bytes were there to read.
+class FileBytes {
+ public:
+  explicit FileBytes(const std::filesystem::path& file) : in_(file, std::ios::binary) {
+    if (in_) {
+      in_.seekg(0, std::ios::end);
+      size_ = static_cast<uint64_t>(in_.tellg());
+    }
+  }
+  bool is_open() const { return static_cast<bool>(in_); }
+  uint64_t size() const { return size_; }
+  bool read_at(uint64_t offset, void* into, std::size_t size) {
+    in_.clear();
+    in_.seekg(static_cast<std::streamoff>(offset));
+    in_.read(static_cast<char*>(into), static_cast<std::streamsize>(size));
+    return static_cast<std::size_t>(in_.gcount()) == size;
+  }
+
+ private:
+  std::ifstream in_;
+  uint64_t size_ = 0;
+};
+
+class MemoryBytes {
+ public:
+  explicit MemoryBytes(std::string_view bytes) : bytes_(bytes) {}
+  uint64_t size() const { return bytes_.size(); }
+  bool read_at(uint64_t offset, void* into, std::size_t size) const {
+    if (offset > bytes_.size() || size > bytes_.size() - offset) return false;
+    std::copy_n(bytes_.data() + offset, size, static_cast<char*>(into));
+    return true;
+  }
+
+ private:
+  std::string_view bytes_;
+};
+
+// Reads safetensors from bytes (FileBytes or MemoryBytes); `origin` names them in messages
+// ("safetensors file 'model.safetensors'").
 class Reader {
  public:
-  explicit Reader(std::filesystem::path file) : file_(std::move(file)) {}
+  explicit Reader(std::string origin) : origin_(std::move(origin)) {}
 
-  Contents read() {
-    std::error_code ec;
-    if (!std::filesystem::is_regular_file(file_, ec))
-      fail(std::filesystem::exists(file_, ec) ? "it is not a regular file" : "it does not exist");
-    std::ifstream in(file_, std::ios::binary);
-    if (!in) fail("cannot open it: " + acc::detail::system_error_text(errno));
-    in.seekg(0, std::ios::end);
-    const auto file_size = static_cast<uint64_t>(in.tellg());
-    in.seekg(0);
-    if (file_size < 8)
-      fail("it is " + std::to_string(file_size) + " bytes, too short for the 8-byte header length (truncated?)");
+  template <class Bytes>
+  Contents read(Bytes& bytes) {
+    const uint64_t total_size = bytes.size();
+    if (total_size < 8)
+      fail("it is " + std::to_string(total_size) + " bytes, too short for the 8-byte header length (truncated?)");
     unsigned char length_bytes[8];
-    read_exactly(in, length_bytes, 8, "the header length");
+    read_exactly(bytes, 0, length_bytes, 8, "the header length");
     uint64_t header_size = 0;
     for (int i = 7; i >= 0; --i) header_size = header_size << 8 | length_bytes[i];
-    if (header_size > file_size - 8)
+    if (header_size > total_size - 8)
       fail("its header length is " + std::to_string(header_size) + " bytes but the file has only " +
-           std::to_string(file_size - 8) + " bytes after the length (truncated, or not a safetensors file)");
+           std::to_string(total_size - 8) + " bytes after the length (truncated, or not a safetensors file)");
     if (header_size > kMaxHeaderSize)
       fail("its header length " + std::to_string(header_size) + " exceeds the limit of " +
            std::to_string(kMaxHeaderSize) + " bytes");
     std::string header(static_cast<std::size_t>(header_size), '\0');
-    read_exactly(in, header.data(), header.size(), "the header");
-    const uint64_t data_size = file_size - 8 - header_size;
+    read_exactly(bytes, 8, header.data(), header.size(), "the header");
+    const uint64_t data_size = total_size - 8 - header_size;
 
     Contents contents;
     auto entries = parse(header, data_size, contents.metadata);
@@ -126,23 +162,20 @@ class Reader {
     const uint64_t data_start = 8 + header_size;
     for (auto& e : entries) {
       auto tensor = at::empty(e.shape, at::TensorOptions().dtype(e.type));
-      if (e.end > e.begin) {
-        in.seekg(static_cast<std::streamoff>(data_start + e.begin));
-        read_exactly(in, tensor.data_ptr(), static_cast<std::size_t>(e.end - e.begin), "tensor '" + e.name + "'");
-      }
+      if (e.end > e.begin)
+        read_exactly(bytes, data_start + e.begin, tensor.data_ptr(), static_cast<std::size_t>(e.end - e.begin),
+                     "tensor '" + e.name + "'");
       contents.tensors.emplace(std::move(e.name), std::move(tensor));
     }
     return contents;
   }
 
  private:
-  [[noreturn]] void fail(const std::string& problem) const {
-    throw Error("safetensors file '" + file_.string() + "': " + problem);
-  }
+  [[noreturn]] void fail(const std::string& problem) const { throw Error(origin_ + ": " + problem); }
 
-  void read_exactly(std::ifstream& in, void* into, std::size_t size, const std::string& what) const {
-    in.read(static_cast<char*>(into), static_cast<std::streamsize>(size));
-    if (static_cast<std::size_t>(in.gcount()) != size) fail("cannot read " + what + " (the file changed?)");
+  template <class Bytes>
+  void read_exactly(Bytes& bytes, uint64_t offset, void* into, std::size_t size, const std::string& what) const {
+    if (!bytes.read_at(offset, into, size)) fail("cannot read " + what + " (the file changed?)");
   }
 
   std::vector<Entry> parse(const std::string& header, uint64_t data_size, Metadata& metadata) const {
@@ -231,7 +264,7 @@ class Reader {
            std::to_string(data_size));
   }
 
-  std::filesystem::path file_;
+  std::string origin_;
 };
 
 }  // namespace detail
@@ -294,6 +327,20 @@ inline void save_file(const std::vector<std::pair<std::string, at::Tensor>>& ten
 }
 
 // Reads every tensor (onto the CPU) and the metadata.
-inline Contents load_file(const std::filesystem::path& file) { return detail::Reader(file).read(); }
+inline Contents load_file(const std::filesystem::path& file) {
+  const std::string origin = "safetensors file '" + file.string() + "'";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(file, ec))
+    throw Error(origin + ": " + (std::filesystem::exists(file, ec) ? "it is not a regular file" : "it does not exist"));
+  detail::FileBytes bytes(file);
+  if (!bytes.is_open()) throw Error(origin + ": cannot open it: " + acc::detail::system_error_text(errno));
+  return detail::Reader(origin).read(bytes);
+}
+
+// The same from the bytes of a whole safetensors file (Python's safetensors.torch.load).
+inline Contents load(std::string_view bytes) {
+  detail::MemoryBytes source(bytes);
+  return detail::Reader("safetensors bytes").read(source);
+}
 
 }  // namespace acc::safetensors

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <acc/comm/comm.hpp>
+#include <acc/comm/process_group_options.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/detail/build_config.hpp>
 #include <acc/error.hpp>
@@ -15,13 +16,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <acc/detail/collective_ledger.hpp>
+
 #include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
 #include <c10/util/intrusive_ptr.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 #endif
@@ -67,14 +73,19 @@ inline c10d::ReduceOp to_c10d(ReduceOp op) {
 
 }  // namespace detail
 
+// Every collective is numbered (sequence()); one that fails or outlasts the timeout is an
+// acc::Error naming this rank, the collective, its number and tensor; with options.debug(), ranks
+// compare each collective first (detail/collective_ledger.hpp).
 class Gloo {
  public:
   static constexpr std::string_view name = "gloo";
   static constexpr bool available = true;
 
-  Gloo(const ProcessEnvironment& env, const c10::intrusive_ptr<c10d::Store>& store, std::chrono::milliseconds timeout)
-      : rank_(env.rank), world_size_(env.world_size) {
-    auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+  Gloo(const ProcessEnvironment& env, const c10::intrusive_ptr<c10d::Store>& store,
+       const ProcessGroupOptions& process_group)
+      : rank_(env.rank), world_size_(env.world_size), ledger_(rank_, world_size_, process_group, store) {
+    // Gloo's own timeout ends a stuck send or receive; the ledger turns that into our message.
+    auto options = c10d::ProcessGroupGloo::Options::create(process_group.timeout());
     if (const char* interface = std::getenv("GLOO_SOCKET_IFNAME"))
       options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(interface));
     else if (env.num_nodes == 1)  // one machine: stay on loopback
@@ -89,42 +100,71 @@ class Gloo {
       throw Error("rank " + std::to_string(rank_) + ": Gloo could not connect to its peers: " + e.what());
     }
   }
+  Gloo(const Gloo&) = delete;  // its Pendings point at its ledger
+  Gloo& operator=(const Gloo&) = delete;
 
   int rank() const { return rank_; }
   int world_size() const { return world_size_; }
   c10::Device device() const { return c10::Device(c10::kCPU); }
+  // Collectives started so far.
+  uint64_t sequence() const { return ledger_.started(); }
 
   // A collective running on Gloo's threads; wait() also does what is left to do on this side
   // (Gloo has no mean: a sum divided here).
   class Pending {
    public:
-    Pending(c10::intrusive_ptr<c10d::Work> work, std::function<void()> then)
-        : work_(std::move(work)), then_(std::move(then)) {}
     void wait() {
-      work_->wait();
+      try {
+        work_->wait();
+      } catch (const c10::Error& e) {
+        fail(e.what_without_backtrace());
+      } catch (const std::exception& e) {
+        fail(e.what());
+      }
       if (then_) then_();
     }
 
    private:
+    friend class Gloo;
+    Pending(const detail::CollectiveLedger& ledger, uint64_t sequence, detail::Collective collective,
+            c10::intrusive_ptr<c10d::Work> work, std::function<void()> then)
+        : ledger_(&ledger),
+          sequence_(sequence),
+          collective_(std::move(collective)),
+          started_(std::chrono::steady_clock::now()),
+          work_(std::move(work)),
+          then_(std::move(then)) {}
+    [[noreturn]] void fail(const std::string& cause) const {
+      throw Error(ledger_->failure(sequence_, collective_, std::chrono::steady_clock::now() - started_, cause));
+    }
+
+    const detail::CollectiveLedger* ledger_;
+    uint64_t sequence_;
+    detail::Collective collective_;
+    std::chrono::steady_clock::time_point started_;
     c10::intrusive_ptr<c10d::Work> work_;
     std::function<void()> then_;
   };
 
   Pending all_reduce_async(at::Tensor& tensor, ReduceOp op) {
-    std::vector<at::Tensor> tensors{tensor};
-    c10d::AllreduceOptions options;
-    options.reduceOp = detail::to_c10d(op);
     std::function<void()> then;
     if (op == ReduceOp::mean) then = [tensor, world = world_size_]() mutable { tensor.div_(world); };
-    return Pending(group_->allreduce(tensors, options), std::move(then));
+    return start(detail::Collective("all_reduce", tensor, op), std::move(then), [&] {
+      std::vector<at::Tensor> tensors{tensor};
+      c10d::AllreduceOptions options;
+      options.reduceOp = detail::to_c10d(op);
+      return group_->allreduce(tensors, options);
+    });
   }
   void all_reduce(at::Tensor& tensor, ReduceOp op) { all_reduce_async(tensor, op).wait(); }
 
   // Every rank's `input` side by side in `output` (world_size times its size, contiguous).
   Pending all_gather_into_async(at::Tensor& output, const at::Tensor& input) {
-    std::vector<at::Tensor> inputs{input.contiguous()};
-    std::vector<std::vector<at::Tensor>> outputs{output.view({-1}).chunk(world_size_)};
-    return Pending(group_->allgather(outputs, inputs), nullptr);
+    return start(detail::Collective("all_gather_into", input), nullptr, [&] {
+      std::vector<at::Tensor> inputs{input.contiguous()};
+      std::vector<std::vector<at::Tensor>> outputs{output.view({-1}).chunk(world_size_)};
+      return group_->allgather(outputs, inputs);
+    });
   }
   void all_gather_into(at::Tensor& output, const at::Tensor& input) { all_gather_into_async(output, input).wait(); }
 
@@ -132,39 +172,59 @@ class Gloo {
   // libtorch 1.13's Gloo group has no reduce-scatter: the whole input is all-reduced (in place,
   // `input` is consumed) and the slice copied out, twice the traffic of a true reduce-scatter.
   Pending reduce_scatter_async(at::Tensor& output, at::Tensor& input, ReduceOp op) {
-    std::vector<at::Tensor> tensors{input};
-    c10d::AllreduceOptions options;
-    options.reduceOp = detail::to_c10d(op);
-    return Pending(group_->allreduce(tensors, options),
-                   [output, input, op, world = world_size_, rank = rank_]() mutable {
-                     output.copy_(input.view({-1}).narrow(0, rank * output.numel(), output.numel()).view_as(output));
-                     if (op == ReduceOp::mean) output.div_(world);
-                   });
+    auto then = [output, input, op, world = world_size_, rank = rank_]() mutable {
+      output.copy_(input.view({-1}).narrow(0, rank * output.numel(), output.numel()).view_as(output));
+      if (op == ReduceOp::mean) output.div_(world);
+    };
+    return start(detail::Collective("reduce_scatter", input, op), std::move(then), [&] {
+      std::vector<at::Tensor> tensors{input};
+      c10d::AllreduceOptions options;
+      options.reduceOp = detail::to_c10d(op);
+      return group_->allreduce(tensors, options);
+    });
   }
   void reduce_scatter(at::Tensor& output, at::Tensor& input, ReduceOp op) {
     reduce_scatter_async(output, input, op).wait();
   }
 
   void broadcast(at::Tensor& tensor, int root) {
-    std::vector<at::Tensor> tensors{tensor};
-    c10d::BroadcastOptions options;
-    options.rootRank = root;
-    group_->broadcast(tensors, options)->wait();
+    start(detail::Collective("broadcast", tensor, std::nullopt, root), nullptr, [&] {
+      std::vector<at::Tensor> tensors{tensor};
+      c10d::BroadcastOptions options;
+      options.rootRank = root;
+      return group_->broadcast(tensors, options);
+    }).wait();
   }
 
   std::vector<at::Tensor> all_gather(const at::Tensor& tensor) {
     std::vector<at::Tensor> inputs{tensor.contiguous()};
     std::vector<std::vector<at::Tensor>> outputs(1);
     for (int r = 0; r < world_size_; ++r) outputs[0].push_back(at::empty_like(inputs[0]));
-    group_->allgather(outputs, inputs)->wait();
+    start(detail::Collective("all_gather", tensor), nullptr, [&] { return group_->allgather(outputs, inputs); }).wait();
     return outputs[0];
   }
 
-  void barrier() { group_->barrier()->wait(); }
+  void barrier() {
+    start(detail::Collective("barrier"), nullptr, [&] { return group_->barrier(); }).wait();
+  }
 
  private:
+  // Numbers the collective (comparing it across ranks in debug mode), then starts it.
+  template <class Launch>
+  Pending start(detail::Collective collective, std::function<void()> then, Launch&& launch) {
+    const uint64_t sequence = ledger_.begin(collective);
+    c10::intrusive_ptr<c10d::Work> work;
+    try {
+      work = launch();
+    } catch (const c10::Error& e) {
+      throw Error(ledger_.failure(sequence, collective, {}, e.what_without_backtrace()));
+    }
+    return Pending(ledger_, sequence, std::move(collective), std::move(work), std::move(then));
+  }
+
   int rank_;
   int world_size_;
+  detail::CollectiveLedger ledger_;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group_;
 };
 

@@ -1,9 +1,16 @@
 // Nccl: collectives between GPUs, NCCL called directly on the current CUDA stream (no c10d
 // ProcessGroup in between). The unique id travels through the rendezvous store. Built only where
 // libtorch has CUDA and nccl.h is found (ACC_HAS_NCCL).
+//
+// Collectives run on the GPU while the host goes on, so a stuck one (a peer died or skipped it)
+// would hang the job at the next synchronization. A watchdog thread polls a CUDA event recorded
+// behind each collective: when one is not done within the timeout, or NCCL reports an
+// asynchronous error, it aborts the communicator (ncclCommAbort: the GPU's kernels and the host's
+// waits return), prints the message, and the next call on the communicator throws it.
 #pragma once
 
 #include <acc/comm/comm.hpp>
+#include <acc/comm/process_group_options.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/detail/build_config.hpp>
 #include <acc/error.hpp>
@@ -11,6 +18,8 @@
 #include <string_view>
 
 #if ACC_HAS_NCCL
+#include <acc/detail/collective_ledger.hpp>
+
 #include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -22,8 +31,16 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -79,11 +96,12 @@ class Nccl {
   static constexpr std::string_view name = "nccl";
   static constexpr bool available = true;
 
-  Nccl(const ProcessEnvironment& env, const c10::intrusive_ptr<c10d::Store>& store, std::chrono::milliseconds timeout)
+  Nccl(const ProcessEnvironment& env, const c10::intrusive_ptr<c10d::Store>& store,
+       const ProcessGroupOptions& process_group)
       : rank_(env.rank),
         world_size_(env.world_size),
         device_(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank)),
-        timeout_(timeout),
+        ledger_(rank_, world_size_, process_group, store),
         side_stream_(c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device_.index())) {
     // From here on this process works on its own GPU (what torch.cuda.set_device does); not a
     // scoped guard, which would give the previous device back when the constructor returns.
@@ -99,56 +117,77 @@ class Nccl {
       std::memcpy(&id, raw.data(), sizeof(id));
     }
     check(ncclCommInitRank(&comm_, world_size_, id, rank_), "ncclCommInitRank");
+    watchdog_ = std::thread([this] { watch_loop(); });
   }
   Nccl(const Nccl&) = delete;
   Nccl& operator=(const Nccl&) = delete;
   ~Nccl() {
-    if (comm_) ncclCommDestroy(comm_);
+    {
+      std::lock_guard<std::mutex> lock(watch_mutex_);
+      stopping_ = true;
+    }
+    watch_wake_.notify_all();
+    watchdog_.join();
+    bool unfinished = false;
+    for (const auto& w : watched_) {
+      unfinished = unfinished || cudaEventQuery(w.done) != cudaSuccess;
+      cudaEventDestroy(w.done);
+    }
+    for (const auto event : spare_events_) cudaEventDestroy(event);
+    // A collective still queued may never finish (a peer is gone): abort rather than wait for it.
+    if (comm_) unfinished ? ncclCommAbort(comm_) : ncclCommDestroy(comm_);
   }
 
   int rank() const { return rank_; }
   int world_size() const { return world_size_; }
   c10::Device device() const { return device_; }
+  // Collectives started so far.
+  uint64_t sequence() const { return ledger_.started(); }
 
   void all_reduce(at::Tensor& tensor, ReduceOp op) {
     require_dense(tensor, "all_reduce");
-    check(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
-                        detail::nccl_type(tensor), detail::nccl_op(op), comm_, stream()),
-          "ncclAllReduce");
+    enqueue(detail::Collective("all_reduce", tensor, op), stream(), "ncclAllReduce",
+            [&](ncclComm_t comm, cudaStream_t s) {
+              return ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
+                                   detail::nccl_type(tensor), detail::nccl_op(op), comm, s);
+            });
   }
 
   // A collective on a stream of its own, so that it overlaps the work queued after it on the
   // caller's stream (the rest of backward, the next unit's forward); wait() makes the caller's
-  // stream wait for it.
+  // stream wait for it, or throws when the watchdog found a collective stuck.
   class Pending {
    public:
-    explicit Pending(c10::DeviceIndex device) : device_(device) {}
-    void wait() { done_.block(c10::cuda::getCurrentCUDAStream(device_)); }
+    explicit Pending(Nccl& owner) : owner_(&owner) {}
+    void wait() {
+      owner_->throw_if_failed();
+      done_.block(c10::cuda::getCurrentCUDAStream(owner_->device_.index()));
+    }
     at::cuda::CUDAEvent& done() { return done_; }
 
    private:
-    c10::DeviceIndex device_;
+    Nccl* owner_;
     at::cuda::CUDAEvent done_;
   };
 
   Pending all_reduce_async(at::Tensor& tensor, ReduceOp op) {
     require_dense(tensor, "all_reduce");
-    return on_side_stream([&](cudaStream_t stream) {
-      check(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
-                          detail::nccl_type(tensor), detail::nccl_op(op), comm_, stream),
-            "ncclAllReduce");
-    });
+    return on_side_stream(
+        detail::Collective("all_reduce", tensor, op), "ncclAllReduce", [&](ncclComm_t comm, cudaStream_t stream) {
+          return ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
+                               detail::nccl_type(tensor), detail::nccl_op(op), comm, stream);
+        });
   }
 
   // Every rank's `input` side by side in `output` (world_size times its size), on the side stream.
   Pending all_gather_into_async(at::Tensor& output, const at::Tensor& input) {
     require_dense(output, "all_gather_into");
     require_dense(input, "all_gather_into");
-    return on_side_stream([&](cudaStream_t stream) {
-      check(ncclAllGather(input.data_ptr(), output.data_ptr(), static_cast<size_t>(input.numel()),
-                          detail::nccl_type(input), comm_, stream),
-            "ncclAllGather");
-    });
+    return on_side_stream(
+        detail::Collective("all_gather_into", input), "ncclAllGather", [&](ncclComm_t comm, cudaStream_t stream) {
+          return ncclAllGather(input.data_ptr(), output.data_ptr(), static_cast<size_t>(input.numel()),
+                               detail::nccl_type(input), comm, stream);
+        });
   }
   void all_gather_into(at::Tensor& output, const at::Tensor& input) { all_gather_into_async(output, input).wait(); }
 
@@ -156,11 +195,12 @@ class Nccl {
   Pending reduce_scatter_async(at::Tensor& output, at::Tensor& input, ReduceOp op) {
     require_dense(output, "reduce_scatter");
     require_dense(input, "reduce_scatter");
-    return on_side_stream([&](cudaStream_t stream) {
-      check(ncclReduceScatter(input.data_ptr(), output.data_ptr(), static_cast<size_t>(output.numel()),
-                              detail::nccl_type(input), detail::nccl_op(op), comm_, stream),
-            "ncclReduceScatter");
-    });
+    return on_side_stream(detail::Collective("reduce_scatter", input, op), "ncclReduceScatter",
+                          [&](ncclComm_t comm, cudaStream_t stream) {
+                            return ncclReduceScatter(input.data_ptr(), output.data_ptr(),
+                                                     static_cast<size_t>(output.numel()), detail::nccl_type(input),
+                                                     detail::nccl_op(op), comm, stream);
+                          });
   }
   void reduce_scatter(at::Tensor& output, at::Tensor& input, ReduceOp op) {
     reduce_scatter_async(output, input, op).wait();
@@ -168,9 +208,11 @@ class Nccl {
 
   void broadcast(at::Tensor& tensor, int root) {
     require_dense(tensor, "broadcast");
-    check(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
-                        detail::nccl_type(tensor), root, comm_, stream()),
-          "ncclBroadcast");
+    enqueue(detail::Collective("broadcast", tensor, std::nullopt, root), stream(), "ncclBroadcast",
+            [&](ncclComm_t comm, cudaStream_t s) {
+              return ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
+                                   detail::nccl_type(tensor), root, comm, s);
+            });
   }
 
   std::vector<at::Tensor> all_gather(const at::Tensor& tensor) {
@@ -179,9 +221,10 @@ class Nccl {
     auto sizes = input.sizes().vec();
     sizes.insert(sizes.begin(), world_size_);
     auto output = at::empty(sizes, input.options());
-    check(ncclAllGather(input.data_ptr(), output.data_ptr(), static_cast<size_t>(input.numel()),
-                        detail::nccl_type(input), comm_, stream()),
-          "ncclAllGather");
+    enqueue(detail::Collective("all_gather", input), stream(), "ncclAllGather", [&](ncclComm_t comm, cudaStream_t s) {
+      return ncclAllGather(input.data_ptr(), output.data_ptr(), static_cast<size_t>(input.numel()),
+                           detail::nccl_type(input), comm, s);
+    });
     return output.unbind(0);
   }
 
@@ -189,56 +232,154 @@ class Nccl {
   // with the communicator aborted, so that the process can exit instead of hanging.
   void barrier() {
     auto token = at::zeros({1}, at::TensorOptions(device_).dtype(at::kFloat));
-    all_reduce(token, ReduceOp::sum);
-    wait("barrier");
+    enqueue(detail::Collective("barrier"), stream(), "ncclAllReduce", [&](ncclComm_t comm, cudaStream_t s) {
+      return ncclAllReduce(token.data_ptr(), token.data_ptr(), 1, ncclFloat32, ncclSum, comm, s);
+    });
+    synchronize();
   }
 
-  // Blocks the host until the collectives queued so far are done, within the timeout.
-  void wait(const char* what) {
-    c10::cuda::CUDAGuard guard(device_);  // the event must live on the stream's device
-    cudaEvent_t done;
-    if (cudaEventCreateWithFlags(&done, cudaEventDisableTiming) != cudaSuccess ||
-        cudaEventRecord(done, stream()) != cudaSuccess)
-      throw Error("rank " + std::to_string(rank_) + ": could not record a CUDA event to wait for NCCL " + what);
-    const auto deadline = std::chrono::steady_clock::now() + timeout_;
-    cudaError_t state;
-    while ((state = cudaEventQuery(done)) == cudaErrorNotReady) {
-      ncclResult_t async = ncclSuccess;
-      ncclCommGetAsyncError(comm_, &async);
-      if (async != ncclSuccess || std::chrono::steady_clock::now() > deadline) {
-        cudaEventDestroy(done);
-        abort();
-        throw Error("rank " + std::to_string(rank_) + ": NCCL " + what + " did not complete within " +
-                    std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout_).count()) +
-                    " s (a peer died or stopped calling collectives); the communicator was aborted");
-      }
+  // Blocks the host until the work queued so far on the caller's stream is done; a collective
+  // that fails or runs out of time ends the wait with its message (the watchdog aborted it).
+  void synchronize() {
+    c10::cuda::CUDAGuard guard(device_);
+    at::cuda::CUDAEvent done;
+    done.record(c10::cuda::getCurrentCUDAStream(device_.index()));
+    while (!done.query()) {
+      throw_if_failed();
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
-    cudaEventDestroy(done);
-    if (state != cudaSuccess)
-      throw Error("rank " + std::to_string(rank_) + ": CUDA error after NCCL " + what + ": " +
-                  cudaGetErrorString(state));
+    throw_if_failed();  // an aborted collective also lets the stream go on
+  }
+
+  // Throws the watchdog's message once it has aborted the communicator.
+  void throw_if_failed() const {
+    if (failed_.load(std::memory_order_acquire)) throw Error(failure_);
   }
 
   ncclComm_t handle() const { return comm_; }
   cudaStream_t stream() const { return c10::cuda::getCurrentCUDAStream(device_.index()).stream(); }
 
  private:
-  // Runs `launch` on the side stream after the work queued so far on the caller's stream.
-  template <class Launch>
-  Pending on_side_stream(Launch&& launch) {
+  // A collective the watchdog waits for: done when its event is.
+  struct Watched {
+    uint64_t sequence;
+    detail::Collective collective;
+    cudaEvent_t done;
+    std::chrono::steady_clock::time_point started;
+  };
+
+  // Numbers the collective (comparing it across ranks in debug mode), queues it on `stream` with
+  // call(comm, stream), and hands it to the watchdog.
+  template <class Call>
+  void enqueue(detail::Collective collective, cudaStream_t stream, const char* call_name, Call&& call) {
+    throw_if_failed();
+    const uint64_t sequence = ledger_.begin(collective);
+    c10::cuda::CUDAGuard guard(device_);  // autograd's device threads call this too
+    {
+      // NCCL calls on one communicator must not overlap the watchdog's abort.
+      std::lock_guard<std::timed_mutex> lock(comm_mutex_);
+      if (!comm_) throw_if_failed();
+      check(call(comm_, stream), call_name);
+    }
+    cudaEvent_t done = take_event();
+    if (cudaEventRecord(done, stream) != cudaSuccess) {
+      cudaEventDestroy(done);
+      throw Error("rank " + std::to_string(rank_) + ": could not record a CUDA event behind " + call_name);
+    }
+    std::lock_guard<std::mutex> lock(watch_mutex_);
+    watched_.push_back({sequence, std::move(collective), done, std::chrono::steady_clock::now()});
+    if (watched_.size() == 1) watch_wake_.notify_one();
+  }
+
+  // Runs the collective on the side stream after the work queued so far on the caller's stream.
+  template <class Call>
+  Pending on_side_stream(detail::Collective collective, const char* call_name, Call&& call) {
     at::cuda::CUDAEvent inputs_ready;
     inputs_ready.record(c10::cuda::getCurrentCUDAStream(device_.index()));
     inputs_ready.block(side_stream_);
-    launch(side_stream_.stream());
-    Pending pending(device_.index());
+    enqueue(std::move(collective), side_stream_.stream(), call_name, std::forward<Call>(call));
+    Pending pending(*this);
     pending.done().record(side_stream_);
     return pending;
   }
-  void abort() {
-    if (comm_) ncclCommAbort(comm_);
+
+  cudaEvent_t take_event() {
+    {
+      std::lock_guard<std::mutex> lock(watch_mutex_);
+      if (!spare_events_.empty()) {
+        const cudaEvent_t event = spare_events_.back();
+        spare_events_.pop_back();
+        return event;
+      }
+    }
+    cudaEvent_t event;
+    if (cudaEventCreateWithFlags(&event, cudaEventDisableTiming) != cudaSuccess)
+      throw Error("rank " + std::to_string(rank_) + ": could not create a CUDA event to watch NCCL collectives");
+    return event;
+  }
+
+  void watch_loop() {
+    cudaSetDevice(device_.index());
+    std::unique_lock<std::mutex> lock(watch_mutex_);
+    while (!stopping_) {
+      if (watched_.empty()) {
+        watch_wake_.wait(lock, [&] { return stopping_ || !watched_.empty(); });
+        continue;
+      }
+      if (const auto failure = find_failure()) {
+        lock.unlock();
+        abort_with(*failure);
+        return;
+      }
+      watch_wake_.wait_for(lock, std::chrono::milliseconds(20), [&] { return stopping_; });
+    }
+  }
+
+  // Drops the finished collectives (under watch_mutex_); returns the message of one that failed
+  // or ran out of time.
+  std::optional<std::string> find_failure() {
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = watched_.begin(); it != watched_.end();) {
+      const cudaError_t state = cudaEventQuery(it->done);
+      if (state == cudaSuccess) {
+        spare_events_.push_back(it->done);
+        it = watched_.erase(it);
+        continue;
+      }
+      if (state != cudaErrorNotReady)
+        return ledger_.failure(it->sequence, it->collective, now - it->started,
+                               std::string("CUDA error: ") + cudaGetErrorString(state));
+      if (now - it->started >= ledger_.timeout())
+        return ledger_.failure(it->sequence, it->collective, now - it->started, "");
+      ++it;
+    }
+    if (watched_.empty()) return std::nullopt;
+    // A peer that died or a network error: NCCL says so before the timeout.
+    std::unique_lock<std::timed_mutex> comm_lock(comm_mutex_, std::try_to_lock);
+    ncclResult_t async = ncclSuccess;
+    if (comm_lock.owns_lock() && comm_ && ncclCommGetAsyncError(comm_, &async) == ncclSuccess && async != ncclSuccess) {
+      const auto& oldest = watched_.front();
+      return ledger_.failure(oldest.sequence, oldest.collective, now - oldest.started,
+                             std::string("NCCL: ") + ncclGetErrorString(async));
+    }
+    return std::nullopt;
+  }
+
+  void abort_with(const std::string& message) {
+    std::unique_lock<std::timed_mutex> lock(comm_mutex_, std::defer_lock);
+    if (!lock.try_lock_for(std::chrono::seconds(10))) {
+      // The caller's thread is inside an NCCL call that cannot return before the stuck collective
+      // does (CUDA's launch queue is full): aborting under it is undefined, waiting is a hang.
+      std::fprintf(stderr, "acc: %s; this process ends now: a thread is blocked inside NCCL\n", message.c_str());
+      std::_Exit(EXIT_FAILURE);
+    }
+    failure_ = message + "; the NCCL communicator was aborted";
+    failed_.store(true, std::memory_order_release);
+    std::fprintf(stderr, "acc: %s\n", failure_.c_str());
+    ncclCommAbort(comm_);
     comm_ = nullptr;
   }
+
   void check(ncclResult_t result, const char* call) const {
     if (result != ncclSuccess)
       throw Error("rank " + std::to_string(rank_) + ": " + call + " failed: " + ncclGetErrorString(result));
@@ -252,9 +393,20 @@ class Nccl {
   int rank_;
   int world_size_;
   c10::Device device_;
-  std::chrono::milliseconds timeout_;
+  detail::CollectiveLedger ledger_;
   c10::cuda::CUDAStream side_stream_;
+  std::timed_mutex comm_mutex_;  // guards comm_ between the caller's NCCL calls and the abort
   ncclComm_t comm_ = nullptr;
+  // The watchdog's state, under watch_mutex_.
+  std::mutex watch_mutex_;
+  std::condition_variable watch_wake_;
+  std::deque<Watched> watched_;
+  std::vector<cudaEvent_t> spare_events_;
+  bool stopping_ = false;
+  std::thread watchdog_;
+  // Set once, by the watchdog, before failed_.
+  std::string failure_;
+  std::atomic<bool> failed_{false};
 };
 
 #else

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <acc/checkpoint/project_configuration.hpp>
+#include <acc/comm/process_group_options.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/precision/grad_scaler.hpp>
 
@@ -67,6 +68,8 @@ class AcceleratorOptions {
   TORCH_ARG(int64_t, gradient_accumulation_steps) = 1;
   TORCH_ARG(DDPOptions, ddp) = {};
   TORCH_ARG(FSDPOptions, fsdp) = {};
+  // Collective timeout and debug mode (Python's InitProcessGroupKwargs and debug).
+  TORCH_ARG(ProcessGroupOptions, process_group) = {};
   // Loss scaling of FP16 (Python's GradScalerKwargs).
   TORCH_ARG(GradScalerOptions, grad_scaler) = {};
   // Where save_state/load_state put and find checkpoints (Python's project_config).

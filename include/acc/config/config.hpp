@@ -54,14 +54,15 @@ struct Config {
   bool same_network = true;
   std::string main_training_function = "main";
   std::string downcast_bf16 = "no";
-  bool debug = false;
+  bool debug = false;  // compare every collective across ranks first (ACCELERATE_DEBUG_MODE)
   int gradient_accumulation_steps = 1;
   FsdpConfig fsdp;
   // The `acc:` section.
   double bucket_cap_mb = 25.0;
   double first_bucket_cap_mb = 1.0;
   bool find_unused_parameters = false;
-  std::string sampler = "sequential";  // sequential shuffled
+  std::optional<int> collective_timeout;  // seconds (ACC_COLLECTIVE_TIMEOUT); unset: 1800
+  std::string sampler = "sequential";     // sequential shuffled
   bool even_batches = true;
   bool split_batches = false;
   // Where the settings came from, for messages: a file path, or "defaults".
@@ -153,13 +154,21 @@ class YamlSection {
     throw Error(source_ + (mark.is_null() ? "" : ":" + std::to_string(mark.line + 1)) + ": " + message);
   }
   std::string name(const std::string& key) const { return prefix_ + key; }
+  // "the config", or the section's key in quotes ('fsdp_config').
+  std::string section() const {
+    return prefix_.empty() ? "the config" : "'" + prefix_.substr(0, prefix_.size() - 1) + "'";
+  }
 
   // Calls handler(key, value) for every entry; a key not in `known` is an error that suggests the
   // nearest known one.
   void each(const std::vector<std::string>& known,
             const std::function<void(const std::string&, const YAML::Node&)>& handler) const {
-    if (!node_.IsMap()) fail(node_, "'" + prefix_ + "' must be a mapping of keys to values");
+    if (!node_.IsMap()) fail(node_, section() + " must be a mapping of keys to values");
     for (const auto& entry : node_) {
+      if (!entry.first.IsScalar())  // "? {a: 1}: x" or "[a]: x" (found by fuzzing)
+        fail(entry.first, section() +
+                              " has a key that is not a name (a list, a mapping or nothing); keys are names such as "
+                              "'mixed_precision'");
       const auto key = entry.first.as<std::string>();
       if (std::find(known.begin(), known.end(), key) == known.end()) {
         std::string nearest = known.front();
@@ -362,7 +371,7 @@ inline Config Config::from_yaml(const std::string& text, const std::string& sour
     } else if (key == "gradient_accumulation_steps") {
       config.gradient_accumulation_steps = static_cast<int>(top.integer(key, value, 1, 1 << 20));
     } else if (key == "fsdp_config") {
-      if (!value.IsNull() && value.size() > 0)
+      if (!value.IsNull())  // a scalar is an error there, not ignored
         detail::read_fsdp(detail::YamlSection(value, source, "fsdp_config."), config.fsdp);
     } else if (key == "deepspeed_config" || key == "megatron_lm_config") {
       if (!value.IsNull() && value.size() > 0)
@@ -370,7 +379,7 @@ inline Config Config::from_yaml(const std::string& text, const std::string& sour
     } else if (key == "acc") {
       const detail::YamlSection ours(value, source, "acc.");
       ours.each({"bucket_cap_mb", "first_bucket_cap_mb", "find_unused_parameters", "sampler", "even_batches",
-                 "split_batches"},
+                 "split_batches", "collective_timeout"},
                 [&](const std::string& k, const YAML::Node& v) {
                   if (k == "bucket_cap_mb") config.bucket_cap_mb = ours.number(k, v, 0);
                   if (k == "first_bucket_cap_mb") config.first_bucket_cap_mb = ours.number(k, v, 0);
@@ -378,6 +387,8 @@ inline Config Config::from_yaml(const std::string& text, const std::string& sour
                   if (k == "sampler") config.sampler = ours.choice(k, v, {"sequential", "shuffled"});
                   if (k == "even_batches") config.even_batches = ours.flag(k, v);
                   if (k == "split_batches") config.split_batches = ours.flag(k, v);
+                  if (k == "collective_timeout")
+                    config.collective_timeout = static_cast<int>(ours.integer(k, v, 1, 1 << 24));
                 });
     }
   });
@@ -406,28 +417,34 @@ inline Config Config::with_environment(
     const std::function<std::optional<std::string>(std::string_view)>& lookup) const {
   // Each variable is read as the YAML entry it stands for, so that the same checks apply; a bad
   // value is reported under the variable's name.
-  const auto entries = [&](const std::vector<std::pair<std::string_view, std::string>>& variables, bool in_fsdp) {
+  // `section` is "" for top-level keys, else the mapping they belong to ("fsdp_config", "acc").
+  const auto entries = [&](const std::vector<std::pair<std::string_view, std::string>>& variables,
+                           const std::string& section) {
+    const auto in_section = [&](const std::string& yaml) {
+      return section.empty() ? yaml : section + ": {" + yaml + "}\n";
+    };
     std::string yaml;
     for (const auto& [variable, key] : variables) {
       const auto value = lookup(variable);
       if (!value) continue;
       const std::string entry = key + ": " + detail::yaml_quoted(*value);
       try {
-        from_yaml(in_fsdp ? "fsdp_config: {" + entry + "}" : entry, "environment");
+        from_yaml(in_section(entry), "environment");
       } catch (const Error& e) {
         const std::string message = e.what();
         throw Error(std::string(variable) + "='" + *value + "': " + message.substr(message.find(": ") + 2));
       }
-      yaml += entry + (in_fsdp ? ", " : "\n");
+      yaml += (yaml.empty() || section.empty() ? "" : ", ") + entry + (section.empty() ? "\n" : "");
     }
-    return yaml;
+    return yaml.empty() ? yaml : in_section(yaml);
   };
   const std::string top = entries({{"ACCELERATE_MIXED_PRECISION", "mixed_precision"},
                                    {"ACCELERATE_USE_CPU", "use_cpu"},
                                    {"ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "gradient_accumulation_steps"},
                                    {"ACCELERATE_DEBUG_MODE", "debug"},
                                    {"ACC_DISTRIBUTED_TYPE", "distributed_type"}},
-                                  false);
+                                  "");
+  const std::string ours = entries({{"ACC_COLLECTIVE_TIMEOUT", "collective_timeout"}}, "acc");
   const std::string fsdp = entries({{"FSDP_SHARDING_STRATEGY", "fsdp_sharding_strategy"},
                                     {"FSDP_AUTO_WRAP_POLICY", "fsdp_auto_wrap_policy"},
                                     {"FSDP_TRANSFORMER_CLS_TO_WRAP", "fsdp_transformer_layer_cls_to_wrap"},
@@ -440,8 +457,8 @@ inline Config Config::with_environment(
                                     {"FSDP_USE_ORIG_PARAMS", "fsdp_use_orig_params"},
                                     {"FSDP_CPU_RAM_EFFICIENT_LOADING", "fsdp_cpu_ram_efficient_loading"},
                                     {"FSDP_ACTIVATION_CHECKPOINTING", "fsdp_activation_checkpointing"}},
-                                   true);
-  const Config overrides = from_yaml(top + (fsdp.empty() ? "" : "fsdp_config: {" + fsdp + "}\n"), "environment");
+                                   "fsdp_config");
+  const Config overrides = from_yaml(top + fsdp + ours, "environment");
   // Only the variables that are set override the file's entries.
   Config config = *this;
   const auto set = [&](std::string_view variable, auto member) {
@@ -452,6 +469,7 @@ inline Config Config::with_environment(
   set("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", &Config::gradient_accumulation_steps);
   set("ACCELERATE_DEBUG_MODE", &Config::debug);
   set("ACC_DISTRIBUTED_TYPE", &Config::distributed_type);
+  set("ACC_COLLECTIVE_TIMEOUT", &Config::collective_timeout);
   const auto set_fsdp = [&](std::string_view variable, auto member) {
     if (lookup(variable)) config.fsdp.*member = overrides.fsdp.*member;
   };

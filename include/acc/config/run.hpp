@@ -24,6 +24,7 @@
 #include <boost/hana/tuple.hpp>
 #include <boost/hana/type.hpp>
 
+#include <chrono>
 #include <string>
 #include <type_traits>
 
@@ -106,7 +107,10 @@ inline FSDPOptions fsdp_options(const FsdpConfig& fsdp) {
 
 // The Accelerator's options as the config says.
 inline AcceleratorOptions accelerator_options(const Config& config) {
+  auto process_group = ProcessGroupOptions().debug(config.debug);
+  if (config.collective_timeout) process_group.timeout(std::chrono::seconds(*config.collective_timeout));
   return AcceleratorOptions()
+      .process_group(process_group)
       .fsdp(fsdp_options(config.fsdp))
       .cpu(config.use_cpu)
       .gradient_accumulation_steps(config.gradient_accumulation_steps)

@@ -4,6 +4,7 @@
 
 #include <acc/comm/comm.hpp>
 #include <acc/comm/gloo.hpp>
+#include <acc/comm/process_group_options.hpp>
 #include <acc/comm/rendezvous.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/error.hpp>
@@ -39,7 +40,8 @@ inline c10::intrusive_ptr<c10d::Store> next_group_store(const ProcessEnvironment
 // `strategy` names the caller in messages ("DDP<Nccl>").
 template <class Comm>
 c10::Device join_process_group(const std::string& strategy, const ProcessEnvironment& env, bool force_cpu,
-                               c10::intrusive_ptr<c10d::Store>& store, std::optional<Comm>& comm) {
+                               const ProcessGroupOptions& options, c10::intrusive_ptr<c10d::Store>& store,
+                               std::optional<Comm>& comm) {
   if constexpr (!std::is_same_v<Comm, Gloo>) {
     if (force_cpu || env.use_cpu)
       throw Error(strategy +
@@ -49,13 +51,12 @@ c10::Device join_process_group(const std::string& strategy, const ProcessEnviron
       throw Error(strategy + " needs CUDA GPUs and none is visible; use its Gloo variant to train on CPUs");
     (void)default_device(env);  // names the problem when there are fewer GPUs than local ranks
   }
-  const auto timeout = rendezvous_timeout();
   if (env.world_size == 1) {
     store = c10::make_intrusive<c10d::HashStore>();
   } else {
-    store = next_group_store(env, timeout);
+    store = next_group_store(env, rendezvous_timeout());
   }
-  comm.emplace(env, store, timeout);
+  comm.emplace(env, store, options);
   return comm->device();
 }
 

@@ -40,11 +40,11 @@ class DDP {
   static constexpr bool on_cpu = std::is_same_v<Comm, Gloo>;
   static constexpr std::string_view name = on_cpu ? "MULTI_CPU" : "MULTI_GPU";
 
-  explicit DDP(const AcceleratorOptions& options) : options_(options.ddp()) {}
+  explicit DDP(const AcceleratorOptions& options) : options_(options.ddp()), process_group_(options.process_group()) {}
 
   // Joins the job: rendezvous (an in-process store when alone), then the communicator.
   c10::Device device(const ProcessEnvironment& env, bool force_cpu) {
-    return detail::join_process_group(on_cpu ? "acc::CPU" : "DDP<Nccl>", env, force_cpu, store_, comm_);
+    return detail::join_process_group(on_cpu ? "acc::CPU" : "DDP<Nccl>", env, force_cpu, process_group_, store_, comm_);
   }
 
   // Places the model on the device, makes every rank start from rank 0's weights, and puts its
@@ -110,6 +110,7 @@ class DDP {
 
  private:
   DDPOptions options_;
+  ProcessGroupOptions process_group_;
   c10::intrusive_ptr<c10d::Store> store_;
   std::optional<Comm> comm_;
   std::vector<std::unique_ptr<detail::GradientBuckets<Comm>>> buckets_;

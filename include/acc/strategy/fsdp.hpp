@@ -73,7 +73,8 @@ class FSDP {
   static constexpr bool on_cpu = std::is_same_v<Comm, Gloo>;
   static constexpr std::string_view name = "FSDP";
 
-  explicit FSDP(const AcceleratorOptions& options) : options_(options.fsdp()) {}
+  explicit FSDP(const AcceleratorOptions& options)
+      : options_(options.fsdp()), process_group_(options.process_group()) {}
   FSDP(const FSDP&) = delete;
   FSDP& operator=(const FSDP&) = delete;
   ~FSDP() {
@@ -82,7 +83,8 @@ class FSDP {
   }
 
   c10::Device device(const ProcessEnvironment& env, bool force_cpu) {
-    return detail::join_process_group(on_cpu ? "FSDP<Gloo>" : "FSDP<Nccl>", env, force_cpu, store_, comm_);
+    return detail::join_process_group(on_cpu ? "FSDP<Gloo>" : "FSDP<Nccl>", env, force_cpu, process_group_, store_,
+                                      comm_);
   }
 
   // Mixed precision: the dtype units are gathered in (their shards stay in the parameters' dtype).
@@ -456,6 +458,7 @@ class FSDP {
   }
 
   FSDPOptions options_;
+  ProcessGroupOptions process_group_;
   std::optional<at::ScalarType> compute_dtype_;
   c10::intrusive_ptr<c10d::Store> store_;
   std::optional<Comm> comm_;
