@@ -5,7 +5,8 @@
 // backward: the step with synchronization vs the same step inside no_sync (no communication), against the time the same
 // all-reduces take alone.
 //
-//   acc launch --multi_gpu --num_processes 2 build-gpu/bin/gpt_ddp [--steps 30] [--warmup 5]
+//   acc launch --multi_gpu --num_processes 2 build-gpu/bin/gpt_ddp [--steps 30] [--warmup 5] [--repeats 1]
+// (ms/step: the median of --repeats windows of --steps steps)
 #include <acc/acc.hpp>
 
 #include "common/gpt.hpp"
@@ -14,6 +15,7 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <torch/nn/functional/loss.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -21,32 +23,41 @@
 #include <iostream>
 #include <map>
 #include <string>
+#include <vector>
 
 namespace {
 
 struct Settings {
-  int steps = 30, warmup = 5;
+  int steps = 30, warmup = 5, repeats = 1, breakdown = 10;  // breakdown: steps timed phase by phase
   int64_t batch = 16;
   std::string precision = "bf16";
   std::string strategy = "ddp";  // with more than one process; fsdp: FULL_SHARD, one unit per block
+  bool offload = false;          // FSDP's offload_params: shards and AdamW state in host memory
   bench::GptConfig model;
 };
 
+// The median over `repeats` windows of `steps` steps each, after `warmup` steps.
 template <class Accelerator, class Step>
-double ms_per_step(Accelerator& accelerator, int warmup, int steps, Step&& step) {
+double ms_per_step(Accelerator& accelerator, int warmup, int steps, int repeats, Step&& step) {
   for (int i = 0; i < warmup; ++i) step();
   accelerator.wait_for_everyone();
-  at::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
-  start.record();
-  for (int i = 0; i < steps; ++i) step();
-  stop.record();
-  stop.synchronize();
-  return start.elapsed_time(stop) / steps;
+  std::vector<double> windows;
+  for (int r = 0; r < repeats; ++r) {
+    at::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
+    start.record();
+    for (int i = 0; i < steps; ++i) step();
+    stop.record();
+    stop.synchronize();
+    windows.push_back(start.elapsed_time(stop) / steps);
+  }
+  std::sort(windows.begin(), windows.end());
+  return windows[windows.size() / 2];
 }
 
 template <class Strategy, class Precision>
 int run(const Settings& s) {
-  acc::Accelerator<Strategy, Precision> accelerator;
+  acc::Accelerator<Strategy, Precision> accelerator(
+      acc::AcceleratorOptions().fsdp(acc::FSDPOptions().offload_params(s.offload)));
   accelerator.set_seed(0);
   const bench::GptConfig config = s.model;
   bench::Gpt net(config);
@@ -61,12 +72,12 @@ int run(const Settings& s) {
     accelerator.backward(torch::nn::functional::cross_entropy(logits.view({-1, config.vocab}), targets.reshape({-1})));
     optimizer.step();
   };
-  const double ms = ms_per_step(accelerator, s.warmup, s.steps, step);
+  const double ms = ms_per_step(accelerator, s.warmup, s.steps, s.repeats, step);
   {  // where a step's time goes: forward (to the loss), backward, optimizer
     at::cuda::CUDAEvent begin(cudaEventDefault), modelled(cudaEventDefault), forward(cudaEventDefault),
         backward(cudaEventDefault), done(cudaEventDefault);
     double phase[3] = {0, 0, 0}, host_forward = 0, model_only = 0;
-    for (int i = 0; i < 10; ++i) {
+    for (int i = 0; i < s.breakdown; ++i) {
       begin.record();
       const auto host_start = std::chrono::steady_clock::now();
       optimizer.zero_grad();
@@ -74,17 +85,17 @@ int run(const Settings& s) {
       modelled.record();
       auto loss = torch::nn::functional::cross_entropy(logits.view({-1, config.vocab}), targets.reshape({-1}));
       host_forward +=
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - host_start).count() / 10;
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - host_start).count() / s.breakdown;
       forward.record();
       accelerator.backward(loss);
       backward.record();
       optimizer.step();
       done.record();
       done.synchronize();
-      phase[0] += begin.elapsed_time(forward) / 10;
-      model_only += begin.elapsed_time(modelled) / 10;
-      phase[1] += forward.elapsed_time(backward) / 10;
-      phase[2] += backward.elapsed_time(done) / 10;
+      phase[0] += begin.elapsed_time(forward) / s.breakdown;
+      model_only += begin.elapsed_time(modelled) / s.breakdown;
+      phase[1] += forward.elapsed_time(backward) / s.breakdown;
+      phase[2] += backward.elapsed_time(done) / s.breakdown;
     }
     accelerator.print("acc gpt breakdown ms: forward", phase[0], "(model", model_only, ") backward", phase[1],
                       "optimizer", phase[2], "host time to issue the forward", host_forward);
@@ -99,7 +110,7 @@ int run(const Settings& s) {
   accelerator.print("acc gpt ranks=" + std::to_string(world), "precision=" + std::string(Precision::name),
                     "layers=" + std::to_string(config.layers), "ms_per_step=" + std::to_string(ms),
                     "tokens_per_s=" + std::to_string(tokens_per_s), "peak_gib=" + std::to_string(peak_gib),
-                    "strategy=" + std::string(Strategy::name));
+                    "strategy=" + std::string(Strategy::name) + (s.offload ? "_offload" : ""));
 
   if constexpr (std::is_same_v<Strategy, acc::DDP<acc::Nccl>>) {
     // The same step without communication: forward and backward under no_sync, plus the
@@ -114,7 +125,7 @@ int run(const Settings& s) {
       opt.step();
       optimizer.zero_grad();
     };
-    const double local_ms = ms_per_step(accelerator, s.warmup, s.steps, local_step);
+    const double local_ms = ms_per_step(accelerator, s.warmup, s.steps, s.repeats, local_step);
     // The gradient all-reduces alone: the same bucket sizes, back to back.
     int64_t numel = 0;
     for (const auto& p : net->parameters()) numel += p.numel();
@@ -126,7 +137,7 @@ int run(const Settings& s) {
     auto reduce_all = [&] {
       for (auto& b : buffers) comm.all_reduce(b, acc::ReduceOp::mean);
     };
-    const double allreduce_ms = ms_per_step(accelerator, s.warmup, s.steps, reduce_all);
+    const double allreduce_ms = ms_per_step(accelerator, s.warmup, s.steps, s.repeats, reduce_all);
     const double exposed = std::max(0.0, ms - local_ms);
     accelerator.print("acc gpt ranks=" + std::to_string(world), "step_without_comm_ms=" + std::to_string(local_ms),
                       "exposed_comm_ms=" + std::to_string(exposed),
@@ -144,6 +155,8 @@ int main(int argc, char** argv) {
   const std::map<std::string, std::function<void(const std::string&)>> flags{
       {"--steps", [&](const std::string& v) { s.steps = std::stoi(v); }},
       {"--warmup", [&](const std::string& v) { s.warmup = std::stoi(v); }},
+      {"--repeats", [&](const std::string& v) { s.repeats = std::stoi(v); }},
+      {"--breakdown", [&](const std::string& v) { s.breakdown = std::max(1, std::stoi(v)); }},
       {"--batch", [&](const std::string& v) { s.batch = std::stoll(v); }},
       {"--precision", [&](const std::string& v) { s.precision = v; }},
       {"--layers", [&](const std::string& v) { s.model.layers = std::stoll(v); }},
@@ -152,13 +165,15 @@ int main(int argc, char** argv) {
       {"--dim", [&](const std::string& v) { s.model.dim = std::stoll(v); }},
       {"--heads", [&](const std::string& v) { s.model.heads = std::stoll(v); }},
       {"--strategy", [&](const std::string& v) { s.strategy = v; }},
+      {"--offload", [&](const std::string& v) { s.offload = v == "1" || v == "true"; }},
   };
   for (int i = 1; i + 1 < argc; i += 2) {
     const auto flag = flags.find(argv[i]);
     if (flag == flags.end()) {
-      std::cerr << "gpt_ddp: unknown flag " << argv[i]
-                << " (use --steps, --warmup, --batch, --precision no|fp16|bf16, --layers, --seq, --vocab, --dim, "
-                   "--heads, --strategy ddp|fsdp)\n";
+      std::cerr
+          << "gpt_ddp: unknown flag " << argv[i]
+          << " (use --steps, --warmup, --repeats, --breakdown, --batch, --precision no|fp16|bf16, --layers, --seq, --vocab, --dim, "
+             "--heads, --strategy ddp|fsdp, --offload 0|1)\n";
       return 2;
     }
     flag->second(argv[i + 1]);

@@ -7,6 +7,7 @@
 //
 //   build/bin/step_overhead [--device cpu|cuda] [--precision no|fp16|bf16] [--optimizer torch|acc]
 //                           [--rounds N] [--steps N]
+//   acc launch --cpu --num_processes N build/bin/step_overhead --scaling 1   (acc::CPU over Gloo, fp32)
 #include <acc/acc.hpp>
 
 #include <torch/cuda.h>
@@ -62,8 +63,8 @@ double time_round(const std::vector<Batch>& batches, int steps, const c10::Devic
 template <class Strategy, class Precision, class Optimizer>
 class AccLoop {
  public:
-  explicit AccLoop(const c10::Device& device)
-      : accelerator_(acc::AcceleratorOptions().environment(acc::ProcessEnvironment{}).cpu(device.is_cpu())),
+  explicit AccLoop(const c10::Device& device, acc::ProcessEnvironment environment = {})
+      : accelerator_(acc::AcceleratorOptions().environment(environment).cpu(device.is_cpu())),
         opt_(net_->parameters(), torch::optim::AdamWOptions(1e-3)),
         prepared_(accelerator_.prepare(net_, opt_)) {}
   void operator()(const Batch& b) {
@@ -81,13 +82,40 @@ class AccLoop {
   decltype(accelerator_.prepare(net_, opt_)) prepared_;
 };
 
-template <class Precision, class Optimizer>
-int run(const c10::Device device, int rounds, int steps) {
+std::vector<Batch> make_batches(const c10::Device& device) {
   torch::manual_seed(0);
   std::vector<Batch> batches;
   for (int i = 0; i < 16; ++i)
     batches.push_back(
         {torch::randn({64, 512}, device), torch::randint(0, 10, {64}, at::TensorOptions(device).dtype(at::kLong))});
+  return batches;
+}
+
+#if ACC_HAS_GLOO
+// --scaling 1: only acc::CPU's DDP loop in fp32, on every CPU rank of `acc launch --cpu`; its
+// samples/s against one rank's give the scaling efficiency.
+int run_scaling(const c10::Device device, int rounds, int steps) {
+  using DDP = acc::CPU;
+  using Precision = acc::FP32;
+  using Optimizer = acc::optim::AdamW;
+  const auto env = acc::ProcessEnvironment::from_environment();
+  const auto batches = make_batches(device);
+  AccLoop<DDP, Precision, Optimizer> ddp(device, env);
+  std::vector<double> ms;
+  time_round(batches, steps, device, ddp);  // warm-up
+  for (int r = 0; r < rounds; ++r) ms.push_back(time_round(batches, steps, device, ddp));
+  const double step_ms = median(ms);
+  if (env.rank == 0)
+    std::printf("mlp_ddp ranks=%d device=%s precision=%s ms_per_step=%.4f samples_per_s=%.0f\n", env.world_size,
+                device.is_cpu() ? "cpu" : "cuda", std::string(Precision::name).c_str(), step_ms,
+                env.world_size * 64 / (step_ms / 1000.0));
+  return 0;
+}
+#endif
+
+template <class Precision, class Optimizer>
+int run(const c10::Device device, int rounds, int steps) {
+  const auto batches = make_batches(device);
 
   // Plain libtorch: the loop a user writes without acc, with the same autocast.
   Mlp plain_net;
@@ -166,6 +194,7 @@ int run(const c10::Device device, int rounds, int steps) {
 int main(int argc, char** argv) {
   std::string device_name = torch::cuda::is_available() ? "cuda" : "cpu", precision = "no", optimizer = "torch";
   int rounds = 15, steps = 50;
+  bool scaling = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--device")
@@ -178,9 +207,11 @@ int main(int argc, char** argv) {
       rounds = std::stoi(value);
     else if (flag == "--steps")
       steps = std::stoi(value);
+    else if (flag == "--scaling")
+      scaling = value == "1";
     else {
       std::cerr << "step_overhead: unknown flag " << flag
-                << " (use --device, --precision, --optimizer, --rounds, --steps)\n";
+                << " (use --device, --precision, --optimizer, --rounds, --steps, --scaling 0|1)\n";
       return 2;
     }
   }
@@ -190,6 +221,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   const bool ours = optimizer == "acc";
+  if (scaling) {
+#if ACC_HAS_GLOO
+    return run_scaling(c10::Device(c10::kCPU), rounds, steps);
+#else
+    std::cerr << "step_overhead: --scaling 1 runs CPU ranks over Gloo, which this build lacks\n";
+    return 2;
+#endif
+  }
   if (precision == "bf16")
     return ours ? run<acc::BF16, acc::optim::AdamW>(device, rounds, steps)
                 : run<acc::BF16, torch::optim::AdamW>(device, rounds, steps);

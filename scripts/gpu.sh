@@ -5,7 +5,8 @@
 #
 # Here, once: mkdir -p .deps && (cd .deps && apt-get download libyaml-cpp-dev libyaml-cpp0.7 \
 #   libboost1.74-dev librange-v3-dev doctest-dev nlohmann-json3-dev fortunes fortunes-min)
-# Then run it on the device with `.deps` carried.
+# Then run it on the device with `.deps` carried. ACC_GPU_BUILD_ONLY=1 only builds; ACC_GPU_TARGETS
+# names the targets to build (default: all).
 source "$(dirname "$0")/lib/device-run.sh"
 [[ -n ${ACC_GPU_BUILD_ONLY:-} ]] || log_to_out gpu
 
@@ -25,7 +26,7 @@ cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER="$
   -DCMAKE_CUDA_ARCHITECTURES=90 || exit 1
 status=0
 # Keep going past a broken target so that the rest still builds and runs.
-cmake --build $build -j 16 -- -k 0 || status=1
+cmake --build $build -j "$(nproc)" ${ACC_GPU_TARGETS:+--target $ACC_GPU_TARGETS} -- -k 0 || status=1
 echo "== built in $(($(date +%s) - start)) s"
 [[ -n ${ACC_GPU_BUILD_ONLY:-} ]] && exit $status
 

@@ -28,13 +28,10 @@ struct TempDir {
   TempDir() {
     path = fs::temp_directory_path() /
            ("acc_checkpoint_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
-    fs::remove_all(path);
+    acc::detail::remove_tree(path);
     fs::create_directories(path);
   }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+  ~TempDir() { acc::detail::remove_tree(path); }
   static int& counter() {
     static int n = 0;
     return n;
@@ -426,7 +423,7 @@ TEST_SUITE("checkpoint") {
     accelerator.save_state(ckpt);
     const auto weight = net->fc1->weight.detach().clone();
     const auto fresh_copy = [&] {
-      fs::remove_all(dir.path / "bad");
+      acc::detail::remove_tree(dir.path / "bad");
       fs::copy(ckpt, dir.path / "bad");
       return dir.path / "bad";
     };

@@ -122,8 +122,7 @@ class Checkpointer {
         target.string() + ".tmp-" + std::to_string(owner_->broadcast_object(static_cast<int64_t>(::getpid())));
     const std::string failed = "save_state('" + target.string() + "') failed and left what was there before";
     const auto discard = [&] {
-      std::error_code ec;
-      if (main) std::filesystem::remove_all(staging, ec);
+      if (main) detail::remove_tree(staging);
     };
     const auto stage_done = [&](const char* stage) { detail::fail_save_at(stage, rank); };
 
@@ -141,7 +140,7 @@ class Checkpointer {
         failed,
         [&] {
           if (main) {
-            std::filesystem::remove_all(staging);
+            detail::remove_tree_or_throw(staging);
             std::filesystem::create_directories(staging);
             stage_done("directory");
           }
@@ -223,7 +222,7 @@ class Checkpointer {
           if (automatic && project.total_limit() > 0) {
             auto existing = project.checkpoints();
             for (std::size_t i = 0; i + static_cast<std::size_t>(project.total_limit()) < existing.size(); ++i)
-              std::filesystem::remove_all(existing[i]);
+              detail::remove_tree_or_throw(existing[i]);
           }
           return std::string();
         },

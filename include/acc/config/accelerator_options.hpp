@@ -51,6 +51,9 @@ class FSDPOptions {
   TORCH_ARG(bool, forward_prefetch) = false;
   // Rank 0's parameters and buffers go to every rank at prepare().
   TORCH_ARG(bool, sync_module_states) = true;
+  // Shards, their gradients and the optimizer's state in host memory, the step on the CPU (the
+  // YAML's fsdp_offload_params): GPU memory holds only gathered units. No effect on CPU ranks.
+  TORCH_ARG(bool, offload_params) = false;
 };
 
 class AcceleratorOptions {

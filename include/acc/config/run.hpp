@@ -84,10 +84,6 @@ constexpr auto samplers = boost::hana::tuple_t<S...>;
 
 // FSDP's options as the config's fsdp_config says (its sharding strategy picks the policy).
 inline FSDPOptions fsdp_options(const FsdpConfig& fsdp) {
-  if (fsdp.offload_params)
-    throw Error(
-        "fsdp_config: fsdp_offload_params: true is not supported by acc's FSDP yet (shards stay on the GPU); "
-        "set it to false");
   using Wrap = FSDPOptions::AutoWrap;
   using Prefetch = FSDPOptions::BackwardPrefetch;
   const auto wrap = fsdp.auto_wrap_policy == "TRANSFORMER_BASED_WRAP" ? Wrap::transformer_based
@@ -102,7 +98,8 @@ inline FSDPOptions fsdp_options(const FsdpConfig& fsdp) {
       .min_num_params(fsdp.min_num_params)
       .backward_prefetch(prefetch)
       .forward_prefetch(fsdp.forward_prefetch)
-      .sync_module_states(fsdp.sync_module_states);
+      .sync_module_states(fsdp.sync_module_states)
+      .offload_params(fsdp.offload_params);
 }
 
 // The Accelerator's options as the config says.

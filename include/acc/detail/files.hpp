@@ -5,6 +5,7 @@
 #include <acc/error.hpp>
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -75,6 +76,24 @@ inline void write_synced(const std::filesystem::path& path, const std::string& c
   file.close();
 }
 
+// Removes a file or a whole directory tree; true when nothing is left at `path` (also when there
+// was nothing). Not std::filesystem::remove_all: libtorch 2.x wheels export their own copy of
+// libstdc++'s directory iteration (pytorch/pytorch#133437), which the dynamic linker may bind in
+// place of the one remove_all was compiled against; on the GPU machines that crashed.
+inline bool remove_tree(const std::filesystem::path& path) {
+  constexpr int max_open_directories = 16;
+  const auto remove_entry = [](const char* name, const struct stat*, int, struct FTW*) {
+    return ::remove(name) == 0 ? 0 : -1;
+  };
+  if (::nftw(path.c_str(), remove_entry, max_open_directories, FTW_DEPTH | FTW_PHYS) == 0) return true;
+  return errno == ENOENT;
+}
+
+// remove_tree that throws an acc::Error naming the path when something is left.
+inline void remove_tree_or_throw(const std::filesystem::path& path) {
+  if (!remove_tree(path)) throw Error("cannot remove '" + path.string() + "': " + system_error_text(errno));
+}
+
 // The directory a path is in ("." for a bare name).
 inline std::filesystem::path parent_directory(const std::filesystem::path& path) {
   const auto parent = path.parent_path();
@@ -112,7 +131,7 @@ inline void replace_directory(const std::filesystem::path& staged, const std::fi
       throw Error("cannot move '" + staged.string() + "' to '" + target.string() + "': " + system_error_text(errno));
   }
   fsync_path(parent_directory(target));
-  std::filesystem::remove_all(retired, ec);
+  remove_tree(retired);
 }
 
 }  // namespace acc::detail

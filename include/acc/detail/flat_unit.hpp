@@ -4,7 +4,9 @@
 // module's parameters are views; afterwards that buffer's storage is given back (its views stay
 // valid and see the next gather's memory, as PyTorch's FSDP does with its flat parameter). When
 // all gradients of the unit are accumulated, they are flattened and reduce-scattered, on a side
-// stream with NCCL, into the shard's gradient.
+// stream with NCCL, into the shard's gradient. With offload, shards and their gradients live in
+// the host's (pinned) memory and the optimizer steps them there; only gathered units and the
+// gradients being reduced take GPU memory.
 #pragma once
 
 #include <acc/comm/comm.hpp>
@@ -32,6 +34,7 @@ namespace acc::detail {
 struct FlatUnitSettings {
   bool shard = true;                          // false: NO_SHARD, every rank holds all of it
   at::ScalarType compute_dtype = at::kFloat;  // what forward and backward see (bf16/fp16 gathers)
+  bool offload = false;                       // shards and their gradients in host memory
 };
 
 template <class Comm>
@@ -57,9 +60,10 @@ class FlatUnit {
     auto flat = at::zeros({padded_}, first.options());
     for (const auto& m : members_) flat.narrow(0, m.offset, m.numel).copy_(m.param.reshape({-1}));
     shard_ = settings_.shard ? flat.narrow(0, comm_.rank() * shard_numel_, shard_numel_).clone() : flat;
+    if (settings_.offload && !shard_.is_cpu()) shard_ = shard_.to(at::kCPU).pin_memory();  // pinned: async copies
     shard_.set_requires_grad(true);
     // NO_SHARD in the parameters' own dtype computes on the shard itself; otherwise a buffer.
-    aliased_ = !settings_.shard && settings_.compute_dtype == shard_.scalar_type();
+    aliased_ = !settings_.shard && settings_.compute_dtype == shard_.scalar_type() && shard_.device() == first.device();
     gathered_ = aliased_ ? shard_.detach() : at::empty({padded_}, first.options().dtype(settings_.compute_dtype));
     gathered_bytes_ = gathered_.nbytes();
     for (auto& m : members_) {
@@ -98,10 +102,10 @@ class FlatUnit {
     allocate_gathered();
     at::NoGradGuard no_grad;
     if (settings_.shard) {
-      gather_input_ = shard_.detach().to(settings_.compute_dtype);
+      gather_input_ = shard_.detach().to(gathered_.device(), settings_.compute_dtype, /*non_blocking=*/true);
       pending_gather_.emplace(comm_.all_gather_into_async(gathered_, gather_input_));
     } else {
-      gathered_.copy_(shard_.detach());
+      gathered_.copy_(shard_.detach(), /*non_blocking=*/true);
     }
   }
   // The full parameters, ready to compute with on the caller's stream.
@@ -156,10 +160,11 @@ class FlatUnit {
     pending_reduce_.reset();
     at::NoGradGuard no_grad;
     auto& grad = shard_.mutable_grad();
+    auto reduced = reduced_grad_.to(shard_.device(), shard_.scalar_type());
     if (grad.defined())
-      grad.add_(reduced_grad_.to(shard_.scalar_type()));
+      grad.add_(reduced);
     else
-      grad = reduced_grad_.to(shard_.scalar_type()).detach();
+      grad = reduced.detach();
     flat_grad_ = at::Tensor();
     reduced_grad_ = at::Tensor();
   }
@@ -172,17 +177,19 @@ class FlatUnit {
 
   // --- State.
 
-  // The unit's parameters in full, in the shard's dtype, by name (a collective: every rank).
+  // The unit's parameters in full, in the shard's dtype, by name, in host memory (a collective:
+  // every rank). Host memory, so that a model too large for one GPU can be consolidated one unit
+  // at a time (PyTorch's FULL_STATE_DICT with offload_to_cpu).
   std::vector<std::pair<std::string, at::Tensor>> full_parameters() {
     at::NoGradGuard no_grad;
     auto full = shard_.detach();
     if (settings_.shard) {
-      full = at::empty({padded_}, shard_.options());
-      comm_.all_gather_into(full, shard_.detach());
+      full = at::empty({padded_}, gathered_.options().dtype(shard_.scalar_type()));
+      comm_.all_gather_into(full, shard_.detach().to(full.device()));
     }
     std::vector<std::pair<std::string, at::Tensor>> out;
     for (const auto& m : members_)
-      out.emplace_back(m.name, full.narrow(0, m.offset, m.numel).view(m.param.sizes()).clone());
+      out.emplace_back(m.name, full.narrow(0, m.offset, m.numel).view(m.param.sizes()).to(at::kCPU, false, true));
     return out;
   }
   // Takes this rank's slice of full parameters given by name.

@@ -7,6 +7,7 @@
 #include <acc/detail/torch_compat.hpp>
 
 #include <ATen/ops/full.h>
+#include <ATen/ops/maximum.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/Device.h>
 #include <torch/arg.h>
@@ -42,10 +43,23 @@ class GradScaler {
 
   // Divides the gradients by the scale and notes whether any is inf or NaN. found_inf() then
   // says so (1) or not (0).
+  // Gradients on another device than the scale (FSDP's shards offloaded to the CPU) are unscaled
+  // where they are, as ATen's fused op wants all its tensors on one device.
   void unscale(const std::vector<at::Tensor>& grads) {
     found_inf_.zero_();
     const auto inv_scale = scale_.reciprocal();
-    compat::amp_unscale(grads, found_inf_, inv_scale);
+    std::vector<at::Tensor> here, elsewhere;
+    for (const auto& g : grads) (g.device() == scale_.device() ? here : elsewhere).push_back(g);
+    compat::amp_unscale(here, found_inf_, inv_scale);
+    while (!elsewhere.empty()) {
+      const auto device = elsewhere.front().device();
+      std::vector<at::Tensor> same, rest;
+      for (const auto& g : elsewhere) (g.device() == device ? same : rest).push_back(g);
+      auto found = at::zeros({1}, found_inf_.options().device(device));
+      compat::amp_unscale(same, found, inv_scale.to(device));
+      found_inf_.copy_(at::maximum(found_inf_, found.to(found_inf_.device())));
+      elsewhere = std::move(rest);
+    }
   }
   at::Tensor& found_inf() { return found_inf_; }
 

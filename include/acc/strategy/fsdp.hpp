@@ -112,8 +112,8 @@ class FSDP {
     }
     const detail::FlatUnitSettings settings{
         Sharding::shards_parameters,
-        compute_dtype_.value_or(module->parameters().empty() ? at::kFloat
-                                                             : module->parameters().front().scalar_type())};
+        compute_dtype_.value_or(module->parameters().empty() ? at::kFloat : module->parameters().front().scalar_type()),
+        options_.offload_params()};
     for (std::size_t i = 0; i <= chosen.size(); ++i) {
       if (members[i].empty()) continue;
       UnitState unit;
@@ -221,8 +221,10 @@ class FSDP {
     std::vector<at::Tensor> norms;
     for (auto& unit : units_)
       if (unit.flat->shard().grad().defined()) norms.push_back(unit.flat->shard().grad().norm(norm_type));
-    auto local = norms.empty() ? at::zeros({1}, at::TensorOptions(comm_->device())) : at::stack(norms).to(at::kFloat);
-    auto total = infinity ? local.max().reshape({1}) : local.pow(norm_type).sum().reshape({1});
+    // The shards' gradients may be in host memory (offload); the collective needs the comm's device.
+    const at::Tensor local = norms.empty() ? at::zeros({1}, at::TensorOptions(comm_->device()))
+                                           : at::stack(norms).to(comm_->device(), at::kFloat);
+    at::Tensor total = infinity ? local.max().reshape({1}) : local.pow(norm_type).sum().reshape({1});
     if (Sharding::shards_parameters) comm_->all_reduce(total, infinity ? ReduceOp::max : ReduceOp::sum);
     const double norm = infinity ? total.item<double>() : std::pow(total.item<double>(), 1.0 / norm_type);
     const double coefficient = max_norm / (norm + 1e-6);
@@ -234,8 +236,8 @@ class FSDP {
 
   Comm& comm() { return *comm_; }
 
-  // Checkpoints. full_state gathers every unit (a collective: all ranks call it); load_full_state
-  // takes each rank's slices of a full state.
+  // Checkpoints. full_state gathers every unit into host memory, one after the other (a
+  // collective: all ranks call it); load_full_state takes each rank's slices of a full state.
   template <class Holder>
   std::vector<std::pair<std::string, at::Tensor>> full_state(const Holder& module) {
     std::map<std::string, at::Tensor> gathered;
