@@ -210,6 +210,75 @@ class Pipe {
   int ends_[2] = {-1, -1};
 };
 
+// A process of its own that outlives a SIGKILLed launcher. PR_SET_PDEATHSIG ends the ranks then,
+// but not what they started; so the launcher tells the watchdog each rank's process group as it
+// starts it and once it is empty, and when the launcher's end of the pipe closes with groups still
+// listed (the launcher died, or gave up on stuck processes), the watchdog SIGKILLs them.
+class GroupWatchdog {
+ public:
+  GroupWatchdog() = default;
+  ~GroupWatchdog() { finish(); }
+  GroupWatchdog(const GroupWatchdog&) = delete;
+  GroupWatchdog& operator=(const GroupWatchdog&) = delete;
+
+  bool start() {
+    int ends[2];
+    if (pipe2(ends, O_CLOEXEC) != 0) return false;
+    const pid_t pid = fork();
+    if (pid == 0) {
+      close(ends[1]);
+      watch(ends[0]);
+    }
+    close(ends[0]);
+    if (pid < 0) {
+      close(ends[1]);
+      return false;
+    }
+    pid_ = pid;
+    fd_ = ends[1];
+    return true;
+  }
+
+  void add(pid_t group) { send(group); }
+  void remove(pid_t group) { send(-group); }
+
+  // The launcher's normal end: the watchdog finds no group left and exits before the launcher does.
+  void finish() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+    if (pid_ > 0) waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+
+ private:
+  // One write of less than PIPE_BUF bytes: never interleaved, never partial.
+  void send(pid_t value) {
+    if (fd_ >= 0) [[maybe_unused]]
+      const ssize_t written = write(fd_, &value, sizeof value);
+  }
+
+  [[noreturn]] static void watch(int fd) {
+    // Nothing to print, and the launcher's output must close when the launcher and ranks are gone.
+    const int null = open("/dev/null", O_RDWR);
+    for (int standard : {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO}) dup2(null, standard);
+    std::vector<pid_t> groups;
+    pid_t value;
+    ssize_t received;
+    while ((received = read(fd, &value, sizeof value)) == sizeof value || (received < 0 && errno == EINTR)) {
+      if (received < 0) continue;
+      if (value > 0)
+        groups.push_back(value);
+      else
+        groups.erase(std::remove(groups.begin(), groups.end(), -value), groups.end());
+    }
+    for (pid_t group : groups) kill(-group, SIGKILL);
+    _exit(0);
+  }
+
+  pid_t pid_ = -1;
+  int fd_ = -1;
+};
+
 // The signals the launcher watches (SIGCHLD and those it forwards), read from a signalfd in the
 // poll loop rather than handled asynchronously. Set up once for all the starts of the local group.
 class SignalWatch {
@@ -272,8 +341,8 @@ class SignalWatch {
 class Job {
  public:
   // `restart`: how many times the group was started before (TORCHELASTIC_RESTART_COUNT).
-  Job(const LaunchOptions& options, int port, int restart, SignalWatch& signals)
-      : options_(options), port_(port), restart_(restart), signals_(signals) {}
+  Job(const LaunchOptions& options, int port, int restart, SignalWatch& signals, GroupWatchdog& watchdog)
+      : options_(options), port_(port), restart_(restart), signals_(signals), watchdog_(watchdog) {}
   Job(const Job&) = delete;
   Job& operator=(const Job&) = delete;
 
@@ -332,6 +401,7 @@ class Job {
     for (Pipe* each : {&exec_error, &out, &err}) each->close_write_end();
     if (pid < 0) return fail_to_start("fork", fork_errno);
     setpgid(pid, pid);  // as the child does, so that no signal from us can come before it
+    watchdog_.add(pid);
 
     Rank& rank = ranks_.emplace_back(options_.machine_rank * options_.processes_per_machine() + local_rank, pid);
     if (options_.tee) {
@@ -464,7 +534,10 @@ class Job {
   // never be signalled again. (EPERM also counts: nothing the launcher started can be reached.)
   void forget_empty_groups() {
     for (Rank& rank : ranks_)
-      if (!rank.running && !rank.group_gone && kill(-rank.pid, 0) != 0) rank.group_gone = true;
+      if (!rank.running && !rank.group_gone && kill(-rank.pid, 0) != 0) {
+        rank.group_gone = true;
+        watchdog_.remove(rank.pid);
+      }
   }
 
   int running_ranks() const {
@@ -478,6 +551,7 @@ class Job {
   const int port_;
   const int restart_;
   SignalWatch& signals_;
+  GroupWatchdog& watchdog_;
   std::vector<Rank> ranks_;
   std::optional<int> exit_code_;                 // set by the first failure or signal
   bool rank_failed_ = false;                     // the first failure was a rank's (not a signal, not exec)
@@ -512,11 +586,16 @@ int run_launch(const LaunchOptions& options) {
   // Orphans of the ranks become the launcher's children, so it can reap them and none is left as
   // a zombie under an init that does not reap.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
+  GroupWatchdog watchdog;
+  if (!watchdog.start()) {
+    report(std::string("cannot start the watchdog process: ") + std::strerror(errno));
+    return kExitLauncherError;
+  }
   std::optional<int> port;
   for (int restart = 0;; ++restart) {
     port = rendezvous_port(options, port);
     if (!port) return restart == 0 ? kExitUsage : kExitLauncherError;
-    const Job::Outcome outcome = Job(options, *port, restart, signals).run();
+    const Job::Outcome outcome = Job(options, *port, restart, signals, watchdog).run();
     if (outcome.exit_code == 0 || !outcome.may_restart) return outcome.exit_code;
     if (restart == options.max_restarts) {
       if (options.max_restarts > 0)

@@ -297,7 +297,8 @@ const char* launch_usage() {
 
 Starts PROGRAM once per rank of this machine, with the variables torchrun sets (RANK, WORLD_SIZE,
 LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, GROUP_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), and supervises
-them: when one rank fails, the others are stopped and acc launch exits with the failing rank's code.
+them: when one rank fails, the others are stopped and acc launch exits with the failing rank's code
+(or, with --max_restarts, starts them all again).
 
 flags (--flag value and --flag=value both work):
   --num_processes N        processes across all machines (default: 1 per machine; with --multi_gpu,

@@ -227,10 +227,11 @@ TEST_CASE("SIGTERM or SIGINT sent to acc launch ends every rank and its children
   }
 }
 
-TEST_CASE("when acc launch is SIGKILLed its ranks die with it") {
+TEST_CASE("when acc launch is SIGKILLed its ranks and their children die with it") {
   PidFile pids;
-  Launcher launcher({"launch", "--cpu", "--num_processes", "2", kProbe, "sleep", "60"}, {pid_file_variable(pids)});
-  REQUIRE(pids.wait_for(2, 5s));
+  Launcher launcher({"launch", "--cpu", "--num_processes", "2", kProbe, "spawn-child", "sleep", "60"},
+                    {pid_file_variable(pids)});
+  REQUIRE(pids.wait_for(4, 5s));
   kill(launcher.pid(), SIGKILL);
   const LauncherResult result = launcher.wait(5s);
   CHECK(result.exit_code == 128 + SIGKILL);
