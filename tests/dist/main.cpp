@@ -2,7 +2,8 @@
 // of this directory, on the strategy ACC_TEST_BACKEND names (gloo: acc::CPU, nccl: DDP<Nccl>).
 // `acc_dist_worker rendezvous` only joins the job, for the rendezvous tests;
 // `acc_dist_worker interop-write|interop-read DIR` is the C++ side of the safetensors check
-// against Python (interop.cpp).
+// against Python (interop.cpp); `acc_dist_worker elastic DIR STEPS EVERY [REFERENCE_DIR]` trains
+// with checkpoints and resumes from the newest after a restart (elastic.cpp).
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
@@ -21,6 +22,7 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
+  if (argc > 1 && std::strcmp(argv[1], "elastic") == 0) return elastic_training(argc, argv);
   if (argc == 3 && (std::strcmp(argv[1], "interop-write") == 0 || std::strcmp(argv[1], "interop-read") == 0))
     return safetensors_interop(argv[1], argv[2]);
   doctest::Context context(argc, argv);

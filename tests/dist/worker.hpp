@@ -49,6 +49,9 @@ void with_accelerator(Fn&& fn) {
 // The safetensors check against Python (interop.cpp): mode interop-write or interop-read.
 int safetensors_interop(const std::string& mode, const std::string& dir);
 
+// Training that checkpoints and resumes after a restart, with test faults (elastic.cpp).
+int elastic_training(int argc, char** argv);
+
 // A tensor's values, flattened, as int64 (on the CPU).
 inline std::vector<int64_t> int_values(const at::Tensor& t) {
   const auto c = t.to(at::kCPU).to(at::kLong).contiguous();

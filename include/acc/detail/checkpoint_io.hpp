@@ -12,6 +12,7 @@
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
@@ -87,14 +88,19 @@ struct SchedulerStepCount : torch::optim::LRScheduler {
 };
 
 // Test-only: ACC_TEST_FAIL_SAVE_AT=<stage> (or <stage>@<rank>) makes save_state fail at that
-// stage, as a crash or a full disk would, to show that the previous checkpoint survives.
+// stage, as a full disk would, to show that the previous checkpoint survives; with ":kill" at the
+// end the process is SIGKILLed there instead, as a crash would end it.
 inline void fail_save_at(std::string_view stage, int rank) {
   const char* wanted = std::getenv("ACC_TEST_FAIL_SAVE_AT");
   if (!wanted) return;
-  const std::string_view spec = wanted;
+  std::string_view spec = wanted;
+  constexpr std::string_view kill_suffix = ":kill";
+  const bool kill = spec.size() > kill_suffix.size() && spec.substr(spec.size() - kill_suffix.size()) == kill_suffix;
+  if (kill) spec.remove_suffix(kill_suffix.size());
   const auto at = spec.find('@');
   if (spec.substr(0, at) != stage) return;
   if (at != std::string_view::npos && spec.substr(at + 1) != std::to_string(rank)) return;
+  if (kill) ::raise(SIGKILL);
   throw Error("ACC_TEST_FAIL_SAVE_AT=" + std::string(spec) + ": failing the save at stage '" + std::string(stage) +
               "'");
 }
