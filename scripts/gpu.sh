@@ -4,7 +4,8 @@
 # step-overhead bench, and writes the log to $OUT (when set).
 #
 # Here, once: mkdir -p .deps && (cd .deps && apt-get download libyaml-cpp-dev libyaml-cpp0.7 \
-#   libboost1.74-dev librange-v3-dev doctest-dev nlohmann-json3-dev fortunes fortunes-min)
+#   libboost1.74-dev librange-v3-dev doctest-dev nlohmann-json3-dev fortunes fortunes-min \
+#   libprotobuf-dev libprotobuf32 libprotobuf-lite32 protobuf-compiler libprotoc32)
 # Then run it on the device with `.deps` carried. ACC_GPU_BUILD_ONLY=1 only builds; ACC_GPU_TARGETS
 # names the targets to build (default: all).
 source "$(dirname "$0")/lib/device-run.sh"
@@ -23,7 +24,7 @@ start=$(date +%s)
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER="$cxx" \
   -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr" -DACC_EXAMPLE_DATA=$deps/usr/share/games/fortunes \
   -DNCCL_ROOT="$(python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__) if nvidia.nccl.__file__ else list(nvidia.nccl.__path__)[0])')" \
-  -DCMAKE_CUDA_ARCHITECTURES=90 || exit 1
+  -DProtobuf_PROTOC_EXECUTABLE=$deps/usr/bin/protoc -DCMAKE_CUDA_ARCHITECTURES=90 || exit 1
 status=0
 # Keep going past a broken target so that the rest still builds and runs.
 cmake --build $build -j "$(nproc)" ${ACC_GPU_TARGETS:+--target $ACC_GPU_TARGETS} -- -k 0 || status=1

@@ -9,6 +9,7 @@ packages=(
   libtorch-dev libgloo-dev                       # libtorch 1.13 (CPU) with c10d, and Gloo
   libboost-dev librange-v3-dev libyaml-cpp-dev   # Hana, range-v3, YAML
   doctest-dev nlohmann-json3-dev
+  libprotobuf-dev protobuf-compiler              # the TensorBoard tracker (acc::tensorboard)
   libopenblas0-openmp                            # libtorch's BLAS: the reference one is ~15x slower
   fortunes                                       # text for the char_lm example
   iproute2                                       # network namespaces for the multi-node test

@@ -2,6 +2,7 @@
 //
 //   build/bin/char_lm --max_steps 200                  # trains on the fortunes package's files
 //   build/bin/char_lm --data book.txt --mixed_precision bf16
+//   build/bin/char_lm --log_with all --run_name runs/a     # metrics to runs/a (jsonl, csv, TensorBoard)
 //
 // The training loop is plain libtorch; the acc lines are marked.
 #include <acc/acc.hpp>
@@ -24,6 +25,7 @@
 #include <iterator>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -38,12 +40,15 @@ struct Settings {
   std::string data;                            // empty: the fortunes package's files
   int64_t block_size = 64;
   int64_t log_every = 50;
+  std::vector<std::string> log_with;  // default: the config's (acc.log_with, ACC_LOG_WITH)
+  std::string run_name = "char_lm";   // the trackers' directory, under the working directory
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
   std::cerr << "char_lm: " << message << "\n"
             << "usage: char_lm [--max_steps N] [--seed N] [--batch_size N] [--lr X] [--mixed_precision no|bf16]\n"
-            << "               [--data FILE|DIR] [--block_size N] [--log_every N]\n";
+            << "               [--data FILE|DIR] [--block_size N] [--log_every N] [--log_with all|jsonl,csv,...]\n"
+            << "               [--run_name DIR]\n";
   std::exit(2);
 }
 
@@ -58,6 +63,12 @@ Settings parse(int argc, char** argv) {
       {"--data", [&](const std::string& v) { s.data = v; }},
       {"--block_size", [&](const std::string& v) { s.block_size = std::stoll(v); }},
       {"--log_every", [&](const std::string& v) { s.log_every = std::stoll(v); }},
+      {"--log_with",
+       [&](const std::string& v) {
+         std::istringstream names(v);
+         for (std::string name; std::getline(names, name, ',');) s.log_with.push_back(name);
+       }},
+      {"--run_name", [&](const std::string& v) { s.run_name = v; }},
   };
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
@@ -191,6 +202,14 @@ int train(Accelerator& accelerator, const Settings& s) {
   accelerator.print("char_lm:", text.size(), "bytes,", windows.size(), "windows of", s.block_size, "on",
                     accelerator.num_processes(), "x", accelerator.device(), "strategy", Strategy::name, "precision",
                     Precision::name);
+  accelerator.init_trackers(s.run_name, {{"lr", s.lr},  // acc: the run's settings, for the trackers
+                                         {"batch_size", s.batch_size},
+                                         {"block_size", s.block_size},
+                                         {"seed", s.seed},
+                                         {"max_steps", s.max_steps}});
+  // On a terminal, a progress line replaces the periodic step lines.
+  acc::ProgressBar bar(
+      acc::ProgressBarOptions(s.max_steps).description("char_lm").enabled(accelerator.is_main_process()));
   std::vector<double> losses;
   const auto start = std::chrono::steady_clock::now();
   while (static_cast<int64_t>(losses.size()) < s.max_steps) {
@@ -202,7 +221,10 @@ int train(Accelerator& accelerator, const Settings& s) {
       optimizer.step();
       losses.push_back(loss.item().toDouble());
       const auto step = static_cast<int64_t>(losses.size());
-      if (step % s.log_every == 0 || step == s.max_steps) {
+      accelerator.log({{"loss", losses.back()}}, step);  // acc
+      bar.set_postfix({{"loss", losses.back()}});
+      bar.update();
+      if (!bar.shown() && (step % s.log_every == 0 || step == s.max_steps)) {
         const std::chrono::duration<double, std::milli> elapsed = std::chrono::steady_clock::now() - start;
         accelerator.print("step", step, "/", s.max_steps, "loss", losses.back(), "ms/step", elapsed.count() / step);
       }
@@ -214,6 +236,11 @@ int train(Accelerator& accelerator, const Settings& s) {
   double final_loss = 0;
   for (std::size_t i = losses.size() - tail; i < losses.size(); ++i)
     final_loss += losses[i] / static_cast<double>(tail);
+  bar.close();
+  accelerator.log(
+      {{"final_loss", final_loss}, {"setup", std::string(Strategy::name) + " " + std::string(Precision::name)}},
+      s.max_steps);
+  accelerator.end_training();
   accelerator.print("first_loss=" + std::to_string(losses.front()));
   accelerator.print("final_loss=" + std::to_string(final_loss));
   return 0;
@@ -229,6 +256,7 @@ int main(int argc, char** argv) {
     auto config = acc::Config::from_environment();  // acc
     if (settings.mixed_precision) config.mixed_precision = *settings.mixed_precision;
     config.sampler = "shuffled";
+    if (!settings.log_with.empty()) config.log_with = settings.log_with;
     return acc::run(  // acc
         config, [&](auto& accelerator) { return train(accelerator, settings); },
         acc::strategies<ACC_DEFAULT_STRATEGIES>, acc::precisions<acc::FP32, acc::BF16>, acc::samplers<acc::Shuffled>);

@@ -27,4 +27,7 @@
 #include <acc/strategy/ddp.hpp>
 #include <acc/strategy/fsdp.hpp>
 #include <acc/strategy/single.hpp>
+#include <acc/tracking/logger.hpp>
+#include <acc/tracking/progress_bar.hpp>
+#include <acc/tracking/trackers.hpp>
 #include <acc/version.hpp>

@@ -18,6 +18,8 @@
 #include <acc/prepared/scheduler.hpp>
 #include <acc/strategy/single.hpp>
 #include <acc/strategy/strategy.hpp>
+#include <acc/tracking/trackers.hpp>
+#include <acc/tracking/value.hpp>
 
 #include <ATen/Context.h>
 #include <torch/arg.h>
@@ -34,6 +36,8 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -368,6 +372,22 @@ class Accelerator {
     checkpoints_.load_model(holder, path);
   }
 
+  // --- Experiment tracking (Python's init_trackers/log/end_training; see
+  // include/acc/tracking/trackers.hpp).
+
+  // Starts the trackers that AcceleratorOptions().log_with names, on the main process, under the
+  // ProjectConfiguration's logging_dir/project_name, and stores `config` (hyperparameters) in each.
+  void init_trackers(const std::string& project_name, const TrackedValues& config = {}) {
+    trackers_.start(project_name, options_.project_config().logging_dir(), is_main_process(), config);
+  }
+  // `accelerator.log({{"loss", loss.item<double>()}}, step)`: to every tracker of this process.
+  void log(const TrackedValues& values, std::optional<int64_t> step = std::nullopt) { trackers_.log(values, step); }
+  void end_training() { trackers_.finish(); }
+  // The running tracker of that name ("jsonl", ...), or nullptr (not running, or not the main process).
+  Tracker* get_tracker(std::string_view name) const { return trackers_.get(name); }
+  // To add trackers of the program's own before init_trackers.
+  Trackers& trackers() { return trackers_; }
+
   // Called by the prepared optimizer and scheduler.
   // Between synchronizing steps (gradient accumulation) the optimizer neither steps nor zeroes.
   // With loss scaling, a step whose gradients hold inf or NaN on any process is skipped on all.
@@ -480,6 +500,7 @@ class Accelerator {
   // Checkpoints: the objects prepared and registered; it restores micro_step_.
   friend class Checkpointer<Accelerator>;
   Checkpointer<Accelerator> checkpoints_{*this};
+  Trackers trackers_{options_.log_with()};
 };
 
 }  // namespace acc

@@ -56,6 +56,17 @@ class ProjectConfiguration {
   // With automatic naming, the number of checkpoints kept (0: all).
   TORCH_ARG(int64_t, total_limit) = 0;
 
+ public:
+  // Where trackers write (logging_dir/project_name); by default project_dir.
+  ProjectConfiguration& logging_dir(std::filesystem::path dir) {
+    logging_dir_ = std::move(dir);
+    return *this;
+  }
+  std::filesystem::path logging_dir() const { return logging_dir_.empty() ? project_dir() : logging_dir_; }
+
+ private:
+  std::filesystem::path logging_dir_;
+
   // (private, as TORCH_ARG leaves it)
   std::vector<std::pair<uint64_t, std::filesystem::path>> numbered_checkpoints() const {
     const std::string prefix = "checkpoint_";

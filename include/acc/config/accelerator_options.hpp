@@ -75,8 +75,11 @@ class AcceleratorOptions {
   TORCH_ARG(ProcessGroupOptions, process_group) = {};
   // Loss scaling of FP16 (Python's GradScalerKwargs).
   TORCH_ARG(GradScalerOptions, grad_scaler) = {};
-  // Where save_state/load_state put and find checkpoints (Python's project_config).
+  // Where save_state/load_state put and find checkpoints, and trackers write (Python's project_config).
   TORCH_ARG(ProjectConfiguration, project_config) = {};
+  // The trackers init_trackers starts (Python's log_with): "jsonl", "csv", "tensorboard" or "all"
+  // (see include/acc/tracking/trackers.hpp).
+  TORCH_ARG(std::vector<std::string>, log_with) = {};
 };
 
 }  // namespace acc

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <acc/error.hpp>
+#include <acc/tracking/tracker.hpp>
 
 #include <pwd.h>
 #include <unistd.h>
@@ -65,6 +66,7 @@ struct Config {
   std::string sampler = "sequential";     // sequential shuffled
   bool even_batches = true;
   bool split_batches = false;
+  std::vector<std::string> log_with;  // tracker names (AcceleratorOptions().log_with)
   // Where the settings came from, for messages: a file path, or "defaults".
   std::string source = "defaults";
 
@@ -229,6 +231,32 @@ class YamlSection {
   std::string prefix_;
 };
 
+// Tracker names: a YAML list, or one string with names separated by commas ("jsonl,tensorboard").
+inline std::vector<std::string> read_log_with(const YamlSection& section, const std::string& key,
+                                              const YAML::Node& value) {
+  std::vector<std::string> allowed{"all"};
+  allowed.insert(allowed.end(), kTrackerNames.begin(), kTrackerNames.end());
+  std::vector<std::string> names;
+  const auto add = [&](const YAML::Node& at, std::string text) {
+    for (std::size_t start = 0; start <= text.size();) {
+      const auto end = std::min(text.find(',', start), text.size());
+      auto name = text.substr(start, end - start);
+      name.erase(0, name.find_first_not_of(' '));
+      name.erase(name.find_last_not_of(' ') + 1);
+      if (std::find(allowed.begin(), allowed.end(), name) == allowed.end())
+        section.fail(at, "'" + section.name(key) + "' names the tracker '" + name +
+                             "'; allowed values: " + join(allowed) + " (a list, or names separated by commas)");
+      names.push_back(name);
+      start = end + 1;
+    }
+  };
+  if (value.IsSequence())
+    for (const auto& item : value) add(item, section.text(key, item));
+  else if (!value.IsNull())
+    add(value, section.text(key, value));
+  return names;
+}
+
 inline const std::vector<std::string> kDistributedTypes{"NO", "MULTI_CPU", "MULTI_GPU", "FSDP"};
 inline const std::vector<std::string> kMixedPrecisions{"no", "fp16", "bf16"};
 // The sharding strategies by name, and by the numbers older Accelerate versions wrote (1-5).
@@ -379,7 +407,7 @@ inline Config Config::from_yaml(const std::string& text, const std::string& sour
     } else if (key == "acc") {
       const detail::YamlSection ours(value, source, "acc.");
       ours.each({"bucket_cap_mb", "first_bucket_cap_mb", "find_unused_parameters", "sampler", "even_batches",
-                 "split_batches", "collective_timeout"},
+                 "split_batches", "log_with", "collective_timeout"},
                 [&](const std::string& k, const YAML::Node& v) {
                   if (k == "bucket_cap_mb") config.bucket_cap_mb = ours.number(k, v, 0);
                   if (k == "first_bucket_cap_mb") config.first_bucket_cap_mb = ours.number(k, v, 0);
@@ -387,6 +415,7 @@ inline Config Config::from_yaml(const std::string& text, const std::string& sour
                   if (k == "sampler") config.sampler = ours.choice(k, v, {"sequential", "shuffled"});
                   if (k == "even_batches") config.even_batches = ours.flag(k, v);
                   if (k == "split_batches") config.split_batches = ours.flag(k, v);
+                  if (k == "log_with") config.log_with = detail::read_log_with(ours, k, v);
                   if (k == "collective_timeout")
                     config.collective_timeout = static_cast<int>(ours.integer(k, v, 1, 1 << 24));
                 });
@@ -444,7 +473,8 @@ inline Config Config::with_environment(
                                    {"ACCELERATE_DEBUG_MODE", "debug"},
                                    {"ACC_DISTRIBUTED_TYPE", "distributed_type"}},
                                   "");
-  const std::string ours = entries({{"ACC_COLLECTIVE_TIMEOUT", "collective_timeout"}}, "acc");
+  const std::string ours =
+      entries({{"ACC_COLLECTIVE_TIMEOUT", "collective_timeout"}, {"ACC_LOG_WITH", "log_with"}}, "acc");
   const std::string fsdp = entries({{"FSDP_SHARDING_STRATEGY", "fsdp_sharding_strategy"},
                                     {"FSDP_AUTO_WRAP_POLICY", "fsdp_auto_wrap_policy"},
                                     {"FSDP_TRANSFORMER_CLS_TO_WRAP", "fsdp_transformer_layer_cls_to_wrap"},
@@ -470,6 +500,7 @@ inline Config Config::with_environment(
   set("ACCELERATE_DEBUG_MODE", &Config::debug);
   set("ACC_DISTRIBUTED_TYPE", &Config::distributed_type);
   set("ACC_COLLECTIVE_TIMEOUT", &Config::collective_timeout);
+  set("ACC_LOG_WITH", &Config::log_with);
   const auto set_fsdp = [&](std::string_view variable, auto member) {
     if (lookup(variable)) config.fsdp.*member = overrides.fsdp.*member;
   };

@@ -113,6 +113,7 @@ inline AcceleratorOptions accelerator_options(const Config& config) {
       .gradient_accumulation_steps(config.gradient_accumulation_steps)
       .even_batches(config.even_batches)
       .split_batches(config.split_batches)
+      .log_with(config.log_with)
       .ddp(DDPOptions()
                .bucket_cap_mb(config.bucket_cap_mb)
                .first_bucket_cap_mb(config.first_bucket_cap_mb)
