@@ -212,6 +212,9 @@ class Accelerator {
   c10::Device device() const { return device_; }
   const ProcessEnvironment& environment() const { return options_.environment(); }
   const AcceleratorOptions& options() const { return options_; }
+  // Where checkpoints and trackers go (Python's accelerator.project_configuration); a program that
+  // acc::run configured sets it here, before its first save_state or init_trackers.
+  ProjectConfiguration& project_configuration() { return options_.project_config(); }
   Strategy& strategy() { return strategy_; }
   int process_index() const { return environment().rank; }
   int local_process_index() const { return environment().local_rank; }
