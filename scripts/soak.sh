@@ -107,7 +107,7 @@ acc launch exited.
 | kills sent | $kinds |
 | nothing to kill | $missed (the job had ended, or the rank was not started yet) |
 | exit codes of acc launch (code: launches) | $codes |
-| longest time from a rank's kill to acc launch's exit | $(seconds_between 0 $max_exit_after_kill_us) s |
+| longest time from a rank's kill to acc launch's exit (with --max_restarts 1: the restarted run included) | $(seconds_between 0 $max_exit_after_kill_us) s |
 EOF
 fi
 ((hangs == 0 && leftovers == 0))
