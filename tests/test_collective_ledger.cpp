@@ -3,6 +3,7 @@
 #include <acc/comm/process_group_options.hpp>
 #include <acc/config/run.hpp>
 #include <acc/detail/collective_ledger.hpp>
+#include <acc/detail/torch_compat.hpp>
 
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
@@ -41,6 +42,11 @@ class CountingStore : public c10d::Store {
     return inner_->check(keys);
   }
   int64_t getNumKeys() override { return inner_->getNumKeys(); }
+#if ACC_STORE_HAS_CLONE
+  c10::intrusive_ptr<c10d::Store> clone() override {  // the clone shares this store's counts
+    return c10::intrusive_ptr<c10d::Store>::reclaim_copy(this);
+  }
+#endif
   void wait(const std::vector<std::string>& keys) override {
     ++calls;
     inner_->wait(keys);

@@ -22,6 +22,10 @@
 #define ACC_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
+// c10d::Store has a pure virtual clone() in libtorch 2.11 (not in 1.13): a Store of our own
+// overrides it where it exists.
+#define ACC_STORE_HAS_CLONE ACC_TORCH_AT_LEAST(2, 6)
+
 #if ACC_TORCH_AT_LEAST(2, 0)
 #include <ATen/ops/scaled_dot_product_attention.h>
 #endif
