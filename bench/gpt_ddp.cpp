@@ -84,8 +84,8 @@ int run(const Settings& s) {
       auto logits = model(inputs);
       modelled.record();
       auto loss = torch::nn::functional::cross_entropy(logits.view({-1, config.vocab}), targets.reshape({-1}));
-      host_forward +=
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - host_start).count() / s.breakdown;
+      host_forward += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - host_start).count() /
+                      s.breakdown;
       forward.record();
       accelerator.backward(loss);
       backward.record();
@@ -170,10 +170,10 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const auto flag = flags.find(argv[i]);
     if (flag == flags.end()) {
-      std::cerr
-          << "gpt_ddp: unknown flag " << argv[i]
-          << " (use --steps, --warmup, --repeats, --breakdown, --batch, --precision no|fp16|bf16, --layers, --seq, --vocab, --dim, "
-             "--heads, --strategy ddp|fsdp, --offload 0|1)\n";
+      std::cerr << "gpt_ddp: unknown flag " << argv[i]
+                << " (use --steps, --warmup, --repeats, --breakdown, --batch, --precision no|fp16|bf16, --layers, "
+                   "--seq, --vocab, --dim, "
+                   "--heads, --strategy ddp|fsdp, --offload 0|1)\n";
       return 2;
     }
     flag->second(argv[i + 1]);
