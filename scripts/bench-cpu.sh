@@ -10,10 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 cmake --build "$build" --target step_overhead char_lm acc_cli >/dev/null
+machine="$(nproc --all) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 export OMP_NUM_THREADS=1
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
-machine="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 
 echo "== step overhead (tiny MLP, fp32, acc::optim::AdamW in both loops)"
 "$build/bin/step_overhead" --device cpu --precision no --optimizer acc --rounds 11 --steps 30 | tee -a "$raw"
