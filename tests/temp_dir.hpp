@@ -1,4 +1,4 @@
-// Helpers of the tests that write files: a fresh temporary directory, and a file's bytes.
+// Helpers of the tests that write files: a fresh temporary directory, a file's bytes read and written.
 #pragma once
 
 #include <acc/detail/files.hpp>
@@ -28,4 +28,9 @@ struct TempDir {
 inline std::string read_text(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+inline void write_text(const std::filesystem::path& file, const std::string& text) {
+  std::ofstream out(file, std::ios::binary | std::ios::trunc);
+  out << text;
 }

@@ -1,6 +1,8 @@
+#include "error_of.hpp"
 #include "pch.hpp"  // first: libtorch, then doctest
 #include "resume_training.hpp"
 #include "scaled_fp32.hpp"
+#include "temp_dir.hpp"
 
 #include <acc/acc.hpp>
 #include <acc/checkpoint/safetensors.hpp>
@@ -21,42 +23,6 @@
 namespace fs = std::filesystem;
 
 namespace {
-
-// A fresh directory under the system's temporary directory, removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("acc_checkpoint_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
-    acc::detail::remove_tree(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { acc::detail::remove_tree(path); }
-  static int& counter() {
-    static int n = 0;
-    return n;
-  }
-};
-
-std::string read_text(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-void write_text(const fs::path& file, const std::string& text) {
-  std::ofstream out(file, std::ios::binary | std::ios::trunc);
-  out << text;
-}
-
-// The message of the acc::Error that fn throws ("" when it throws none).
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const acc::Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 

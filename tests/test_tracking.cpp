@@ -1,3 +1,4 @@
+#include "error_of.hpp"
 #include "pch.hpp"  // first: libtorch, then doctest
 #include "temp_dir.hpp"
 
@@ -23,16 +24,6 @@
 namespace fs = std::filesystem;
 
 namespace {
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const acc::Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> lines;
