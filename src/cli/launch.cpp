@@ -1,15 +1,16 @@
 #include "launch.hpp"
 
+#include "group_watchdog.hpp"
 #include "line_forwarder.hpp"
+#include "rank_environment.hpp"
+#include "rank_process.hpp"
+#include "signal_watch.hpp"
 
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,13 +20,9 @@
 #include <chrono>
 #include <climits>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <map>
 #include <memory>
 #include <optional>
-#include <thread>
-#include <utility>
 
 extern char** environ;
 
@@ -40,17 +37,6 @@ constexpr auto kKillWait = std::chrono::seconds(5);
 constexpr int kExitLauncherError = 1;
 
 void report(const std::string& message) { write_all(STDERR_FILENO, "acc launch: " + message + "\n"); }
-
-std::string signal_name(int signal) {
-  static const std::map<int, const char*> names = {
-      {SIGHUP, "SIGHUP"},   {SIGINT, "SIGINT"},   {SIGQUIT, "SIGQUIT"}, {SIGILL, "SIGILL"},
-      {SIGTRAP, "SIGTRAP"}, {SIGABRT, "SIGABRT"}, {SIGBUS, "SIGBUS"},   {SIGFPE, "SIGFPE"},
-      {SIGKILL, "SIGKILL"}, {SIGUSR1, "SIGUSR1"}, {SIGSEGV, "SIGSEGV"}, {SIGUSR2, "SIGUSR2"},
-      {SIGPIPE, "SIGPIPE"}, {SIGALRM, "SIGALRM"}, {SIGTERM, "SIGTERM"}, {SIGXCPU, "SIGXCPU"},
-  };
-  const auto found = names.find(signal);
-  return found != names.end() ? found->second : "signal " + std::to_string(signal);
-}
 
 // The shell's convention, which torchrun and Python Accelerate follow too.
 int exit_code_of(int wait_status) {
@@ -97,48 +83,6 @@ std::optional<int> pick_free_port(const std::string& address, std::string& error
   return std::nullopt;
 }
 
-int usable_cpus() {
-  cpu_set_t cpus;
-  if (sched_getaffinity(0, sizeof cpus, &cpus) == 0) return CPU_COUNT(&cpus);
-  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-}
-
-// The launcher's own environment with the variables torchrun sets for one rank on top.
-std::vector<std::string> rank_environment(const LaunchOptions& options, int port, int restart, int local_rank) {
-  const int local_world_size = options.processes_per_machine();
-  std::map<std::string, std::string> job = {
-      {"RANK", std::to_string(options.machine_rank * local_world_size + local_rank)},
-      {"WORLD_SIZE", std::to_string(options.num_processes)},
-      {"LOCAL_RANK", std::to_string(local_rank)},
-      {"LOCAL_WORLD_SIZE", std::to_string(local_world_size)},
-      {"GROUP_RANK", std::to_string(options.machine_rank)},
-      {"GROUP_WORLD_SIZE", std::to_string(options.num_machines)},
-      {"MASTER_ADDR", options.main_process_ip},
-      {"MASTER_PORT", std::to_string(port)},
-      {"ACC_RDZV_TIMEOUT", std::to_string(options.rdzv_timeout_seconds)},
-      {"ACC_DISTRIBUTED_TYPE", options.distributed_type},
-      // torchrun's names, so that a program written for it knows that it should resume.
-      {"TORCHELASTIC_RESTART_COUNT", std::to_string(restart)},
-      {"TORCHELASTIC_MAX_RESTARTS", std::to_string(options.max_restarts)},
-  };
-  if (options.config_file) job["ACC_CONFIG_FILE"] = *options.config_file;
-  if (options.cpu) job["ACCELERATE_USE_CPU"] = "true";
-  if (options.mixed_precision) job["ACCELERATE_MIXED_PRECISION"] = *options.mixed_precision;
-  if (options.gpu_ids && *options.gpu_ids != "all") job["CUDA_VISIBLE_DEVICES"] = *options.gpu_ids;
-  // As torchrun does: ranks sharing this machine's CPUs each take their share of the threads,
-  // rather than every rank starting one thread per CPU.
-  if (local_world_size > 1 && !std::getenv("OMP_NUM_THREADS"))
-    job["OMP_NUM_THREADS"] = std::to_string(std::max(1, usable_cpus() / local_world_size));
-
-  std::vector<std::string> environment;
-  for (char** entry = environ; *entry; ++entry) {
-    const std::string_view text(*entry);
-    if (!job.count(std::string(text.substr(0, text.find('='))))) environment.emplace_back(text);
-  }
-  for (const auto& [name, value] : job) environment.push_back(name + "=" + value);
-  return environment;
-}
-
 std::vector<char*> null_terminated(std::vector<std::string>& strings) {
   std::vector<char*> pointers;
   for (std::string& text : strings) pointers.push_back(text.data());
@@ -146,203 +90,13 @@ std::vector<char*> null_terminated(std::vector<std::string>& strings) {
   return pointers;
 }
 
-// The signals acc launch passes on to the ranks. One that the launcher was started with ignored
-// (nohup ignores SIGHUP) stays ignored, by the launcher and by the ranks, which inherit that.
-std::vector<int> signals_to_forward() {
-  std::vector<int> forwarded;
-  for (int signal : {SIGINT, SIGTERM, SIGHUP}) {
-    struct sigaction current {};
-    sigaction(signal, nullptr, &current);
-    if (current.sa_handler != SIG_IGN) forwarded.push_back(signal);
-  }
-  return forwarded;
-}
-
-// Everything a forked child needs to become a rank, prepared before fork().
-struct RankExec {
-  char** argv;
-  char** envp;
-  pid_t launcher;
-  const sigset_t* signal_mask;         // the launcher's mask before it blocked the signals it watches
-  const struct sigaction* sigpipe;     // what SIGPIPE did before the launcher ignored it
-  int stdout_fd = -1, stderr_fd = -1;  // with --tee, the write ends of the pipes to the launcher
-  int exec_error_fd;                   // closed by a successful exec; else receives errno
-};
-
-[[noreturn]] void become_rank(const RankExec& exec) {
-  // Its own process group, so that a signal to the group also reaches what the rank starts.
-  setpgid(0, 0);
-  // Dies with the launcher, even if the launcher is SIGKILLed; had it died already, stop here.
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() != exec.launcher) _exit(kExitCannotExecute);
-  sigprocmask(SIG_SETMASK, exec.signal_mask, nullptr);
-  sigaction(SIGPIPE, exec.sigpipe, nullptr);
-  if (exec.stdout_fd >= 0) dup2(exec.stdout_fd, STDOUT_FILENO);
-  if (exec.stderr_fd >= 0) dup2(exec.stderr_fd, STDERR_FILENO);
-  execvpe(exec.argv[0], exec.argv, exec.envp);
-  const int error = errno;
-  [[maybe_unused]] const ssize_t written = write(exec.exec_error_fd, &error, sizeof error);
-  _exit(kExitCannotExecute);
-}
-
-// A pipe whose ends are closed on exec (unless dup2'd onto stdout/stderr) and by its destructor.
-class Pipe {
- public:
-  Pipe() = default;
-  ~Pipe() {
-    close_end(ends_[0]);
-    close_end(ends_[1]);
-  }
-  Pipe(const Pipe&) = delete;
-  Pipe& operator=(const Pipe&) = delete;
-
-  bool open() { return pipe2(ends_, O_CLOEXEC) == 0; }
-  int read_end() const { return ends_[0]; }
-  int write_end() const { return ends_[1]; }
-  int release_read_end() { return std::exchange(ends_[0], -1); }
-  void close_write_end() { close_end(ends_[1]); }
-
- private:
-  static void close_end(int& fd) {
-    if (fd >= 0) close(fd);
-    fd = -1;
-  }
-  int ends_[2] = {-1, -1};
-};
-
-// A process of its own that outlives a SIGKILLed launcher. PR_SET_PDEATHSIG ends the ranks then,
-// but not what they started; so the launcher tells the watchdog each rank's process group as it
-// starts it and once it is empty, and when the launcher's end of the pipe closes with groups still
-// listed (the launcher died, or gave up on stuck processes), the watchdog SIGKILLs them.
-class GroupWatchdog {
- public:
-  GroupWatchdog() = default;
-  ~GroupWatchdog() { finish(); }
-  GroupWatchdog(const GroupWatchdog&) = delete;
-  GroupWatchdog& operator=(const GroupWatchdog&) = delete;
-
-  bool start() {
-    int ends[2];
-    if (pipe2(ends, O_CLOEXEC) != 0) return false;
-    const pid_t pid = fork();
-    if (pid == 0) {
-      close(ends[1]);
-      watch(ends[0]);
-    }
-    close(ends[0]);
-    if (pid < 0) {
-      close(ends[1]);
-      return false;
-    }
-    pid_ = pid;
-    fd_ = ends[1];
-    return true;
-  }
-
-  void add(pid_t group) { send(group); }
-  void remove(pid_t group) { send(-group); }
-
-  // The launcher's normal end: the watchdog finds no group left and exits before the launcher does.
-  void finish() {
-    if (fd_ >= 0) close(fd_);
-    fd_ = -1;
-    if (pid_ > 0) waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-
- private:
-  // One write of less than PIPE_BUF bytes: never interleaved, never partial.
-  void send(pid_t value) {
-    if (fd_ >= 0) [[maybe_unused]]
-      const ssize_t written = write(fd_, &value, sizeof value);
-  }
-
-  [[noreturn]] static void watch(int fd) {
-    // Nothing to print, and the launcher's output must close when the launcher and ranks are gone.
-    const int null = open("/dev/null", O_RDWR);
-    for (int standard : {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO}) dup2(null, standard);
-    std::vector<pid_t> groups;
-    pid_t value;
-    ssize_t received;
-    while ((received = read(fd, &value, sizeof value)) == sizeof value || (received < 0 && errno == EINTR)) {
-      if (received < 0) continue;
-      if (value > 0)
-        groups.push_back(value);
-      else
-        groups.erase(std::remove(groups.begin(), groups.end(), -value), groups.end());
-    }
-    for (pid_t group : groups) kill(-group, SIGKILL);
-    _exit(0);
-  }
-
-  pid_t pid_ = -1;
-  int fd_ = -1;
-};
-
-// The signals the launcher watches (SIGCHLD and those it forwards), read from a signalfd in the
-// poll loop rather than handled asynchronously. Set up once for all the starts of the local group.
-class SignalWatch {
- public:
-  SignalWatch() = default;
-  ~SignalWatch() {
-    if (fd_ >= 0) close(fd_);
-  }
-  SignalWatch(const SignalWatch&) = delete;
-  SignalWatch& operator=(const SignalWatch&) = delete;
-
-  bool start() {
-    struct sigaction default_action {};
-    default_action.sa_handler = SIG_DFL;
-    sigaction(SIGCHLD, &default_action, nullptr);  // an inherited SIG_IGN would make waitpid() blind
-
-    sigset_t watched;
-    sigemptyset(&watched);
-    sigaddset(&watched, SIGCHLD);
-    for (int signal : signals_to_forward()) sigaddset(&watched, signal);
-    sigprocmask(SIG_BLOCK, &watched, &original_mask_);
-    fd_ = signalfd(-1, &watched, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (fd_ < 0) {
-      report(std::string("cannot watch for signals: ") + std::strerror(errno));
-      return false;
-    }
-    // A reader of our output that goes away must not kill the launcher and leave the ranks alone.
-    struct sigaction ignore {};
-    ignore.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &ignore, &original_sigpipe_);
-    return true;
-  }
-
-  int fd() const { return fd_; }
-  // What a rank starts with: the launcher's mask and SIGPIPE action from before start().
-  const sigset_t& original_mask() const { return original_mask_; }
-  const struct sigaction& original_sigpipe() const { return original_sigpipe_; }
-
-  // Reads what has arrived: returns the first signal to forward (if any) and whether a child changed.
-  std::pair<std::optional<int>, bool> read() {
-    std::optional<int> to_forward;
-    bool child_changed = false;
-    signalfd_siginfo info;
-    while (::read(fd_, &info, sizeof info) == sizeof info) {
-      if (info.ssi_signo == SIGCHLD)
-        child_changed = true;
-      else if (!to_forward)
-        to_forward = static_cast<int>(info.ssi_signo);
-    }
-    return {to_forward, child_changed};
-  }
-
- private:
-  int fd_ = -1;
-  sigset_t original_mask_{};
-  struct sigaction original_sigpipe_ {};
-};
-
 // One start of the local group: its ranks, supervised until all of them are gone.
 class Job {
  public:
   // `restart`: how many times the group was started before (TORCHELASTIC_RESTART_COUNT).
-  Job(const LaunchOptions& options, int port, int restart, SignalWatch& signals, GroupWatchdog& watchdog)
-      : options_(options), port_(port), restart_(restart), signals_(signals), watchdog_(watchdog) {}
+  Job(const LaunchOptions& options, const Machine& machine, int port, int restart, SignalWatch& signals,
+      GroupWatchdog& watchdog)
+      : options_(options), machine_(machine), port_(port), restart_(restart), signals_(signals), watchdog_(watchdog) {}
   Job(const Job&) = delete;
   Job& operator=(const Job&) = delete;
 
@@ -381,7 +135,7 @@ class Job {
   // cannot run is reported once, by name, before more ranks are started.
   void start_rank(int local_rank) {
     std::vector<std::string> arguments = options_.program_and_arguments;
-    std::vector<std::string> environment = rank_environment(options_, port_, restart_, local_rank);
+    std::vector<std::string> environment = rank_environment(options_, machine_, port_, restart_, local_rank, environ);
     std::vector<char*> argv = null_terminated(arguments);
     std::vector<char*> envp = null_terminated(environment);
     Pipe exec_error, out, err;
@@ -548,6 +302,7 @@ class Job {
   }
 
   const LaunchOptions& options_;
+  const Machine& machine_;
   const int port_;
   const int restart_;
   SignalWatch& signals_;
@@ -580,9 +335,12 @@ std::optional<int> rendezvous_port(const LaunchOptions& options, std::optional<i
 
 }  // namespace
 
-int run_launch(const LaunchOptions& options) {
+int run_launch(const LaunchOptions& options, const Machine& machine) {
   SignalWatch signals;
-  if (!signals.start()) return kExitLauncherError;
+  if (const auto failure = signals.start()) {
+    report(*failure);
+    return kExitLauncherError;
+  }
   // Orphans of the ranks become the launcher's children, so it can reap them and none is left as
   // a zombie under an init that does not reap.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -595,7 +353,7 @@ int run_launch(const LaunchOptions& options) {
   for (int restart = 0;; ++restart) {
     port = rendezvous_port(options, port);
     if (!port) return restart == 0 ? kExitUsage : kExitLauncherError;
-    const Job::Outcome outcome = Job(options, *port, restart, signals, watchdog).run();
+    const Job::Outcome outcome = Job(options, machine, *port, restart, signals, watchdog).run();
     if (outcome.exit_code == 0 || !outcome.may_restart) return outcome.exit_code;
     if (restart == options.max_restarts) {
       if (options.max_restarts > 0)
@@ -614,7 +372,8 @@ int run_launch(const LaunchOptions& options) {
 }
 
 int launch_command(const std::vector<std::string>& arguments) {
-  const LaunchParse parsed = parse_launch_arguments(arguments, count_nvidia_gpus());
+  const Machine machine = this_machine();
+  const LaunchParse parsed = parse_launch_arguments(arguments, machine);
   if (std::holds_alternative<HelpRequested>(parsed)) {
     write_all(STDOUT_FILENO, launch_usage());
     return 0;
@@ -623,7 +382,7 @@ int launch_command(const std::vector<std::string>& arguments) {
     report(error->message);
     return kExitUsage;
   }
-  return run_launch(std::get<LaunchOptions>(parsed));
+  return run_launch(std::get<LaunchOptions>(parsed), machine);
 }
 
 }  // namespace acc::cli

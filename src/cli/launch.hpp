@@ -14,7 +14,7 @@ inline constexpr int kExitCannotExecute = 127;
 
 // Runs the ranks; returns 0 when all of them exit 0, else the code of the first failure
 // (128 + signal for a rank killed by a signal, or for a signal that stopped the launcher).
-int run_launch(const LaunchOptions& options);
+int run_launch(const LaunchOptions& options, const Machine& machine);
 
 // The whole subcommand: parses the arguments after `acc launch`, reports bad ones, runs the job.
 int launch_command(const std::vector<std::string>& arguments);

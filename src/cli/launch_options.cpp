@@ -3,12 +3,15 @@
 #include <acc/config/config.hpp>
 
 #include <dirent.h>
+#include <sched.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <functional>
 #include <memory>
 #include <string_view>
+#include <thread>
 
 namespace acc::cli {
 namespace {
@@ -198,7 +201,7 @@ std::string valid_flag_names() {
 }
 
 // The checks that involve several flags, and the defaults that depend on others.
-std::optional<std::string> finish(ParseState& state, int gpus_on_this_machine) {
+std::optional<std::string> finish(ParseState& state, const Machine& machine) {
   LaunchOptions& options = state.options;
   if (state.cpu_given && state.multi_gpu_given) return "--cpu and --multi_gpu cannot be used together; pick one";
   // A flag overrides the machine type the config file chose.
@@ -219,7 +222,7 @@ std::optional<std::string> finish(ParseState& state, int gpus_on_this_machine) {
     // Like --num_processes, the default counts every machine: each one runs as many as it has GPUs.
     int per_machine = 1;
     if (options.multi_gpu) {
-      per_machine = options.gpu_ids ? *count_gpu_ids(*options.gpu_ids, gpus_on_this_machine) : gpus_on_this_machine;
+      per_machine = options.gpu_ids ? *count_gpu_ids(*options.gpu_ids, machine.gpus) : machine.gpus;
       if (per_machine == 0)
         return "--multi_gpu found no NVIDIA GPU in /proc/driver/nvidia/gpus; pass --num_processes N or --gpu_ids";
     }
@@ -237,7 +240,7 @@ std::optional<std::string> finish(ParseState& state, int gpus_on_this_machine) {
 
 }  // namespace
 
-LaunchParse parse_launch_arguments(const std::vector<std::string>& arguments, int gpus_on_this_machine) {
+LaunchParse parse_launch_arguments(const std::vector<std::string>& arguments, const Machine& machine) {
   ParseState state;
   if (const auto path = find_config_file(arguments)) {
     try {
@@ -279,7 +282,7 @@ LaunchParse parse_launch_arguments(const std::vector<std::string>& arguments, in
   state.options.program_and_arguments.assign(arguments.begin() + static_cast<std::ptrdiff_t>(index), arguments.end());
   if (state.options.program_and_arguments.empty())
     return UsageError{"no program given; usage: acc launch [flags] PROGRAM [ARGS...]"};
-  if (auto error = finish(state, gpus_on_this_machine)) return UsageError{*error};
+  if (auto error = finish(state, machine)) return UsageError{*error};
   return state.options;
 }
 
@@ -290,6 +293,16 @@ int count_nvidia_gpus() {
   while (const dirent* entry = readdir(directory.get()))
     if (entry->d_name[0] != '.') ++count;  // one folder per GPU, named by its PCI address
   return count;
+}
+
+Machine this_machine() {
+  Machine machine;
+  machine.gpus = count_nvidia_gpus();
+  cpu_set_t cpus;
+  machine.cpus = sched_getaffinity(0, sizeof cpus, &cpus) == 0
+                     ? CPU_COUNT(&cpus)
+                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return machine;
 }
 
 const char* launch_usage() {

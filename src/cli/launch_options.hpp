@@ -37,13 +37,20 @@ struct UsageError {
 };
 using LaunchParse = std::variant<LaunchOptions, HelpRequested, UsageError>;
 
-// Parses the arguments after `acc launch`, on top of the YAML config (--config_file, else the
-// default file): flags win over the file. `gpus_on_this_machine` gives the default number of
-// processes for --multi_gpu when neither --num_processes nor --gpu_ids says it.
-LaunchParse parse_launch_arguments(const std::vector<std::string>& arguments, int gpus_on_this_machine);
+// What this machine has: the defaults and limits of the flags depend on it.
+struct Machine {
+  int gpus = 0;  // NVIDIA GPUs, as count_nvidia_gpus()
+  int cpus = 1;  // CPUs this process may run on
+};
+Machine this_machine();
 
 // The number of NVIDIA GPUs the driver lists in /proc/driver/nvidia/gpus (0 when there is no driver).
 int count_nvidia_gpus();
+
+// Parses the arguments after `acc launch`, on top of the YAML config (--config_file, else the
+// default file): flags win over the file. `machine.gpus` gives the default number of processes
+// for --multi_gpu when neither --num_processes nor --gpu_ids says it.
+LaunchParse parse_launch_arguments(const std::vector<std::string>& arguments, const Machine& machine);
 
 const char* launch_usage();
 

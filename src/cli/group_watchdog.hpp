@@ -1,0 +1,35 @@
+// A process of its own that outlives a SIGKILLed acc launch. PR_SET_PDEATHSIG ends the ranks then,
+// but not what they started; so the launcher tells the watchdog each rank's process group as it
+// starts it and once it is empty, and when the launcher's end of the pipe closes with groups still
+// listed (the launcher died, or gave up on stuck processes), the watchdog SIGKILLs them.
+#pragma once
+
+#include <sys/types.h>
+
+namespace acc::cli {
+
+class GroupWatchdog {
+ public:
+  GroupWatchdog() = default;
+  ~GroupWatchdog() { finish(); }
+  GroupWatchdog(const GroupWatchdog&) = delete;
+  GroupWatchdog& operator=(const GroupWatchdog&) = delete;
+
+  // Forks the watchdog; false (with errno set) when it cannot.
+  bool start();
+
+  void add(pid_t group) { send(group); }
+  void remove(pid_t group) { send(-group); }
+
+  // The launcher's normal end: the watchdog finds no group left and exits before the launcher does.
+  void finish();
+
+ private:
+  void send(pid_t value);
+  [[noreturn]] static void watch(int fd);
+
+  pid_t pid_ = -1;
+  int fd_ = -1;
+};
+
+}  // namespace acc::cli
