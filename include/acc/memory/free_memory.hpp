@@ -1,13 +1,7 @@
 // acc::free_memory(): gives the device memory that libtorch keeps cached back to the device.
 #pragma once
 
-#include <acc/detail/build_config.hpp>
-
-#include <torch/cuda.h>
-
-#if ACC_HAS_CUDA
-#include <c10/cuda/CUDACachingAllocator.h>
-#endif
+#include <acc/detail/linkage.hpp>
 
 namespace acc {
 
@@ -15,10 +9,10 @@ namespace acc {
 // drop their references: the CUDA caching allocator returns the blocks no tensor uses, for other
 // processes and for allocations that need one large block. In C++ a tensor's memory is unused once
 // its last owner is gone, so there is nothing to collect first. Without CUDA it does nothing.
-inline void free_memory() {
-#if ACC_HAS_CUDA
-  if (torch::cuda::is_available()) c10::cuda::CUDACachingAllocator::emptyCache();
-#endif
-}
+ACC_DECL void free_memory();
 
 }  // namespace acc
+
+#if !defined(ACC_SEPARATE_COMPILATION)
+#include <acc/memory/impl/free_memory.ipp>
+#endif
