@@ -22,11 +22,11 @@
 // see the same file system (as with Python Accelerate).
 #pragma once
 
+#include <acc/checkpoint/checkpoint_io.hpp>
 #include <acc/checkpoint/metadata.hpp>
 #include <acc/checkpoint/rng_state.hpp>
 #include <acc/checkpoint/safetensors.hpp>
 #include <acc/data/dataloader.hpp>
-#include <acc/detail/checkpoint_io.hpp>
 #include <acc/detail/files.hpp>
 #include <acc/detail/module_state.hpp>
 #include <acc/detail/torch_compat.hpp>
