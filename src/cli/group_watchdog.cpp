@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -29,6 +30,25 @@ bool GroupWatchdog::start() {
   return true;
 }
 
+bool GroupWatchdog::replace() {
+  close(fd_);
+  fd_ = -1;
+  pid_ = -1;
+  if (!start()) return false;
+  for (pid_t group : groups_) send(group);
+  return true;
+}
+
+void GroupWatchdog::add(pid_t group) {
+  groups_.push_back(group);
+  send(group);
+}
+
+void GroupWatchdog::remove(pid_t group) {
+  groups_.erase(std::remove(groups_.begin(), groups_.end(), group), groups_.end());
+  send(-group);
+}
+
 void GroupWatchdog::finish() {
   if (fd_ >= 0) close(fd_);
   fd_ = -1;
@@ -43,6 +63,7 @@ void GroupWatchdog::send(pid_t value) {
 }
 
 void GroupWatchdog::watch(int fd) {
+  prctl(PR_SET_NAME, "acc-watchdog");
   // Nothing to print, and the launcher's output must close when the launcher and ranks are gone.
   const int null = open("/dev/null", O_RDWR);
   for (int standard : {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO}) dup2(null, standard);

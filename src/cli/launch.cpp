@@ -2,6 +2,7 @@
 
 #include "group_watchdog.hpp"
 #include "line_forwarder.hpp"
+#include "output_stream.hpp"
 #include "rank_environment.hpp"
 #include "rank_process.hpp"
 #include "signal_watch.hpp"
@@ -34,9 +35,9 @@ using Clock = std::chrono::steady_clock;
 // How long processes sent SIGKILL get to disappear. Only one stuck in the kernel (a hung driver or
 // file system) takes longer, and then the launcher gives up on it rather than hang with it.
 constexpr auto kKillWait = std::chrono::seconds(5);
+// How long acc launch, once its ranks are gone, waits for a reader of its output that takes nothing.
+constexpr auto kOutputPatience = std::chrono::seconds(2);
 constexpr int kExitLauncherError = 1;
-
-void report(const std::string& message) { write_all(STDERR_FILENO, "acc launch: " + message + "\n"); }
 
 // The shell's convention, which torchrun and Python Accelerate follow too.
 int exit_code_of(int wait_status) {
@@ -52,6 +53,12 @@ std::string format_seconds(double seconds) {
   char text[32];
   std::snprintf(text, sizeof text, "%g s", seconds);
   return text;
+}
+
+// For poll(): from now until `deadline`, rounded up, 0 once past it.
+int milliseconds_until(Clock::time_point deadline) {
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return static_cast<int>(std::clamp<decltype(left)>(left, 0, INT_MAX));
 }
 
 // Lets the kernel choose a free port by binding to port 0 on `address`. Another process may take
@@ -90,13 +97,88 @@ std::vector<char*> null_terminated(std::vector<std::string>& strings) {
   return pointers;
 }
 
+// What every start of the local group shares: the flags, the machine, and the launcher's own
+// signal watch, watchdog and output.
+struct Supervision {
+  const LaunchOptions& options;
+  const Machine& machine;
+  SignalWatch& signals;
+  GroupWatchdog& watchdog;
+  OutputStream& out;
+  OutputStream& err;
+
+  void report(const std::string& message) { err.write("acc launch: " + message + "\n"); }
+
+  // Reaps a child that is not a rank: an orphan the launcher adopted (reaping it is all it needs),
+  // or the watchdog, which is replaced so that the ranks' processes still end with acc launch.
+  // Returns false when the watchdog died and cannot be replaced.
+  bool reap_other_child(pid_t pid, int wait_status) {
+    if (pid != watchdog.pid()) return true;
+    const bool replaced = watchdog.replace();
+    report("the watchdog process (pid " + std::to_string(pid) + ") " + describe_exit(wait_status) +
+           (replaced ? "; started a new one (pid " + std::to_string(watchdog.pid()) + ")"
+                     : "; cannot start a new one: " + std::string(std::strerror(errno)) + "; stopping the job"));
+    return replaced;
+  }
+
+  // Waits `delay` between starts, reaping what ends meanwhile; returns the exit code when the job
+  // must end instead: a signal came, or the watchdog died and cannot be replaced.
+  std::optional<int> pause_between_starts(std::chrono::duration<double> delay) {
+    const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(delay);
+    while (true) {
+      const auto [signal, child_changed] = signals.read();
+      if (signal) {
+        report("received " + signal_name(*signal) + "; not restarting");
+        return 128 + *signal;
+      }
+      int status = 0;
+      pid_t pid;
+      while (child_changed && (pid = waitpid(-1, &status, WNOHANG)) > 0)
+        if (!reap_other_child(pid, status)) return kExitLauncherError;
+      if (Clock::now() >= until) return std::nullopt;
+      pollfd watched{signals.fd(), POLLIN, 0};
+      poll(&watched, 1, milliseconds_until(until));
+    }
+  }
+
+  // Once the ranks are gone: lets the readers take what waits to be written for as long as they
+  // keep reading. One that takes nothing for kOutputPatience, or a signal, ends the wait.
+  void drain_output() {
+    for (OutputStream* stream : {&out, &err})
+      if (stream->dropped_lines() > 0)
+        report(std::to_string(stream->dropped_lines()) + " line(s) of the ranks' output to " + stream->name() +
+               " were dropped: it was not read fast enough");
+    std::vector<OutputStream*> draining{&out, &err};
+    while (!draining.empty()) {
+      for (auto stream = draining.begin(); stream != draining.end();) {
+        if ((*stream)->idle()) {
+          stream = draining.erase(stream);
+        } else if ((*stream)->stalled_for() >= kOutputPatience) {
+          report((*stream)->name() + " has not been read for " +
+                 format_seconds(std::chrono::duration<double>(kOutputPatience).count()) +
+                 "; exiting without the last " + std::to_string((*stream)->waiting_bytes()) + " bytes written to it");
+          stream = draining.erase(stream);
+        } else {
+          ++stream;
+        }
+      }
+      pollfd watched{signals.fd(), POLLIN, 0};
+      if (poll(&watched, 1, draining.empty() ? 0 : 10) > 0 && signals.read().first) return;
+    }
+  }
+};
+
 // One start of the local group: its ranks, supervised until all of them are gone.
 class Job {
  public:
   // `restart`: how many times the group was started before (TORCHELASTIC_RESTART_COUNT).
-  Job(const LaunchOptions& options, const Machine& machine, int port, int restart, SignalWatch& signals,
-      GroupWatchdog& watchdog)
-      : options_(options), machine_(machine), port_(port), restart_(restart), signals_(signals), watchdog_(watchdog) {}
+  Job(Supervision& supervision, int port, int restart)
+      : supervision_(supervision),
+        options_(supervision.options),
+        signals_(supervision.signals),
+        watchdog_(supervision.watchdog),
+        port_(port),
+        restart_(restart) {}
   Job(const Job&) = delete;
   Job& operator=(const Job&) = delete;
 
@@ -135,7 +217,8 @@ class Job {
   // cannot run is reported once, by name, before more ranks are started.
   void start_rank(int local_rank) {
     std::vector<std::string> arguments = options_.program_and_arguments;
-    std::vector<std::string> environment = rank_environment(options_, machine_, port_, restart_, local_rank, environ);
+    std::vector<std::string> environment =
+        rank_environment(options_, supervision_.machine, port_, restart_, local_rank, environ);
     std::vector<char*> argv = null_terminated(arguments);
     std::vector<char*> envp = null_terminated(environment);
     Pipe exec_error, out, err;
@@ -160,8 +243,8 @@ class Job {
     Rank& rank = ranks_.emplace_back(options_.machine_rank * options_.processes_per_machine() + local_rank, pid);
     if (options_.tee) {
       const std::string prefix = "[rank " + std::to_string(rank.rank) + "] ";
-      rank.stdout_forwarder = std::make_unique<LineForwarder>(out.release_read_end(), STDOUT_FILENO, prefix);
-      rank.stderr_forwarder = std::make_unique<LineForwarder>(err.release_read_end(), STDERR_FILENO, prefix);
+      rank.stdout_forwarder = std::make_unique<LineForwarder>(out.release_read_end(), supervision_.out, prefix);
+      rank.stderr_forwarder = std::make_unique<LineForwarder>(err.release_read_end(), supervision_.err, prefix);
     }
 
     int exec_errno = 0;
@@ -172,13 +255,13 @@ class Job {
 
     const std::string& program = options_.program_and_arguments.front();
     const bool searched_path = program.find('/') == std::string::npos;
-    report("cannot run '" + program +
-           "': " + (exec_errno == ENOENT && searched_path ? "not found in PATH" : std::strerror(exec_errno)));
+    supervision_.report("cannot run '" + program + "': " +
+                        (exec_errno == ENOENT && searched_path ? "not found in PATH" : std::strerror(exec_errno)));
     stop(kExitCannotExecute, SIGTERM);
   }
 
   void fail_to_start(const char* what, int error) {
-    report(std::string("cannot start a rank: ") + what + "() failed: " + std::strerror(error));
+    supervision_.report(std::string("cannot start a rank: ") + what + "() failed: " + std::strerror(error));
     stop(kExitLauncherError, SIGTERM);
   }
 
@@ -187,22 +270,22 @@ class Job {
       forget_empty_groups();
       if (running_ranks() == 0 && ranks_with_processes() == 0) return;
       if (running_ranks() == 0 && !kill_at_) {
-        report("all ranks have exited, but processes they started still run in the process groups of " +
-               std::to_string(ranks_with_processes()) + " rank(s); stopping them");
+        supervision_.report("all ranks have exited, but processes they started still run in the process groups of " +
+                            std::to_string(ranks_with_processes()) + " rank(s); stopping them");
         stop(0, SIGTERM);
       }
 
       const auto deadline = killed_ ? give_up_at_ : kill_at_;
       if (deadline && Clock::now() >= *deadline) {
         if (killed_) {
-          report("processes of " + std::to_string(ranks_with_processes()) + " rank(s) are still there " +
-                 format_seconds(std::chrono::duration<double>(kKillWait).count()) +
-                 " after SIGKILL (stuck in the kernel?); exiting without them");
+          supervision_.report("processes of " + std::to_string(ranks_with_processes()) + " rank(s) are still there " +
+                              format_seconds(std::chrono::duration<double>(kKillWait).count()) +
+                              " after SIGKILL (stuck in the kernel?); exiting without them");
           return;
         }
-        report("processes of " + std::to_string(ranks_with_processes()) + " rank(s) still run " +
-               format_seconds(options_.grace_period_seconds) + " after " + signal_name(stop_signal_) +
-               "; sending SIGKILL");
+        supervision_.report("processes of " + std::to_string(ranks_with_processes()) + " rank(s) still run " +
+                            format_seconds(options_.grace_period_seconds) + " after " + signal_name(stop_signal_) +
+                            "; sending SIGKILL");
         signal_ranks(SIGKILL);
         killed_ = true;
         give_up_at_ = Clock::now() + kKillWait;
@@ -222,12 +305,7 @@ class Job {
           forwarders.push_back(forwarder);
         }
 
-    int timeout_ms = -1;
-    if (deadline) {
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now()).count();
-      timeout_ms = static_cast<int>(std::clamp<decltype(left)>(left, 0, INT_MAX));
-    }
-    if (poll(watched.data(), watched.size(), timeout_ms) <= 0) return;
+    if (poll(watched.data(), watched.size(), deadline ? milliseconds_until(*deadline) : -1) <= 0) return;
 
     for (std::size_t i = 1; i < watched.size(); ++i)
       if (watched[i].revents) forwarders[i - 1]->forward_available();
@@ -245,20 +323,25 @@ class Job {
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
       const auto rank = std::find_if(ranks_.begin(), ranks_.end(), [&](const Rank& r) { return r.pid == pid; });
-      if (rank == ranks_.end()) continue;  // an orphan the launcher adopted: reaping it is all it needs
+      if (rank == ranks_.end()) {
+        if (!supervision_.reap_other_child(pid, status)) stop(kExitLauncherError, SIGTERM);
+        continue;
+      }
       rank->running = false;
       const bool failed = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
       if (!failed || exit_code_) continue;  // ranks that end while the job stops are expected to
       const int others = running_ranks();
-      report("rank " + std::to_string(rank->rank) + " (pid " + std::to_string(pid) + ") " + describe_exit(status) +
-             (others > 0 ? "; stopping the other " + std::to_string(others) + " rank(s)" : ""));
+      supervision_.report("rank " + std::to_string(rank->rank) + " (pid " + std::to_string(pid) + ") " +
+                          describe_exit(status) +
+                          (others > 0 ? "; stopping the other " + std::to_string(others) + " rank(s)" : ""));
       stop(exit_code_of(status), SIGTERM);
       rank_failed_ = true;
     }
   }
 
   void forward_signal(int signal) {
-    report("received " + signal_name(signal) + "; passing it on to " + std::to_string(running_ranks()) + " rank(s)");
+    supervision_.report("received " + signal_name(signal) + "; passing it on to " + std::to_string(running_ranks()) +
+                        " rank(s)");
     stop(128 + signal, signal);
   }
 
@@ -301,12 +384,12 @@ class Job {
     return static_cast<int>(std::count_if(ranks_.begin(), ranks_.end(), [](const Rank& r) { return !r.group_gone; }));
   }
 
+  Supervision& supervision_;
   const LaunchOptions& options_;
-  const Machine& machine_;
-  const int port_;
-  const int restart_;
   SignalWatch& signals_;
   GroupWatchdog& watchdog_;
+  const int port_;
+  const int restart_;
   std::vector<Rank> ranks_;
   std::optional<int> exit_code_;                 // set by the first failure or signal
   bool rank_failed_ = false;                     // the first failure was a rank's (not a signal, not exec)
@@ -319,18 +402,48 @@ class Job {
 // The rendezvous port of one start: --main_process_port, or a free one. A restart on a single
 // machine takes a fresh one, so that nothing of the previous start (a connection in TIME_WAIT, a
 // late rank) meets the new rendezvous; across machines the port must stay what the others know.
-std::optional<int> rendezvous_port(const LaunchOptions& options, std::optional<int> previous) {
+std::optional<int> rendezvous_port(Supervision& supervision, std::optional<int> previous) {
+  const LaunchOptions& options = supervision.options;
   if (options.main_process_port != 0) return options.main_process_port;
   if (previous && options.num_machines > 1) return previous;
   std::string error;
   const auto picked = pick_free_port(options.main_process_ip, error);
   if (!picked) {
-    report("--main_process_port 0: cannot pick a free port on " + options.main_process_ip + ": " + error);
+    supervision.report("--main_process_port 0: cannot pick a free port on " + options.main_process_ip + ": " + error);
     return std::nullopt;
   }
   if (options.num_machines > 1)
-    report("picked --main_process_port " + std::to_string(*picked) + "; pass the same to the other machines");
+    supervision.report("picked --main_process_port " + std::to_string(*picked) +
+                       "; pass the same to the other machines");
   return picked;
+}
+
+// Starts the local group, and again after a rank fails while --max_restarts allows, each time
+// after a delay that doubles from --restart_delay up to --max_restart_delay.
+int supervise_starts(Supervision& supervision) {
+  const LaunchOptions& options = supervision.options;
+  std::optional<int> port;
+  double delay = options.restart_delay_seconds;
+  for (int restart = 0;; ++restart) {
+    port = rendezvous_port(supervision, port);
+    if (!port) return restart == 0 ? kExitUsage : kExitLauncherError;
+    const Job::Outcome outcome = Job(supervision, *port, restart).run();
+    if (outcome.exit_code == 0 || !outcome.may_restart) return outcome.exit_code;
+    if (restart == options.max_restarts) {
+      if (options.max_restarts > 0)
+        supervision.report("no restart left (--max_restarts " + std::to_string(options.max_restarts) +
+                           "); exiting with code " + std::to_string(outcome.exit_code));
+      return outcome.exit_code;
+    }
+    // A signal that came while the group was stopping, or comes while it waits, ends the job.
+    if (const auto exit_code = supervision.pause_between_starts(std::chrono::seconds(0))) return *exit_code;
+    supervision.report("restart " + std::to_string(restart + 1) + " of " + std::to_string(options.max_restarts) +
+                       " in " + format_seconds(delay) + ": starting the " +
+                       std::to_string(options.processes_per_machine()) + " local rank(s) again");
+    if (const auto exit_code = supervision.pause_between_starts(std::chrono::duration<double>(delay)))
+      return *exit_code;
+    delay = std::min(2 * delay, std::max(options.restart_delay_seconds, options.max_restart_delay_seconds));
+  }
 }
 
 }  // namespace
@@ -338,37 +451,24 @@ std::optional<int> rendezvous_port(const LaunchOptions& options, std::optional<i
 int run_launch(const LaunchOptions& options, const Machine& machine) {
   SignalWatch signals;
   if (const auto failure = signals.start()) {
-    report(*failure);
+    write_all(STDERR_FILENO, "acc launch: " + *failure + "\n");
     return kExitLauncherError;
   }
+  // Created after the signals are blocked, so that their threads never take one of them.
+  OutputStream out(STDOUT_FILENO, "stdout"), err(STDERR_FILENO, "stderr");
   // Orphans of the ranks become the launcher's children, so it can reap them and none is left as
   // a zombie under an init that does not reap.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
   GroupWatchdog watchdog;
-  if (!watchdog.start()) {
-    report(std::string("cannot start the watchdog process: ") + std::strerror(errno));
-    return kExitLauncherError;
-  }
-  std::optional<int> port;
-  for (int restart = 0;; ++restart) {
-    port = rendezvous_port(options, port);
-    if (!port) return restart == 0 ? kExitUsage : kExitLauncherError;
-    const Job::Outcome outcome = Job(options, machine, *port, restart, signals, watchdog).run();
-    if (outcome.exit_code == 0 || !outcome.may_restart) return outcome.exit_code;
-    if (restart == options.max_restarts) {
-      if (options.max_restarts > 0)
-        report("no restart left (--max_restarts " + std::to_string(options.max_restarts) + "); exiting with code " +
-               std::to_string(outcome.exit_code));
-      return outcome.exit_code;
-    }
-    // A signal that came while the group was stopping ends the job rather than restart it.
-    if (const auto signal = signals.read().first) {
-      report("received " + signal_name(*signal) + "; not restarting");
-      return 128 + *signal;
-    }
-    report("restart " + std::to_string(restart + 1) + " of " + std::to_string(options.max_restarts) +
-           ": starting the " + std::to_string(options.processes_per_machine()) + " local rank(s) again");
-  }
+  Supervision supervision{options, machine, signals, watchdog, out, err};
+  int exit_code = kExitLauncherError;
+  if (watchdog.start())
+    exit_code = supervise_starts(supervision);
+  else
+    supervision.report(std::string("cannot start the watchdog process: ") + std::strerror(errno));
+  watchdog.finish();
+  supervision.drain_output();
+  return exit_code;
 }
 
 int launch_command(const std::vector<std::string>& arguments) {
@@ -378,8 +478,9 @@ int launch_command(const std::vector<std::string>& arguments) {
     write_all(STDOUT_FILENO, launch_usage());
     return 0;
   }
+  // Nothing runs yet that waiting on the output could hold up.
   if (const auto* error = std::get_if<UsageError>(&parsed)) {
-    report(error->message);
+    write_all(STDERR_FILENO, "acc launch: " + error->message + "\n");
     return kExitUsage;
   }
   return run_launch(std::get<LaunchOptions>(parsed), machine);

@@ -19,6 +19,9 @@ namespace {
 // A longer run of digits is not a sensible count, rank or timeout, and could overflow int.
 constexpr std::size_t kMaxDigits = 9;
 constexpr double kMaxSeconds = 24 * 60 * 60;
+// Each rank is a process with its own thread pool and communicator: beyond a few per CPU a job
+// mostly waits for the scheduler, and a slip (1000 for 10) would start a thousand of them.
+constexpr int kMaxRanksPerCpu = 4;
 
 // What the flags said, including what LaunchOptions cannot tell from its defaults.
 struct ParseState {
@@ -27,6 +30,7 @@ struct ParseState {
   bool main_process_ip_given = false;
   bool cpu_given = false;
   bool multi_gpu_given = false;
+  bool gpu_ids_given = false;  // by the flag, not the config file
   bool fsdp_in_config = false;
 };
 
@@ -95,6 +99,14 @@ Flag int_flag(std::string_view name, std::string_view allowed, int minimum, int 
     state.options.*field = *number;
     if (given) state.*given = true;
     return true;
+  });
+}
+
+Flag seconds_flag(std::string_view name, double LaunchOptions::*field) {
+  return value_flag(name, "a number of seconds from 0 to 86400", [=](ParseState& state, const std::string& value) {
+    const auto seconds = parse_seconds(value);
+    if (seconds) state.options.*field = *seconds;
+    return seconds.has_value();
   });
 }
 
@@ -167,6 +179,7 @@ const std::vector<Flag>& launch_flags() {
       value_flag("--gpu_ids", "comma-separated distinct GPU indices such as 0,1, or all",
                  [](ParseState& state, const std::string& value) {
                    state.options.gpu_ids = value;
+                   state.gpu_ids_given = true;
                    return count_gpu_ids(value, 0).has_value();
                  }),
       value_flag("--mixed_precision", "one of: no, fp16, bf16",
@@ -178,14 +191,12 @@ const std::vector<Flag>& launch_flags() {
       value_flag("--config_file", "the path of a YAML config (as `acc config` writes)",
                  [](ParseState&, const std::string& value) { return !value.empty(); }),
       switch_flag("--tee", &LaunchOptions::tee),
-      value_flag("--grace_period", "a number of seconds from 0 to 86400",
-                 [](ParseState& state, const std::string& value) {
-                   const auto seconds = parse_seconds(value);
-                   if (seconds) state.options.grace_period_seconds = *seconds;
-                   return seconds.has_value();
-                 }),
+      switch_flag("--oversubscribe", &LaunchOptions::oversubscribe),
+      seconds_flag("--grace_period", &LaunchOptions::grace_period_seconds),
       int_flag("--rdzv_timeout", "a positive whole number of seconds", 1, &LaunchOptions::rdzv_timeout_seconds),
       int_flag("--max_restarts", "a whole number from 0 (no restart)", 0, &LaunchOptions::max_restarts),
+      seconds_flag("--restart_delay", &LaunchOptions::restart_delay_seconds),
+      seconds_flag("--max_restart_delay", &LaunchOptions::max_restart_delay_seconds),
       // Python Accelerate's polling interval: accepted so that its command lines work unchanged,
       // but acc launch is told of a rank's exit at once and never polls.
       value_flag("--monitor_interval", "a number of seconds from 0 to 86400",
@@ -208,6 +219,11 @@ std::optional<std::string> finish(ParseState& state, const Machine& machine) {
   if (state.cpu_given) options.multi_gpu = false;
   if (state.multi_gpu_given) options.cpu = false;
   if (options.cpu && options.gpu_ids) return "--gpu_ids '" + *options.gpu_ids + "' cannot be used with --cpu";
+  if (options.gpu_ids && machine.gpus == 0)
+    return (state.gpu_ids_given ? "--gpu_ids '" + *options.gpu_ids + "'"
+                                : "gpu_ids '" + *options.gpu_ids + "' in " + *options.config_file) +
+           " names GPUs, but no CUDA device is present (no NVIDIA GPU in /proc/driver/nvidia/gpus); leave it out, or "
+           "pass --cpu to train on the CPU";
   if (options.machine_rank >= options.num_machines)
     return not_valid("--machine_rank", std::to_string(options.machine_rank),
                      "an integer from 0 to " + std::to_string(options.num_machines - 1) + " (--num_machines " +
@@ -231,6 +247,11 @@ std::optional<std::string> finish(ParseState& state, const Machine& machine) {
   if (options.num_processes % options.num_machines != 0)
     return "--num_processes " + std::to_string(options.num_processes) + " is not divisible by --num_machines " +
            std::to_string(options.num_machines) + "; each machine runs num_processes / num_machines processes";
+  if (options.processes_per_machine() > kMaxRanksPerCpu * machine.cpus && !options.oversubscribe)
+    return "--num_processes " + std::to_string(options.num_processes) + " would start " +
+           std::to_string(options.processes_per_machine()) + " processes on this machine, more than " +
+           std::to_string(kMaxRanksPerCpu) + " per CPU (" + std::to_string(machine.cpus) +
+           " CPU(s) usable); pass a smaller --num_processes, or --oversubscribe to start them anyway";
   if (state.fsdp_in_config && !options.cpu)
     options.distributed_type = "FSDP";
   else if (options.num_processes > 1)
@@ -327,7 +348,11 @@ flags (--flag value and --flag=value both work):
   --config_file PATH       a YAML config as `acc config` (or Python's `accelerate config`) writes;
                            default: $HF_HOME/accelerate/default_config.yaml if it exists. Flags
                            win over it; the ranks read the rest of it (ACC_CONFIG_FILE)
-  --tee                    prefix each line the ranks print with [rank N]
+  --tee                    prefix each line the ranks print with [rank N]; when a reader of acc
+                           launch's output falls more than 4 MiB behind, lines are dropped (and
+                           counted) rather than holding up the job
+  --oversubscribe          start more than 4 processes per usable CPU on this machine (refused
+                           without it, as a likely slip)
   --grace_period S         seconds the ranks get to exit after SIGTERM before SIGKILL (default 5)
   --rdzv_timeout S         seconds the ranks wait for each other at start-up (default 300;
                            ACC_RDZV_TIMEOUT)
@@ -336,6 +361,9 @@ flags (--flag value and --flag=value both work):
                            this is from TORCHELASTIC_RESTART_COUNT (0 on the first start) and
                            should resume from their latest checkpoint. With --main_process_port 0
                            each start gets a fresh port
+  --restart_delay S        seconds to wait before the first restart (default 1); the wait doubles
+                           before each next restart, up to --max_restart_delay
+  --max_restart_delay S    the longest wait before a restart (default 30)
   --monitor_interval S     accepted for Python Accelerate command lines; has no effect
   -h, --help               show this help
   --                       ends the flags, for a PROGRAM whose name starts with -

@@ -23,9 +23,14 @@ struct LaunchOptions {
   std::optional<std::string> config_file;
   std::string distributed_type = "NO";  // what the ranks run: NO, MULTI_CPU, MULTI_GPU or FSDP
   bool tee = false;
+  bool oversubscribe = false;  // more processes than a few per CPU are wanted, not a slip
   double grace_period_seconds = 5;
   int rdzv_timeout_seconds = 300;
-  int max_restarts = 0;                            // times the local group is started again after a rank fails
+  int max_restarts = 0;  // times the local group is started again after a rank fails
+  // The pause before the first restart, doubled before each next one up to the maximum, so that a
+  // job that fails at once does not restart thousands of times a minute.
+  double restart_delay_seconds = 1;
+  double max_restart_delay_seconds = 30;
   std::vector<std::string> program_and_arguments;  // never empty after a successful parse
 
   int processes_per_machine() const { return num_processes / num_machines; }

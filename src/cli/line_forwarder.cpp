@@ -1,9 +1,11 @@
 #include "line_forwarder.hpp"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <unistd.h>
+
+#include <algorithm>
 #include <cerrno>
+#include <utility>
 
 namespace acc::cli {
 namespace {
@@ -15,21 +17,7 @@ constexpr std::size_t kReadSize = 64 * 1024;
 
 }  // namespace
 
-void write_all(int fd, std::string_view text) {
-  while (!text.empty()) {
-    const ssize_t written = write(fd, text.data(), text.size());
-    if (written >= 0) {
-      text.remove_prefix(static_cast<std::size_t>(written));
-    } else if (errno == EAGAIN) {  // someone made the shared terminal or pipe non-blocking
-      pollfd writable{fd, POLLOUT, 0};
-      poll(&writable, 1, -1);
-    } else if (errno != EINTR) {
-      return;
-    }
-  }
-}
-
-LineForwarder::LineForwarder(int source, int destination, std::string prefix)
+LineForwarder::LineForwarder(int source, OutputStream& destination, std::string prefix)
     : source_(source), destination_(destination), prefix_(std::move(prefix)) {
   fcntl(source_, F_SETFL, fcntl(source_, F_GETFL) | O_NONBLOCK);
 }
@@ -70,13 +58,13 @@ bool LineForwarder::read_once() {
     start += length + (start + length == newline ? 1 : 0);
   }
   unfinished_line_.erase(0, start);
-  write_all(destination_, lines);
+  destination_.write(std::move(lines));
   return true;
 }
 
 void LineForwarder::close_source() {
   if (!unfinished_line_.empty()) {
-    write_all(destination_, prefix_ + unfinished_line_ + '\n');
+    destination_.write(prefix_ + unfinished_line_ + '\n');
     unfinished_line_.clear();
   }
   if (source_ >= 0) close(source_);

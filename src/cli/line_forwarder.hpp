@@ -2,19 +2,16 @@
 // such as "[rank 3] " (acc launch --tee).
 #pragma once
 
+#include "output_stream.hpp"
+
 #include <string>
-#include <string_view>
 
 namespace acc::cli {
-
-// Writes all of `text` with as few write() calls as the fd allows, so that a line written at once
-// is not split by another process's output. Output nobody reads any more (EPIPE) is dropped.
-void write_all(int fd, std::string_view text);
 
 class LineForwarder {
  public:
   // Takes ownership of `source` (the read end of the rank's pipe) and makes it non-blocking.
-  LineForwarder(int source, int destination, std::string prefix);
+  LineForwarder(int source, OutputStream& destination, std::string prefix);
   ~LineForwarder();
   LineForwarder(const LineForwarder&) = delete;
   LineForwarder& operator=(const LineForwarder&) = delete;
@@ -33,7 +30,7 @@ class LineForwarder {
   void close_source();
 
   int source_;
-  int destination_;
+  OutputStream& destination_;
   std::string prefix_;
   std::string unfinished_line_;  // text after the last newline so far
 };

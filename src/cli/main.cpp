@@ -3,7 +3,7 @@
 #include "env_command.hpp"
 #include "estimate_memory_command.hpp"
 #include "launch.hpp"
-#include "line_forwarder.hpp"
+#include "output_stream.hpp"
 
 #include <acc/version.hpp>
 

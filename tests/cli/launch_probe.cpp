@@ -65,6 +65,11 @@ void print_lines() {
   write_text(STDOUT_FILENO, "no newline at end");
 }
 
+[[noreturn]] void flood_stdout() {
+  const std::string line(99, 'x');
+  while (true) write_text(STDOUT_FILENO, line + "\n");
+}
+
 int integer_variable(const char* name) {
   const char* value = std::getenv(name);
   return value ? std::atoi(value) : -1;
@@ -102,6 +107,8 @@ int main(int argc, char** argv) {
       const auto starts = static_cast<std::size_t>(std::max(0, integer_variable("TORCHELASTIC_RESTART_COUNT")) + 1);
       const auto count = static_cast<std::size_t>(next_number()) * starts;
       for (int tries = 0; tries < 500 && recorded_pids() < count; ++tries) sleep_seconds(0.01);
+    } else if (step == "flood-on-rank") {  // rank R prints lines to stdout until it is stopped
+      if (integer_variable("RANK") == static_cast<int>(next_number())) flood_stdout();
     } else if (step == "exit-on-rank") {
       const int failing_rank = static_cast<int>(next_number());
       const int code = static_cast<int>(next_number());

@@ -1,5 +1,8 @@
 #include "launcher_process.hpp"
 
+#include <doctest/doctest.h>
+
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -11,6 +14,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -76,7 +80,9 @@ bool PidFile::wait_for(std::size_t count, std::chrono::duration<double> timeout)
   return true;
 }
 
-Launcher::Launcher(const std::vector<std::string>& arguments, const std::vector<std::string>& extra_environment) {
+Launcher::Launcher(const std::vector<std::string>& arguments, const std::vector<std::string>& extra_environment,
+                   StdoutReader stdout_reader)
+    : stdout_reader_(stdout_reader) {
   std::vector<std::string> environment;
   for (char** entry = environ; *entry; ++entry)
     if (!is_job_variable(*entry)) environment.emplace_back(*entry);
@@ -135,7 +141,8 @@ LauncherResult Launcher::wait(std::chrono::duration<double> timeout) {
   int status = 0;
   // The output ends when the launcher and every rank have closed it; its exit is checked between
   // reads, every few milliseconds, as a child's exit cannot be polled for directly here.
-  while (pid_ > 0 || out_fd_ >= 0 || err_fd_ >= 0) {
+  const auto read_out = [&] { return stdout_reader_ == StdoutReader::reads ? out_fd_ : -1; };
+  while (pid_ > 0 || read_out() >= 0 || err_fd_ >= 0) {
     if (pid_ > 0 && waitpid(pid_, &status, WNOHANG) == pid_) {
       result.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
       pid_ = -1;
@@ -151,7 +158,7 @@ LauncherResult Launcher::wait(std::chrono::duration<double> timeout) {
       return result;  // finished_in_time stays false
     }
     if (past_deadline) break;  // exited, but something it started still holds its output
-    pollfd fds[] = {{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};
+    pollfd fds[] = {{read_out(), POLLIN, 0}, {err_fd_, POLLIN, 0}};
     if (poll(fds, 2, 5) > 0) {
       if (fds[0].revents) read_into(out_fd_, result.out);
       if (fds[1].revents) read_into(err_fd_, result.err);
@@ -168,6 +175,33 @@ LauncherResult run_acc(const std::vector<std::string>& arguments, const std::vec
 }
 
 bool is_gone(pid_t pid) { return kill(pid, 0) != 0 && errno == ESRCH; }
+
+void check_none_left(const std::vector<pid_t>& pids) {
+  for (pid_t pid : pids) {
+    CAPTURE(pid);
+    CHECK(is_gone(pid));
+  }
+}
+
+std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> children;
+  const std::unique_ptr<DIR, int (*)(DIR*)> proc(opendir("/proc"), closedir);
+  while (const dirent* entry = proc ? readdir(proc.get()) : nullptr) {
+    const std::string name = entry->d_name;
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so read after the last ')'.
+    std::ifstream stat_file("/proc/" + name + "/stat");
+    std::string stat;
+    std::getline(stat_file, stat);
+    const std::size_t comm_end = stat.rfind(')');
+    if (comm_end == std::string::npos) continue;
+    std::istringstream rest(stat.substr(comm_end + 1));
+    std::string state;
+    pid_t ppid = 0;
+    if (rest >> state >> ppid && ppid == parent) children.push_back(std::stoi(name));
+  }
+  return children;
+}
 
 std::vector<pid_t> survivors_after(const std::vector<pid_t>& pids, std::chrono::duration<double> timeout) {
   const auto deadline = Clock::now() + timeout;

@@ -12,6 +12,9 @@ namespace acc::cli::test {
 
 using Clock = std::chrono::steady_clock;
 
+// The stand-in for a training program (launch_probe.cpp), found through PATH as a user's would be.
+inline const std::string kProbe = "acc_launch_probe";
+
 struct LauncherResult {
   bool finished_in_time = false;  // false: it was SIGKILLed at the time bound
   int exit_code = -1;             // 128 + signal when a signal ended it
@@ -32,17 +35,24 @@ class PidFile {
   std::vector<pid_t> pids() const;
   // Waits until at least `count` pids are recorded; false if that takes longer than `timeout`.
   bool wait_for(std::size_t count, std::chrono::duration<double> timeout) const;
+  // "ACC_PROBE_PID_FILE=<path>", for the launcher's environment.
+  std::string variable() const { return "ACC_PROBE_PID_FILE=" + path_; }
 
  private:
   std::string path_;
 };
+
+// Whether the test reads the launcher's stdout; one that never does stands for a reader that
+// stopped (a stuck pager or log shipper): the pipe fills and stays full.
+enum class StdoutReader { reads, never_reads };
 
 class Launcher {
  public:
   // Starts `acc arguments...` with the test's environment, less anything that would change what
   // acc launch passes to the ranks, plus `extra_environment` ("NAME=value") and the probe's folder
   // at the front of PATH.
-  explicit Launcher(const std::vector<std::string>& arguments, const std::vector<std::string>& extra_environment = {});
+  explicit Launcher(const std::vector<std::string>& arguments, const std::vector<std::string>& extra_environment = {},
+                    StdoutReader stdout_reader = StdoutReader::reads);
   ~Launcher();
   Launcher(const Launcher&) = delete;
   Launcher& operator=(const Launcher&) = delete;
@@ -54,6 +64,7 @@ class Launcher {
  private:
   pid_t pid_ = -1;
   int out_fd_ = -1, err_fd_ = -1;
+  StdoutReader stdout_reader_;
   Clock::time_point start_;
 };
 
@@ -63,6 +74,10 @@ LauncherResult run_acc(const std::vector<std::string>& arguments,
 
 // kill(pid, 0) fails with ESRCH: not even a zombie is left.
 bool is_gone(pid_t pid);
+// CHECKs (doctest) that none of `pids` is left, not even as a zombie.
+void check_none_left(const std::vector<pid_t>& pids);
+// The processes whose parent is `parent`, zombies included (from /proc).
+std::vector<pid_t> children_of(pid_t parent);
 // Reaps the zombies this test process adopted (it is a child subreaper) and waits, at most
 // `timeout`, until every pid is gone; returns the ones that are not.
 std::vector<pid_t> survivors_after(const std::vector<pid_t>& pids, std::chrono::duration<double> timeout);

@@ -1,28 +1,28 @@
-// `acc launch` end to end: the real binary starts acc_launch_probe as its ranks.
+// `acc launch`'s flags and what the ranks are told: end to end (the real binary starts
+// acc_launch_probe as its ranks), and in-process where the answer depends on the machine.
+#include "launch_options.hpp"
 #include "launcher_process.hpp"
+#include "rank_environment.hpp"
 
 #include <doctest/doctest.h>
 
-#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <set>
 #include <string>
+#include <variant>
 #include <vector>
 
+using namespace acc::cli;
 using namespace acc::cli::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-const std::string kProbe = "acc_launch_probe";  // found through PATH, as a user's program would be
 
 // The probe's `env` lines, by RANK: variable name -> value ("<unset>" when unset).
 std::map<int, std::map<std::string, std::string>> environments_by_rank(const std::string& out) {
@@ -47,15 +47,6 @@ int usable_cpus() {
   cpu_set_t cpus;
   REQUIRE(sched_getaffinity(0, sizeof cpus, &cpus) == 0);
   return CPU_COUNT(&cpus);
-}
-
-std::string pid_file_variable(const PidFile& pids) { return "ACC_PROBE_PID_FILE=" + pids.path(); }
-
-void check_none_left(const std::vector<pid_t>& pids) {
-  for (pid_t pid : pids) {
-    CAPTURE(pid);
-    CHECK(is_gone(pid));
-  }
 }
 
 }  // namespace
@@ -143,21 +134,113 @@ TEST_CASE("acc launch --config_file: the file's settings, flags win over them, t
   std::filesystem::remove_all(folder);
 }
 
-TEST_CASE(
-    "acc launch passes on --gpu_ids --mixed_precision --rdzv_timeout and --main_process_port given as --flag=value") {
-  const LauncherResult result = run_acc({"launch", "--multi_gpu", "--gpu_ids=2,3", "--mixed_precision=bf16",
-                                         "--rdzv_timeout=60", "--main_process_port=1234", kProbe, "env"});
+TEST_CASE("acc launch passes on --mixed_precision --rdzv_timeout and --main_process_port given as --flag=value") {
+  const LauncherResult result = run_acc({"launch", "--num_processes=2", "--mixed_precision=bf16", "--rdzv_timeout=60",
+                                         "--main_process_port=1234", kProbe, "env"});
   REQUIRE(result.finished_in_time);
   CHECK(result.exit_code == 0);
   const auto ranks = environments_by_rank(result.out);
-  REQUIRE(ranks.size() == 2);  // one process per GPU in --gpu_ids
+  REQUIRE(ranks.size() == 2);
   for (const auto& [rank, env] : ranks) {
     CAPTURE(rank);
-    CHECK(env.at("CUDA_VISIBLE_DEVICES") == "2,3");
     CHECK(env.at("ACCELERATE_MIXED_PRECISION") == "bf16");
     CHECK(env.at("ACC_RDZV_TIMEOUT") == "60");
     CHECK(env.at("MASTER_PORT") == "1234");
   }
+}
+
+// GPUs are not on every machine that runs the tests: what depends on them is checked in-process,
+// against a described machine.
+TEST_CASE(
+    "--multi_gpu --gpu_ids 2,3 on a machine with 4 GPUs runs one rank per listed GPU, told CUDA_VISIBLE_DEVICES") {
+  const LaunchParse parsed = parse_launch_arguments({"--multi_gpu", "--gpu_ids=2,3", "train"}, Machine{4, 2});
+  REQUIRE(std::holds_alternative<LaunchOptions>(parsed));
+  const auto& options = std::get<LaunchOptions>(parsed);
+  CHECK(options.num_processes == 2);
+  CHECK(options.distributed_type == "MULTI_GPU");
+  char entry[] = "PATH=/usr/bin";
+  char* environment[] = {entry, nullptr};
+  const std::vector<std::string> rank_1 = rank_environment(options, Machine{4, 2}, 1234, 0, 1, environment);
+  for (const char* expected : {"CUDA_VISIBLE_DEVICES=2,3", "RANK=1", "WORLD_SIZE=2", "PATH=/usr/bin"}) {
+    CAPTURE(expected);
+    CHECK(std::count(rank_1.begin(), rank_1.end(), expected) == 1);
+  }
+}
+
+TEST_CASE("--gpu_ids on a machine without a GPU is an error naming the flag and the missing CUDA device") {
+  for (const std::vector<std::string>& flags :
+       {std::vector<std::string>{"--gpu_ids", "0,1"}, {"--gpu_ids=all"}, {"--multi_gpu", "--gpu_ids", "0"}}) {
+    std::vector<std::string> arguments = flags;
+    arguments.push_back("train");
+    const LaunchParse parsed = parse_launch_arguments(arguments, Machine{0, 2});
+    REQUIRE(std::holds_alternative<UsageError>(parsed));
+    const std::string& message = std::get<UsageError>(parsed).message;
+    CHECK(message.rfind("--gpu_ids '", 0) == 0);
+    CHECK(message.find("' names GPUs, but no CUDA device is present (no NVIDIA GPU in /proc/driver/nvidia/gpus); leave "
+                       "it out, or pass --cpu to train on the CPU") != std::string::npos);
+  }
+}
+
+TEST_CASE("more than 4 processes per usable CPU are refused unless --oversubscribe") {
+  const auto parse = [](std::vector<std::string> arguments) {
+    arguments.push_back("train");
+    return parse_launch_arguments(arguments, Machine{0, 2});
+  };
+  const LaunchParse thousand = parse({"--num_processes", "1000"});
+  REQUIRE(std::holds_alternative<UsageError>(thousand));
+  CHECK(std::get<UsageError>(thousand).message ==
+        "--num_processes 1000 would start 1000 processes on this machine, more than 4 per CPU (2 CPU(s) usable); "
+        "pass a smaller --num_processes, or --oversubscribe to start them anyway");
+  CHECK(std::holds_alternative<LaunchOptions>(parse({"--num_processes", "8"})));
+  CHECK(std::holds_alternative<LaunchOptions>(parse({"--num_processes", "1000", "--oversubscribe"})));
+  // What counts is this machine's share.
+  CHECK(std::holds_alternative<LaunchOptions>(
+      parse({"--num_processes", "16", "--num_machines", "2", "--main_process_ip", "10.0.0.1"})));
+  CHECK(std::holds_alternative<UsageError>(
+      parse({"--num_processes", "18", "--num_machines", "2", "--main_process_ip", "10.0.0.1"})));
+}
+
+// Runs what it starts on one CPU (children inherit the affinity), restoring the test's own after.
+class OnOneCpu {
+ public:
+  OnOneCpu() {
+    REQUIRE(sched_getaffinity(0, sizeof original_, &original_) == 0);
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+      if (CPU_ISSET(cpu, &original_)) {
+        CPU_SET(cpu, &one);
+        break;
+      }
+    REQUIRE(sched_setaffinity(0, sizeof one, &one) == 0);
+  }
+  ~OnOneCpu() { sched_setaffinity(0, sizeof original_, &original_); }
+  OnOneCpu(const OnOneCpu&) = delete;
+  OnOneCpu& operator=(const OnOneCpu&) = delete;
+
+ private:
+  cpu_set_t original_;
+};
+
+TEST_CASE(
+    "acc launch limited to one CPU starts 4 ranks, refuses 5 without starting any, and starts 5 with --oversubscribe") {
+  const OnOneCpu one_cpu;
+  PidFile four, refused, oversubscribed;
+  const LauncherResult four_ranks = run_acc({"launch", "--num_processes", "4", kProbe}, {four.variable()});
+  CHECK(four_ranks.exit_code == 0);
+  CHECK(four.pids().size() == 4);
+
+  const LauncherResult five_ranks = run_acc({"launch", "--num_processes", "5", kProbe}, {refused.variable()});
+  CHECK(five_ranks.exit_code == 2);
+  CHECK(five_ranks.err ==
+        "acc launch: --num_processes 5 would start 5 processes on this machine, more than 4 per CPU (1 CPU(s) usable); "
+        "pass a smaller --num_processes, or --oversubscribe to start them anyway\n");
+  CHECK(refused.pids().empty());
+
+  const LauncherResult forced =
+      run_acc({"launch", "--num_processes", "5", "--oversubscribe", kProbe}, {oversubscribed.variable()});
+  CHECK(forced.exit_code == 0);
+  CHECK(oversubscribed.pids().size() == 5);
 }
 
 TEST_CASE("acc launch --main_process_port 0 gives every rank the same free port") {
@@ -171,162 +254,6 @@ TEST_CASE("acc launch --main_process_port 0 gives every rank the same free port"
   CHECK(port >= 1);
   CHECK(port <= 65535);
   CHECK(ranks.at(1).at("MASTER_PORT") == std::to_string(port));
-}
-
-TEST_CASE("a rank that exits 3 stops the job within seconds with exit code 3 and nothing left") {
-  PidFile pids;
-  // Each of the 3 ranks records its pid and its child's; rank 1 fails once all 6 are recorded.
-  const LauncherResult result = run_acc({"launch", "--cpu", "--num_processes", "3", kProbe, "spawn-child",
-                                         "wait-for-pids", "6", "exit-on-rank", "1", "3", "sleep", "60"},
-                                        {pid_file_variable(pids)});
-  REQUIRE(result.finished_in_time);
-  MESSAGE("acc launch ran " << result.seconds << " s in all: start, rank 1 exits 3, the others stopped");
-  CHECK(result.exit_code == 3);
-  CHECK(result.seconds < 3.0);
-  CHECK(result.err.find("acc launch: rank 1 (pid ") != std::string::npos);
-  CHECK(result.err.find(") exited with code 3; stopping the other 2 rank(s)") != std::string::npos);
-  REQUIRE(pids.pids().size() == 6);
-  check_none_left(pids.pids());
-}
-
-TEST_CASE("a rank killed by a signal makes acc launch exit 128 + signal") {
-  const LauncherResult result = run_acc({"launch", "--num_processes", "1", "sh", "-c", "kill -KILL $$"});
-  REQUIRE(result.finished_in_time);
-  CHECK(result.exit_code == 128 + SIGKILL);
-  CHECK(result.err.find(") was killed by signal SIGKILL") != std::string::npos);
-}
-
-TEST_CASE("a rank that ignores SIGTERM is SIGKILLed after --grace_period") {
-  PidFile pids;
-  const LauncherResult result = run_acc({"launch", "--cpu", "--num_processes", "2", "--grace_period", "1", kProbe,
-                                         "ignore-term", "wait-for-pids", "2", "exit-on-rank", "0", "1", "sleep", "60"},
-                                        {pid_file_variable(pids)});
-  REQUIRE(result.finished_in_time);
-  CHECK(result.exit_code == 1);
-  CHECK(result.seconds >= 1.0);
-  CHECK(result.seconds < 4.0);
-  CHECK(result.err.find("still run 1 s after SIGTERM; sending SIGKILL") != std::string::npos);
-  REQUIRE(pids.pids().size() == 2);
-  check_none_left(pids.pids());
-}
-
-TEST_CASE("SIGTERM or SIGINT sent to acc launch ends every rank and its children") {
-  for (int signal : {SIGTERM, SIGINT}) {
-    CAPTURE(signal);
-    PidFile pids;
-    Launcher launcher({"launch", "--cpu", "--num_processes", "2", kProbe, "spawn-child", "sleep", "60"},
-                      {pid_file_variable(pids)});
-    REQUIRE(pids.wait_for(4, 5s));
-    kill(launcher.pid(), signal);
-    const LauncherResult result = launcher.wait(5s);
-    REQUIRE(result.finished_in_time);
-    CHECK(result.exit_code == 128 + signal);
-    CHECK(result.err.find("acc launch: received SIG") != std::string::npos);
-    CHECK(result.seconds < 3.0);
-    check_none_left(pids.pids());
-  }
-}
-
-TEST_CASE("when acc launch is SIGKILLed its ranks and their children die with it") {
-  PidFile pids;
-  Launcher launcher({"launch", "--cpu", "--num_processes", "2", kProbe, "spawn-child", "sleep", "60"},
-                    {pid_file_variable(pids)});
-  REQUIRE(pids.wait_for(4, 5s));
-  kill(launcher.pid(), SIGKILL);
-  const LauncherResult result = launcher.wait(5s);
-  CHECK(result.exit_code == 128 + SIGKILL);
-  const std::vector<pid_t> survivors = survivors_after(pids.pids(), 2s);
-  CHECK(survivors.empty());
-}
-
-// The values of `name` in the probe's env lines, in the order printed.
-std::vector<std::string> printed_values(const std::string& out, const std::string& name) {
-  std::vector<std::string> values;
-  for (const std::string& line : lines_of(out)) {
-    const std::size_t start = line.find(" " + name + "=");
-    if (line.rfind("env ", 0) != 0 || start == std::string::npos) continue;
-    const std::size_t value = start + name.size() + 2;
-    values.push_back(line.substr(value, line.find(' ', value) - value));
-  }
-  return values;
-}
-
-TEST_CASE("acc launch --max_restarts 2 starts the group again after each failure, each start told its count") {
-  PidFile pids;
-  // Rank 1 fails in the first two starts; the third runs to the end.
-  const LauncherResult result = run_acc(
-      {"launch",      "--cpu", "--num_processes", "2", "--max_restarts", "2", "--main_process_port", "0", kProbe,
-       "spawn-child", "env",   "wait-for-pids",   "4", "until-restart",  "2", "exit-on-rank",        "1", "3",
-       "sleep",       "60"},
-      {pid_file_variable(pids)});
-  REQUIRE(result.finished_in_time);
-  CHECK(result.exit_code == 0);
-  CHECK(result.seconds < 8.0);
-  auto counts = printed_values(result.out, "TORCHELASTIC_RESTART_COUNT");
-  std::sort(counts.begin(), counts.end());
-  CHECK(counts == std::vector<std::string>{"0", "0", "1", "1", "2", "2"});
-  CHECK(printed_values(result.out, "TORCHELASTIC_MAX_RESTARTS") == std::vector<std::string>(6, "2"));
-  CHECK(result.err.find("exited with code 3; stopping the other 1 rank(s)") != std::string::npos);
-  CHECK(result.err.find("acc launch: restart 1 of 2: starting the 2 local rank(s) again\n") != std::string::npos);
-  CHECK(result.err.find("acc launch: restart 2 of 2: starting the 2 local rank(s) again\n") != std::string::npos);
-  REQUIRE(pids.pids().size() == 12);  // 3 starts of 2 ranks, each with a child
-  check_none_left(pids.pids());
-}
-
-TEST_CASE("acc launch --max_restarts 1 gives up after one restart with the last failure's code") {
-  const LauncherResult result =
-      run_acc({"launch", "--max_restarts", "1", "sh", "-c", "exit $((3 + TORCHELASTIC_RESTART_COUNT))"});
-  REQUIRE(result.finished_in_time);
-  CHECK(result.exit_code == 4);
-  CHECK(result.err.find(") exited with code 3\nacc launch: restart 1 of 1: starting the 1 local rank(s) again\n") !=
-        std::string::npos);
-  CHECK(
-      result.err.find(") exited with code 4\nacc launch: no restart left (--max_restarts 1); exiting with code 4\n") !=
-      std::string::npos);
-}
-
-TEST_CASE("SIGTERM sent to acc launch ends the job even with restarts left") {
-  PidFile pids;
-  Launcher launcher({"launch", "--cpu", "--num_processes", "2", "--max_restarts", "3", kProbe, "sleep", "60"},
-                    {pid_file_variable(pids)});
-  REQUIRE(pids.wait_for(2, 5s));
-  kill(launcher.pid(), SIGTERM);
-  const LauncherResult result = launcher.wait(5s);
-  REQUIRE(result.finished_in_time);
-  CHECK(result.exit_code == 128 + SIGTERM);
-  CHECK(result.err.find("restart") == std::string::npos);
-  CHECK(pids.pids().size() == 2);
-  check_none_left(pids.pids());
-}
-
-TEST_CASE("processes a successful rank leaves behind are stopped too") {
-  PidFile pids;
-  const LauncherResult result = run_acc({"launch", "--num_processes", "2", kProbe, "spawn-child", "wait-for-pids", "4"},
-                                        {pid_file_variable(pids)});
-  REQUIRE(result.finished_in_time);
-  CHECK(result.exit_code == 0);
-  CHECK(result.err.find("processes they started still run") != std::string::npos);
-  REQUIRE(pids.pids().size() == 4);
-  check_none_left(pids.pids());
-}
-
-TEST_CASE("acc launch --tee prefixes every line with its rank and keeps stdout and stderr apart") {
-  const LauncherResult result = run_acc({"launch", "--tee", "--num_processes", "2", kProbe, "print-lines"});
-  REQUIRE(result.finished_in_time);
-  CHECK(result.exit_code == 0);
-  for (int rank : {0, 1}) {
-    CAPTURE(rank);
-    const std::string prefix = "[rank " + std::to_string(rank) + "] ";
-    std::vector<std::string> out, err;
-    for (const std::string& line : lines_of(result.out))
-      if (line.rfind(prefix, 0) == 0) out.push_back(line.substr(prefix.size()));
-    for (const std::string& line : lines_of(result.err))
-      if (line.rfind(prefix, 0) == 0) err.push_back(line.substr(prefix.size()));
-    CHECK(out == std::vector<std::string>{"out line 1", "out line 2", "no newline at end"});
-    CHECK(err == std::vector<std::string>{"err line 1"});
-  }
-  CHECK(lines_of(result.out).size() == 6);  // nothing without a prefix
-  CHECK(lines_of(result.err).size() == 2);
 }
 
 TEST_CASE("bad flags give one line and exit code 2 and a program that cannot run gives 127") {

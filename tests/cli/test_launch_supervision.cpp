@@ -1,0 +1,145 @@
+// acc launch supervises its ranks: a failure or a signal ends the whole job promptly, with nothing
+// left behind, even when acc launch itself or its watchdog is killed.
+#include "launcher_process.hpp"
+
+#include <doctest/doctest.h>
+
+#include <signal.h>
+
+#include <algorithm>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace acc::cli::test;
+using namespace std::chrono_literals;
+
+TEST_CASE("a rank that exits 3 stops the job within seconds with exit code 3 and nothing left") {
+  PidFile pids;
+  // Each of the 3 ranks records its pid and its child's; rank 1 fails once all 6 are recorded.
+  const LauncherResult result = run_acc({"launch", "--cpu", "--num_processes", "3", kProbe, "spawn-child",
+                                         "wait-for-pids", "6", "exit-on-rank", "1", "3", "sleep", "60"},
+                                        {pids.variable()});
+  REQUIRE(result.finished_in_time);
+  MESSAGE("acc launch ran " << result.seconds << " s in all: start, rank 1 exits 3, the others stopped");
+  CHECK(result.exit_code == 3);
+  CHECK(result.seconds < 3.0);
+  CHECK(result.err.find("acc launch: rank 1 (pid ") != std::string::npos);
+  CHECK(result.err.find(") exited with code 3; stopping the other 2 rank(s)") != std::string::npos);
+  REQUIRE(pids.pids().size() == 6);
+  check_none_left(pids.pids());
+}
+
+TEST_CASE("a rank killed by a signal makes acc launch exit 128 + signal") {
+  const LauncherResult result = run_acc({"launch", "--num_processes", "1", "sh", "-c", "kill -KILL $$"});
+  REQUIRE(result.finished_in_time);
+  CHECK(result.exit_code == 128 + SIGKILL);
+  CHECK(result.err.find(") was killed by signal SIGKILL") != std::string::npos);
+}
+
+TEST_CASE("a rank that ignores SIGTERM is SIGKILLed after --grace_period") {
+  PidFile pids;
+  const LauncherResult result = run_acc({"launch", "--cpu", "--num_processes", "2", "--grace_period", "1", kProbe,
+                                         "ignore-term", "wait-for-pids", "2", "exit-on-rank", "0", "1", "sleep", "60"},
+                                        {pids.variable()});
+  REQUIRE(result.finished_in_time);
+  CHECK(result.exit_code == 1);
+  CHECK(result.seconds >= 1.0);
+  CHECK(result.seconds < 4.0);
+  CHECK(result.err.find("still run 1 s after SIGTERM; sending SIGKILL") != std::string::npos);
+  REQUIRE(pids.pids().size() == 2);
+  check_none_left(pids.pids());
+}
+
+TEST_CASE("SIGTERM or SIGINT sent to acc launch ends every rank and its children") {
+  for (int signal : {SIGTERM, SIGINT}) {
+    CAPTURE(signal);
+    PidFile pids;
+    Launcher launcher({"launch", "--cpu", "--num_processes", "2", kProbe, "spawn-child", "sleep", "60"},
+                      {pids.variable()});
+    REQUIRE(pids.wait_for(4, 5s));
+    kill(launcher.pid(), signal);
+    const LauncherResult result = launcher.wait(5s);
+    REQUIRE(result.finished_in_time);
+    CHECK(result.exit_code == 128 + signal);
+    CHECK(result.err.find("acc launch: received SIG") != std::string::npos);
+    CHECK(result.seconds < 3.0);
+    check_none_left(pids.pids());
+  }
+}
+
+TEST_CASE("when acc launch is SIGKILLed its ranks and their children die with it") {
+  PidFile pids;
+  Launcher launcher({"launch", "--cpu", "--num_processes", "2", kProbe, "spawn-child", "sleep", "60"},
+                    {pids.variable()});
+  REQUIRE(pids.wait_for(4, 5s));
+  kill(launcher.pid(), SIGKILL);
+  const LauncherResult result = launcher.wait(5s);
+  CHECK(result.exit_code == 128 + SIGKILL);
+  const std::vector<pid_t> survivors = survivors_after(pids.pids(), 2s);
+  CHECK(survivors.empty());
+}
+
+TEST_CASE("processes a successful rank leaves behind are stopped too") {
+  PidFile pids;
+  const LauncherResult result =
+      run_acc({"launch", "--num_processes", "2", kProbe, "spawn-child", "wait-for-pids", "4"}, {pids.variable()});
+  REQUIRE(result.finished_in_time);
+  CHECK(result.exit_code == 0);
+  CHECK(result.err.find("processes they started still run") != std::string::npos);
+  REQUIRE(pids.pids().size() == 4);
+  check_none_left(pids.pids());
+}
+
+namespace {
+
+// The launcher's children that are not the job's (its watchdog), at most `timeout` until one
+// other than `previous` is there.
+std::vector<pid_t> watchdogs_of(const Launcher& launcher, const std::vector<pid_t>& job, pid_t previous,
+                                std::chrono::duration<double> timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (true) {
+    std::vector<pid_t> others;
+    for (pid_t child : children_of(launcher.pid()))
+      if (std::count(job.begin(), job.end(), child) == 0 && child != previous) others.push_back(child);
+    if (!others.empty() || Clock::now() > deadline) return others;
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a killed watchdog is replaced, so that the ranks' children still die with a SIGKILLed acc launch") {
+  PidFile pids;
+  Launcher launcher({"launch", "--cpu", "--num_processes", "2", kProbe, "spawn-child", "sleep", "60"},
+                    {pids.variable()});
+  REQUIRE(pids.wait_for(4, 5s));
+  const std::vector<pid_t> job = pids.pids();
+  const std::vector<pid_t> first = watchdogs_of(launcher, job, 0, 0s);
+  REQUIRE(first.size() == 1);
+  kill(first[0], SIGKILL);
+  REQUIRE(watchdogs_of(launcher, job, first[0], 5s).size() == 1);
+
+  kill(launcher.pid(), SIGKILL);
+  CHECK(launcher.wait(5s).exit_code == 128 + SIGKILL);
+  CHECK(survivors_after(job, 2s).empty());
+}
+
+TEST_CASE("acc launch says that its watchdog died and which one replaced it") {
+  PidFile pids;
+  Launcher launcher({"launch", "--cpu", "--num_processes", "1", kProbe, "sleep", "60"}, {pids.variable()});
+  REQUIRE(pids.wait_for(1, 5s));
+  const std::vector<pid_t> first = watchdogs_of(launcher, pids.pids(), 0, 0s);
+  REQUIRE(first.size() == 1);
+  kill(first[0], SIGKILL);
+  const std::vector<pid_t> second = watchdogs_of(launcher, pids.pids(), first[0], 5s);
+  REQUIRE(second.size() == 1);
+  kill(launcher.pid(), SIGTERM);
+  const LauncherResult result = launcher.wait(5s);
+  REQUIRE(result.finished_in_time);
+  CHECK(result.exit_code == 128 + SIGTERM);
+  CHECK(result.err.find("acc launch: the watchdog process (pid " + std::to_string(first[0]) +
+                        ") was killed by signal SIGKILL; started a new one (pid " + std::to_string(second[0]) +
+                        ")\n") != std::string::npos);
+  check_none_left(pids.pids());
+}
