@@ -88,7 +88,7 @@ run_case() {
     expect_report= ;;
   restart) fault=forward@1:10 restarts=1 bound=60 expect_code=0
     description="kill -9 rank 1 during forward (step 10), --max_restarts 1"
-    expect_report="restart 1 of 1: starting the 2 local rank\(s\) again" ;;
+    expect_report="restart 1 of 1 in 1 s: starting the 2 local rank\(s\) again" ;;
   *) echo "unknown case '$case'" >&2; usage ;;
   esac
   local dir=$work/$case marker=fault-$case-$$ log=$work/$case
