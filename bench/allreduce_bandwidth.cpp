@@ -1,7 +1,7 @@
 // allreduce_bandwidth: all-reduce bus bandwidth through acc's Nccl policy (NCCL called directly
 // on the current CUDA stream), fp32, 1 MiB to 256 MiB. Run under `acc launch --multi_gpu`;
 // bench/py/allreduce_bandwidth.py measures libtorch's ProcessGroupNCCL the same way, and
-// scripts/gpu-multi.sh prints the ratio.
+// scripts/gpu_multi.sh prints the ratio.
 #include <acc/comm/nccl.hpp>
 #include <acc/comm/rendezvous.hpp>
 

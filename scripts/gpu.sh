@@ -8,7 +8,7 @@
 #   libprotobuf-dev libprotobuf32 libprotobuf-lite32 protobuf-compiler libprotoc32)
 # Then run it on the device with `.deps` carried. ACC_GPU_BUILD_ONLY=1 only builds; ACC_GPU_TARGETS
 # names the targets to build (default: all).
-source "$(dirname "$0")/lib/device-run.sh"
+source "$(dirname "$0")/lib/device_run.sh"
 [[ -n ${ACC_GPU_BUILD_ONLY:-} ]] || log_to_out gpu
 
 deps=/tmp/deps

@@ -1,6 +1,6 @@
 # The tiny MLP of bench/step_overhead.cpp (512-512-10, batch 64, AdamW) trained with Python
 # Accelerate: ms/step, the median of rounds, for the acc / Python ratio in
-# scripts/bench-gpu-precision.sh. Run with `accelerate launch --mixed_precision P`; AdamW is
+# bench/gpu_precision.sh. Run with `accelerate launch --mixed_precision P`; AdamW is
 # PyTorch's default (foreach on CUDA), or with --fused its one-kernel variant.
 import sys
 import time

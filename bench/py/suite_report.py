@@ -1,5 +1,5 @@
-# The performance suite's report (scripts/bench-gpu.sh): reads the benchmarks' output lines and
-# the CPU figures (bench/results/cpu.csv, from scripts/bench-cpu.sh), checks every figure against
+# The performance suite's report (bench/gpu_suite.sh): reads the benchmarks' output lines and
+# the CPU figures (bench/results/cpu.csv, from bench/cpu.sh), checks every figure against
 # its goal, and writes suite.md, suite.csv, suite-scaling.png and suite-ratios.png into the output folder.
 #   python3 bench/py/suite_report.py RAW CPU_CSV OUT_DIR
 import csv
@@ -94,8 +94,8 @@ for size in sorted(ours):
     add("4 all-reduce busbw GB/s", f"{size} MiB fp32", ours[size], "torch.distributed NCCL", theirs.get(size),
         "acc / NCCL", div(ours[size], theirs.get(size)), 0.85 if size == 25 else None)
 
-# 5. CPU figures, measured by scripts/bench-cpu.sh.
-cpu_note = "not measured (run scripts/bench-cpu.sh)"
+# 5. CPU figures, measured by bench/cpu.sh.
+cpu_note = "not measured (run bench/cpu.sh)"
 if os.path.exists(cpu_csv):
     cpu = {(r["figure"], r["case"], r["metric"]): float(r["value"]) for r in csv.DictReader(open(cpu_csv))}
     key = ("cpu_step_overhead", "tiny MLP fp32")
@@ -125,7 +125,7 @@ with open(os.path.join(out_dir, "suite.csv"), "w", newline="") as f:
                     r[5], "" if r[6] is None else f"{r[6]:.4f}", r[7], r[8]])
 
 md = [
-    "# Performance suite (scripts/bench-gpu.sh)",
+    "# Performance suite (bench/gpu_suite.sh)",
     "",
     f"{header('date')}, {header('machine')}; {header('versions')}. CPU rows: {cpu_note}",
     "",

@@ -1,6 +1,6 @@
 // `acc_dist_worker elastic DIR STEPS EVERY [REFERENCE_DIR]`: a training run that survives being
 // stopped, for `acc launch --max_restarts`, the fault matrix (fault_case.sh) and the soak
-// (scripts/soak.sh). The pattern a program follows to resume after a restart:
+// (tests/faults/soak.sh). The pattern a program follows to resume after a restart:
 //   1. automatic checkpoint naming under a project directory, and a save every EVERY steps;
 //   2. the step counter registered for checkpointing, so that a checkpoint says where it was;
 //   3. at start, load_state() of the newest checkpoint when there is one (a restart, or a new

@@ -1,5 +1,5 @@
 // The C++ side of the safetensors check against Python (tests/golden/safetensors_interop.py,
-// run by scripts/checkpoint-interop.sh where Python has torch and safetensors):
+// run by scripts/checkpoint_interop.sh where Python has torch and safetensors):
 //   acc_dist_worker interop-write DIR   DIR/cpp/{dtypes,model}.safetensors and a checkpoint in
 //                                       DIR/checkpoint, every value from the formulas below
 //   acc_dist_worker interop-read DIR    checks DIR/dtypes.safetensors and loads DIR/model.safetensors

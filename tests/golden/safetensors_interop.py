@@ -1,4 +1,4 @@
-# The Python side of the safetensors check (scripts/checkpoint-interop.sh runs both sides where
+# The Python side of the safetensors check (scripts/checkpoint_interop.sh runs both sides where
 # Python has torch and safetensors, the GPU machines):
 #   python3 tests/golden/safetensors_interop.py DIR
 # DIR was written by `acc_dist_worker interop-write DIR` (tests/dist/interop.cpp). This reads

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The CPU figures of the performance suite (runs here and in CI machines; the GPU ones are
-# scripts/bench-gpu.sh): step overhead of acc over plain libtorch on the tiny MLP, and 1 vs 2
+# bench/gpu_suite.sh): step overhead of acc over plain libtorch on the tiny MLP, and 1 vs 2
 # Gloo DDP ranks (acc launch --cpu) on the tiny MLP and on examples/char_lm: samples/s and
 # scaling efficiency. Every rank runs with one intra-op thread, so that two ranks on two cores
 # measure the library's communication, not two thread pools fighting over the cores.
 # Writes bench/results/cpu.md and bench/results/cpu.csv (figure,case,metric,value).
-#   scripts/bench-cpu.sh [BUILD_DIR default build]
+#   bench/cpu.sh [BUILD_DIR default build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -39,7 +39,7 @@ text, machine = open(sys.argv[1]).read(), sys.argv[2]
 def number(pattern):
     m = re.search(pattern, text)
     if not m:
-        sys.exit(f"bench-cpu: no match for {pattern!r} in the benchmarks' output")
+        sys.exit(f"bench/cpu.sh: no match for {pattern!r} in the benchmarks' output")
     return float(m.group(1))
 plain = number(r"plain libtorch\s+([\d.]+) ms/step")
 ours = number(r"acc Single\s+([\d.]+) ms/step")
@@ -61,7 +61,7 @@ with open("bench/results/cpu.csv", "w", newline="") as f:
     writer.writerows((a, b, c, f"{v:.4f}") for a, b, c, v in rows)
 day = datetime.date.today().isoformat()
 lines = [
-    "# CPU figures (scripts/bench-cpu.sh)", "",
+    "# CPU figures (bench/cpu.sh)", "",
     f"{day}, {machine}, one intra-op thread per rank; medians of 11 rounds (MLP) and of 3 runs (char_lm).", "",
     "| figure | case | plain libtorch | acc | acc / plain |", "| --- | --- | --- | --- | --- |",
     f"| step overhead, ms/step | tiny MLP fp32 | {plain:.4f} | {ours:.4f} | {ours / plain:.3f} |", "",

@@ -4,12 +4,12 @@
 # exits within its bound with the right code, names the first failing rank, leaves no process of
 # the job behind, and that the newest complete checkpoint loads: a new launch resumes from it and
 # (2 ranks) ends with the same losses and parameters, bit for bit, as an uninterrupted run.
-#   scripts/fault_matrix.sh ACC WORKER WORKDIR [--markdown FILE] CASE...
+#   tests/faults/fault_matrix.sh ACC WORKER WORKDIR [--markdown FILE] CASE...
 # CASE: reference (the uninterrupted run the others compare with; run it first), forward,
 # allreduce, save, exception, join, launcher, restart, or all (reference, then every case).
 # Prints one table row per case; exits 1 if any check failed. ctest runs each case (tests/dist).
 set -uo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/lib/job_processes.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/job_processes.sh"
 
 usage() {
   echo "usage: $0 ACC WORKER WORKDIR [--markdown FILE] CASE... (CASE: reference forward allreduce save exception" \
@@ -181,7 +181,7 @@ if [[ -n $markdown ]]; then
     echo "# Fault matrix"
     echo
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -n): $(nproc) CPUs, $(uname -sr); written by"
-    echo "\`scripts/fault_matrix.sh\` (ctest runs each case as dist/fault_<case>). The job:"
+    echo "\`tests/faults/fault_matrix.sh\` (ctest runs each case as dist/fault_<case>). The job:"
     echo "\`acc_dist_worker elastic\`, $steps steps of a small MLP, a checkpoint every $every steps"
     echo "(\`save_state()\` with automatic naming), under \`acc launch --cpu\` (Gloo on loopback)."
     echo "Time to exit: from the fault (the rank's own announcement, or the kill of acc launch) until"

@@ -4,10 +4,10 @@
 # hit at a random moment by SIGKILL or SIGTERM sent to a random rank or to acc launch itself.
 # Counts hangs (acc launch still running 60 s after the start) and leftover processes (any process
 # holding the launch's marker variable 5 s after acc launch exited), then SIGKILLs those.
-#   scripts/soak.sh ACC WORKER WORKDIR [N] [--markdown FILE]
-#   scripts/soak.sh build/bin/acc build/bin/acc_dist_worker /tmp/soak 200 --markdown bench/results/soak.md
+#   tests/faults/soak.sh ACC WORKER WORKDIR [N] [--markdown FILE]
+#   tests/faults/soak.sh build/bin/acc build/bin/acc_dist_worker /tmp/soak 200 --markdown bench/results/soak.md
 set -uo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/lib/job_processes.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/job_processes.sh"
 
 (($# >= 3)) || {
   echo "usage: $0 ACC WORKER WORKDIR [N] [--markdown FILE]" >&2
@@ -92,7 +92,7 @@ if [[ -n $markdown ]]; then
 # Soak: random kills
 
 $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -n): $(nproc) CPUs, $(uname -sr), a machine shared with other builds.
-Written by \`scripts/soak.sh\`: $launches back-to-back launches of \`acc launch --cpu --num_processes 2
+Written by \`tests/faults/soak.sh\`: $launches back-to-back launches of \`acc launch --cpu --num_processes 2
 --main_process_port 0 --rdzv_timeout 20 --grace_period 2 [--max_restarts 1] acc_dist_worker elastic DIR 12 4\`
 (12 training steps, a checkpoint every 4; half the launches with \`--max_restarts 1\`), each hit after a
 random 0-3 s by SIGKILL or SIGTERM sent to rank 0, rank 1 or acc launch. A hang: acc launch still

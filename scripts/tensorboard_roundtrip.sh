@@ -3,12 +3,12 @@
 # machines; without tensorboard the check parses the events with the protobuf package instead),
 # given a built build directory (default build-gpu; ACC_GPU_BUILD_ONLY=1 scripts/gpu.sh builds
 # it, with protoc and libprotobuf from the .debs carried in .deps):
-#   scripts/tensorboard-roundtrip.sh [BUILD_DIR]
+#   scripts/tensorboard_roundtrip.sh [BUILD_DIR]
 # char_lm trains 30 steps logging to jsonl, csv and TensorBoard; tests/golden/tensorboard_roundtrip.py
 # checks that the events hold every loss of metrics.jsonl at its step, and the final text summary.
-# The log goes to $OUT/tensorboard-roundtrip.log.
-source "$(dirname "$0")/lib/device-run.sh"
-log_to_out tensorboard-roundtrip
+# The log goes to $OUT/tensorboard_roundtrip.log.
+source "$(dirname "$0")/lib/device_run.sh"
+log_to_out tensorboard_roundtrip
 build=${1:-build-gpu}
 deps=/tmp/deps  # where scripts/gpu.sh unpacked .deps
 export LD_LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}

@@ -6,13 +6,13 @@
 #      scaling efficiency, acc / Python;
 #   3. FSDP FULL_SHARD (bf16, one unit per block) on every GPU: tokens/s and peak memory per GPU;
 #   4. all-reduce bus bandwidth through acc's Nccl policy vs torch.distributed, 1-256 MiB;
-#   5. the CPU figures of scripts/bench-cpu.sh (bench/results/cpu.csv), measured off the device.
+#   5. the CPU figures of bench/cpu.sh (bench/results/cpu.csv), measured off the device.
 # Every figure is a median over repeated windows after warm-up. Writes to $OUT: suite.md,
 # suite.csv, suite-scaling.png, suite-ratios.png, suite-raw.txt and the log; they belong in
 # bench/results/ (bench/py/suite_report.py redraws the tables from suite-raw.txt anywhere).
-#   run on nvidia-h200-x4 (or -x2) with `.deps` carried: scripts/bench-gpu.sh
-source "$(dirname "$0")/lib/device-run.sh"
-log_to_out bench-gpu
+#   run on nvidia-h200-x4 (or -x2) with `.deps` carried: bench/gpu_suite.sh
+source "$(dirname "$0")/../scripts/lib/device_run.sh"
+log_to_out gpu_suite
 start=$(date +%s)
 elapsed() { echo "== $1 ($(($(date +%s) - start)) s)"; }
 gpus=$(gpu_count)

@@ -1,7 +1,7 @@
-# Sourced by the fault scripts (scripts/fault_matrix.sh, scripts/soak.sh): starts an `acc launch`
+# Sourced by the fault scripts (tests/faults/fault_matrix.sh, tests/faults/soak.sh): starts an `acc launch`
 # job with a marker in its environment, which every rank inherits, waits for it within a bound,
 # and finds the job's processes still alive afterwards by that marker.
-#   source scripts/lib/job_processes.sh
+#   source tests/faults/job_processes.sh
 #   start_job MARKER LOG_PREFIX acc launch ...   # sets job_pid, job_start_us
 #   wait_job BOUND_SECONDS                       # sets job_code ("hang" past the bound), job_end_us
 #   job_pids MARKER                              # the live processes holding the marker

@@ -2,8 +2,8 @@
 # One device run on a multi-GPU machine: builds (scripts/gpu.sh's build step), runs the
 # multi-process tests over NCCL on every GPU, and compares all-reduce bus bandwidth through acc's
 # Nccl policy with libtorch's ProcessGroupNCCL (torch.distributed) in the same command.
-source "$(dirname "$0")/lib/device-run.sh"
-log_to_out gpu-multi
+source "$(dirname "$0")/lib/device_run.sh"
+log_to_out gpu_multi
 gpus=$(gpu_count)
 ACC_GPU_BUILD_ONLY=1 scripts/gpu.sh || exit 1
 build=build-gpu

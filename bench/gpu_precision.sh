@@ -5,8 +5,8 @@
 # The MLP runs acc with libtorch's AdamW and with acc::optim::AdamW, Python with its default
 # (foreach) AdamW and with fused=True. Also records the GradScaler golden values
 # (tests/golden/grad_scaler.py) into $OUT and tests the C++ side against them.
-source "$(dirname "$0")/lib/device-run.sh"
-log_to_out bench-gpu-precision
+source "$(dirname "$0")/../scripts/lib/device_run.sh"
+log_to_out gpu_precision
 ACC_GPU_BUILD_ONLY=1 scripts/gpu.sh >/dev/null 2>&1 || { echo "build failed"; exit 1; }
 build=build-gpu
 echo "== $(date -u +%F) $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), torch $(python3 -c 'import torch; print(torch.__version__)')"

@@ -1,6 +1,6 @@
 # Sourced by the device scripts: run from the repository root and copy everything printed to
 # $OUT/NAME.log (OUT is the device tool's output folder; /tmp/acc-gpu-out elsewhere).
-#   source scripts/lib/device-run.sh; log_to_out NAME
+#   source scripts/lib/device_run.sh; log_to_out NAME
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 out=${OUT:-/tmp/acc-gpu-out}

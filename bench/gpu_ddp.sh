@@ -2,8 +2,8 @@
 # DDP on the GPT-2-small-sized model, in one device command: acc (C++) and Python Accelerate on
 # 1 GPU and on every GPU, same model, data and hyperparameters; prints tokens/s, scaling
 # efficiency, acc/Python ratios and how much all-reduce time backward hides.
-source "$(dirname "$0")/lib/device-run.sh"
-log_to_out bench-gpu-ddp
+source "$(dirname "$0")/../scripts/lib/device_run.sh"
+log_to_out gpu_ddp
 gpus=$(gpu_count)
 ACC_GPU_BUILD_ONLY=1 scripts/gpu.sh >/dev/null 2>&1 || { echo "build failed"; ACC_GPU_BUILD_ONLY=1 scripts/gpu.sh | tail -30; exit 1; }
 build=build-gpu

@@ -6,8 +6,8 @@
 # memory per GPU and acc/Python ratios; on the large model also acc FSDP with offload_params (shards
 # and AdamW state in host memory). Builds only what it runs, and first runs the checkpoint and
 # FSDP/DDP tests (acc_tests' checkpoint suite on this libtorch, the multi-process ones over NCCL).
-source "$(dirname "$0")/lib/device-run.sh"
-log_to_out bench-gpu-fsdp
+source "$(dirname "$0")/../scripts/lib/device_run.sh"
+log_to_out gpu_fsdp
 gpus=$(gpu_count)
 ACC_GPU_TARGETS="acc_tests acc_dist_worker gpt_ddp acc_cli" ACC_GPU_BUILD_ONLY=1 scripts/gpu.sh >/tmp/build.log 2>&1 ||
   { tail -40 /tmp/build.log; exit 1; }
