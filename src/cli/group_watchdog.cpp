@@ -31,7 +31,7 @@ bool GroupWatchdog::start() {
 }
 
 bool GroupWatchdog::replace() {
-  close(fd_);
+  if (fd_ >= 0) close(fd_);
   fd_ = -1;
   pid_ = -1;
   if (!start()) return false;

@@ -115,9 +115,10 @@ struct Supervision {
   bool reap_other_child(pid_t pid, int wait_status) {
     if (pid != watchdog.pid()) return true;
     const bool replaced = watchdog.replace();
+    const std::string failure = replaced ? "" : std::strerror(errno);
     report("the watchdog process (pid " + std::to_string(pid) + ") " + describe_exit(wait_status) +
            (replaced ? "; started a new one (pid " + std::to_string(watchdog.pid()) + ")"
-                     : "; cannot start a new one: " + std::string(std::strerror(errno)) + "; stopping the job"));
+                     : "; cannot start a new one: " + failure + "; stopping the job"));
     return replaced;
   }
 

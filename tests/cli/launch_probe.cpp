@@ -65,9 +65,11 @@ void print_lines() {
   write_text(STDOUT_FILENO, "no newline at end");
 }
 
-[[noreturn]] void flood_stdout() {
-  const std::string line(99, 'x');
-  while (true) write_text(STDOUT_FILENO, line + "\n");
+// Lines of a whole page each, so that the pipe ends up full to the last byte: a shorter line
+// would leave a few bytes free in each page, enough for a short write of someone else's.
+[[noreturn]] void flood(int fd) {
+  const std::string line = std::string(4095, 'x') + "\n";
+  while (true) write_text(fd, line);
 }
 
 int integer_variable(const char* name) {
@@ -107,8 +109,10 @@ int main(int argc, char** argv) {
       const auto starts = static_cast<std::size_t>(std::max(0, integer_variable("TORCHELASTIC_RESTART_COUNT")) + 1);
       const auto count = static_cast<std::size_t>(next_number()) * starts;
       for (int tries = 0; tries < 500 && recorded_pids() < count; ++tries) sleep_seconds(0.01);
-    } else if (step == "flood-on-rank") {  // rank R prints lines to stdout until it is stopped
-      if (integer_variable("RANK") == static_cast<int>(next_number())) flood_stdout();
+    } else if (step == "flood-on-rank") {  // `flood-on-rank R FD`: rank R prints lines to FD until stopped
+      const int flooding_rank = static_cast<int>(next_number());
+      const int fd = static_cast<int>(next_number());
+      if (integer_variable("RANK") == flooding_rank) flood(fd);
     } else if (step == "exit-on-rank") {
       const int failing_rank = static_cast<int>(next_number());
       const int code = static_cast<int>(next_number());

@@ -81,8 +81,8 @@ bool PidFile::wait_for(std::size_t count, std::chrono::duration<double> timeout)
 }
 
 Launcher::Launcher(const std::vector<std::string>& arguments, const std::vector<std::string>& extra_environment,
-                   StdoutReader stdout_reader)
-    : stdout_reader_(stdout_reader) {
+                   Unread unread)
+    : unread_(unread) {
   std::vector<std::string> environment;
   for (char** entry = environ; *entry; ++entry)
     if (!is_job_variable(*entry)) environment.emplace_back(*entry);
@@ -141,8 +141,9 @@ LauncherResult Launcher::wait(std::chrono::duration<double> timeout) {
   int status = 0;
   // The output ends when the launcher and every rank have closed it; its exit is checked between
   // reads, every few milliseconds, as a child's exit cannot be polled for directly here.
-  const auto read_out = [&] { return stdout_reader_ == StdoutReader::reads ? out_fd_ : -1; };
-  while (pid_ > 0 || read_out() >= 0 || err_fd_ >= 0) {
+  const auto read_out = [&] { return unread_ == Unread::stdout_pipe ? -1 : out_fd_; };
+  const auto read_err = [&] { return unread_ == Unread::stderr_pipe ? -1 : err_fd_; };
+  while (pid_ > 0 || read_out() >= 0 || read_err() >= 0) {
     if (pid_ > 0 && waitpid(pid_, &status, WNOHANG) == pid_) {
       result.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
       pid_ = -1;
@@ -158,7 +159,7 @@ LauncherResult Launcher::wait(std::chrono::duration<double> timeout) {
       return result;  // finished_in_time stays false
     }
     if (past_deadline) break;  // exited, but something it started still holds its output
-    pollfd fds[] = {{read_out(), POLLIN, 0}, {err_fd_, POLLIN, 0}};
+    pollfd fds[] = {{read_out(), POLLIN, 0}, {read_err(), POLLIN, 0}};
     if (poll(fds, 2, 5) > 0) {
       if (fds[0].revents) read_into(out_fd_, result.out);
       if (fds[1].revents) read_into(err_fd_, result.err);

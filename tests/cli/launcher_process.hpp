@@ -42,9 +42,9 @@ class PidFile {
   std::string path_;
 };
 
-// Whether the test reads the launcher's stdout; one that never does stands for a reader that
-// stopped (a stuck pager or log shipper): the pipe fills and stays full.
-enum class StdoutReader { reads, never_reads };
+// Which of the launcher's streams the test never reads, standing for a reader that stopped (a
+// stuck pager or log shipper): that pipe fills and stays full.
+enum class Unread { none, stdout_pipe, stderr_pipe };
 
 class Launcher {
  public:
@@ -52,7 +52,7 @@ class Launcher {
   // acc launch passes to the ranks, plus `extra_environment` ("NAME=value") and the probe's folder
   // at the front of PATH.
   explicit Launcher(const std::vector<std::string>& arguments, const std::vector<std::string>& extra_environment = {},
-                    StdoutReader stdout_reader = StdoutReader::reads);
+                    Unread unread = Unread::none);
   ~Launcher();
   Launcher(const Launcher&) = delete;
   Launcher& operator=(const Launcher&) = delete;
@@ -64,7 +64,7 @@ class Launcher {
  private:
   pid_t pid_ = -1;
   int out_fd_ = -1, err_fd_ = -1;
-  StdoutReader stdout_reader_;
+  Unread unread_;
   Clock::time_point start_;
 };
 

@@ -42,8 +42,8 @@ TEST_CASE("acc launch --tee prefixes every line with its rank and keeps stdout a
 TEST_CASE("--tee with a stdout nobody reads: a rank that fails still ends the job promptly with its code") {
   PidFile pids;
   Launcher launcher({"launch", "--tee", "--cpu", "--num_processes", "2", kProbe, "wait-for-pids", "2", "flood-on-rank",
-                     "0", "sleep", "0.5", "exit-on-rank", "1", "3", "sleep", "60"},
-                    {pids.variable()}, StdoutReader::never_reads);
+                     "0", "1", "sleep", "0.5", "exit-on-rank", "1", "3", "sleep", "60"},
+                    {pids.variable()}, Unread::stdout_pipe);
   const LauncherResult result = launcher.wait(10s);
   REQUIRE(result.finished_in_time);
   // Rank 1 fails after 0.5 s; then acc launch waits at most 2 s for a reader that takes nothing.
@@ -62,8 +62,8 @@ TEST_CASE("--tee with a stdout nobody reads: a rank that fails still ends the jo
 TEST_CASE("--tee with a stdout nobody reads: SIGTERM still ends acc launch and every rank") {
   PidFile pids;
   Launcher launcher({"launch", "--tee", "--cpu", "--num_processes", "2", kProbe, "wait-for-pids", "2", "flood-on-rank",
-                     "0", "sleep", "60"},
-                    {pids.variable()}, StdoutReader::never_reads);
+                     "0", "1", "sleep", "60"},
+                    {pids.variable()}, Unread::stdout_pipe);
   REQUIRE(pids.wait_for(2, 5s));
   std::this_thread::sleep_for(300ms);  // rank 0 has filled the pipe by far
   const auto signalled = Clock::now();
@@ -74,6 +74,22 @@ TEST_CASE("--tee with a stdout nobody reads: SIGTERM still ends acc launch and e
   // The ranks stop at once; then at most 2 s for the reader.
   CHECK(std::chrono::duration<double>(Clock::now() - signalled).count() < 3.5);
   CHECK(result.err.find("acc launch: received SIGTERM; passing it on to 2 rank(s)\n") != std::string::npos);
+  check_none_left(pids.pids());
+}
+
+// Without --tee the ranks write to acc launch's stderr themselves: rank 0 fills it and blocks, which
+// is its own affair, but acc launch's report of rank 1's failure must not block it as well.
+TEST_CASE("a stderr nobody reads does not keep acc launch from reporting a failed rank and ending the job") {
+  PidFile pids;
+  Launcher launcher({"launch", "--cpu", "--num_processes", "2", kProbe, "wait-for-pids", "2", "flood-on-rank", "0", "2",
+                     "sleep", "0.5", "exit-on-rank", "1", "3", "sleep", "60"},
+                    {pids.variable()}, Unread::stderr_pipe);
+  const LauncherResult result = launcher.wait(10s);
+  REQUIRE(result.finished_in_time);
+  // Rank 1 fails after 0.5 s; then acc launch waits at most 2 s for a reader that takes nothing.
+  CHECK(result.seconds < 4.0);
+  CHECK(result.exit_code == 3);
+  REQUIRE(pids.pids().size() == 2);
   check_none_left(pids.pids());
 }
 
