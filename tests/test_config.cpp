@@ -2,6 +2,10 @@
 
 #include <acc/config/config.hpp>
 
+#include "temp_dir.hpp"
+
+#include <sys/stat.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -131,8 +135,10 @@ TEST_CASE("the environment overrides the file, and a bad value names the variabl
   CHECK(config.fsdp.sharding_strategy == "NO_SHARD");
   CHECK(config.fsdp.offload_params);  // not overridden
   CHECK(with_env(file, {}).mixed_precision == "fp16");
-  CHECK(with_env(acc::Config{}, {{"WORLD_SIZE", "2"}, {"ACCELERATE_USE_CPU", "true"}}).distributed_type == "MULTI_CPU");
-  CHECK(with_env(acc::Config{}, {{"WORLD_SIZE", "2"}}).distributed_type == "MULTI_GPU");
+  CHECK(
+      with_env(acc::Config{}, {{"WORLD_SIZE", "2"}, {"RANK", "1"}, {"ACCELERATE_USE_CPU", "true"}}).distributed_type ==
+      "MULTI_CPU");
+  CHECK(with_env(acc::Config{}, {{"WORLD_SIZE", "2"}, {"RANK", "0"}}).distributed_type == "MULTI_GPU");
   CHECK(env_error_of({{"ACCELERATE_MIXED_PRECISION", "fp8"}}) ==
         "ACCELERATE_MIXED_PRECISION='fp8': 'mixed_precision' is 'fp8'; allowed values: no, fp16, bf16");
   CHECK(env_error_of({{"FSDP_BACKWARD_PREFETCH", "SOON"}}) ==
@@ -191,4 +197,57 @@ TEST_CASE("the default file: HF_HOME, then XDG_CACHE_HOME, then HOME") {
   restore("HF_HOME", hf);
   restore("XDG_CACHE_HOME", xdg);
   restore("HOME", home);
+}
+
+// Found: a repeated key silently took the last value.
+TEST_CASE("a key given twice is an error naming both lines") {
+  CHECK(error_of("num_processes: 2\nuse_cpu: true\nnum_processes: 3\n") ==
+        "my.yaml:3: 'num_processes' is given twice, on lines 1 and 3; keep one of them");
+  CHECK(error_of("fsdp_config:\n  fsdp_offload_params: true\n  fsdp_offload_params: false\n") ==
+        "my.yaml:3: 'fsdp_config.fsdp_offload_params' is given twice, on lines 2 and 3; keep one of them");
+  CHECK(error_of("acc: {sampler: shuffled, sampler: sequential}\n") ==
+        "my.yaml:1: 'acc.sampler' is given twice, on lines 1 and 1; keep one of them");
+}
+
+// Found: a directory read as an empty config, /dev/zero ended in bad_alloc, a FIFO hung.
+TEST_CASE("a config file must be a regular file of at most 1 MiB") {
+  TempDir dir("acc_config");
+  const auto error_reading = [](const std::filesystem::path& path) {
+    try {
+      acc::Config::from_yaml_file(path);
+    } catch (const acc::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const std::string fix = "; name a YAML file as `acc config` writes (or write one with `acc config default`)";
+  CHECK(error_reading(dir.path) == "the config file " + dir.path.string() + " is a directory" + fix);
+  CHECK(error_reading("/dev/zero") == "the config file /dev/zero is a character device, not a regular file" + fix);
+  const auto fifo = dir.path / "fifo.yaml";
+  REQUIRE(mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK(error_reading(fifo) ==
+        "the config file " + fifo.string() + " is a FIFO (named pipe), not a regular file" + fix);
+  const auto big = dir.path / "big.yaml";
+  write_text(big, "num_processes: 2\n" + std::string(1 << 20, '#'));
+  CHECK(error_reading(big) ==
+        "the config file " + big.string() + " is 1048593 bytes; a config file is at most 1048576 bytes (1 MiB)" + fix);
+  const auto largest = dir.path / "largest.yaml";
+  write_text(largest, "num_processes: 2\n#" + std::string((1 << 20) - 18, ' '));
+  CHECK(acc::Config::from_yaml_file(largest).num_processes == 2);
+}
+
+TEST_CASE("messages quote what a junk file holds as printable text") {
+  CHECK(error_of(std::string("\x89PNG\x01\xff: 1\n")).find("my.yaml:1: unknown key '\\x89PNG\\x01\\xff'") == 0);
+  CHECK(error_of("mixed_precision: \"\\x1b[31m\"\n") ==
+        "my.yaml:1: 'mixed_precision' is '\\x1b[31m'; allowed values: no, fp16, bf16");
+}
+
+// Found: WORLD_SIZE=two on a build without NCCL said "no Accelerator for distributed_type=MULTI_GPU".
+TEST_CASE("a bad launcher variable is named by the environment overrides, before any strategy is chosen") {
+  CHECK(env_error_of({{"WORLD_SIZE", "two"}, {"RANK", "0"}}) ==
+        "WORLD_SIZE='two' is not an integer; set it to the total number of processes");
+  CHECK(env_error_of({{"WORLD_SIZE", "2"}, {"RANK", "2"}}) ==
+        "rank 2 (from torchrun variables) is not below the world size 2; ranks run from 0 to world size - 1");
+  CHECK(env_error_of({{"WORLD_SIZE", "2"}, {"RANK", "0"}, {"MASTER_PORT", "99999"}}) ==
+        "MASTER_PORT=99999 is out of range [1, 65535]; set it to a free TCP port on rank 0's machine");
 }

@@ -1,5 +1,6 @@
 #include "pch.hpp"  // first: libtorch, then doctest
 
+#include <acc/comm/device.hpp>
 #include <acc/config/environment.hpp>
 
 #include <map>
@@ -145,6 +146,9 @@ TEST_CASE("malformed and inconsistent values give errors that name the variable 
           .find("SLURM_TASKS_PER_NODE") != std::string::npos);
   CHECK(error_of({{"ACCELERATE_USE_CPU", "maybe"}}) ==
         "ACCELERATE_USE_CPU='maybe' is not a boolean; use true/false (or 1/0, yes/no)");
+  // As the config loader (and Accelerate's str_to_bool) has it: an empty value is not false.
+  CHECK(error_of({{"ACCELERATE_USE_CPU", ""}}) ==
+        "ACCELERATE_USE_CPU='' is not a boolean; use true/false (or 1/0, yes/no)");
   CHECK(error_of({{"ACCELERATE_MIXED_PRECISION", "fp8"}}) ==
         "ACCELERATE_MIXED_PRECISION='fp8' is not supported; use one of: no, fp16, bf16");
 }

@@ -118,8 +118,9 @@ TEST_CASE("FP16 autocast: where this libtorch has it, training runs; where not, 
     CHECK_FALSE(optimizer.step_was_skipped());
   } else {
     CHECK_THROWS_WITH_AS(Fp16Accelerator{cpu_options()},
-                         "mixed precision 'fp16' has no autocast on cpu in this libtorch; use acc::FP32 or acc::BF16 "
-                         "there",
+                         "--mixed_precision fp16 (mixed_precision: fp16) has no autocast on cpu in this libtorch; on "
+                         "cpu use --mixed_precision no or bf16 (a program that names its policies: acc::FP32 or "
+                         "acc::BF16)",
                          acc::Error);
   }
 }

@@ -38,7 +38,9 @@ TEST_CASE("acc::run calls the function with the Accelerator the config selects")
     CHECK(seen == "NO/fp16/sequential");
   } else {
     CHECK_THROWS_WITH_AS(acc::run(config_of("mixed_precision: fp16\n"), record),
-                         doctest::Contains("mixed precision 'fp16' has no autocast on cpu"), acc::Error);
+                         doctest::Contains("--mixed_precision fp16 (mixed_precision: fp16) has no autocast on cpu in "
+                                           "this libtorch; on cpu use --mixed_precision no or bf16"),
+                         acc::Error);
   }
 #if ACC_HAS_GLOO
   acc::run(config_of("distributed_type: MULTI_CPU\n"), record);  // one process: DDP with nobody else
@@ -69,4 +71,21 @@ TEST_CASE("a combination left out of the lists is an error that lists those buil
       "choose one of these, or add the policies to the lists given to acc::run (ACC_STRATEGIES, "
       "ACC_PRECISIONS, ACC_SAMPLERS in CMake)",
       acc::Error);
+}
+
+// Found: `acc launch --multi_gpu` on a machine without a GPU said "no Accelerator for
+// distributed_type=MULTI_GPU", as if the program lacked a combination.
+TEST_CASE("MULTI_GPU or FSDP where there is no CUDA device says so and how to train on the CPU") {
+  if (torch::cuda::is_available()) return;  // the message is for machines without one
+  for (const std::string type : {"MULTI_GPU", "FSDP"}) {
+    CAPTURE(type);
+    CHECK_THROWS_WITH_AS(
+        acc::run(acc::Config::from_yaml("distributed_type: " + type + "\n", "test.yaml"), [](auto&) { return 0; }),
+        ("distributed_type=" + type +
+         " (from test.yaml and the environment) trains on CUDA devices over NCCL, but there is no "
+         "CUDA device here; train on the CPU instead: acc launch --cpu (ACCELERATE_USE_CPU=true), or "
+         "distributed_type: MULTI_CPU in the config")
+            .c_str(),
+        acc::Error);
+  }
 }

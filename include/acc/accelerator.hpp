@@ -91,9 +91,16 @@ class Accelerator {
     if (options_.gradient_accumulation_steps() < 1)
       throw Error("gradient_accumulation_steps is " + std::to_string(options_.gradient_accumulation_steps()) +
                   "; it must be at least 1");
-    if (Precision::autocast && !compat::autocast_supported(device_.type(), Precision::dtype))
-      throw Error("mixed precision '" + std::string(Precision::name) + "' has no autocast on " + device_.str() +
-                  " in this libtorch; use acc::FP32 or acc::BF16 there");
+    if (Precision::autocast && !compat::autocast_supported(device_.type(), Precision::dtype)) {
+      // Named as the flag and the config spell it: most users chose it there, not as a C++ type.
+      std::string supported = "no";
+      if (compat::autocast_supported(device_.type(), at::kHalf)) supported += ", fp16";
+      supported += compat::autocast_supported(device_.type(), at::kBFloat16) ? " or bf16" : "";
+      throw Error("--mixed_precision " + std::string(Precision::name) +
+                  " (mixed_precision: " + std::string(Precision::name) + ") has no autocast on " + device_.str() +
+                  " in this libtorch; on " + device_.str() + " use --mixed_precision " + supported +
+                  " (a program that names its policies: acc::FP32 or acc::BF16)");
+    }
     if constexpr (Precision::scales_loss) scaler_.emplace(options_.grad_scaler(), device_);
     if constexpr (shards_model_v<Strategy>)
       strategy_.compute_dtype(Precision::autocast ? std::optional<at::ScalarType>(Precision::dtype) : std::nullopt);

@@ -214,9 +214,22 @@ Config single_process_config() {
   };
 }
 
+// On a terminal, an invalid answer is asked again this many times at most, so that a stream of
+// garbage cannot keep the questionnaire going; and no answer is longer than this (a stream with
+// no line break, such as /dev/zero, must not fill the memory).
+constexpr int kMaxInvalidAnswers = 5;
+constexpr std::size_t kMaxAnswerLength = 4096;
+
 // Thrown when the answers end (EOF) before the questionnaire does.
 struct AnswersEnded {
   std::string question;
+};
+
+// Thrown for an invalid piped answer, or one too many on a terminal: nothing is saved.
+struct AnswerRefused {
+  std::string question;
+  std::string answer;
+  std::string rule;
 };
 
 struct Question {
@@ -228,9 +241,11 @@ struct Question {
 
 class Questionnaire {
  public:
-  // `echo_answers`: answers piped in do not show on the terminal, so the transcript repeats them.
-  Questionnaire(std::istream& answers, std::ostream& transcript, bool echo_answers)
-      : answers_(answers), transcript_(transcript), echo_answers_(echo_answers) {}
+  // `on_terminal`: someone types the answers, and an invalid one is asked again. Answers piped in
+  // are not: the next line was meant for the next question, so taking it would save a config
+  // nobody asked for. They do not show on the terminal either, so the transcript repeats them.
+  Questionnaire(std::istream& answers, std::ostream& transcript, bool on_terminal)
+      : answers_(answers), transcript_(transcript), on_terminal_(on_terminal) {}
 
   std::string choose(const std::string& question, const std::vector<std::string>& choices,
                      const std::string& default_choice) {
@@ -278,28 +293,43 @@ class Questionnaire {
   }
 
  private:
-  // Asks until `accept` takes an answer.
+  // Asks until `accept` takes an answer; on a terminal, at most kMaxInvalidAnswers times again.
   void ask(const Question& question, const std::function<bool(const std::string&)>& accept) {
     const std::string prompt = question.text + " (" + question.allowed + ")" +
                                (question.default_answer ? " [" + *question.default_answer + "]" : "") + ": ";
-    while (true) {
+    for (int invalid_answers = 0;; ++invalid_answers) {
       transcript_ << prompt << std::flush;
       std::string line;
-      if (!std::getline(answers_, line)) {
+      if (!read_line(line)) {
         transcript_ << '\n';
         throw AnswersEnded{question.text};
       }
+      if (line.size() > kMaxAnswerLength)
+        throw AnswerRefused{question.text, line.substr(0, 40) + "...",
+                            "an answer is at most " + std::to_string(kMaxAnswerLength) + " characters"};
       std::string answer = trimmed(line);
-      if (echo_answers_) transcript_ << answer << '\n';
+      if (!on_terminal_) transcript_ << acc::detail::printable(answer) << '\n';
       if (answer.empty() && question.default_answer) answer = *question.default_answer;
       if (accept(answer)) return;
-      transcript_ << "Invalid answer '" << answer << "': " << question.rule << '\n';
+      if (!on_terminal_ || invalid_answers == kMaxInvalidAnswers)
+        throw AnswerRefused{question.text, answer, question.rule};
+      transcript_ << "Invalid answer '" << acc::detail::printable(answer) << "': " << question.rule << '\n';
     }
+  }
+
+  // One line without its line break, or false at the end of the answers; stops one character past
+  // kMaxAnswerLength.
+  bool read_line(std::string& line) {
+    for (int c; (c = answers_.get()) != std::char_traits<char>::eof();) {
+      if (c == '\n' || line.size() > kMaxAnswerLength) return true;
+      line += static_cast<char>(c);
+    }
+    return !line.empty();
   }
 
   std::istream& answers_;
   std::ostream& transcript_;
-  bool echo_answers_;
+  bool on_terminal_;
 };
 
 // num_machines, the multi-machine settings and num_processes, in Accelerate's order.
@@ -482,12 +512,19 @@ int config_command(const std::vector<std::string>& arguments) {
   if (!write_defaults) {
     if (mixed_precision_given)
       return usage_error("acc config", "--mixed_precision works only with acc config default; the questions ask it");
-    Questionnaire questionnaire(std::cin, std::cout, !isatty(STDIN_FILENO));
+    const bool on_terminal = isatty(STDIN_FILENO);
+    Questionnaire questionnaire(std::cin, std::cout, on_terminal);
     try {
       return save(path, ask_for_config(questionnaire, count_nvidia_gpus()), "acc config");
     } catch (const AnswersEnded& ended) {
       return usage_error("acc config", "the answers ended before the question '" + ended.question +
                                            "' was answered; nothing was saved");
+    } catch (const AnswerRefused& refused) {
+      return usage_error("acc config",
+                         "invalid answer '" + acc::detail::printable(refused.answer) + "' to '" + refused.question +
+                             "': " + refused.rule + "; nothing was saved" +
+                             (on_terminal ? " (" + std::to_string(kMaxInvalidAnswers + 1) + " invalid answers in a row)"
+                                          : " (piped answers are not asked again)"));
     }
   }
 

@@ -9,9 +9,11 @@
 #include <sys/utsname.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -29,8 +31,12 @@ constexpr const char* kEnvUsage = R"(usage: acc env [--config_file PATH]
 
 Prints what a bug report needs: the versions of accelerate-cpp, the compiler and the libtorch it was
 built against, the platform, the NVIDIA driver and GPUs, the communication backends of this build,
-and the saved config (the one acc config wrote, or PATH).
+and the config a launched program would read: PATH, else the file ACC_CONFIG_FILE names, else the
+one acc config wrote. A config that cannot be used is reported with the loader's error, and the
+exit code is then 1.
 )";
+
+constexpr int kExitBadConfig = 1;
 
 // GCC's __VERSION__ is a bare number such as "12.2.0"; Clang's already names the compiler.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -85,13 +91,19 @@ std::string gpus() {
 
 const char* built_in(bool has_backend) { return has_backend ? "built in" : "not in this build"; }
 
-// The config indented under "- Active config:", or why there is none to show.
-std::string active_config(const fs::path& path) {
-  if (!fs::exists(path)) return " not found\n";
+// The config indented under "- Active config:" once the loader took it, or why there is none to
+// show; `error` gets the loader's message.
+std::string active_config(const fs::path& path, bool named, std::optional<std::string>& error) {
+  if (!named && !fs::exists(path)) return " not found\n";
+  try {
+    acc::Config::from_yaml_file(path);
+  } catch (const acc::Error& e) {
+    error = e.what();
+    return " cannot be used: " + *error + "\n";
+  }
   std::ifstream file(path);
   std::ostringstream indented;
   for (std::string line; std::getline(file, line);) indented << "\n  " << line;
-  if (file.bad() || !file.eof()) return " cannot be read\n";
   return indented.str() + "\n";
 }
 
@@ -113,9 +125,15 @@ int env_command(const std::vector<std::string>& arguments) {
               << "'; usage: acc env [--config_file PATH]\n";
     return kExitUsage;
   }
-  const auto config_file = command_line.flag_values.find("--config_file");
-  const fs::path config_path =
-      config_file != command_line.flag_values.end() ? fs::path(config_file->second) : acc::default_config_file();
+  // The file a launched program reads: ACC_CONFIG_FILE, which `acc launch --config_file` sets.
+  std::optional<fs::path> named_config;
+  if (const auto flag = command_line.flag_values.find("--config_file"); flag != command_line.flag_values.end())
+    named_config = flag->second;
+  else if (const char* variable = std::getenv("ACC_CONFIG_FILE"); variable && *variable)
+    named_config = variable;
+  const fs::path config_path = named_config.value_or(acc::default_config_file());
+  std::optional<std::string> config_error;
+  const std::string config_text = active_config(config_path, named_config.has_value(), config_error);
 
   std::cout << "Copy-and-paste the text below in your GitHub issue\n\n"
             << "- accelerate-cpp version: " << acc::version << "\n"
@@ -127,10 +145,12 @@ int env_command(const std::vector<std::string>& arguments) {
             << "- NCCL: " << built_in(ACC_HAS_NCCL) << "\n"
             << "- Gloo: " << built_in(ACC_HAS_GLOO) << "\n"
             << "- CPU cores: " << std::thread::hardware_concurrency() << "\n"
-            << "- Config file: " << config_path.string() << (fs::exists(config_path) ? " (exists)" : " (not found)")
-            << "\n"
-            << "- Active config:" << active_config(config_path);
-  return 0;
+            << "- Config file: " << acc::detail::printable(config_path.string())
+            << (fs::exists(config_path) ? " (exists)" : " (not found)") << "\n"
+            << "- Active config:" << config_text << std::flush;
+  if (!config_error) return 0;
+  std::cerr << "acc env: " << *config_error << "\n";
+  return kExitBadConfig;
 }
 
 }  // namespace acc::cli

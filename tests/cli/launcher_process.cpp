@@ -30,7 +30,8 @@ bool is_job_variable(const std::string& entry) {
   for (const char* job_variable :
        {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "MASTER_ADDR",
         "MASTER_PORT", "ACCELERATE_USE_CPU", "ACCELERATE_MIXED_PRECISION", "CUDA_VISIBLE_DEVICES", "ACC_RDZV_TIMEOUT",
-        "OMP_NUM_THREADS", "ACC_PROBE_PID_FILE", "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS", "PATH"})
+        "OMP_NUM_THREADS", "ACC_PROBE_PID_FILE", "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS",
+        "ACC_CONFIG_FILE", "PATH"})
     if (name == job_variable) return true;
   return false;
 }

@@ -6,6 +6,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -141,9 +143,54 @@ class StdinFromText {
   int saved_stdin_;
 };
 
+// For one run, this process's stdin (which acc inherits) is a pseudo-terminal on which `text` has
+// been typed, as a person at a terminal answers (without echo, so that nothing waits on the echo).
+class StdinFromTerminal {
+ public:
+  explicit StdinFromTerminal(const std::string& text) : saved_stdin_(fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 0)) {
+    controller_ = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    REQUIRE(controller_ >= 0);
+    REQUIRE(grantpt(controller_) == 0);
+    REQUIRE(unlockpt(controller_) == 0);
+    const int terminal = open(ptsname(controller_), O_RDWR | O_NOCTTY | O_CLOEXEC);
+    REQUIRE(terminal >= 0);
+    termios settings{};
+    REQUIRE(tcgetattr(terminal, &settings) == 0);
+    settings.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    REQUIRE(tcsetattr(terminal, TCSANOW, &settings) == 0);
+    // Typed answers are far below the terminal's 4 KiB line buffer, so writing them cannot block.
+    REQUIRE(write(controller_, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+    dup2(terminal, STDIN_FILENO);
+    close(terminal);
+  }
+  StdinFromTerminal(const StdinFromTerminal&) = delete;
+  StdinFromTerminal& operator=(const StdinFromTerminal&) = delete;
+  ~StdinFromTerminal() {
+    if (saved_stdin_ < 0)
+      close(STDIN_FILENO);
+    else {
+      dup2(saved_stdin_, STDIN_FILENO);
+      close(saved_stdin_);
+    }
+    close(controller_);
+  }
+
+ private:
+  int saved_stdin_;
+  int controller_ = -1;
+};
+
 // Every run gets a stdin of its own, so that none can wait on the terminal the tests started from.
-LauncherResult run_acc_with_input(const std::vector<std::string>& arguments, const std::string& input = "") {
+LauncherResult run_acc_with_input(const std::vector<std::string>& arguments, const std::string& input = "",
+                                  const std::vector<std::string>& environment = {}) {
   const StdinFromText stdin_holds_input(input);
+  LauncherResult result = run_acc(arguments, environment, 10s);
+  REQUIRE(result.finished_in_time);
+  return result;
+}
+
+LauncherResult run_acc_on_terminal(const std::vector<std::string>& arguments, const std::string& typed) {
+  const StdinFromTerminal stdin_is_a_terminal(typed);
   LauncherResult result = run_acc(arguments, {}, 10s);
   REQUIRE(result.finished_in_time);
   return result;
@@ -277,9 +324,9 @@ TEST_CASE("without distributed training, acc config asks only whether to run on 
   CHECK(contents_of(home.hf_home_config()).find("distributed_type: 'NO'\n") != std::string::npos);
 }
 
-TEST_CASE("an invalid answer is refused with the rule and the question asked again") {
+TEST_CASE("on a terminal, an invalid answer is refused with the rule and the question asked again") {
   TemporaryHome home;
-  const LauncherResult result = run_acc_with_input({"config"}, "multi-cpu\n0\n1\nthree\n3\nfp8\nfp16\n-1\n\n");
+  const LauncherResult result = run_acc_on_terminal({"config"}, "multi-cpu\n0\n1\nthree\n3\nfp8\nfp16\n-1\n\n");
   CHECK(result.exit_code == 0);
   CHECK(result.out.find("Invalid answer '0': an integer >= 1\n") != std::string::npos);
   CHECK(result.out.find("Invalid answer 'three': an integer >= 1\n") != std::string::npos);
@@ -287,7 +334,7 @@ TEST_CASE("an invalid answer is refused with the rule and the question asked aga
   CHECK(result.out.find("Invalid answer '-1': an integer >= 1\n") != std::string::npos);
   int times_asked_for_precision = 0;
   for (const std::string& line : lines_of(result.out))
-    if (line.rfind("Do you wish to use mixed precision?", 0) == 0) ++times_asked_for_precision;
+    if (line.find("Do you wish to use mixed precision?") != std::string::npos) ++times_asked_for_precision;
   CHECK(times_asked_for_precision == 2);
 
   const YAML::Node config = YAML::LoadFile(home.hf_home_config().string());
@@ -295,6 +342,55 @@ TEST_CASE("an invalid answer is refused with the rule and the question asked aga
   CHECK(config["num_processes"].as<int>() == 3);
   CHECK(config["mixed_precision"].as<std::string>() == "fp16");
   CHECK(config["gradient_accumulation_steps"].as<int>() == 1);
+}
+
+TEST_CASE("on a terminal, the sixth invalid answer in a row ends acc config with exit code 2 and no file") {
+  TemporaryHome home;
+  std::string typed;
+  for (int i = 0; i < 10; ++i) typed += "garbage\n";
+  const LauncherResult result = run_acc_on_terminal({"config"}, typed);
+  CHECK(result.exit_code == 2);
+  CHECK(result.err ==
+        "acc config: invalid answer 'garbage' to 'Which type of machine are you using?': choose one of no, multi-CPU, "
+        "multi-GPU, FSDP; nothing was saved (6 invalid answers in a row)\n");
+  int times_asked = 0;
+  for (const std::string& line : lines_of(result.out))
+    if (line.find("Which type of machine are you using?") != std::string::npos) ++times_asked;
+  CHECK(times_asked == 6);
+  CHECK_FALSE(fs::exists(home.hf_home_config()));
+}
+
+// Piped answers are one a line in order: taking the next line for a refused answer's question
+// would save a config with every later answer shifted (found: exit 0 with a different config).
+TEST_CASE("an invalid piped answer ends acc config with exit code 2, saves nothing and takes no other line") {
+  TemporaryHome home;
+  // 'four' is refused; before, '2' was then taken as the number of processes and bf16 as the precision.
+  const LauncherResult result = run_acc_with_input({"config"}, "multi-CPU\n\nfour\n2\nbf16\n\n");
+  CHECK(result.exit_code == 2);
+  CHECK(result.err ==
+        "acc config: invalid answer 'four' to 'How many processes will run in total, across all machines?': an "
+        "integer >= 1; nothing was saved (piped answers are not asked again)\n");
+  CHECK(result.out.find("Do you wish to use mixed precision?") == std::string::npos);
+  CHECK_FALSE(fs::exists(home.hf_home_config()));
+}
+
+// Found: `yes garbage | acc config` asked again forever (900 MB of output in 30 s).
+TEST_CASE("piped garbage ends acc config at the first answer, with little output") {
+  TemporaryHome home;
+  std::string garbage;
+  while (garbage.size() < 32 * 1024) garbage += "garbage\n";
+  const LauncherResult result = run_acc_with_input({"config"}, garbage);
+  CHECK(result.exit_code == 2);
+  CHECK(result.err.find("acc config: invalid answer 'garbage' to 'Which type of machine are you using?'") == 0);
+  CHECK(result.out.size() < 200);
+  CHECK_FALSE(fs::exists(home.hf_home_config()));
+
+  // An endless line (/dev/zero piped in) is cut off instead of filling the memory.
+  const LauncherResult long_line = run_acc_with_input({"config"}, "multi-CPU\n" + std::string(20000, 'x'));
+  CHECK(long_line.exit_code == 2);
+  CHECK(long_line.err.find("acc config: invalid answer 'xxxxxxxx") == 0);
+  CHECK(long_line.err.find("an answer is at most 4096 characters; nothing was saved") != std::string::npos);
+  CHECK_FALSE(fs::exists(home.hf_home_config()));
 }
 
 TEST_CASE("answers that end before the questionnaire does give exit code 2 and no file") {
@@ -453,4 +549,66 @@ TEST_CASE("acc launch uses the file a piped acc config wrote") {
     CHECK(line.find("ACC_CONFIG_FILE=" + home.hf_home_config().string()) != std::string::npos);
   }
   CHECK(ranks == 3);
+}
+
+// Found: acc env ignored ACC_CONFIG_FILE and printed a junk file's raw bytes.
+TEST_CASE("acc env reads the file ACC_CONFIG_FILE names through the loader and reports a bad one with exit code 1") {
+  TemporaryHome home;
+  const fs::path named = home.folder() / "named.yaml";
+  std::ofstream(named) << "mixed_precision: bf16\n";
+  const LauncherResult good = run_acc_with_input({"env"}, "", {"ACC_CONFIG_FILE=" + named.string()});
+  CHECK(good.exit_code == 0);
+  CHECK(good.out.find("- Config file: " + named.string() + " (exists)\n") != std::string::npos);
+  CHECK(good.out.find("- Active config:\n  mixed_precision: bf16\n") != std::string::npos);
+
+  const fs::path junk = home.folder() / "junk.yaml";
+  std::ofstream(junk, std::ios::binary) << std::string("\x89PNG\r\n\x1a\n\x00\x01\xff: 1\n", 17);
+  const LauncherResult bad = run_acc_with_input({"env"}, "", {"ACC_CONFIG_FILE=" + junk.string()});
+  CHECK(bad.exit_code == 1);
+  CHECK(bad.out.find("- Active config: cannot be used: " + junk.string() + ":") != std::string::npos);
+  CHECK(bad.err.rfind("acc env: " + junk.string() + ":", 0) == 0);
+  for (const std::string* text : {&bad.out, &bad.err})
+    for (const char c : *text) {
+      CAPTURE(static_cast<int>(static_cast<unsigned char>(c)));
+      CHECK(((c >= 0x20 && c < 0x7f) || c == '\n'));
+    }
+
+  // --config_file wins over ACC_CONFIG_FILE, and a named file that is missing is an error too.
+  const LauncherResult flag =
+      run_acc_with_input({"env", "--config_file", named.string()}, "", {"ACC_CONFIG_FILE=" + junk.string()});
+  CHECK(flag.exit_code == 0);
+  const LauncherResult missing =
+      run_acc_with_input({"env"}, "", {"ACC_CONFIG_FILE=" + (home.folder() / "missing.yaml").string()});
+  CHECK(missing.exit_code == 1);
+  CHECK(missing.err.find("cannot read the config file") != std::string::npos);
+}
+
+// Found: a directory was silently ignored, /dev/zero ended in bad_alloc, a FIFO hung, a repeated
+// key silently took the last value.
+TEST_CASE("acc launch and acc env refuse a config that is a directory, a device, a FIFO, too big or repeats a key") {
+  TemporaryHome home;
+  const fs::path fifo = home.folder() / "fifo.yaml";
+  REQUIRE(mkfifo(fifo.c_str(), 0600) == 0);
+  const fs::path big = home.folder() / "big.yaml";
+  std::ofstream(big) << "# " << std::string(1 << 20, 'x') << "\nnum_processes: 2\n";
+  const fs::path repeated = home.folder() / "repeated.yaml";
+  std::ofstream(repeated) << "num_processes: 2\nuse_cpu: true\nnum_processes: 3\n";
+  const std::vector<std::pair<fs::path, std::string>> cases = {
+      {home.folder(), "the config file " + home.folder().string() + " is a directory; name a YAML file"},
+      {"/dev/zero", "the config file /dev/zero is a character device, not a regular file; name a YAML file"},
+      {fifo, "the config file " + fifo.string() + " is a FIFO (named pipe), not a regular file; name a YAML file"},
+      {big, "the config file " + big.string() + " is 1048596 bytes; a config file is at most 1048576 bytes (1 MiB)"},
+      {repeated, repeated.string() + ":3: 'num_processes' is given twice, on lines 1 and 3; keep one of them"}};
+  for (const auto& [path, message] : cases) {
+    CAPTURE(path);
+    const LauncherResult launched = run_acc_with_input({"launch", "--config_file", path.string(), PROBE_BIN, "env"});
+    CHECK(launched.exit_code == 2);
+    CHECK(launched.out == "");
+    CHECK(launched.err.find("acc launch: " + message) == 0);
+    CHECK(launched.seconds < 5);
+    const LauncherResult env = run_acc_with_input({"env", "--config_file", path.string()});
+    CHECK(env.exit_code == 1);
+    CHECK(env.err.find("acc env: " + message) == 0);
+    CHECK(env.seconds < 5);
+  }
 }

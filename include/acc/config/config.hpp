@@ -5,20 +5,24 @@
 // Free of libtorch, so that the `acc` tool can use it too.
 #pragma once
 
+#include <acc/config/environment.hpp>
 #include <acc/error.hpp>
 #include <acc/tracking/tracker.hpp>
 
+#include <fcntl.h>
 #include <pwd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <functional>
+#include <map>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,6 +43,9 @@ struct FsdpConfig {
   bool cpu_ram_efficient_loading = true;
   bool activation_checkpointing = false;
 };
+
+// A config is a few hundred bytes; anything above this is not one (and /dev/zero is refused).
+inline constexpr long kMaxConfigFileBytes = 1 << 20;
 
 struct Config {
   std::string compute_environment = "LOCAL_MACHINE";
@@ -130,12 +137,19 @@ inline std::string join(const std::vector<std::string>& items, std::string_view 
   return out;
 }
 
-// Accelerate's spellings of a boolean (its str_to_bool), in YAML files and in the environment.
-inline std::optional<bool> parse_bool(std::string v) {
-  for (auto& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (v == "true" || v == "yes" || v == "y" || v == "t" || v == "on" || v == "1") return true;
-  if (v == "false" || v == "no" || v == "n" || v == "f" || v == "off" || v == "0") return false;
-  return std::nullopt;
+// `text` with every byte outside printable ASCII as \xNN, for messages that quote what a file or
+// a person wrote (a junk file must not put raw bytes on the terminal).
+inline std::string printable(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte >= 0x20 && byte < 0x7f)
+      out += c;
+    else
+      out += std::string("\\x") + kHex[byte >> 4] + kHex[byte & 15];
+  }
+  return out;
 }
 
 // A value for a YAML document, single-quoted.
@@ -153,7 +167,7 @@ class YamlSection {
 
   [[noreturn]] void fail(const YAML::Node& at, const std::string& message) const {
     const auto mark = at.Mark();
-    throw Error(source_ + (mark.is_null() ? "" : ":" + std::to_string(mark.line + 1)) + ": " + message);
+    throw Error(source_ + (mark.is_null() ? "" : ":" + std::to_string(mark.line + 1)) + ": " + printable(message));
   }
   std::string name(const std::string& key) const { return prefix_ + key; }
   // "the config", or the section's key in quotes ('fsdp_config').
@@ -162,10 +176,12 @@ class YamlSection {
   }
 
   // Calls handler(key, value) for every entry; a key not in `known` is an error that suggests the
-  // nearest known one.
+  // nearest known one, and a key given twice is an error naming both lines (YAML readers differ
+  // on which one wins).
   void each(const std::vector<std::string>& known,
             const std::function<void(const std::string&, const YAML::Node&)>& handler) const {
     if (!node_.IsMap()) fail(node_, section() + " must be a mapping of keys to values");
+    std::map<std::string, YAML::Mark> seen;
     for (const auto& entry : node_) {
       if (!entry.first.IsScalar())  // "? {a: 1}: x" or "[a]: x" (found by fuzzing)
         fail(entry.first, section() +
@@ -178,6 +194,10 @@ class YamlSection {
           if (edit_distance(key, k) < edit_distance(key, nearest)) nearest = k;
         fail(entry.first, "unknown key '" + name(key) + "'; did you mean '" + name(nearest) + "'?");
       }
+      const auto [first, unique] = seen.emplace(key, entry.first.Mark());
+      if (!unique)
+        fail(entry.first, "'" + name(key) + "' is given twice, on lines " + std::to_string(first->second.line + 1) +
+                              " and " + std::to_string(entry.first.Mark().line + 1) + "; keep one of them");
       handler(key, entry.second);
     }
   }
@@ -324,7 +344,7 @@ inline Config Config::from_yaml(const std::string& text, const std::string& sour
   try {
     root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
-    throw Error(source + ":" + std::to_string(e.mark.line + 1) + ": not valid YAML: " + e.msg);
+    throw Error(source + ":" + std::to_string(e.mark.line + 1) + ": not valid YAML: " + detail::printable(e.msg));
   }
   Config config;
   config.source = source;
@@ -433,13 +453,47 @@ inline Config Config::from_yaml(const std::string& text, const std::string& sour
 }
 
 inline Config Config::from_yaml_file(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in)
-    throw Error("cannot read the config file " + path.string() +
-                "; check the path, or write one with `acc config` (or `acc config default`)");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return from_yaml(text.str(), path.string());
+  const auto refuse = [&](const std::string& why) {
+    return Error("the config file " + path.string() + " " + why +
+                 "; name a YAML file as `acc config` writes (or write one with `acc config default`)");
+  };
+  // Opened without blocking, so that a FIFO with no writer cannot hang the open; only a regular
+  // file of bounded size is read, so that /dev/zero or a FIFO cannot take memory or time.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  const int open_error = errno;
+  if (fd < 0)
+    throw open_error == ENOENT ? Error("cannot read the config file " + path.string() +
+                                       "; check the path, or write one with `acc config` (or `acc config default`)")
+                               : refuse(std::string("cannot be opened: ") + std::strerror(open_error));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat status {};
+  if (::fstat(fd, &status) != 0) throw refuse(std::string("cannot be examined: ") + std::strerror(errno));
+  if (S_ISDIR(status.st_mode)) throw refuse("is a directory");
+  if (!S_ISREG(status.st_mode))
+    throw refuse(std::string("is ") +
+                 (S_ISFIFO(status.st_mode)   ? "a FIFO (named pipe)"
+                  : S_ISCHR(status.st_mode)  ? "a character device"
+                  : S_ISBLK(status.st_mode)  ? "a block device"
+                  : S_ISSOCK(status.st_mode) ? "a socket"
+                                             : "not a regular file") +
+                 ", not a regular file");
+  if (status.st_size > kMaxConfigFileBytes)
+    throw refuse("is " + std::to_string(status.st_size) + " bytes; a config file is at most " +
+                 std::to_string(kMaxConfigFileBytes) + " bytes (1 MiB)");
+  std::string text(static_cast<std::size_t>(status.st_size), '\0');
+  std::size_t size = 0;
+  while (size < text.size()) {  // a file that shrank meanwhile ends early; one that grew is cut at its size
+    const auto got = ::read(fd, text.data() + size, text.size() - size);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) throw refuse(std::string("cannot be read: ") + std::strerror(errno));
+    if (got == 0) break;
+    size += static_cast<std::size_t>(got);
+  }
+  text.resize(size);
+  return from_yaml(text, path.string());
 }
 
 inline Config Config::with_environment(
@@ -522,9 +576,8 @@ inline Config Config::with_environment(
     if (*on) config.distributed_type = "FSDP";
   }
   // Several processes started without a config (torchrun, a bare `acc launch`): what they run on
-  // decides the strategy.
-  const auto world = lookup("WORLD_SIZE");
-  if (world && *world != "1" && config.distributed_type == "NO")
+  // decides the strategy. The launcher's variables are read (and a bad one named) first.
+  if (ProcessEnvironment::from(lookup).is_distributed() && config.distributed_type == "NO")
     config.distributed_type = config.use_cpu ? "MULTI_CPU" : "MULTI_GPU";
   return config;
 }

@@ -1,11 +1,9 @@
 // Where this process sits in the job (rank, world size, node, rendezvous address), read from the
-// variables that `acc launch`, torchrun, Open MPI or SLURM set.
+// variables that `acc launch`, torchrun, Open MPI or SLURM set. Free of libtorch, so that the `acc`
+// tool can use it too (the device this implies is comm/device.hpp's).
 #pragma once
 
 #include <acc/error.hpp>
-
-#include <c10/core/Device.h>
-#include <torch/cuda.h>
 
 #include <algorithm>
 #include <cctype>
@@ -43,19 +41,6 @@ struct ProcessEnvironment {
   static ProcessEnvironment from_environment();
 };
 
-// The device this process trains on: cuda:<local_rank> when CUDA is there and not turned off,
-// else the CPU.
-inline c10::Device default_device(const ProcessEnvironment& env, bool force_cpu = false) {
-  if (force_cpu || env.use_cpu || !torch::cuda::is_available()) return c10::Device(c10::kCPU);
-  const auto visible = static_cast<int>(torch::cuda::device_count());
-  if (env.local_rank >= visible)
-    throw Error("local rank " + std::to_string(env.local_rank) + " needs cuda:" + std::to_string(env.local_rank) +
-                " but only " + std::to_string(visible) +
-                " CUDA devices are visible; start at most that many processes per node (--num_processes), "
-                "or check CUDA_VISIBLE_DEVICES / --gpu_ids");
-  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
-}
-
 namespace detail {
 
 inline int parse_env_int(std::string_view name, const std::string& value, int min, int max, std::string_view meaning) {
@@ -75,12 +60,18 @@ inline int parse_env_int(std::string_view name, const std::string& value, int mi
   return static_cast<int>(parsed);
 }
 
-// Accelerate's spelling of booleans in the environment (str_to_bool).
+// Accelerate's spellings of a boolean (its str_to_bool), in YAML files and in the environment; like
+// str_to_bool, an empty string is none of them.
+inline std::optional<bool> parse_bool(std::string v) {
+  for (auto& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (v == "true" || v == "yes" || v == "y" || v == "t" || v == "on" || v == "1") return true;
+  if (v == "false" || v == "no" || v == "n" || v == "f" || v == "off" || v == "0") return false;
+  return std::nullopt;
+}
+
+// parse_bool for the variable `name`, whose value must be a boolean.
 inline bool parse_env_bool(std::string_view name, const std::string& value) {
-  std::string v;
-  for (char c : value) v += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (v == "1" || v == "true" || v == "yes" || v == "y" || v == "t" || v == "on") return true;
-  if (v == "0" || v == "false" || v == "no" || v == "n" || v == "f" || v == "off" || v.empty()) return false;
+  if (auto parsed = parse_bool(value)) return *parsed;
   throw Error(std::string(name) + "='" + value + "' is not a boolean; use true/false (or 1/0, yes/no)");
 }
 

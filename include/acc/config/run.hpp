@@ -18,6 +18,7 @@
 #include <acc/strategy/fsdp.hpp>
 #include <acc/strategy/single.hpp>
 
+#include <torch/cuda.h>
 #include <boost/hana/at.hpp>
 #include <boost/hana/cartesian_product.hpp>
 #include <boost/hana/for_each.hpp>
@@ -149,6 +150,14 @@ int run(const Config& config, Fn&& fn, Strategies strategy_list = {}, Precisions
     else
       result = fn(accelerator);
   });
+  const bool wants_cuda =
+      (config.distributed_type == "MULTI_GPU" || config.distributed_type == "FSDP") && !config.use_cpu;
+  if (!found && wants_cuda && (!ACC_HAS_NCCL || !torch::cuda::is_available()))
+    throw Error("distributed_type=" + config.distributed_type + " (from " + config.source +
+                " and the environment) trains on CUDA devices over NCCL, but " +
+                (torch::cuda::is_available() ? "this program was built without NCCL" : "there is no CUDA device here") +
+                "; train on the CPU instead: acc launch --cpu (ACCELERATE_USE_CPU=true), or distributed_type: "
+                "MULTI_CPU in the config");
   if (!found)
     throw Error("this program has no Accelerator for distributed_type=" + config.distributed_type +
                 " mixed_precision=" + config.mixed_precision + " sampler=" + config.sampler + " (from " +

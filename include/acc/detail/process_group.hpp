@@ -3,6 +3,7 @@
 #pragma once
 
 #include <acc/comm/comm.hpp>
+#include <acc/comm/device.hpp>
 #include <acc/comm/gloo.hpp>
 #include <acc/comm/process_group_options.hpp>
 #include <acc/comm/rendezvous.hpp>

@@ -1,6 +1,7 @@
 // Single: one process on one device (a GPU if there is one, else the CPU); nothing to synchronize.
 #pragma once
 
+#include <acc/comm/device.hpp>
 #include <acc/comm/local.hpp>
 #include <acc/config/accelerator_options.hpp>
 #include <acc/config/environment.hpp>
