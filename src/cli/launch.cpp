@@ -149,22 +149,21 @@ struct Supervision {
       if (stream->dropped_lines() > 0)
         report(std::to_string(stream->dropped_lines()) + " line(s) of the ranks' output to " + stream->name() +
                " were dropped: it was not read fast enough");
-    std::vector<OutputStream*> draining{&out, &err};
-    while (!draining.empty()) {
-      for (auto stream = draining.begin(); stream != draining.end();) {
-        if ((*stream)->idle()) {
-          stream = draining.erase(stream);
-        } else if ((*stream)->stalled_for() >= kOutputPatience) {
-          report((*stream)->name() + " has not been read for " +
+    // A report about one stream goes to err, so err is waited for until nothing more comes.
+    std::vector<const OutputStream*> abandoned;
+    const auto waiting = [&](const OutputStream& stream) {
+      return !stream.idle() && std::count(abandoned.begin(), abandoned.end(), &stream) == 0;
+    };
+    while (waiting(out) || waiting(err)) {
+      for (OutputStream* stream : {&out, &err})
+        if (waiting(*stream) && stream->stalled_for() >= kOutputPatience) {
+          abandoned.push_back(stream);
+          report(stream->name() + " has not been read for " +
                  format_seconds(std::chrono::duration<double>(kOutputPatience).count()) +
-                 "; exiting without the last " + std::to_string((*stream)->waiting_bytes()) + " bytes written to it");
-          stream = draining.erase(stream);
-        } else {
-          ++stream;
+                 "; exiting without the last " + std::to_string(stream->waiting_bytes()) + " bytes written to it");
         }
-      }
       pollfd watched{signals.fd(), POLLIN, 0};
-      if (poll(&watched, 1, draining.empty() ? 0 : 10) > 0 && signals.read().first) return;
+      if (poll(&watched, 1, 10) > 0 && signals.read().first) return;
     }
   }
 };

@@ -48,6 +48,7 @@ TEST_CASE("--tee with a stdout nobody reads: a rank that fails still ends the jo
   REQUIRE(result.finished_in_time);
   // Rank 1 fails after 0.5 s; then acc launch waits at most 2 s for a reader that takes nothing.
   MESSAGE("acc launch ran " << result.seconds << " s with a stdout nobody read");
+  CAPTURE(result.err);
   CHECK(result.seconds < 4.0);
   CHECK(result.exit_code == 3);
   CHECK(result.err.find(") exited with code 3; stopping the other 1 rank(s)\n") != std::string::npos);
