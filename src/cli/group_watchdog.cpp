@@ -8,9 +8,17 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <thread>
 #include <vector>
 
 namespace acc::cli {
+namespace {
+
+// How long the watchdog gets to exit at the launcher's normal end; it needs milliseconds.
+constexpr auto kExitWait = std::chrono::seconds(1);
+
+}  // namespace
 
 bool GroupWatchdog::start() {
   int ends[2];
@@ -52,7 +60,18 @@ void GroupWatchdog::remove(pid_t group) {
 void GroupWatchdog::finish() {
   if (fd_ >= 0) close(fd_);
   fd_ = -1;
-  if (pid_ > 0) waitpid(pid_, nullptr, 0);
+  if (pid_ <= 0) return;
+  // It exits as soon as it reads the end of the pipe; one that cannot (stopped with SIGSTOP) must
+  // not keep the launcher from exiting.
+  const auto give_up_at = std::chrono::steady_clock::now() + kExitWait;
+  while (waitpid(pid_, nullptr, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > give_up_at) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   pid_ = -1;
 }
 

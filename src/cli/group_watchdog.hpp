@@ -27,7 +27,8 @@ class GroupWatchdog {
   void add(pid_t group);
   void remove(pid_t group);
 
-  // The launcher's normal end: the watchdog finds no group left and exits before the launcher does.
+  // The launcher's normal end: the watchdog finds no group left and exits before the launcher does
+  // (or is SIGKILLed after a second if it does not, being stopped).
   void finish();
 
  private:

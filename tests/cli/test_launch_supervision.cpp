@@ -143,3 +143,17 @@ TEST_CASE("acc launch says that its watchdog died and which one replaced it") {
                         ")\n") != std::string::npos);
   check_none_left(pids.pids());
 }
+
+TEST_CASE("a stopped watchdog does not keep acc launch from exiting when the job ends") {
+  PidFile pids;
+  Launcher launcher({"launch", "--cpu", "--num_processes", "1", kProbe, "sleep", "0.5"}, {pids.variable()});
+  REQUIRE(pids.wait_for(1, 5s));
+  const std::vector<pid_t> watchdog = watchdogs_of(launcher, pids.pids(), 0, 0s);
+  REQUIRE(watchdog.size() == 1);
+  kill(watchdog[0], SIGSTOP);
+  const LauncherResult result = launcher.wait(10s);
+  REQUIRE(result.finished_in_time);
+  CHECK(result.exit_code == 0);
+  CHECK(result.seconds < 3.0);  // the job's 0.5 s, and at most 1 s for the watchdog to exit
+  CHECK(survivors_after(watchdog, 1s).empty());
+}
