@@ -34,33 +34,22 @@ std::vector<std::string> printed_values(const std::string& out, const std::strin
 
 TEST_CASE("acc launch --max_restarts 2 starts the group again after each failure, each start told its count") {
   PidFile pids;
-  // Rank 1 fails in the first two starts; the third runs to the end.
-  const LauncherResult result = run_acc({"launch",
-                                         "--cpu",
-                                         "--num_processes",
-                                         "2",
-                                         "--max_restarts",
-                                         "2",
-                                         "--restart_delay",
-                                         "0.1",
-                                         "--main_process_port",
-                                         "0",
-                                         kProbe,
-                                         "spawn-child",
-                                         "env",
-                                         "wait-for-pids",
-                                         "4",
-                                         "until-restart",
-                                         "2",
-                                         "exit-on-rank",
-                                         "1",
-                                         "3",
-                                         "sleep",
-                                         "60"},
-                                        {pids.variable()});
+  // Rank 1 fails in the first two starts; the third runs to the end. Each rank prints before its
+  // child records its pid, so that no rank is stopped before it printed.
+  const std::vector<std::string> launch = {
+      "launch",          "--cpu", "--num_processes",     "2", "--max_restarts", "2",
+      "--restart_delay", "0.1",   "--main_process_port", "0"};
+  const std::vector<std::string> probe = {
+      kProbe,         "env", "spawn-child", "wait-for-pids", "4", "until-restart", "2",
+      "exit-on-rank", "1",   "3",           "sleep",         "60"};
+  std::vector<std::string> arguments = launch;
+  arguments.insert(arguments.end(), probe.begin(), probe.end());
+  const LauncherResult result = run_acc(arguments, {pids.variable()});
   REQUIRE(result.finished_in_time);
   CHECK(result.exit_code == 0);
   CHECK(result.seconds < 8.0);
+  CAPTURE(result.out);
+  CAPTURE(result.err);
   auto counts = printed_values(result.out, "TORCHELASTIC_RESTART_COUNT");
   std::sort(counts.begin(), counts.end());
   CHECK(counts == std::vector<std::string>{"0", "0", "1", "1", "2", "2"});
