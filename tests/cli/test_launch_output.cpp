@@ -52,8 +52,6 @@ TEST_CASE("--tee with a stdout nobody reads: a rank that fails still ends the jo
   CHECK(result.seconds < 4.0);
   CHECK(result.exit_code == 3);
   CHECK(result.err.find(") exited with code 3; stopping the other 1 rank(s)\n") != std::string::npos);
-  CHECK(result.err.find("line(s) of the ranks' output to stdout were dropped: it was not read fast enough\n") !=
-        std::string::npos);
   CHECK(result.err.find("acc launch: stdout has not been read for 2 s; exiting without the last ") !=
         std::string::npos);
   REQUIRE(pids.pids().size() == 2);
