@@ -53,6 +53,7 @@ struct OutputStream::Shared {
   std::size_t dropped_in_all = 0;
   Clock::time_point last_progress;  // when a write last took bytes, or the stream last became busy
   bool closing = false;
+  bool reader_gone = false;  // a write failed (EPIPE): nothing more can be written
 };
 
 OutputStream::OutputStream(int fd, std::string name, std::size_t max_waiting)
@@ -79,6 +80,7 @@ void OutputStream::write(std::string lines) {
   const auto line_count = static_cast<std::size_t>(std::count(lines.begin(), lines.end(), '\n'));
   {
     const std::lock_guard<std::mutex> lock(shared_->mutex);
+    if (shared_->reader_gone) return;  // not dropped for being slow: nobody will read it
     if (shared_->waiting_bytes + lines.size() > max_waiting_) {
       shared_->dropped_since_note += line_count;
       shared_->dropped_in_all += line_count;
@@ -125,15 +127,24 @@ void OutputStream::write_queued(int fd, std::shared_ptr<Shared> shared) {
     const std::string chunk = std::move(shared->queue.front());
     shared->queue.pop_front();
     lock.unlock();
+    bool reader_gone = false;
     for (std::string_view rest = chunk; !rest.empty();) {
       const auto written = write_some(fd, rest);
-      if (!written) break;  // what is left has nowhere to go
+      if (!written) {
+        reader_gone = true;
+        break;
+      }
       rest.remove_prefix(*written);
       const std::lock_guard<std::mutex> progress(shared->mutex);
       shared->last_progress = Clock::now();
     }
     lock.lock();
     shared->waiting_bytes -= chunk.size();
+    if (reader_gone) {
+      shared->reader_gone = true;
+      for (const std::string& left : shared->queue) shared->waiting_bytes -= left.size();
+      shared->queue.clear();
+    }
   }
 }
 

@@ -32,7 +32,7 @@ class OutputStream {
   OutputStream& operator=(const OutputStream&) = delete;
 
   // Queues `lines` (whole lines, each ending in '\n') and returns at once; drops them when more than
-  // the bound is waiting.
+  // the bound is waiting, and discards them once the reader is gone (EPIPE).
   void write(std::string lines);
 
   // Nothing waits to be written.

@@ -156,3 +156,24 @@ TEST_CASE(
   CHECK(noted == dropped);
   CHECK(lines_of(text).back() == "last");
 }
+
+TEST_CASE("OutputStream discards what comes after its reader went away, without calling it dropped") {
+  struct sigaction ignore {
+  }, previous{};
+  ignore.sa_handler = SIG_IGN;  // as acc launch does: EPIPE rather than death
+  sigaction(SIGPIPE, &ignore, &previous);
+  int ends[2];
+  REQUIRE(pipe2(ends, O_CLOEXEC) == 0);
+  close(ends[0]);
+  {
+    OutputStream stream(ends[1], "the test pipe", 100);
+    stream.write("the write that finds the reader gone\n");
+    while (!stream.idle()) std::this_thread::sleep_for(1ms);
+    // Longer than the bound: dropped, were the reader still there.
+    for (int line = 0; line < 10; ++line) stream.write(std::string(200, 'x') + "\n");
+    CHECK(stream.idle());
+    CHECK(stream.dropped_lines() == 0);
+  }
+  close(ends[1]);
+  sigaction(SIGPIPE, &previous, nullptr);
+}
