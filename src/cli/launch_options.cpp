@@ -240,7 +240,8 @@ std::optional<std::string> finish(ParseState& state, const Machine& machine) {
     if (options.multi_gpu) {
       per_machine = options.gpu_ids ? *count_gpu_ids(*options.gpu_ids, machine.gpus) : machine.gpus;
       if (per_machine == 0)
-        return "--multi_gpu found no NVIDIA GPU in /proc/driver/nvidia/gpus; pass --num_processes N or --gpu_ids";
+        return "--multi_gpu found no NVIDIA GPU in /proc/driver/nvidia/gpus; pass --num_processes N if the GPUs are "
+               "there, or --cpu to train on the CPU";
     }
     options.num_processes = per_machine * options.num_machines;
   }

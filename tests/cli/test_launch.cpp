@@ -179,6 +179,12 @@ TEST_CASE("--gpu_ids on a machine without a GPU is an error naming the flag and 
     CHECK(message.find("' names GPUs, but no CUDA device is present (no NVIDIA GPU in /proc/driver/nvidia/gpus); leave "
                        "it out, or pass --cpu to train on the CPU") != std::string::npos);
   }
+  // Without a count, nothing says how many processes: the message must not send the user to --gpu_ids.
+  const LaunchParse multi_gpu = parse_launch_arguments({"--multi_gpu", "train"}, Machine{0, 2});
+  REQUIRE(std::holds_alternative<UsageError>(multi_gpu));
+  CHECK(std::get<UsageError>(multi_gpu).message ==
+        "--multi_gpu found no NVIDIA GPU in /proc/driver/nvidia/gpus; pass --num_processes N if the GPUs are there, or "
+        "--cpu to train on the CPU");
 }
 
 TEST_CASE("more than 4 processes per usable CPU are refused unless --oversubscribe") {
