@@ -11,20 +11,11 @@
 source "$(dirname "$0")/lib/device_run.sh"
 [[ -n ${ACC_GPU_BUILD_ONLY:-} ]] || log_to_out gpu
 
-deps=/tmp/deps
-mkdir -p $deps
-for deb in .deps/*.deb; do dpkg -x "$deb" $deps; done
-torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
-export LD_LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 echo "== $(date -u +%F) $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), torch $(python3 -c 'import torch; print(torch.__version__)')"
 
 build=build-gpu
-cxx=$(command -v /opt/gcc/bin/g++ || command -v g++)
 start=$(date +%s)
-cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER="$cxx" \
-  -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr" -DACC_EXAMPLE_DATA=$deps/usr/share/games/fortunes \
-  -DNCCL_ROOT="$(python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__) if nvidia.nccl.__file__ else list(nvidia.nccl.__path__)[0])')" \
-  -DProtobuf_PROTOC_EXECUTABLE=$deps/usr/bin/protoc -DCMAKE_CUDA_ARCHITECTURES=90 || exit 1
+configure_gpu_build $build || exit 1
 status=0
 # Keep going past a broken target so that the rest still builds and runs.
 cmake --build $build -j "$(nproc)" ${ACC_GPU_TARGETS:+--target $ACC_GPU_TARGETS} -- -k 0 || status=1
