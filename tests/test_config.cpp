@@ -1,14 +1,17 @@
 #include "pch.hpp"  // first: libtorch, then doctest
 
 #include <acc/config/config.hpp>
+#include <acc/tracking/tracker.hpp>
 
 #include "temp_dir.hpp"
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <string>
 
 namespace {
@@ -96,14 +99,13 @@ TEST_CASE("bad keys and values name the file, line, key and the allowed values")
         "my.yaml:2: unknown key 'mixed_precison'; did you mean 'mixed_precision'?");
   CHECK(error_of("mixed_precision: fp8\n") == "my.yaml:1: 'mixed_precision' is 'fp8'; allowed values: no, fp16, bf16");
   CHECK(error_of("distributed_type: DEEPSPEED\n") ==
-        "my.yaml:1: distributed_type 'DEEPSPEED' is not supported by accelerate-cpp; allowed values: NO, MULTI_CPU, "
-        "MULTI_GPU, FSDP");
+        "my.yaml:1: 'distributed_type' is 'DEEPSPEED'; allowed values: NO, MULTI_CPU, MULTI_GPU, FSDP");
   CHECK(error_of("num_processes: two\n") ==
         "my.yaml:1: 'num_processes' is 'two'; allowed values: an integer from 1 to 1048576");
   CHECK(error_of("use_cpu: maybe\n") == "my.yaml:1: 'use_cpu' is 'maybe'; allowed values: true, false");
   CHECK(error_of("fsdp_config:\n  fsdp_sharding_strategy: HALF\n") ==
         "my.yaml:2: 'fsdp_config.fsdp_sharding_strategy' is 'HALF'; allowed values: FULL_SHARD, SHARD_GRAD_OP, "
-        "NO_SHARD, HYBRID_SHARD, HYBRID_SHARD_ZERO2");
+        "NO_SHARD, HYBRID_SHARD, HYBRID_SHARD_ZERO2, 1, 2, 3, 4, 5");
   CHECK(error_of("fsdp_config:\n  fsdp_ofload_params: true\n") ==
         "my.yaml:2: unknown key 'fsdp_config.fsdp_ofload_params'; did you mean 'fsdp_config.fsdp_offload_params'?");
   CHECK(error_of("deepspeed_config:\n  zero_stage: 2\n") ==
@@ -145,7 +147,7 @@ TEST_CASE("the environment overrides the file, and a bad value names the variabl
         "FSDP_BACKWARD_PREFETCH='SOON': 'fsdp_config.fsdp_backward_prefetch' is 'SOON'; allowed values: BACKWARD_PRE, "
         "BACKWARD_POST, NO_PREFETCH");
   CHECK(env_error_of({{"ACCELERATE_USE_FSDP", "sure"}}) ==
-        "ACCELERATE_USE_FSDP='sure' is not a boolean; use true or false");
+        "ACCELERATE_USE_FSDP='sure' is not a boolean; use true/false (or 1/0, yes/no)");
 }
 
 TEST_CASE("the collective timeout: acc.collective_timeout, overridden by ACC_COLLECTIVE_TIMEOUT") {
@@ -250,4 +252,88 @@ TEST_CASE("a bad launcher variable is named by the environment overrides, before
         "rank 2 (from torchrun variables) is not below the world size 2; ranks run from 0 to world size - 1");
   CHECK(env_error_of({{"WORLD_SIZE", "2"}, {"RANK", "0"}, {"MASTER_PORT", "99999"}}) ==
         "MASTER_PORT=99999 is out of range [1, 65535]; set it to a free TCP port on rank 0's machine");
+}
+
+// One value for every key with a field, none of them the default, so that a round trip shows each.
+acc::Config every_key_set() {
+  return acc::Config::from_yaml(
+      "compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nmixed_precision: bf16\nuse_cpu: true\n"
+      "num_processes: 8\nnum_machines: 2\nmachine_rank: 1\nmain_process_ip: node-0.example\n"
+      "main_process_port: 1234\ngpu_ids: 0,1,2,3\nrdzv_backend: c10d\nsame_network: false\n"
+      "main_training_function: train\ndowncast_bf16: 'yes'\ndebug: true\ngradient_accumulation_steps: 4\n"
+      "fsdp_config:\n  fsdp_sharding_strategy: NO_SHARD\n  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP\n"
+      "  fsdp_transformer_layer_cls_to_wrap: Block, acc::Attention\n  fsdp_backward_prefetch: NO_PREFETCH\n"
+      "  fsdp_forward_prefetch: true\n  fsdp_state_dict_type: SHARDED_STATE_DICT\n  fsdp_offload_params: true\n"
+      "  fsdp_sync_module_states: false\n  fsdp_use_orig_params: false\n  fsdp_cpu_ram_efficient_loading: false\n"
+      "  fsdp_activation_checkpointing: true\n"
+      "acc:\n  bucket_cap_mb: 12.5\n  first_bucket_cap_mb: 0.25\n  find_unused_parameters: true\n"
+      "  collective_timeout: 60\n  sampler: shuffled\n  even_batches: false\n  split_batches: true\n"
+      "  log_with: [jsonl, csv]\n",
+      "every.yaml");
+}
+
+TEST_CASE("to_yaml writes what from_yaml reads back, key by key") {
+  const auto config = every_key_set();
+  const auto again = acc::Config::from_yaml(config.to_yaml(), "again.yaml");
+  const acc::Config defaults;
+  int compared = 0;
+  for (const auto& key : acc::config_keys()) {
+    const auto value = acc::config_value(key, config);
+    if (!value) continue;  // a key without a field (fp16, tpu_env)
+    CAPTURE(key.qualified());
+    CHECK(acc::config_value(key, again) == value);
+    // Every key is set, but for the one with a single value and the one TRANSFORMER_BASED_WRAP leaves out.
+    if (key.name != "compute_environment" && key.name != "fsdp_min_num_params")
+      CHECK(value != acc::config_value(key, defaults));
+    ++compared;
+  }
+  CHECK(compared == 37);
+  // min_num_params is written for SIZE_BASED_WRAP only, as Accelerate writes it.
+  auto size_based = acc::Config::from_yaml(
+      "distributed_type: FSDP\nfsdp_config:\n  fsdp_auto_wrap_policy: "
+      "SIZE_BASED_WRAP\n  fsdp_min_num_params: 1000\n");
+  CHECK(acc::Config::from_yaml(size_based.to_yaml()).fsdp.min_num_params == 1000);
+  CHECK(size_based.to_yaml().find("fsdp_transformer_layer_cls_to_wrap") == std::string::npos);
+}
+
+TEST_CASE("to_yaml has Accelerate's layout: sorted keys, 'no' quoted, fsdp_config only for FSDP, acc only when set") {
+  CHECK(acc::Config().to_yaml() ==
+        "compute_environment: LOCAL_MACHINE\ndebug: false\ndistributed_type: 'NO'\ndowncast_bf16: 'no'\n"
+        "fsdp_config: {}\ngradient_accumulation_steps: 1\nmachine_rank: 0\nmain_training_function: main\n"
+        "mixed_precision: 'no'\nnum_machines: 1\nnum_processes: 1\nrdzv_backend: static\nsame_network: true\n"
+        "tpu_env: []\ntpu_use_cluster: false\ntpu_use_sudo: false\nuse_cpu: false\n");
+  auto config = acc::Config::from_yaml("acc: {sampler: shuffled}\nmain_process_ip: \"it's\"\n");
+  const auto yaml = config.to_yaml();
+  CHECK(yaml.rfind("acc:\n  sampler: shuffled\ncompute_environment:", 0) == 0);
+  CHECK(yaml.find("main_process_ip: 'it''s'\n") != std::string::npos);
+  CHECK(acc::Config::from_yaml(yaml).main_process_ip == std::optional<std::string>("it's"));
+}
+
+TEST_CASE("the schema: each key once, each variable once, and log_with's names are the trackers'") {
+  std::set<std::string> keys, variables;
+  for (const auto& key : acc::config_keys()) {
+    CAPTURE(key.qualified());
+    CHECK(keys.insert(key.qualified()).second);
+    if (!key.variable.empty()) CHECK(variables.insert(std::string(key.variable)).second);
+  }
+  const auto log_with = std::find_if(acc::config_keys().begin(), acc::config_keys().end(),
+                                     [](const acc::ConfigKey& key) { return key.name == "log_with"; });
+  REQUIRE(log_with != acc::config_keys().end());
+  std::vector<std::string> trackers{"all"};
+  trackers.insert(trackers.end(), acc::kTrackerNames.begin(), acc::kTrackerNames.end());
+  CHECK(log_with->allowed == trackers);
+}
+
+// Found: acc launch read ACCELERATE_USE_CPU on its own, taking 'maybe' for false.
+TEST_CASE("with_overrides applies the schema's variables only, each checked as its key") {
+  const auto overridden = acc::Config().with_overrides([](std::string_view name) -> std::optional<std::string> {
+    if (name == "ACCELERATE_USE_CPU") return "yes";
+    if (name == "WORLD_SIZE") return "not read here";
+    return std::nullopt;
+  });
+  CHECK(overridden.use_cpu);
+  CHECK(overridden.distributed_type == "NO");
+  CHECK(env_error_of({{"ACCELERATE_USE_CPU", "maybe"}}) ==
+        "ACCELERATE_USE_CPU='maybe': 'use_cpu' is 'maybe'; allowed values: true, false");
+  CHECK(with_env(acc::Config{}, {{"ACC_LOG_WITH", "jsonl, csv"}}).log_with == std::vector<std::string>{"jsonl", "csv"});
 }

@@ -175,7 +175,7 @@ TEST_SUITE("tracking") {
     CHECK(acc::Config::from_yaml("acc:\n  log_with: jsonl, all\n").log_with ==
           std::vector<std::string>{"jsonl", "all"});
     CHECK(error_of([] { acc::Config::from_yaml("acc:\n  log_with: [jsonl, wandb]\n", "my.yaml"); }) ==
-          "my.yaml:2: 'acc.log_with' names the tracker 'wandb'; allowed values: all, jsonl, csv, tensorboard (a list, "
+          "my.yaml:2: 'acc.log_with' names 'wandb'; allowed values: all, jsonl, csv, tensorboard (a list, "
           "or names separated by commas)");
     const auto lookup = [](std::string value) {
       return [value](std::string_view name) -> std::optional<std::string> {
@@ -188,7 +188,7 @@ TEST_SUITE("tracking") {
     CHECK(acc::accelerator_options(config).log_with() == config.log_with);
     CHECK(error_of([&] {
             acc::Config().with_environment(lookup("jsonl,nope"));
-          }).rfind("ACC_LOG_WITH='jsonl,nope': 'acc.log_with' names the tracker 'nope'", 0) == 0);
+          }).rfind("ACC_LOG_WITH='jsonl,nope': 'acc.log_with' names 'nope'", 0) == 0);
   }
 
   TEST_CASE("CRC-32C and TFRecord framing") {

@@ -5,9 +5,7 @@
 #include "launch.hpp"
 
 #include <arpa/inet.h>
-#include <pwd.h>
 #include <unistd.h>
-#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cctype>
@@ -30,23 +28,30 @@ constexpr int kExitCannotWrite = 1;
 constexpr int kDefaultPort = 29500;
 constexpr int kDefaultMinNumParams = 100000000;  // Accelerate's default for SIZE_BASED_WRAP
 
-// A config file's values, typed so that each is written the way Accelerate writes it.
-using Scalar = std::variant<bool, int, std::string>;
-using Section = std::map<std::string, Scalar>;  // fsdp_config; written as {} when empty
-struct EmptyList {};                            // tpu_env: []
-using Value = std::variant<bool, int, std::string, Section, EmptyList>;
-// A std::map, so that the keys come out sorted, as Accelerate's yaml.safe_dump writes them.
-using Config = std::map<std::string, Value>;
-
 struct MachineType {
   const char* answer;
   const char* distributed_type;
 };
-constexpr MachineType kMachineTypes[] = {
-    {"no", "NO"}, {"multi-CPU", "MULTI_CPU"}, {"multi-GPU", "MULTI_GPU"}, {"FSDP", "FSDP"}};
+
+// The machine types acc::run's default combinations can run in this build (src/cli/CMakeLists.txt
+// passes the backends it found): a config the program cannot instantiate is not offered.
+std::vector<MachineType> built_machine_types() {
+  std::vector<MachineType> types{{"no", "NO"}};
+  if (ACC_HAS_GLOO) types.push_back({"multi-CPU", "MULTI_CPU"});
+  if (ACC_HAS_NCCL) types.insert(types.end(), {{"multi-GPU", "MULTI_GPU"}, {"FSDP", "FSDP"}});
+  return types;
+}
+
+// The mixed precisions with an autocast where the config trains: fp16 on GPUs, and on the CPU
+// only from libtorch 2.0 on.
+std::vector<std::string> built_precisions(bool trains_on_gpus) {
+  if (trains_on_gpus || ACC_CPU_FP16_AUTOCAST) return {"no", "fp16", "bf16"};
+  return {"no", "bf16"};
+}
 
 constexpr const char* kConfigUsage = R"(usage: acc config [--config_file PATH]
        acc config default [--config_file PATH] [--mixed_precision no|fp16|bf16]
+       acc config --reference
 
 acc config asks how training runs (one answer a line, so answers can be piped in; an empty answer
 takes the default in brackets) and saves the answers as a YAML config with the keys and layout of
@@ -55,6 +60,11 @@ Python Accelerate's `accelerate config`.
 acc config default saves a config for this machine without asking: one process per NVIDIA GPU
 (MULTI_GPU when there are several), or one CPU process when there is none. It will not overwrite
 an existing file.
+
+acc config --reference prints the reference of every key (docs/config_reference.md's tables).
+
+Only what this build can run is offered: multi-GPU and FSDP with NCCL, multi-CPU with Gloo, fp16
+where it has an autocast.
 
 The file goes to $HF_HOME/accelerate/default_config.yaml, else
 $XDG_CACHE_HOME/huggingface/accelerate/default_config.yaml, else
@@ -144,74 +154,6 @@ std::string gpu_ids_rule(int processes_per_machine) {
   for (int index = 0; index < processes_per_machine; ++index) example.push_back(std::to_string(index));
   return "all, or " + std::to_string(processes_per_machine) + " distinct GPU ids separated by commas, such as " +
          join(example, ",");
-}
-
-// Whether a YAML reader could take `text`, written plainly, for a boolean, null or number (PyYAML
-// reads a plain `no` as false); such strings are single-quoted, as Accelerate writes 'no'.
-bool reads_as_another_type(const std::string& text) {
-  static const std::set<std::string> kOtherTypeWords = {"",   "~",    "null",  "y",  "n",  "yes",
-                                                        "no", "true", "false", "on", "off"};
-  if (kOtherTypeWords.count(lowercase(text))) return true;
-  char* end = nullptr;
-  std::strtod(text.c_str(), &end);
-  return end != text.c_str() && *end == '\0';
-}
-
-struct YamlValueWriter {
-  YAML::Emitter& out;
-
-  void operator()(bool value) { out << value; }
-  void operator()(int value) { out << value; }
-  void operator()(const std::string& text) {
-    if (reads_as_another_type(text)) out << YAML::SingleQuoted;
-    out << text;
-  }
-  void operator()(const Section& section) {
-    if (section.empty()) out << YAML::Flow;  // `fsdp_config: {}` on one line
-    out << YAML::BeginMap;
-    for (const auto& [key, value] : section) {
-      out << YAML::Key << key << YAML::Value;
-      std::visit(*this, value);
-    }
-    out << YAML::EndMap;
-  }
-  void operator()(EmptyList) { out << YAML::Flow << YAML::BeginSeq << YAML::EndSeq; }
-};
-
-std::string to_yaml(const Config& config) {
-  YAML::Emitter out;
-  YamlValueWriter writer{out};
-  out << YAML::BeginMap;
-  for (const auto& [key, value] : config) {
-    out << YAML::Key << key << YAML::Value;
-    std::visit(writer, value);
-  }
-  out << YAML::EndMap;
-  return std::string(out.c_str()) + "\n";
-}
-
-// One process on this machine; the questionnaire and `acc config default` change what they decide.
-// The other keys are those Accelerate writes to every config, with its values.
-Config single_process_config() {
-  return {
-      {"compute_environment", std::string("LOCAL_MACHINE")},
-      {"debug", false},
-      {"distributed_type", std::string("NO")},
-      {"downcast_bf16", std::string("no")},
-      {"fsdp_config", Section{}},
-      {"gradient_accumulation_steps", 1},
-      {"machine_rank", 0},
-      {"main_training_function", std::string("main")},
-      {"mixed_precision", std::string("no")},
-      {"num_machines", 1},
-      {"num_processes", 1},
-      {"rdzv_backend", std::string("static")},
-      {"same_network", true},
-      {"tpu_env", EmptyList{}},
-      {"tpu_use_cluster", false},
-      {"tpu_use_sudo", false},
-      {"use_cpu", false},
-  };
 }
 
 // On a terminal, an invalid answer is asked again this many times at most, so that a stream of
@@ -333,98 +275,95 @@ class Questionnaire {
 };
 
 // num_machines, the multi-machine settings and num_processes, in Accelerate's order.
-void ask_machines_and_processes(Questionnaire& ask, Config& config, int default_processes_per_machine) {
-  const int num_machines = ask.integer("How many machines will you use (more than 1 for multi-node training)?",
-                                       "an integer >= 1", 1, [](int count) { return count >= 1; });
-  config["num_machines"] = num_machines;
-  if (num_machines > 1) {
-    config["machine_rank"] =
-        ask.integer("What is the rank of this machine?", "an integer from 0 to " + std::to_string(num_machines - 1), 0,
-                    [&](int rank) { return rank < num_machines; });
-    config["main_process_ip"] =
+void ask_machines_and_processes(Questionnaire& ask, acc::Config& config, int default_processes_per_machine) {
+  config.num_machines = ask.integer("How many machines will you use (more than 1 for multi-node training)?",
+                                    "an integer >= 1", 1, [](int count) { return count >= 1; });
+  if (config.num_machines > 1) {
+    config.machine_rank = ask.integer("What is the rank of this machine?",
+                                      "an integer from 0 to " + std::to_string(config.num_machines - 1), 0,
+                                      [&](int rank) { return rank < config.num_machines; });
+    config.main_process_ip =
         ask.text({"What is the IP address or host name of the machine of rank 0?", "an IPv4 address or host name",
                   "an IPv4 address or host name, such as 10.0.0.1 or node-0", std::nullopt},
                  is_host);
-    config["main_process_port"] =
+    config.main_process_port =
         ask.integer("Which port will the machine of rank 0 listen on?", "an integer from 1 to 65535", kDefaultPort,
                     [](int port) { return port >= 1 && port <= 65535; });
-    config["same_network"] = ask.yes_no("Are all the machines on the same local network?", true);
-    config["rdzv_backend"] = ask.choose("Which rendezvous backend will you use?", {"static", "c10d"}, "static");
+    config.same_network = ask.yes_no("Are all the machines on the same local network?", true);
+    config.rdzv_backend = ask.choose("Which rendezvous backend will you use?", {"static", "c10d"}, "static");
   }
   const std::string processes_rule =
-      num_machines == 1 ? "an integer >= 1"
-                        : "a positive multiple of " + std::to_string(num_machines) + ", the number of machines";
-  config["num_processes"] = ask.integer("How many processes will run in total, across all machines?", processes_rule,
-                                        num_machines * default_processes_per_machine,
-                                        [&](int count) { return count >= 1 && count % num_machines == 0; });
+      config.num_machines == 1
+          ? "an integer >= 1"
+          : "a positive multiple of " + std::to_string(config.num_machines) + ", the number of machines";
+  config.num_processes = ask.integer("How many processes will run in total, across all machines?", processes_rule,
+                                     config.num_machines * default_processes_per_machine,
+                                     [&](int count) { return count >= 1 && count % config.num_machines == 0; });
 }
 
-Section ask_fsdp_settings(Questionnaire& ask) {
-  Section fsdp;
-  fsdp["fsdp_sharding_strategy"] =
-      ask.choose("Which sharding strategy should FSDP use?",
-                 {"FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"}, "FULL_SHARD");
-  const std::string wrap_policy =
+// The sharding policies acc::FSDP has (FullShard, ShardGradOp, NoShard).
+void ask_fsdp_settings(Questionnaire& ask, acc::FsdpConfig& fsdp) {
+  fsdp.sharding_strategy =
+      ask.choose("Which sharding strategy should FSDP use?", {"FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD"}, "FULL_SHARD");
+  fsdp.auto_wrap_policy =
       ask.choose("Which auto wrap policy should FSDP use?", {"TRANSFORMER_BASED_WRAP", "SIZE_BASED_WRAP", "NO_WRAP"},
                  "TRANSFORMER_BASED_WRAP");
-  fsdp["fsdp_auto_wrap_policy"] = wrap_policy;
-  if (wrap_policy == "TRANSFORMER_BASED_WRAP")
-    fsdp["fsdp_transformer_layer_cls_to_wrap"] =
+  if (fsdp.auto_wrap_policy == "TRANSFORMER_BASED_WRAP")
+    fsdp.transformer_layer_cls_to_wrap = split(
         ask.text({"Which module classes should each be wrapped as an FSDP unit?", "class names separated by commas",
                   "class names separated by commas, such as Block or acc::Block", std::nullopt},
-                 is_class_name_list);
-  if (wrap_policy == "SIZE_BASED_WRAP")
-    fsdp["fsdp_min_num_params"] = ask.integer("How many parameters should an FSDP unit have at least?",
-                                              "an integer >= 0", kDefaultMinNumParams, [](int) { return true; });
-  fsdp["fsdp_backward_prefetch"] = ask.choose("Which backward prefetch policy should FSDP use?",
-                                              {"BACKWARD_PRE", "BACKWARD_POST", "NO_PREFETCH"}, "BACKWARD_PRE");
-  fsdp["fsdp_state_dict_type"] = ask.choose("Which state dict type should checkpoints use?",
-                                            {"FULL_STATE_DICT", "SHARDED_STATE_DICT"}, "FULL_STATE_DICT");
-  fsdp["fsdp_offload_params"] = ask.yes_no("Do you want to offload parameters and gradients to the CPU?", false);
-  return fsdp;
+                 is_class_name_list),
+        ',');
+  if (fsdp.auto_wrap_policy == "SIZE_BASED_WRAP")
+    fsdp.min_num_params = ask.integer("How many parameters should an FSDP unit have at least?", "an integer >= 0",
+                                      kDefaultMinNumParams, [](int) { return true; });
+  fsdp.backward_prefetch = ask.choose("Which backward prefetch policy should FSDP use?",
+                                      {"BACKWARD_PRE", "BACKWARD_POST", "NO_PREFETCH"}, "BACKWARD_PRE");
+  fsdp.state_dict_type = ask.choose("Which state dict type should checkpoints use?",
+                                    {"FULL_STATE_DICT", "SHARDED_STATE_DICT"}, "FULL_STATE_DICT");
+  fsdp.offload_params = ask.yes_no("Do you want to offload parameters and gradients to the CPU?", false);
 }
 
-Config ask_for_config(Questionnaire& ask, int gpus_on_this_machine) {
-  Config config = single_process_config();
+acc::Config ask_for_config(Questionnaire& ask, int gpus_on_this_machine) {
+  acc::Config config;
+  const std::vector<MachineType> types = built_machine_types();
   std::vector<std::string> machine_answers;
-  for (const MachineType& type : kMachineTypes) machine_answers.emplace_back(type.answer);
+  for (const MachineType& type : types) machine_answers.emplace_back(type.answer);
   const std::string machine = ask.choose("Which type of machine are you using?", machine_answers, "no");
-  std::string distributed_type;
-  for (const MachineType& type : kMachineTypes)
-    if (machine == type.answer) distributed_type = type.distributed_type;
-  config["distributed_type"] = distributed_type;
+  for (const MachineType& type : types)
+    if (machine == type.answer) config.distributed_type = type.distributed_type;
 
-  const bool uses_gpus = distributed_type == "MULTI_GPU" || distributed_type == "FSDP";
-  if (distributed_type == "NO") {
-    config["use_cpu"] = ask.yes_no("Do you want to run on CPU only (even if a GPU is available)?", false);
+  const bool uses_gpus = config.distributed_type == "MULTI_GPU" || config.distributed_type == "FSDP";
+  if (config.distributed_type == "NO") {
+    config.use_cpu = ask.yes_no("Do you want to run on CPU only (even if a GPU is available)?", false);
   } else {
-    config["use_cpu"] = distributed_type == "MULTI_CPU";
+    config.use_cpu = config.distributed_type == "MULTI_CPU";
     ask_machines_and_processes(ask, config, uses_gpus ? std::max(gpus_on_this_machine, 1) : 1);
   }
   if (uses_gpus) {
-    const int processes_per_machine = std::get<int>(config["num_processes"]) / std::get<int>(config["num_machines"]);
-    config["gpu_ids"] =
-        ask.text({"Which GPUs of this machine should be used?", gpu_ids_rule(processes_per_machine),
-                  gpu_ids_rule(processes_per_machine), "all"},
-                 [&](const std::string& answer) { return is_gpu_id_list(answer, processes_per_machine); });
+    const int processes_per_machine = config.num_processes / config.num_machines;
+    config.gpu_ids = ask.text({"Which GPUs of this machine should be used?", gpu_ids_rule(processes_per_machine),
+                               gpu_ids_rule(processes_per_machine), "all"},
+                              [&](const std::string& answer) { return is_gpu_id_list(answer, processes_per_machine); });
   }
-  if (distributed_type == "FSDP") config["fsdp_config"] = ask_fsdp_settings(ask);
-  config["mixed_precision"] = ask.choose("Do you wish to use mixed precision?", {"no", "fp16", "bf16"}, "no");
-  config["gradient_accumulation_steps"] = ask.integer("How many gradient accumulation steps will you use?",
-                                                      "an integer >= 1", 1, [](int steps) { return steps >= 1; });
+  if (config.distributed_type == "FSDP") ask_fsdp_settings(ask, config.fsdp);
+  const bool trains_on_gpus = uses_gpus || (!config.use_cpu && gpus_on_this_machine > 0);
+  config.mixed_precision = ask.choose("Do you wish to use mixed precision?", built_precisions(trains_on_gpus), "no");
+  config.gradient_accumulation_steps = ask.integer("How many gradient accumulation steps will you use?",
+                                                   "an integer >= 1", 1, [](int steps) { return steps >= 1; });
   return config;
 }
 
 // `acc config default`: one process per GPU, or a single CPU process when there is no GPU.
-Config config_for_this_machine(int gpus_on_this_machine, const std::string& mixed_precision) {
-  Config config = single_process_config();
-  if (gpus_on_this_machine > 1) {
-    config["distributed_type"] = std::string("MULTI_GPU");
-    config["num_processes"] = gpus_on_this_machine;
-    config["gpu_ids"] = std::string("all");
+acc::Config config_for_this_machine(int gpus_on_this_machine, const std::string& mixed_precision) {
+  acc::Config config;
+  if (gpus_on_this_machine > 1 && ACC_HAS_NCCL) {
+    config.distributed_type = "MULTI_GPU";
+    config.num_processes = gpus_on_this_machine;
+    config.gpu_ids = "all";
   }
-  config["use_cpu"] = gpus_on_this_machine == 0;
-  config["mixed_precision"] = mixed_precision;
+  config.use_cpu = gpus_on_this_machine == 0;
+  config.mixed_precision = mixed_precision;
   return config;
 }
 
@@ -446,8 +385,8 @@ std::optional<std::string> write_config_file(const fs::path& path, const std::st
   return std::nullopt;
 }
 
-int save(const fs::path& path, const Config& config, const std::string& command) {
-  if (auto error = write_config_file(path, to_yaml(config))) {
+int save(const fs::path& path, const acc::Config& config, const std::string& command) {
+  if (auto error = write_config_file(path, config.to_yaml())) {
     std::cerr << command << ": " << *error << "\n";
     return kExitCannotWrite;
   }
@@ -491,6 +430,10 @@ std::variant<CommandLine, UsageError> parse_command_line(const std::vector<std::
 }
 
 int config_command(const std::vector<std::string>& arguments) {
+  if (arguments == std::vector<std::string>{"--reference"}) {
+    std::cout << acc::config_reference();
+    return 0;
+  }
   const auto parsed = parse_command_line(arguments, {"--config_file", "--mixed_precision"});
   if (const auto* error = std::get_if<UsageError>(&parsed)) return usage_error("acc config", error->message);
   const CommandLine& command_line = std::get<CommandLine>(parsed);
@@ -529,13 +472,16 @@ int config_command(const std::vector<std::string>& arguments) {
   }
 
   const std::string precision = mixed_precision_given ? mixed_precision->second : "no";
-  if (precision != "no" && precision != "fp16" && precision != "bf16")
-    return usage_error("acc config default",
-                       "--mixed_precision '" + precision + "' is not valid; use no, fp16 or bf16");
+  const int gpus = count_nvidia_gpus();
+  const std::vector<std::string> precisions = built_precisions(gpus > 0);
+  if (std::find(precisions.begin(), precisions.end(), precision) == precisions.end())
+    return usage_error("acc config default", "--mixed_precision '" + precision + "' is not valid " +
+                                                 (gpus > 0 ? "" : "on this machine's CPU ") + "in this build; use " +
+                                                 join(precisions, ", "));
   if (fs::exists(path))
     return usage_error("acc config default",
                        path.string() + " already exists, will not override it; remove it or pass --config_file");
-  return save(path, config_for_this_machine(count_nvidia_gpus(), precision), "acc config default");
+  return save(path, config_for_this_machine(gpus, precision), "acc config default");
 }
 
 }  // namespace acc::cli

@@ -14,7 +14,6 @@
 #include <fstream>
 #include <iostream>
 #include <optional>
-#include <sstream>
 #include <thread>
 
 // src/cli/CMakeLists.txt passes what this build found: the tool itself does not link libtorch.
@@ -31,9 +30,9 @@ constexpr const char* kEnvUsage = R"(usage: acc env [--config_file PATH]
 
 Prints what a bug report needs: the versions of accelerate-cpp, the compiler and the libtorch it was
 built against, the platform, the NVIDIA driver and GPUs, the communication backends of this build,
-and the config a launched program would read: PATH, else the file ACC_CONFIG_FILE names, else the
-one acc config wrote. A config that cannot be used is reported with the loader's error, and the
-exit code is then 1.
+the variables that override the config, and the config a launched program would read: PATH, else
+the file ACC_CONFIG_FILE names, else the one acc config wrote. A config or variable that cannot be
+used is reported with the loader's error, and the exit code is then 1.
 )";
 
 constexpr int kExitBadConfig = 1;
@@ -91,20 +90,34 @@ std::string gpus() {
 
 const char* built_in(bool has_backend) { return has_backend ? "built in" : "not in this build"; }
 
-// The config indented under "- Active config:" once the loader took it, or why there is none to
+// The config indented under "- Active config:" as the loader read it, or why there is none to
 // show; `error` gets the loader's message.
 std::string active_config(const fs::path& path, bool named, std::optional<std::string>& error) {
   if (!named && !fs::exists(path)) return " not found\n";
   try {
-    acc::Config::from_yaml_file(path);
+    std::string indented;
+    for (const char c : acc::Config::from_yaml_file(path).to_yaml()) indented += c == '\n' ? "\n  " : std::string(1, c);
+    return "\n  " + indented.substr(0, indented.size() - 2);
   } catch (const acc::Error& e) {
     error = e.what();
     return " cannot be used: " + *error + "\n";
   }
-  std::ifstream file(path);
-  std::ostringstream indented;
-  for (std::string line; std::getline(file, line);) indented << "\n  " << line;
-  return indented.str() + "\n";
+}
+
+// The variables of the config's keys that are set, which override the file in a launched program.
+std::string environment_overrides(std::optional<std::string>& error) {
+  std::string listed;
+  for (const acc::ConfigKey& key : acc::config_keys())
+    if (!key.variable.empty())
+      if (const auto value = acc::process_variable(key.variable))
+        listed += "\n  " + std::string(key.variable) + "=" + acc::detail::printable(*value);
+  try {
+    acc::Config().with_overrides(acc::process_variable);
+  } catch (const acc::Error& e) {
+    error = e.what();
+    return " cannot be used: " + *error + "\n";
+  }
+  return listed.empty() ? " none\n" : listed + "\n";
 }
 
 }  // namespace
@@ -132,8 +145,9 @@ int env_command(const std::vector<std::string>& arguments) {
   else if (const char* variable = std::getenv("ACC_CONFIG_FILE"); variable && *variable)
     named_config = variable;
   const fs::path config_path = named_config.value_or(acc::default_config_file());
-  std::optional<std::string> config_error;
+  std::optional<std::string> config_error, overrides_error;
   const std::string config_text = active_config(config_path, named_config.has_value(), config_error);
+  const std::string overrides_text = environment_overrides(overrides_error);
 
   std::cout << "Copy-and-paste the text below in your GitHub issue\n\n"
             << "- accelerate-cpp version: " << acc::version << "\n"
@@ -147,10 +161,10 @@ int env_command(const std::vector<std::string>& arguments) {
             << "- CPU cores: " << std::thread::hardware_concurrency() << "\n"
             << "- Config file: " << acc::detail::printable(config_path.string())
             << (fs::exists(config_path) ? " (exists)" : " (not found)") << "\n"
-            << "- Active config:" << config_text << std::flush;
-  if (!config_error) return 0;
-  std::cerr << "acc env: " << *config_error << "\n";
-  return kExitBadConfig;
+            << "- Environment overrides:" << overrides_text << "- Active config:" << config_text << std::flush;
+  for (const auto& error : {config_error, overrides_error})
+    if (error) std::cerr << "acc env: " << *error << "\n";
+  return config_error || overrides_error ? kExitBadConfig : 0;
 }
 
 }  // namespace acc::cli

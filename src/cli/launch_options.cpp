@@ -118,7 +118,8 @@ Flag switch_flag(std::string_view name, bool LaunchOptions::*field, bool ParseSt
           }};
 }
 
-// The settings of a YAML config, as if they were flags given before the command line's.
+// The settings of a YAML config with the environment's overrides (as the ranks will read them),
+// as if they were flags given before the command line's.
 void apply_config(ParseState& state, const acc::Config& config, const std::string& path) {
   LaunchOptions& options = state.options;
   options.config_file = path;
@@ -131,14 +132,10 @@ void apply_config(ParseState& state, const acc::Config& config, const std::strin
     state.main_process_ip_given = true;
   }
   if (config.main_process_port) options.main_process_port = *config.main_process_port;
-  // The environment ranks above the file (the ranks would read these variables anyway).
-  const char* use_cpu_variable = std::getenv("ACCELERATE_USE_CPU");
-  const char* precision_variable = std::getenv("ACCELERATE_MIXED_PRECISION");
-  const bool use_cpu = use_cpu_variable ? acc::detail::parse_bool(use_cpu_variable).value_or(false) : config.use_cpu;
-  options.cpu = use_cpu || config.distributed_type == "MULTI_CPU";
+  options.cpu = config.use_cpu || config.distributed_type == "MULTI_CPU";
   options.multi_gpu = !options.cpu && (config.distributed_type == "MULTI_GPU" || config.distributed_type == "FSDP");
-  if (!options.cpu && config.gpu_ids != "all") options.gpu_ids = config.gpu_ids;
-  options.mixed_precision = precision_variable ? std::string(precision_variable) : config.mixed_precision;
+  if (!options.cpu && config.gpu_ids && *config.gpu_ids != "all") options.gpu_ids = config.gpu_ids;
+  options.mixed_precision = config.mixed_precision;
   state.fsdp_in_config = config.distributed_type == "FSDP";
 }
 
@@ -266,7 +263,8 @@ LaunchParse parse_launch_arguments(const std::vector<std::string>& arguments, co
   ParseState state;
   if (const auto path = find_config_file(arguments)) {
     try {
-      apply_config(state, acc::Config::from_yaml_file(*path), std::filesystem::absolute(*path).string());
+      apply_config(state, acc::Config::from_yaml_file(*path).with_overrides(acc::process_variable),
+                   std::filesystem::absolute(*path).string());
     } catch (const acc::Error& e) {
       return UsageError{e.what()};
     }

@@ -45,6 +45,17 @@ const std::set<std::string> kCommonKeys = {"compute_environment",
                                            "tpu_use_sudo",
                                            "use_cpu"};
 
+// What this build offers (src/cli/CMakeLists.txt passes the same to acc): the machine types whose
+// strategies acc::run has, and the mixed precisions of a CPU run.
+const std::string kMachineTypes =
+    std::string("no") + (ACC_HAS_GLOO ? "/multi-CPU" : "") + (ACC_HAS_NCCL ? "/multi-GPU/FSDP" : "");
+const std::string kCpuPrecisions = ACC_CPU_FP16_AUTOCAST ? "no, fp16, bf16" : "no, bf16";
+
+std::string with_commas(std::string choices) {
+  for (std::size_t slash; (slash = choices.find('/')) != std::string::npos;) choices.replace(slash, 1, ", ");
+  return choices;
+}
+
 std::set<std::string> keys_of(const YAML::Node& mapping) {
   std::set<std::string> keys;
   for (const auto& entry : mapping) keys.insert(entry.first.as<std::string>());
@@ -200,15 +211,15 @@ std::string saved_line(const fs::path& path) { return "accelerate-cpp configurat
 
 }  // namespace
 
-TEST_CASE("a piped questionnaire for 4 CPU processes on one machine saves exactly the answers") {
+TEST_CASE("a piped questionnaire for 4 CPU processes on one machine saves exactly the answers" *
+          doctest::skip(!ACC_HAS_GLOO)) {
   TemporaryHome home;
   // machine type, machines (empty: the default 1), processes, mixed precision, accumulation steps
   const LauncherResult result = run_acc_with_input({"config"}, "multi-CPU\n\n4\nbf16\n2\n");
   CHECK(result.exit_code == 0);
   CHECK(result.err == "");
   // Answers that do not show on a terminal are repeated after their question.
-  CHECK(result.out.rfind("Which type of machine are you using? (no/multi-CPU/multi-GPU/FSDP) [no]: multi-CPU\n", 0) ==
-        0);
+  CHECK(result.out.rfind("Which type of machine are you using? (" + kMachineTypes + ") [no]: multi-CPU\n", 0) == 0);
   CHECK(lines_of(result.out).back() + "\n" == saved_line(home.hf_home_config()));
 
   // Accelerate's layout: sorted keys, 'no' quoted, an empty fsdp_config and tpu_env on one line.
@@ -245,22 +256,23 @@ TEST_CASE("a piped questionnaire for 4 CPU processes on one machine saves exactl
   CHECK(config["tpu_env"].IsSequence());
 }
 
-TEST_CASE("a piped questionnaire for FSDP on 2 machines saves the machine and FSDP keys") {
+TEST_CASE("a piped questionnaire for FSDP on 2 machines saves the machine and FSDP keys" *
+          doctest::skip(!ACC_HAS_NCCL)) {
   TemporaryHome home;
   const std::string answers =
-      "FSDP\n"          // machine type
-      "2\n"             // machines
-      "1\n"             // this machine's rank
-      "10.1.2.3\n"      // main_process_ip
-      "\n"              // main_process_port: 29500
-      "no\n"            // same_network
-      "c10d\n"          // rdzv_backend
-      "4\n"             // processes across both machines
-      "0,1\n"           // gpu_ids
-      "HYBRID_SHARD\n"  // sharding strategy
-      "\n"              // auto wrap policy: TRANSFORMER_BASED_WRAP
-      "acc::Block\n"    // classes to wrap
-      "NO_PREFETCH\n"   // backward prefetch
+      "FSDP\n"           // machine type
+      "2\n"              // machines
+      "1\n"              // this machine's rank
+      "10.1.2.3\n"       // main_process_ip
+      "\n"               // main_process_port: 29500
+      "no\n"             // same_network
+      "c10d\n"           // rdzv_backend
+      "4\n"              // processes across both machines
+      "0,1\n"            // gpu_ids
+      "SHARD_GRAD_OP\n"  // sharding strategy
+      "\n"               // auto wrap policy: TRANSFORMER_BASED_WRAP
+      "acc::Block\n"     // classes to wrap
+      "NO_PREFETCH\n"    // backward prefetch
       "SHARDED_STATE_DICT\n"
       "yes\n"  // offload parameters
       "fp16\n"
@@ -287,10 +299,13 @@ TEST_CASE("a piped questionnaire for FSDP on 2 machines saves the machine and FS
   CHECK(config["use_cpu"].as<bool>() == false);
 
   const YAML::Node fsdp = config["fsdp_config"];
-  CHECK(keys_of(fsdp) == std::set<std::string>{"fsdp_auto_wrap_policy", "fsdp_backward_prefetch", "fsdp_offload_params",
-                                               "fsdp_sharding_strategy", "fsdp_state_dict_type",
-                                               "fsdp_transformer_layer_cls_to_wrap"});
-  CHECK(fsdp["fsdp_sharding_strategy"].as<std::string>() == "HYBRID_SHARD");
+  // Every FSDP key, as Accelerate writes them, with the classes to wrap for TRANSFORMER_BASED_WRAP.
+  CHECK(keys_of(fsdp) == std::set<std::string>{"fsdp_activation_checkpointing", "fsdp_auto_wrap_policy",
+                                               "fsdp_backward_prefetch", "fsdp_cpu_ram_efficient_loading",
+                                               "fsdp_forward_prefetch", "fsdp_offload_params", "fsdp_sharding_strategy",
+                                               "fsdp_state_dict_type", "fsdp_sync_module_states",
+                                               "fsdp_transformer_layer_cls_to_wrap", "fsdp_use_orig_params"});
+  CHECK(fsdp["fsdp_sharding_strategy"].as<std::string>() == "SHARD_GRAD_OP");
   CHECK(fsdp["fsdp_auto_wrap_policy"].as<std::string>() == "TRANSFORMER_BASED_WRAP");
   CHECK(fsdp["fsdp_transformer_layer_cls_to_wrap"].as<std::string>() == "acc::Block");
   CHECK(fsdp["fsdp_backward_prefetch"].as<std::string>() == "NO_PREFETCH");
@@ -298,7 +313,8 @@ TEST_CASE("a piped questionnaire for FSDP on 2 machines saves the machine and FS
   CHECK(fsdp["fsdp_offload_params"].as<bool>() == true);
 }
 
-TEST_CASE("SIZE_BASED_WRAP asks for fsdp_min_num_params instead of the classes to wrap") {
+TEST_CASE("SIZE_BASED_WRAP asks for fsdp_min_num_params instead of the classes to wrap" *
+          doctest::skip(!ACC_HAS_NCCL)) {
   TemporaryHome home;
   const LauncherResult result =
       run_acc_with_input({"config"}, "FSDP\n1\n2\nall\n\nSIZE_BASED_WRAP\n1000000\n\n\n\nbf16\n\n");
@@ -324,13 +340,14 @@ TEST_CASE("without distributed training, acc config asks only whether to run on 
   CHECK(contents_of(home.hf_home_config()).find("distributed_type: 'NO'\n") != std::string::npos);
 }
 
-TEST_CASE("on a terminal, an invalid answer is refused with the rule and the question asked again") {
+TEST_CASE("on a terminal, an invalid answer is refused with the rule and the question asked again" *
+          doctest::skip(!ACC_HAS_GLOO)) {
   TemporaryHome home;
-  const LauncherResult result = run_acc_on_terminal({"config"}, "multi-cpu\n0\n1\nthree\n3\nfp8\nfp16\n-1\n\n");
+  const LauncherResult result = run_acc_on_terminal({"config"}, "multi-cpu\n0\n1\nthree\n3\nfp8\nbf16\n-1\n\n");
   CHECK(result.exit_code == 0);
   CHECK(result.out.find("Invalid answer '0': an integer >= 1\n") != std::string::npos);
   CHECK(result.out.find("Invalid answer 'three': an integer >= 1\n") != std::string::npos);
-  CHECK(result.out.find("Invalid answer 'fp8': choose one of no, fp16, bf16\n") != std::string::npos);
+  CHECK(result.out.find("Invalid answer 'fp8': choose one of " + kCpuPrecisions + "\n") != std::string::npos);
   CHECK(result.out.find("Invalid answer '-1': an integer >= 1\n") != std::string::npos);
   int times_asked_for_precision = 0;
   for (const std::string& line : lines_of(result.out))
@@ -340,7 +357,7 @@ TEST_CASE("on a terminal, an invalid answer is refused with the rule and the que
   const YAML::Node config = YAML::LoadFile(home.hf_home_config().string());
   CHECK(config["distributed_type"].as<std::string>() == "MULTI_CPU");  // "multi-cpu": any case is taken
   CHECK(config["num_processes"].as<int>() == 3);
-  CHECK(config["mixed_precision"].as<std::string>() == "fp16");
+  CHECK(config["mixed_precision"].as<std::string>() == "bf16");
   CHECK(config["gradient_accumulation_steps"].as<int>() == 1);
 }
 
@@ -350,9 +367,8 @@ TEST_CASE("on a terminal, the sixth invalid answer in a row ends acc config with
   for (int i = 0; i < 10; ++i) typed += "garbage\n";
   const LauncherResult result = run_acc_on_terminal({"config"}, typed);
   CHECK(result.exit_code == 2);
-  CHECK(result.err ==
-        "acc config: invalid answer 'garbage' to 'Which type of machine are you using?': choose one of no, multi-CPU, "
-        "multi-GPU, FSDP; nothing was saved (6 invalid answers in a row)\n");
+  CHECK(result.err == "acc config: invalid answer 'garbage' to 'Which type of machine are you using?': choose one of " +
+                          with_commas(kMachineTypes) + "; nothing was saved (6 invalid answers in a row)\n");
   int times_asked = 0;
   for (const std::string& line : lines_of(result.out))
     if (line.find("Which type of machine are you using?") != std::string::npos) ++times_asked;
@@ -362,7 +378,8 @@ TEST_CASE("on a terminal, the sixth invalid answer in a row ends acc config with
 
 // Piped answers are one a line in order: taking the next line for a refused answer's question
 // would save a config with every later answer shifted (found: exit 0 with a different config).
-TEST_CASE("an invalid piped answer ends acc config with exit code 2, saves nothing and takes no other line") {
+TEST_CASE("an invalid piped answer ends acc config with exit code 2, saves nothing and takes no other line" *
+          doctest::skip(!ACC_HAS_GLOO)) {
   TemporaryHome home;
   // 'four' is refused; before, '2' was then taken as the number of processes and bf16 as the precision.
   const LauncherResult result = run_acc_with_input({"config"}, "multi-CPU\n\nfour\n2\nbf16\n\n");
@@ -386,7 +403,7 @@ TEST_CASE("piped garbage ends acc config at the first answer, with little output
   CHECK_FALSE(fs::exists(home.hf_home_config()));
 
   // An endless line (/dev/zero piped in) is cut off instead of filling the memory.
-  const LauncherResult long_line = run_acc_with_input({"config"}, "multi-CPU\n" + std::string(20000, 'x'));
+  const LauncherResult long_line = run_acc_with_input({"config"}, "no\n" + std::string(20000, 'x'));
   CHECK(long_line.exit_code == 2);
   CHECK(long_line.err.find("acc config: invalid answer 'xxxxxxxx") == 0);
   CHECK(long_line.err.find("an answer is at most 4096 characters; nothing was saved") != std::string::npos);
@@ -395,7 +412,7 @@ TEST_CASE("piped garbage ends acc config at the first answer, with little output
 
 TEST_CASE("answers that end before the questionnaire does give exit code 2 and no file") {
   TemporaryHome home;
-  const LauncherResult result = run_acc_with_input({"config"}, "multi-GPU\n1\n");
+  const LauncherResult result = run_acc_with_input({"config"}, ACC_HAS_GLOO ? "multi-CPU\n1\n" : "multi-GPU\n1\n");
   CHECK(result.exit_code == 2);
   CHECK(result.err ==
         "acc config: the answers ended before the question 'How many processes will run in total, across all "
@@ -414,13 +431,14 @@ TEST_CASE("acc config default writes a config for this machine and will not over
   const YAML::Node config = YAML::LoadFile(home.hf_home_config().string());
   const int gpus = gpus_on_this_machine();
   CAPTURE(gpus);
-  CHECK(config["distributed_type"].as<std::string>() == (gpus > 1 ? "MULTI_GPU" : "NO"));
-  CHECK(config["num_processes"].as<int>() == std::max(gpus, 1));
+  const bool multi_gpu = gpus > 1 && ACC_HAS_NCCL;
+  CHECK(config["distributed_type"].as<std::string>() == (multi_gpu ? "MULTI_GPU" : "NO"));
+  CHECK(config["num_processes"].as<int>() == (multi_gpu ? gpus : 1));
   CHECK(config["use_cpu"].as<bool>() == (gpus == 0));
   CHECK(config["mixed_precision"].as<std::string>() == "bf16");
   CHECK(config["num_machines"].as<int>() == 1);
   std::set<std::string> expected_keys = kCommonKeys;
-  if (gpus > 1) expected_keys.insert("gpu_ids");
+  if (multi_gpu) expected_keys.insert("gpu_ids");
   CHECK(keys_of(config) == expected_keys);
 
   const std::string written = contents_of(home.hf_home_config());
@@ -432,7 +450,7 @@ TEST_CASE("acc config default writes a config for this machine and will not over
   CHECK(contents_of(home.hf_home_config()) == written);
 }
 
-TEST_CASE("--config_file saves the config there and nowhere else") {
+TEST_CASE("--config_file saves the config there and nowhere else" * doctest::skip(!ACC_HAS_GLOO)) {
   TemporaryHome home;
   const fs::path elsewhere = home.folder() / "new" / "folders" / "my config.yaml";
   const LauncherResult questionnaire =
@@ -484,6 +502,7 @@ TEST_CASE("acc env prints every key, and the active config once there is one") {
                                          "Gloo",
                                          "CPU cores",
                                          "Config file",
+                                         "Environment overrides",
                                          "Active config"};
   const LauncherResult before = run_acc_with_input({"env"});
   CHECK(before.exit_code == 0);
@@ -533,7 +552,7 @@ TEST_CASE("acc config and acc env print their usage for -h and refuse bad argume
   CHECK_FALSE(fs::exists(home.hf_home_config()));
 }
 
-TEST_CASE("acc launch uses the file a piped acc config wrote") {
+TEST_CASE("acc launch uses the file a piped acc config wrote" * doctest::skip(!ACC_HAS_GLOO)) {
   TemporaryHome home;
   REQUIRE(run_acc_with_input({"config"}, "multi-CPU\n\n3\nbf16\n\n").exit_code == 0);
   const LauncherResult launched = run_acc_with_input({"launch", PROBE_BIN, "env"});
@@ -559,7 +578,9 @@ TEST_CASE("acc env reads the file ACC_CONFIG_FILE names through the loader and r
   const LauncherResult good = run_acc_with_input({"env"}, "", {"ACC_CONFIG_FILE=" + named.string()});
   CHECK(good.exit_code == 0);
   CHECK(good.out.find("- Config file: " + named.string() + " (exists)\n") != std::string::npos);
-  CHECK(good.out.find("- Active config:\n  mixed_precision: bf16\n") != std::string::npos);
+  // As the loader read it, written back by Config::to_yaml.
+  CHECK(good.out.find("- Active config:\n  compute_environment: LOCAL_MACHINE\n") != std::string::npos);
+  CHECK(good.out.find("\n  mixed_precision: bf16\n") != std::string::npos);
 
   const fs::path junk = home.folder() / "junk.yaml";
   std::ofstream(junk, std::ios::binary) << std::string("\x89PNG\r\n\x1a\n\x00\x01\xff: 1\n", 17);
@@ -611,4 +632,77 @@ TEST_CASE("acc launch and acc env refuse a config that is a directory, a device,
     CHECK(env.err.find("acc env: " + message) == 0);
     CHECK(env.seconds < 5);
   }
+}
+
+TEST_CASE("the config reference in docs is what acc config --reference prints") {
+  const LauncherResult reference = run_acc_with_input({"config", "--reference"});
+  CHECK(reference.exit_code == 0);
+  const std::string doc = contents_of(fs::path(ACC_SOURCE_DIR) / "docs" / "config_reference.md");
+  const std::string begin = "<!-- generated by `acc config --reference`: do not edit between these lines -->\n";
+  const std::string end = "<!-- end of the generated reference -->\n";
+  const auto first = doc.find(begin);
+  const auto last = doc.find(end);
+  REQUIRE(first != std::string::npos);
+  REQUIRE(last != std::string::npos);
+  // When this fails: put the output of `acc config --reference` between the two lines.
+  CHECK(doc.substr(first + begin.size(), last - first - begin.size()) == reference.out);
+  for (const std::string key : {"`mixed_precision`", "`fsdp_offload_params`", "`collective_timeout`", "`tpu_env`"})
+    CHECK(reference.out.find(key) != std::string::npos);
+}
+
+// Found: the questionnaire offered multi-GPU, FSDP and fp16 on a build that cannot run them.
+TEST_CASE("the questionnaire offers only what this build runs") {
+  TemporaryHome home;
+  const LauncherResult machine = run_acc_with_input({"config"}, "\n");
+  CHECK(machine.out.rfind("Which type of machine are you using? (" + kMachineTypes + ") [no]: ", 0) == 0);
+  if (!ACC_HAS_NCCL) {
+    const LauncherResult refused = run_acc_with_input({"config"}, "multi-GPU\n");
+    CHECK(refused.exit_code == 2);
+    CHECK(refused.err.find("invalid answer 'multi-GPU' to 'Which type of machine are you using?': choose one of " +
+                           with_commas(kMachineTypes)) != std::string::npos);
+  }
+  if (gpus_on_this_machine() == 0) {
+    // One CPU process: the precisions with a CPU autocast in this libtorch.
+    const LauncherResult precision = run_acc_with_input({"config"}, "no\nyes\nfp16\n");
+    CHECK(precision.out.find("Do you wish to use mixed precision? (" +
+                             std::string(ACC_CPU_FP16_AUTOCAST ? "no/fp16/bf16" : "no/bf16") + ") [no]: ") !=
+          std::string::npos);
+    CHECK(precision.exit_code == 2);  // fp16 refused, or the answers end after it
+    if (!ACC_CPU_FP16_AUTOCAST) {
+      CHECK(precision.err.find("invalid answer 'fp16' to 'Do you wish to use mixed precision?'") != std::string::npos);
+      const LauncherResult default_config = run_acc_with_input({"config", "default", "--mixed_precision", "fp16"});
+      CHECK(default_config.exit_code == 2);
+      CHECK(default_config.err ==
+            "acc config default: --mixed_precision 'fp16' is not valid on this machine's CPU in this build; use no, "
+            "bf16\n");
+    }
+  }
+  CHECK_FALSE(fs::exists(home.hf_home_config()));
+}
+
+TEST_CASE("acc env lists the variables that override the config, and refuses a bad one") {
+  TemporaryHome home;
+  const LauncherResult none = run_acc_with_input({"env"});
+  CHECK(none.out.find("- Environment overrides: none\n") != std::string::npos);
+  const LauncherResult set =
+      run_acc_with_input({"env"}, "", {"ACCELERATE_MIXED_PRECISION=bf16", "FSDP_OFFLOAD_PARAMS=true"});
+  CHECK(set.exit_code == 0);
+  CHECK(set.out.find("- Environment overrides:\n  ACCELERATE_MIXED_PRECISION=bf16\n  FSDP_OFFLOAD_PARAMS=true\n") !=
+        std::string::npos);
+  const LauncherResult bad = run_acc_with_input({"env"}, "", {"ACCELERATE_MIXED_PRECISION=fp8"});
+  CHECK(bad.exit_code == 1);
+  CHECK(bad.err ==
+        "acc env: ACCELERATE_MIXED_PRECISION='fp8': 'mixed_precision' is 'fp8'; allowed values: no, fp16, bf16\n");
+}
+
+// Found: acc launch read ACCELERATE_USE_CPU itself, more laxly than the ranks: 'maybe' was false.
+TEST_CASE("acc launch checks the variables that override its config file as the ranks do") {
+  TemporaryHome home;
+  const fs::path config = home.folder() / "two.yaml";
+  std::ofstream(config) << "num_processes: 2\n";
+  const LauncherResult launched =
+      run_acc({"launch", "--config_file", config.string(), PROBE_BIN, "env"}, {"ACCELERATE_USE_CPU=maybe"}, 10s);
+  CHECK(launched.exit_code == 2);
+  CHECK(launched.out == "");
+  CHECK(launched.err == "acc launch: ACCELERATE_USE_CPU='maybe': 'use_cpu' is 'maybe'; allowed values: true, false\n");
 }
