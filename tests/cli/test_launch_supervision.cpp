@@ -93,16 +93,19 @@ TEST_CASE("processes a successful rank leaves behind are stopped too") {
 
 namespace {
 
-// The launcher's children that are not the job's (its watchdog), at most `timeout` until one
-// other than `previous` is there.
-std::vector<pid_t> watchdogs_of(const Launcher& launcher, const std::vector<pid_t>& job, pid_t previous,
-                                std::chrono::duration<double> timeout) {
+// The launcher's one child that is not the job's (its watchdog), other than `previous`; waits at
+// most `timeout` for it to appear.
+pid_t watchdog_of(const Launcher& launcher, const std::vector<pid_t>& job, pid_t previous = 0,
+                  std::chrono::duration<double> timeout = 0s) {
   const auto deadline = Clock::now() + timeout;
   while (true) {
     std::vector<pid_t> others;
     for (pid_t child : children_of(launcher.pid()))
       if (std::count(job.begin(), job.end(), child) == 0 && child != previous) others.push_back(child);
-    if (!others.empty() || Clock::now() > deadline) return others;
+    if (!others.empty() || Clock::now() > deadline) {
+      REQUIRE(others.size() == 1);
+      return others.front();
+    }
     std::this_thread::sleep_for(10ms);
   }
 }
@@ -115,10 +118,9 @@ TEST_CASE("a killed watchdog is replaced, so that the ranks' children still die 
                     {pids.variable()});
   REQUIRE(pids.wait_for(4, 5s));
   const std::vector<pid_t> job = pids.pids();
-  const std::vector<pid_t> first = watchdogs_of(launcher, job, 0, 0s);
-  REQUIRE(first.size() == 1);
-  kill(first[0], SIGKILL);
-  REQUIRE(watchdogs_of(launcher, job, first[0], 5s).size() == 1);
+  const pid_t first = watchdog_of(launcher, job);
+  kill(first, SIGKILL);
+  watchdog_of(launcher, job, first, 5s);  // the replacement
 
   kill(launcher.pid(), SIGKILL);
   CHECK(launcher.wait(5s).exit_code == 128 + SIGKILL);
@@ -129,18 +131,16 @@ TEST_CASE("acc launch says that its watchdog died and which one replaced it") {
   PidFile pids;
   Launcher launcher({"launch", "--cpu", "--num_processes", "1", kProbe, "sleep", "60"}, {pids.variable()});
   REQUIRE(pids.wait_for(1, 5s));
-  const std::vector<pid_t> first = watchdogs_of(launcher, pids.pids(), 0, 0s);
-  REQUIRE(first.size() == 1);
-  kill(first[0], SIGKILL);
-  const std::vector<pid_t> second = watchdogs_of(launcher, pids.pids(), first[0], 5s);
-  REQUIRE(second.size() == 1);
+  const pid_t first = watchdog_of(launcher, pids.pids());
+  kill(first, SIGKILL);
+  const pid_t second = watchdog_of(launcher, pids.pids(), first, 5s);
   kill(launcher.pid(), SIGTERM);
   const LauncherResult result = launcher.wait(5s);
   REQUIRE(result.finished_in_time);
   CHECK(result.exit_code == 128 + SIGTERM);
-  CHECK(result.err.find("acc launch: the watchdog process (pid " + std::to_string(first[0]) +
-                        ") was killed by signal SIGKILL; started a new one (pid " + std::to_string(second[0]) +
-                        ")\n") != std::string::npos);
+  CHECK(result.err.find("acc launch: the watchdog process (pid " + std::to_string(first) +
+                        ") was killed by signal SIGKILL; started a new one (pid " + std::to_string(second) + ")\n") !=
+        std::string::npos);
   check_none_left(pids.pids());
 }
 
@@ -148,12 +148,11 @@ TEST_CASE("a stopped watchdog does not keep acc launch from exiting when the job
   PidFile pids;
   Launcher launcher({"launch", "--cpu", "--num_processes", "1", kProbe, "sleep", "0.5"}, {pids.variable()});
   REQUIRE(pids.wait_for(1, 5s));
-  const std::vector<pid_t> watchdog = watchdogs_of(launcher, pids.pids(), 0, 0s);
-  REQUIRE(watchdog.size() == 1);
-  kill(watchdog[0], SIGSTOP);
+  const pid_t watchdog = watchdog_of(launcher, pids.pids());
+  kill(watchdog, SIGSTOP);
   const LauncherResult result = launcher.wait(10s);
   REQUIRE(result.finished_in_time);
   CHECK(result.exit_code == 0);
   CHECK(result.seconds < 3.0);  // the job's 0.5 s, and at most 1 s for the watchdog to exit
-  CHECK(survivors_after(watchdog, 1s).empty());
+  CHECK(survivors_after({watchdog}, 1s).empty());
 }
