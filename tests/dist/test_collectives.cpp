@@ -192,3 +192,65 @@ TEST_CASE("split_between_processes: contiguous shares, the first ranks one more;
           }));
   });
 }
+
+TEST_CASE("bfloat16 and float16 tensors go through every collective, exactly where the result is representable") {
+  with_accelerator([](auto& accelerator) {
+    auto& comm = accelerator.strategy().comm();
+    const int rank = accelerator.process_index(), world = accelerator.num_processes();
+    const auto device = accelerator.device();
+    // Small multiples of powers of two: every partial sum over up to 4 ranks (factors 1, 3, 6,
+    // 10) and every mean has at most 4 significant bits, so both 16-bit types hold them exactly
+    // and the results must equal the float64 reference bit for bit, whatever the summation order.
+    const auto base = at::tensor(std::vector<double>{1.0, -2.0, 0.5, 64.0, 0.0, 8.0}, at::kDouble);
+    const auto same = [](const at::Tensor& actual, const at::Tensor& expected) {
+      return at::equal(actual.cpu().to(at::kDouble), expected.to(at::kDouble));
+    };
+    for (const auto dtype : {at::kBFloat16, at::kHalf}) {
+      CAPTURE(dtype);
+      const auto on_device = at::TensorOptions(device).dtype(dtype);
+      const auto mine = (base * (rank + 1)).to(on_device);
+      const double rank_sum = world * (world + 1) / 2.0;
+
+      auto summed = mine.clone();
+      comm.all_reduce(summed, acc::ReduceOp::sum);
+      CHECK((summed.scalar_type() == dtype));
+      CHECK(same(summed, base * rank_sum));
+
+      auto averaged = mine.clone();
+      comm.all_reduce_async(averaged, acc::ReduceOp::mean).wait();
+      CHECK(same(averaged, base * (rank_sum / world)));
+
+      auto largest = mine.clone();
+      comm.all_reduce(largest, acc::ReduceOp::max);
+      CHECK(same(largest, at::maximum(base, base * world)));
+
+      auto sent = mine.clone();
+      comm.broadcast(sent, world - 1);
+      CHECK(same(sent, base * world));
+
+      const auto pieces = comm.all_gather(mine);
+      REQUIRE(pieces.size() == static_cast<std::size_t>(world));
+      for (int r = 0; r < world; ++r) {
+        CHECK((pieces[static_cast<std::size_t>(r)].scalar_type() == dtype));
+        CHECK(same(pieces[static_cast<std::size_t>(r)], base * (r + 1)));
+      }
+
+      auto side_by_side = at::empty({world * base.numel()}, on_device);
+      comm.all_gather_into(side_by_side, mine);
+      CHECK(same(side_by_side.view({world, -1}).select(0, world - 1), base * world));
+
+      // Each rank gets its own slice of the sum: rank r's slice is base * (r + 1) summed over
+      // the ranks.
+      auto scattered_input =
+          (base.repeat({world}) * (rank + 1) * at::arange(1, world + 1, at::kDouble).repeat_interleave(base.numel()))
+              .to(on_device);
+      auto my_slice = at::empty({base.numel()}, on_device);
+      comm.reduce_scatter(my_slice, scattered_input, acc::ReduceOp::sum);
+      CHECK(same(my_slice, base * rank_sum * (rank + 1)));
+
+      // Through the tensor-tree API as well.
+      CHECK(same(accelerator.reduce(mine), base * rank_sum));
+      CHECK(same(accelerator.gather(mine).view({world, -1}).select(0, 0), base));
+    }
+  });
+}

@@ -11,11 +11,7 @@
 #include <string_view>
 
 #if ACC_HAS_GLOO
-#include <arpa/inet.h>
-#include <netdb.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
+#include <acc/comm/network.hpp>
 #include <acc/detail/collective_ledger.hpp>
 
 #include <ATen/ops/empty.h>
@@ -37,28 +33,6 @@ namespace acc {
 #if ACC_HAS_GLOO
 
 namespace detail {
-
-// The address of this machine that routes to `host` (no packet is sent: connecting a UDP socket
-// only picks the route), so that peers on other machines can reach us.
-inline std::string local_address_towards(const std::string& host, int port) {
-  addrinfo hints{};
-  hints.ai_family = AF_INET;
-  hints.ai_socktype = SOCK_DGRAM;
-  addrinfo* found = nullptr;
-  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0 || !found)
-    throw Error("cannot resolve MASTER_ADDR '" + host + "'; set it to an IP address or resolvable host name");
-  const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
-  sockaddr_in local{};
-  socklen_t length = sizeof(local);
-  const bool ok = fd >= 0 && ::connect(fd, found->ai_addr, found->ai_addrlen) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0;
-  freeaddrinfo(found);
-  if (fd >= 0) ::close(fd);
-  if (!ok) throw Error("no network route to MASTER_ADDR '" + host + "'; check the address or set GLOO_SOCKET_IFNAME");
-  char text[INET_ADDRSTRLEN] = {};
-  inet_ntop(AF_INET, &local.sin_addr, text, sizeof(text));
-  return text;
-}
 
 inline c10d::ReduceOp to_c10d(ReduceOp op) {
   switch (op) {
@@ -147,10 +121,13 @@ class Gloo {
   };
 
   Pending all_reduce_async(at::Tensor& tensor, ReduceOp op) {
-    std::function<void()> then;
-    if (op == ReduceOp::mean) then = [tensor, world = world_size_]() mutable { tensor.div_(world); };
+    auto wire = on_the_wire(tensor);
+    auto then = [tensor, wire, op, world = world_size_]() mutable {
+      if (op == ReduceOp::mean) wire.div_(world);
+      if (!wire.is_same(tensor)) tensor.copy_(wire);
+    };
     return start(detail::Collective("all_reduce", tensor, op), std::move(then), [&] {
-      std::vector<at::Tensor> tensors{tensor};
+      std::vector<at::Tensor> tensors{wire};
       c10d::AllreduceOptions options;
       options.reduceOp = detail::to_c10d(op);
       return group_->allreduce(tensors, options);
@@ -160,9 +137,12 @@ class Gloo {
 
   // Every rank's `input` side by side in `output` (world_size times its size, contiguous).
   Pending all_gather_into_async(at::Tensor& output, const at::Tensor& input) {
-    return start(detail::Collective("all_gather_into", input), nullptr, [&] {
-      std::vector<at::Tensor> inputs{input.contiguous()};
-      std::vector<std::vector<at::Tensor>> outputs{output.view({-1}).chunk(world_size_)};
+    auto wire_output = on_the_wire(output);
+    std::function<void()> then;
+    if (!wire_output.is_same(output)) then = [output, wire_output]() mutable { output.copy_(wire_output); };
+    return start(detail::Collective("all_gather_into", input), std::move(then), [&] {
+      std::vector<at::Tensor> inputs{on_the_wire(input).contiguous()};
+      std::vector<std::vector<at::Tensor>> outputs{wire_output.view({-1}).chunk(world_size_)};
       return group_->allgather(outputs, inputs);
     });
   }
@@ -172,12 +152,14 @@ class Gloo {
   // libtorch 1.13's Gloo group has no reduce-scatter: the whole input is all-reduced (in place,
   // `input` is consumed) and the slice copied out, twice the traffic of a true reduce-scatter.
   Pending reduce_scatter_async(at::Tensor& output, at::Tensor& input, ReduceOp op) {
-    auto then = [output, input, op, world = world_size_, rank = rank_]() mutable {
-      output.copy_(input.view({-1}).narrow(0, rank * output.numel(), output.numel()).view_as(output));
-      if (op == ReduceOp::mean) output.div_(world);
+    auto wire = on_the_wire(input);
+    auto then = [output, wire, op, world = world_size_, rank = rank_]() mutable {
+      auto slice = wire.view({-1}).narrow(0, rank * output.numel(), output.numel()).view_as(output);
+      if (op == ReduceOp::mean) slice.div_(world);
+      output.copy_(slice);
     };
     return start(detail::Collective("reduce_scatter", input, op), std::move(then), [&] {
-      std::vector<at::Tensor> tensors{input};
+      std::vector<at::Tensor> tensors{wire};
       c10d::AllreduceOptions options;
       options.reduceOp = detail::to_c10d(op);
       return group_->allreduce(tensors, options);
@@ -188,19 +170,22 @@ class Gloo {
   }
 
   void broadcast(at::Tensor& tensor, int root) {
+    auto wire = on_the_wire(tensor);
     start(detail::Collective("broadcast", tensor, std::nullopt, root), nullptr, [&] {
-      std::vector<at::Tensor> tensors{tensor};
+      std::vector<at::Tensor> tensors{wire};
       c10d::BroadcastOptions options;
       options.rootRank = root;
       return group_->broadcast(tensors, options);
     }).wait();
+    if (!wire.is_same(tensor)) tensor.copy_(wire);
   }
 
   std::vector<at::Tensor> all_gather(const at::Tensor& tensor) {
-    std::vector<at::Tensor> inputs{tensor.contiguous()};
+    std::vector<at::Tensor> inputs{on_the_wire(tensor).contiguous()};
     std::vector<std::vector<at::Tensor>> outputs(1);
     for (int r = 0; r < world_size_; ++r) outputs[0].push_back(at::empty_like(inputs[0]));
     start(detail::Collective("all_gather", tensor), nullptr, [&] { return group_->allgather(outputs, inputs); }).wait();
+    for (auto& piece : outputs[0]) piece = piece.to(tensor.scalar_type());
     return outputs[0];
   }
 
@@ -209,6 +194,13 @@ class Gloo {
   }
 
  private:
+  // The tensor a collective sends: `tensor` itself, or a float32 copy of a bfloat16 one (libtorch
+  // 1.13's Gloo has no bfloat16 and fails with "Invalid scalar type"). Widening is exact, so
+  // broadcasts and gathers return the very values sent, and a sum is rounded once, at the end.
+  static at::Tensor on_the_wire(const at::Tensor& tensor) {
+    return tensor.scalar_type() == at::kBFloat16 ? tensor.to(at::kFloat) : tensor;
+  }
+
   // Numbers the collective (comparing it across ranks in debug mode), then starts it.
   template <class Launch>
   Pending start(detail::Collective collective, std::function<void()> then, Launch&& launch) {

@@ -2,6 +2,7 @@
 // MASTER_ADDR:MASTER_PORT. A rank that never arrives ends the wait with an error that says which.
 #pragma once
 
+#include <acc/comm/network.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/error.hpp>
 
@@ -30,16 +31,25 @@ inline std::vector<uint8_t> bytes_of(const std::string& s) { return {s.begin(), 
 
 }  // namespace detail
 
-// Connects to (rank 0: serves) the job's store and returns once all ranks have arrived.
+// Connects to (rank 0: serves) the job's store and returns once all ranks have arrived. Every
+// store operation, here and later (communicators, debug mode), fails after `timeout` when the
+// store does not answer, naming this rank and the address.
 inline c10::intrusive_ptr<c10d::Store> rendezvous(const ProcessEnvironment& env, std::chrono::milliseconds timeout) {
   const std::string where = env.master_addr + ":" + std::to_string(env.master_port);
+  const std::string me = "rank " + std::to_string(env.rank);
   const std::string seconds = std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout).count());
+  try {
+    detail::resolve_master_addr(env.master_addr, env.master_port, SOCK_STREAM);
+  } catch (const Error& e) {
+    throw Error(me + ": " + e.what());
+  }
   c10d::TCPStoreOptions options;
   options.port = static_cast<std::uint16_t>(env.master_port);
   options.isServer = env.rank == 0;
   options.numWorkers = c10::nullopt;  // arrivals are counted below, to name the missing ranks
   options.waitWorkers = false;
   options.timeout = timeout;
+  const auto sockets_before = detail::open_sockets();
   c10::intrusive_ptr<c10d::Store> store;
   try {
     store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, options);
@@ -47,43 +57,54 @@ inline c10::intrusive_ptr<c10d::Store> rendezvous(const ProcessEnvironment& env,
     if (env.rank == 0)
       throw Error("rank 0 could not serve the rendezvous at " + where + ": " + e.what() +
                   "; choose a free port (acc launch --main_process_port 0 picks one)");
-    throw Error("rank " + std::to_string(env.rank) + " could not reach the rendezvous at " + where + " within " +
-                seconds + " s: is rank 0 running, and are MASTER_ADDR/MASTER_PORT (--main_process_ip/port) right?");
+    throw Error(me + " could not reach the rendezvous at " + where + " within " + seconds +
+                " s: is rank 0 running, and are MASTER_ADDR/MASTER_PORT (--main_process_ip/port) right?");
   }
+  detail::bound_store_sockets(sockets_before, env.master_port, timeout);
 
-  store->set("acc/arrived/" + std::to_string(env.rank), detail::bytes_of("1"));
-  const int64_t arrived = store->add("acc/arrivals", 1);
-  if (arrived > env.world_size)
-    throw Error("more than WORLD_SIZE=" + std::to_string(env.world_size) + " processes joined the rendezvous at " +
-                where + "; is another job using the same MASTER_PORT?");
-  if (env.rank == 0) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (store->add("acc/arrivals", 0) < env.world_size) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        std::string missing;
-        int count = 0;
-        for (int r = 0; r < env.world_size; ++r)
-          if (!store->check({"acc/arrived/" + std::to_string(r)})) {
-            missing += (count++ ? ", " : "") + std::to_string(r);
-          }
-        const std::string message = std::to_string(count) + " of " + std::to_string(env.world_size) +
-                                    " ranks never joined the rendezvous at " + where + " within " + seconds +
-                                    " s (missing: " + missing + ")";
-        store->set("acc/failed", detail::bytes_of(message));
-        throw Error(message +
-                    "; check that every node was started (same --num_processes, --num_machines, "
-                    "--main_process_ip, --main_process_port) or raise --rdzv_timeout");
+  try {
+    store->set("acc/arrived/" + std::to_string(env.rank), detail::bytes_of("1"));
+    const int64_t arrived = store->add("acc/arrivals", 1);
+    if (arrived > env.world_size)
+      throw Error("more than WORLD_SIZE=" + std::to_string(env.world_size) + " processes joined the rendezvous at " +
+                  where + "; is another job using the same MASTER_PORT?");
+    if (env.rank == 0) {
+      const auto deadline = std::chrono::steady_clock::now() + timeout;
+      while (store->add("acc/arrivals", 0) < env.world_size) {
+        if (std::chrono::steady_clock::now() > deadline) {
+          std::string missing;
+          int count = 0;
+          for (int r = 0; r < env.world_size; ++r)
+            if (!store->check({"acc/arrived/" + std::to_string(r)})) {
+              missing += (count++ ? ", " : "") + std::to_string(r);
+            }
+          const std::string message = std::to_string(count) + " of " + std::to_string(env.world_size) +
+                                      " ranks never joined the rendezvous at " + where + " within " + seconds +
+                                      " s (missing: " + missing + ")";
+          store->set("acc/failed", detail::bytes_of(message));
+          throw Error(message +
+                      "; check that every node was started (same --num_processes, --num_machines, "
+                      "--main_process_ip, --main_process_port) or raise --rdzv_timeout");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      store->set("acc/ready", detail::bytes_of("1"));
+    } else {
+      try {
+        store->wait({"acc/ready"}, timeout);
+      } catch (const std::exception&) {
+        throw Error(me + ": the rendezvous at " + where + " did not complete within " + seconds +
+                    " s; some ranks never joined (rank 0's error lists them), or rank 0 stopped answering");
+      }
     }
-    store->set("acc/ready", detail::bytes_of("1"));
-  } else {
-    try {
-      store->wait({"acc/ready"}, timeout);
-    } catch (const std::exception&) {
-      throw Error("rank " + std::to_string(env.rank) + ": the rendezvous at " + where + " did not complete within " +
-                  seconds + " s; some ranks never joined (rank 0's error lists them)");
-    }
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    const std::string cause = e.what();
+    throw Error(me + ": the rendezvous store at " + where + " did not answer within " + seconds + " s (" +
+                cause.substr(0, cause.find('\n')) +
+                "): rank 0, which serves it, is stopped or hung, or another program listens on that port; "
+                "check rank 0 and MASTER_ADDR/MASTER_PORT (--main_process_ip/--main_process_port)");
   }
   return store;
 }
