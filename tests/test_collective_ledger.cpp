@@ -1,8 +1,9 @@
 #include "pch.hpp"  // first: libtorch, then doctest
 
+#include <acc/comm/collective_ledger.hpp>
 #include <acc/comm/process_group_options.hpp>
+#include <acc/comm/rank_group.hpp>
 #include <acc/config/run.hpp>
-#include <acc/detail/collective_ledger.hpp>
 #include <acc/detail/torch_compat.hpp>
 
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
@@ -72,7 +73,7 @@ std::array<std::string, 2> on_two_ranks(const c10::intrusive_ptr<c10d::Store>& s
                                         Call&& call) {
   std::array<std::string, 2> errors;
   const auto rank = [&](int r) {
-    acc::detail::CollectiveLedger ledger(r, 2, options(true, timeout), store);
+    acc::detail::CollectiveLedger ledger(acc::RankGroup::world(2, r), options(true, timeout), store);
     try {
       call(ledger, r);
     } catch (const acc::Error& e) {
@@ -100,7 +101,7 @@ TEST_CASE("collectives are described by name, operation, dtype and shape") {
 
 TEST_CASE("debug mode off numbers collectives without touching the store") {
   const auto store = c10::make_intrusive<CountingStore>();
-  acc::detail::CollectiveLedger ledger(0, 1, options(false), store);
+  acc::detail::CollectiveLedger ledger(acc::RankGroup::world(1, 0), options(false), store);
   const acc::detail::Collective collective("all_reduce", at::zeros({2}), acc::ReduceOp::sum);
   for (uint64_t i = 1; i <= 1000; ++i) CHECK(ledger.begin(collective) == i);
   CHECK(ledger.started() == 1000);
@@ -109,7 +110,7 @@ TEST_CASE("debug mode off numbers collectives without touching the store") {
 
 TEST_CASE("debug mode compares through the store and keeps one key per rank") {
   const auto store = c10::make_intrusive<CountingStore>();
-  acc::detail::CollectiveLedger ledger(0, 1, options(true), store);
+  acc::detail::CollectiveLedger ledger(acc::RankGroup::world(1, 0), options(true), store);
   const acc::detail::Collective collective("all_reduce", at::zeros({2}), acc::ReduceOp::sum);
   for (int i = 0; i < 50; ++i) ledger.begin(collective);
   CHECK(store->calls >= 3 * 50);    // set, wait, get per collective
@@ -150,7 +151,8 @@ TEST_CASE("debug mode: a rank that never gets to a collective is named, within t
 }
 
 TEST_CASE("a collective that timed out or failed names rank, collective, number, tensor and the fix") {
-  acc::detail::CollectiveLedger ledger(3, 8, options(false, 5s), c10::make_intrusive<c10d::HashStore>());
+  acc::detail::CollectiveLedger ledger(acc::RankGroup::world(8, 3), options(false, 5s),
+                                       c10::make_intrusive<c10d::HashStore>());
   const acc::detail::Collective collective("reduce_scatter", at::zeros({8, 2}, at::kHalf), acc::ReduceOp::mean);
   const auto timed_out = ledger.failure(17, collective, 5s, "");
   CHECK(
@@ -164,19 +166,44 @@ TEST_CASE("a collective that timed out or failed names rank, collective, number,
   CHECK_FALSE(contains(failed, "raise the timeout"));
 }
 
-TEST_CASE("process group options: ACC_COLLECTIVE_TIMEOUT and ACCELERATE_DEBUG_MODE, or the config's keys") {
-  CHECK(acc::ProcessGroupOptions().timeout() == 1800s);
+TEST_CASE("a sub-group's ledger compares only its members and names their global ranks") {
+  const auto store = c10::make_intrusive<c10d::HashStore>();
+  std::array<std::string, 2> errors;
+  const auto member = [&](int global_rank) {  // ranks 2 and 3 of a job of 4; 0 and 1 stay out
+    acc::detail::CollectiveLedger ledger(acc::RankGroup({2, 3}, global_rank, 4), options(true, 1s), store);
+    try {
+      if (global_rank == 2) ledger.begin(acc::detail::Collective("barrier"));
+    } catch (const acc::Error& e) {
+      errors[static_cast<std::size_t>(global_rank - 2)] = e.what();
+    }
+  };
+  std::thread other(member, 3);
+  member(2);
+  other.join();
+  CHECK(errors[0] ==
+        "debug mode: rank 2 of 4 (rank 0 of the group [2, 3]) is at collective #1 barrier() but rank(s) 3 did not "
+        "get there within 1 s; they died, hang, or called fewer collectives: check their logs");
+  CHECK(errors[1].empty());
+  acc::detail::CollectiveLedger ledger(acc::RankGroup({2, 3}, 3, 4), options(false, 5s), store);
+  CHECK(contains(ledger.failure(7, acc::detail::Collective("barrier"), 5s, ""),
+                 "rank 3 of 4 (rank 1 of the group [2, 3]): collective #7 barrier() did not complete within 5 s."));
+}
+
+TEST_CASE("process group options are plain values; the config layer fills them from its keys and the environment") {
+  // The environment is read in one place (config/): it no longer changes the defaults.
   setenv("ACC_COLLECTIVE_TIMEOUT", "7", 1);
   setenv("ACCELERATE_DEBUG_MODE", "yes", 1);
-  CHECK(acc::ProcessGroupOptions().timeout() == 7s);
-  CHECK(acc::ProcessGroupOptions().debug());
-  setenv("ACC_COLLECTIVE_TIMEOUT", "0", 1);
-  CHECK_THROWS_WITH_AS(acc::ProcessGroupOptions(),
-                       "ACC_COLLECTIVE_TIMEOUT=0 is out of range [1, 16777216]; set it to a number of seconds",
-                       acc::Error);
+  CHECK(acc::ProcessGroupOptions().timeout() == 1800s);
+  CHECK_FALSE(acc::ProcessGroupOptions().debug());
+  const auto from_environment =
+      acc::accelerator_options(acc::Config{}.with_environment([](std::string_view name) -> std::optional<std::string> {
+        if (const char* value = std::getenv(std::string(name).c_str())) return std::string(value);
+        return std::nullopt;
+      }));
+  CHECK(from_environment.process_group().timeout() == 7s);
+  CHECK(from_environment.process_group().debug());
   unsetenv("ACC_COLLECTIVE_TIMEOUT");
   unsetenv("ACCELERATE_DEBUG_MODE");
-  CHECK_FALSE(acc::ProcessGroupOptions().debug());
 
   const auto configured =
       acc::accelerator_options(acc::Config::from_yaml("debug: true\nacc: {collective_timeout: 9}\n"));

@@ -5,6 +5,8 @@
 #include <acc/comm/gloo.hpp>
 #include <acc/comm/local.hpp>
 #include <acc/comm/nccl.hpp>
+#include <acc/comm/rank_group.hpp>
+#include <acc/comm/rendezvous.hpp>
 #include <acc/config/config.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/config/run.hpp>

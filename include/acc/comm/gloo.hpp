@@ -4,6 +4,7 @@
 
 #include <acc/comm/comm.hpp>
 #include <acc/comm/process_group_options.hpp>
+#include <acc/comm/rank_group.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/detail/build_config.hpp>
 #include <acc/error.hpp>
@@ -11,8 +12,8 @@
 #include <string_view>
 
 #if ACC_HAS_GLOO
+#include <acc/comm/collective_ledger.hpp>
 #include <acc/comm/network.hpp>
-#include <acc/detail/collective_ledger.hpp>
 
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
@@ -47,17 +48,29 @@ inline c10d::ReduceOp to_c10d(ReduceOp op) {
 
 }  // namespace detail
 
-// Every collective is numbered (sequence()); one that fails or outlasts the timeout is an
-// acc::Error naming this rank, the collective, its number and tensor; with options.debug(), ranks
-// compare each collective first (detail/collective_ledger.hpp).
+// Over every rank of the job, or over a group of them (rank_group.hpp): rank(), world_size() and a
+// broadcast's root are then numbers within the group. Every collective is numbered (sequence());
+// one that fails or outlasts the timeout is an acc::Error naming this rank, the collective, its
+// number and tensor; with options.debug(), the members compare each collective first
+// (collective_ledger.hpp).
 class Gloo {
  public:
   static constexpr std::string_view name = "gloo";
   static constexpr bool available = true;
 
+  // Over every rank of the job.
   Gloo(const ProcessEnvironment& env, const c10::intrusive_ptr<c10d::Store>& store,
        const ProcessGroupOptions& process_group)
-      : rank_(env.rank), world_size_(env.world_size), ledger_(rank_, world_size_, process_group, store) {
+      : Gloo(env, store, process_group, RankGroup::world(env.world_size, env.rank)) {}
+
+  // Over `group`: each member calls this with the job's store (acc::job_store), in the same order
+  // as its other communicators over the same ranks.
+  Gloo(const ProcessEnvironment& env, const c10::intrusive_ptr<c10d::Store>& job_store,
+       const ProcessGroupOptions& process_group, const RankGroup& group)
+      : rank_(group.rank()),
+        world_size_(group.size()),
+        store_(detail::communicator_store(job_store, group)),
+        ledger_(group, process_group, store_) {
     // Gloo's own timeout ends a stuck send or receive; the ledger turns that into our message.
     auto options = c10d::ProcessGroupGloo::Options::create(process_group.timeout());
     if (const char* interface = std::getenv("GLOO_SOCKET_IFNAME"))
@@ -69,9 +82,9 @@ class Gloo {
           detail::local_address_towards(env.master_addr, env.master_port)));
     options->threads = 2;
     try {
-      group_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank_, world_size_, options);
+      group_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, rank_, world_size_, options);
     } catch (const std::exception& e) {
-      throw Error("rank " + std::to_string(rank_) + ": Gloo could not connect to its peers: " + e.what());
+      throw Error(group.who() + ": Gloo could not connect to its peers " + group.describe() + ": " + e.what());
     }
   }
   Gloo(const Gloo&) = delete;  // its Pendings point at its ledger
@@ -214,8 +227,9 @@ class Gloo {
     return Pending(ledger_, sequence, std::move(collective), std::move(work), std::move(then));
   }
 
-  int rank_;
-  int world_size_;
+  int rank_;                               // in the group
+  int world_size_;                         // the group's size
+  c10::intrusive_ptr<c10d::Store> store_;  // this communicator's key space
   detail::CollectiveLedger ledger_;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group_;
 };

@@ -11,6 +11,7 @@
 
 #include <acc/comm/comm.hpp>
 #include <acc/comm/process_group_options.hpp>
+#include <acc/comm/rank_group.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/detail/build_config.hpp>
 #include <acc/error.hpp>
@@ -18,7 +19,7 @@
 #include <string_view>
 
 #if ACC_HAS_NCCL
-#include <acc/detail/collective_ledger.hpp>
+#include <acc/comm/collective_ledger.hpp>
 
 #include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -91,17 +92,28 @@ inline ncclRedOp_t nccl_op(ReduceOp op) {
 
 }  // namespace detail
 
+// Over every rank of the job, or over a group of them (rank_group.hpp, with a unique id of its
+// own): rank(), world_size() and a broadcast's root are then numbers within the group.
 class Nccl {
  public:
   static constexpr std::string_view name = "nccl";
   static constexpr bool available = true;
 
+  // Over every rank of the job.
   Nccl(const ProcessEnvironment& env, const c10::intrusive_ptr<c10d::Store>& store,
        const ProcessGroupOptions& process_group)
-      : rank_(env.rank),
-        world_size_(env.world_size),
+      : Nccl(env, store, process_group, RankGroup::world(env.world_size, env.rank)) {}
+
+  // Over `group`: each member calls this with the job's store (acc::job_store), in the same order
+  // as its other communicators over the same ranks. The group's rank 0 makes the unique id.
+  Nccl(const ProcessEnvironment& env, const c10::intrusive_ptr<c10d::Store>& job_store,
+       const ProcessGroupOptions& process_group, const RankGroup& group)
+      : rank_(group.rank()),
+        world_size_(group.size()),
+        who_(group.who()),
         device_(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank)),
-        ledger_(rank_, world_size_, process_group, store),
+        store_(detail::communicator_store(job_store, group)),
+        ledger_(group, process_group, store_),
         side_stream_(c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device_.index())) {
     // From here on this process works on its own GPU (what torch.cuda.set_device does); not a
     // scoped guard, which would give the previous device back when the constructor returns.
@@ -110,9 +122,9 @@ class Nccl {
     if (rank_ == 0) {
       check(ncclGetUniqueId(&id), "ncclGetUniqueId");
       const auto* raw = reinterpret_cast<const uint8_t*>(&id);
-      store->set("acc/nccl/unique_id", std::vector<uint8_t>(raw, raw + sizeof(id)));
+      store_->set("nccl/unique_id", std::vector<uint8_t>(raw, raw + sizeof(id)));
     } else {
-      const auto raw = store->get("acc/nccl/unique_id");
+      const auto raw = store_->get("nccl/unique_id");
       if (raw.size() != sizeof(id)) throw Error("the rendezvous store holds a malformed NCCL id; restart the job");
       std::memcpy(&id, raw.data(), sizeof(id));
     }
@@ -284,7 +296,7 @@ class Nccl {
     cudaEvent_t done = take_event();
     if (cudaEventRecord(done, stream) != cudaSuccess) {
       cudaEventDestroy(done);
-      throw Error("rank " + std::to_string(rank_) + ": could not record a CUDA event behind " + call_name);
+      throw Error(who_ + ": could not record a CUDA event behind " + call_name);
     }
     std::lock_guard<std::mutex> lock(watch_mutex_);
     watched_.push_back({sequence, std::move(collective), done, std::chrono::steady_clock::now()});
@@ -314,7 +326,7 @@ class Nccl {
     }
     cudaEvent_t event;
     if (cudaEventCreateWithFlags(&event, cudaEventDisableTiming) != cudaSuccess)
-      throw Error("rank " + std::to_string(rank_) + ": could not create a CUDA event to watch NCCL collectives");
+      throw Error(who_ + ": could not create a CUDA event to watch NCCL collectives");
     return event;
   }
 
@@ -381,8 +393,7 @@ class Nccl {
   }
 
   void check(ncclResult_t result, const char* call) const {
-    if (result != ncclSuccess)
-      throw Error("rank " + std::to_string(rank_) + ": " + call + " failed: " + ncclGetErrorString(result));
+    if (result != ncclSuccess) throw Error(who_ + ": " + call + " failed: " + ncclGetErrorString(result));
   }
   void require_dense(const at::Tensor& t, const char* what) const {
     if (!t.is_cuda() || !t.is_contiguous())
@@ -390,9 +401,11 @@ class Nccl {
                   " needs a contiguous CUDA tensor; move it with .to(accelerator.device())");
   }
 
-  int rank_;
-  int world_size_;
+  int rank_;         // in the group
+  int world_size_;   // the group's size
+  std::string who_;  // this process in messages: its global rank
   c10::Device device_;
+  c10::intrusive_ptr<c10d::Store> store_;  // this communicator's key space
   detail::CollectiveLedger ledger_;
   c10::cuda::CUDAStream side_stream_;
   std::timed_mutex comm_mutex_;  // guards comm_ between the caller's NCCL calls and the abort

@@ -7,10 +7,12 @@
 #include <acc/error.hpp>
 
 #include <c10/util/intrusive_ptr.h>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <chrono>
 #include <cstdlib>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -106,6 +108,19 @@ inline c10::intrusive_ptr<c10d::Store> rendezvous(const ProcessEnvironment& env,
                 "): rank 0, which serves it, is stopped or hung, or another program listens on that port; "
                 "check rank 0 and MASTER_ADDR/MASTER_PORT (--main_process_ip/--main_process_port)");
   }
+  return store;
+}
+
+// The job's store: the first call makes the rendezvous (an in-process store when the job has one
+// process), later calls return the same store. Communicators take their key spaces in it.
+inline c10::intrusive_ptr<c10d::Store> job_store(const ProcessEnvironment& env,
+                                                 std::chrono::milliseconds timeout = rendezvous_timeout()) {
+  static std::mutex mutex;
+  static c10::intrusive_ptr<c10d::Store> store;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (!store)
+    store = env.world_size == 1 ? c10::intrusive_ptr<c10d::Store>(c10::make_intrusive<c10d::HashStore>())
+                                : rendezvous(env, timeout);
   return store;
 }
 

@@ -31,10 +31,8 @@ namespace acc::detail {
 // order) gets a key space of its own in the job's store, so that a process may hold several.
 inline c10::intrusive_ptr<c10d::Store> next_group_store(const ProcessEnvironment& env,
                                                         std::chrono::milliseconds timeout) {
-  static c10::intrusive_ptr<c10d::Store> job_store;
   static int groups = 0;
-  if (!job_store) job_store = rendezvous(env, timeout);
-  return c10::make_intrusive<c10d::PrefixStore>("acc/group" + std::to_string(groups++), job_store);
+  return c10::make_intrusive<c10d::PrefixStore>("acc/group" + std::to_string(groups++), job_store(env, timeout));
 }
 
 // Rendezvous (an in-process store when alone), then the communicator; returns its device.

@@ -12,6 +12,7 @@
 
 #include <acc/comm/comm.hpp>
 #include <acc/comm/process_group_options.hpp>
+#include <acc/comm/rank_group.hpp>
 #include <acc/error.hpp>
 
 #include <ATen/core/Tensor.h>
@@ -77,8 +78,9 @@ struct Collective {
 
 class CollectiveLedger {
  public:
-  CollectiveLedger(int rank, int world_size, const ProcessGroupOptions& options, c10::intrusive_ptr<c10d::Store> store)
-      : rank_(rank), world_size_(world_size), options_(options), store_(std::move(store)) {}
+  // `store` is the communicator's own key space (detail::communicator_store).
+  CollectiveLedger(RankGroup group, const ProcessGroupOptions& options, c10::intrusive_ptr<c10d::Store> store)
+      : group_(std::move(group)), options_(options), store_(std::move(store)) {}
 
   // Numbers the collective about to start (and, in debug mode, compares it across ranks).
   uint64_t begin(const Collective& collective) {
@@ -112,7 +114,7 @@ class CollectiveLedger {
   }
 
  private:
-  std::string who() const { return "rank " + std::to_string(rank_) + " of " + std::to_string(world_size_); }
+  std::string who() const { return group_.who(); }
   static std::string seconds(std::chrono::steady_clock::duration d) {
     const double s = std::chrono::duration<double>(d).count();
     char text[32];
@@ -125,27 +127,27 @@ class CollectiveLedger {
 
   void compare_across_ranks(uint64_t sequence, const Collective& collective) {
     const auto mine = collective.describe();
-    store_->set(key(sequence, rank_), std::vector<uint8_t>(mine.begin(), mine.end()));
+    store_->set(key(sequence, group_.rank()), std::vector<uint8_t>(mine.begin(), mine.end()));
     std::vector<std::string> keys;
-    for (int r = 0; r < world_size_; ++r) keys.push_back(key(sequence, r));
+    for (int r = 0; r < group_.size(); ++r) keys.push_back(key(sequence, r));
     try {
       store_->wait(keys, options_.timeout());
     } catch (const std::exception&) {
       std::string missing;
-      for (int r = 0; r < world_size_; ++r)
+      for (int r = 0; r < group_.size(); ++r)
         if (!store_->check({keys[static_cast<std::size_t>(r)]}))
-          missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+          missing += (missing.empty() ? "" : ", ") + std::to_string(group_.global_rank_of(r));
       throw Error("debug mode: " + who() + " is at collective #" + std::to_string(sequence) + " " + mine +
                   " but rank(s) " + missing + " did not get there within " + seconds(options_.timeout()) +
                   "; they died, hang, or called fewer collectives: check their logs");
     }
     std::string report;
     bool differ = false;
-    for (int r = 0; r < world_size_; ++r) {
+    for (int r = 0; r < group_.size(); ++r) {
       const auto bytes = store_->get(keys[static_cast<std::size_t>(r)]);
       const std::string theirs(bytes.begin(), bytes.end());
       differ = differ || theirs != mine;
-      report += "\n  rank " + std::to_string(r) + ": " + theirs;
+      report += "\n  rank " + std::to_string(group_.global_rank_of(r)) + ": " + theirs;
     }
     if (differ)
       throw Error("debug mode: " + who() + ": collective #" + std::to_string(sequence) +
@@ -154,11 +156,10 @@ class CollectiveLedger {
                   "shape; look for a collective under a condition that depends on the rank or on the data");
     // Every rank has published #sequence, so all have read #sequence - 1: this rank's key for it
     // is no longer needed.
-    if (sequence > 1) store_->deleteKey(key(sequence - 1, rank_));
+    if (sequence > 1) store_->deleteKey(key(sequence - 1, group_.rank()));
   }
 
-  int rank_;
-  int world_size_;
+  RankGroup group_;
   ProcessGroupOptions options_;
   c10::intrusive_ptr<c10d::Store> store_;
   uint64_t started_ = 0;
