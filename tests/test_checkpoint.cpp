@@ -6,18 +6,26 @@
 
 #include <acc/acc.hpp>
 #include <acc/checkpoint/safetensors.hpp>
+#include <acc/detail/crc32c.hpp>
 
 #include <nlohmann/json.hpp>
 
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
+#include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace fs = std::filesystem;
@@ -25,6 +33,57 @@ namespace fs = std::filesystem;
 namespace {
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// As acc_state.json records it: 8 hexadecimal digits.
+std::string crc32c_text(const std::string& bytes) {
+  char text[9];
+  std::snprintf(text, sizeof text, "%08x", acc::detail::crc32c(bytes));
+  return text;
+}
+
+// Changes one byte of a file (the last: in a safetensors file, tensor data), keeping its size.
+void flip_last_byte(const fs::path& file) {
+  auto bytes = read_text(file);
+  bytes.back() = static_cast<char>(bytes.back() ^ 0x5a);
+  write_text(file, bytes);
+}
+
+// The id of a process that has ended (a child that exited at once).
+pid_t ended_process() {
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(0);
+  ::waitpid(pid, nullptr, 0);
+  return pid;
+}
+
+// While it lives, this process writes no file beyond `bytes` (RLIMIT_FSIZE): such writes fail with
+// EFBIG (SIGXFSZ ignored), as they fail with ENOSPC on a full disk; no privilege or small file
+// system needed.
+struct FileSizeLimit {
+  explicit FileSizeLimit(rlim_t bytes) {
+    ::getrlimit(RLIMIT_FSIZE, &before);
+    handler = std::signal(SIGXFSZ, SIG_IGN);
+    auto limit = before;
+    limit.rlim_cur = bytes;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &limit) == 0);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &before);
+    std::signal(SIGXFSZ, handler);
+  }
+  struct rlimit before {};
+  void (*handler)(int) = nullptr;
+};
+
+void fill_weights(resume::Net& net, double value) {
+  at::NoGradGuard no_grad;
+  for (auto& p : net->parameters()) p.fill_(value);
+}
+bool weights_are(resume::Net& net, double value) {
+  for (const auto& p : net->parameters())
+    if (!p.eq(value).all().item<bool>()) return false;
+  return true;
+}
 
 acc::AcceleratorOptions cpu_options() {
   return acc::AcceleratorOptions().environment(acc::ProcessEnvironment{}).cpu(true);
@@ -114,7 +173,13 @@ TEST_SUITE("checkpoint") {
     CHECK(metadata["strategy"] == "NO");
     CHECK(metadata["precision"] == "scaled-fp32");
     CHECK(metadata["data_loaders"][0]["positions"][0]["batches"] == 2);
-    CHECK(metadata["file_sizes"]["model.safetensors"] == fs::file_size(dir.path / "ckpt" / "model.safetensors"));
+    for (const auto* name :
+         {"model.safetensors", "optimizer.bin", "scheduler.bin", "scaler.pt", "random_states_0.bin"}) {
+      CAPTURE(name);
+      const auto bytes = read_text(dir.path / "ckpt" / name);
+      CHECK(metadata["files"][name]["size"] == bytes.size());
+      CHECK(metadata["files"][name]["crc32c"] == crc32c_text(bytes));
+    }
 
     const auto contents = acc::safetensors::load_file(dir.path / "ckpt" / "model.safetensors");
     CHECK(contents.metadata.at("format") == "pt");
@@ -427,7 +492,7 @@ TEST_SUITE("checkpoint") {
     write_text(bad / "optimizer.bin", std::string(fs::file_size(ckpt / "optimizer.bin"), 'x'));  // same size, garbage
     error = load_error(bad);
     CHECK(contains(error, (bad / "optimizer.bin").string()));
-    CHECK(contains(error, "not a readable torch archive"));
+    CHECK(contains(error, "does not match its checksum"));
 
     bad = fresh_copy();
     write_text(bad / "acc_state.json", "{\"format\": 1, \"world_size\": ");
@@ -436,6 +501,7 @@ TEST_SUITE("checkpoint") {
     bad = fresh_copy();
     auto metadata = nlohmann::json::parse(read_text(ckpt / "acc_state.json"));
     metadata["world_size"] = 2;
+    metadata["random_states"].push_back("random_states_1.bin");
     write_text(bad / "acc_state.json", metadata.dump());
     error = load_error(bad);
     CHECK(contains(error, (bad / "acc_state.json").string()));
@@ -453,7 +519,8 @@ TEST_SUITE("checkpoint") {
     for (const auto& [name, t] : tensors) renamed.emplace_back(name == "fc2.bias" ? "head.bias" : name, t);
     acc::safetensors::save_file(renamed, bad / "model.safetensors");
     metadata = nlohmann::json::parse(read_text(ckpt / "acc_state.json"));
-    metadata["file_sizes"]["model.safetensors"] = fs::file_size(bad / "model.safetensors");
+    const auto renamed_bytes = read_text(bad / "model.safetensors");
+    metadata["files"]["model.safetensors"] = {{"size", renamed_bytes.size()}, {"crc32c", crc32c_text(renamed_bytes)}};
     write_text(bad / "acc_state.json", metadata.dump());
     error = load_error(bad);
     CHECK(contains(error, (bad / "model.safetensors").string()));
@@ -471,6 +538,304 @@ TEST_SUITE("checkpoint") {
     }
     CHECK(error_of([&] { accelerator.load_state(ckpt); }).empty());
     CHECK(at::equal(net->fc1->weight, weight));
+  }
+
+  TEST_CASE(
+      "a write that fails (a file size limit, as a full disk) is an acc::Error naming the file, its directory "
+      "and the limit; the previous checkpoint stays and nothing else is left") {
+    // With an optimizer the first file written is a torch archive (libtorch's writer aborted the
+    // process after a failed write); without one it is model.safetensors (our own writer).
+    const auto check = [](auto with_optimizer) {
+      CAPTURE(with_optimizer.value);
+      TempDir dir;
+      const auto target = dir.path / "ckpt";
+      acc::Accelerator<> accelerator(cpu_options());
+      resume::Net net;
+      torch::optim::AdamW opt(net->parameters());
+      auto prepared = [&] {
+        if constexpr (decltype(with_optimizer)::value)
+          return accelerator.prepare(net, opt);
+        else
+          return accelerator.prepare(net);
+      }();
+      fill_weights(net, 1);
+      accelerator.save_state(target);
+      fill_weights(net, 2);
+      std::string error;
+      {
+        const FileSizeLimit limit(1024);  // the model's parameters alone are 1548 bytes
+        error = error_of([&] { accelerator.save_state(target); });
+      }
+      CHECK(contains(error, "save_state('" + target.string() + "') failed and left what was there before"));
+      CHECK(contains(error, "cannot write '" + target.string() + ".tmp-"));
+      CHECK(contains(error, with_optimizer.value ? "optimizer.bin" : "model.safetensors"));
+      CHECK(contains(error, "File too large after"));
+      CHECK(contains(error, "this process may write files of at most 1024 bytes (ulimit -f)"));
+      for (const auto& entry : fs::directory_iterator(dir.path)) CHECK(entry.path().filename() == "ckpt");
+      accelerator.load_state(target);
+      CHECK(weights_are(net, 1));
+    };
+    check(std::true_type{});
+    check(std::false_type{});
+  }
+
+  TEST_CASE(
+      "a disk without room for the checkpoint's tensors fails before anything is written, naming the directory, "
+      "the bytes needed and free") {
+    struct HugeImpl : torch::nn::Module {  // a 16 TiB buffer that takes no memory (a stride-0 view)
+      HugeImpl() { register_buffer("huge", at::zeros({1}).expand({int64_t{1} << 42})); }
+    };
+    TempDir dir;
+    acc::Accelerator<> accelerator(cpu_options());
+    auto huge = std::make_shared<HugeImpl>();
+    auto model = accelerator.prepare(torch::nn::ModuleHolder<HugeImpl>(huge));
+    const auto error = error_of([&] { accelerator.save_state(dir.path / "ckpt"); });
+    CHECK(contains(error, "not enough space in '" + dir.path.string() + "'"));
+    CHECK(contains(error, "needs at least 17592186044416 bytes and its file system has "));
+    CHECK(contains(error, " bytes free ("));
+    CHECK(fs::is_empty(dir.path));
+  }
+
+  TEST_CASE("the temporary directories that killed saves left are removed by the next save of the same target") {
+    TempDir dir;
+    const auto target = dir.path / "ckpt";
+    const auto dead = std::to_string(ended_process());
+    const auto alive = std::to_string(::getppid());  // another process's save in progress: kept
+    for (const auto& name : {"ckpt.tmp-" + dead, "ckpt.tmp-" + dead + ".old", "ckpt.tmp-" + alive, "other.tmp-" + dead})
+      fs::create_directories(dir.path / name / "inside");
+    fs::create_directories(dir.path / "export" / ("model.safetensors.tmp-" + dead));
+    acc::Accelerator<> accelerator(cpu_options());
+    resume::Net net;
+    auto model = accelerator.prepare(net);
+    accelerator.save_state(target);
+    accelerator.save_model(model, dir.path / "export");
+    std::vector<std::string> left;
+    for (const auto& entry : fs::directory_iterator(dir.path)) left.push_back(entry.path().filename().string());
+    std::sort(left.begin(), left.end());
+    CHECK(left == std::vector<std::string>{"ckpt", "ckpt.tmp-" + alive, "export", "other.tmp-" + dead});
+    CHECK(std::vector<fs::path>(fs::directory_iterator(dir.path / "export"), {}) ==
+          std::vector<fs::path>{dir.path / "export" / "model.safetensors"});
+  }
+
+  TEST_CASE("a byte changed in any file of a checkpoint: load_state names the file and its checksum, changes nothing") {
+    TempDir dir;
+    const auto ckpt = dir.path / "ckpt";
+    acc::Accelerator<acc::Single, ScaledFP32, acc::Shuffled> accelerator(cpu_options().gradient_accumulation_steps(2));
+    resume::Net net;
+    torch::optim::AdamW opt(net->parameters());
+    torch::optim::StepLR sched(opt, 1);
+    torch::nn::Linear extra(2, 2);
+    accelerator.register_for_checkpointing(*extra);
+    auto [model, optimizer, scheduler, loader] =
+        accelerator.prepare(net, opt, sched, acc::DataLoader(resume::Blobs{}, 8));
+    auto it = loader.begin();
+    {
+      auto step = accelerator.accumulate(model);  // mid-cycle: gradients_0.safetensors too
+      accelerator.backward(torch::nn::functional::cross_entropy(model(it->data), it->target));
+    }
+    fill_weights(net, 1);
+    accelerator.save_state(ckpt);
+    std::size_t files = 0;
+    for (const auto& entry : fs::directory_iterator(ckpt)) {
+      const auto name = entry.path().filename().string();
+      if (name == "acc_state.json") continue;
+      CAPTURE(name);
+      ++files;
+      acc::detail::remove_tree(dir.path / "bad");
+      fs::copy(ckpt, dir.path / "bad");
+      flip_last_byte(dir.path / "bad" / name);
+      fill_weights(net, 7);
+      const auto error = error_of([&] { accelerator.load_state(dir.path / "bad"); });
+      CHECK(contains(error, "'" + (dir.path / "bad" / name).string() + "' does not match its checksum: CRC-32C "));
+      CHECK(weights_are(net, 7));
+    }
+    CHECK(files == 7);  // model, optimizer, scheduler, scaler, custom object, random states, gradients
+    accelerator.load_state(ckpt);
+    CHECK(weights_are(net, 1));
+  }
+
+  TEST_CASE("load_state() loads the newest intact checkpoint, passing over damaged ones; none intact is an error") {
+    TempDir dir;
+    const auto options = cpu_options().project_config(
+        acc::ProjectConfiguration().project_dir(dir.path).automatic_checkpoint_naming(true));
+    acc::Accelerator<> accelerator(options);
+    resume::Net net;
+    auto model = accelerator.prepare(net);
+    for (int i = 0; i < 3; ++i) {
+      fill_weights(net, i);
+      accelerator.save_state();
+    }
+    const auto checkpoint = [&](int i) { return dir.path / "checkpoints" / ("checkpoint_" + std::to_string(i)); };
+    flip_last_byte(checkpoint(2) / "model.safetensors");
+    fill_weights(net, -1);
+    CHECK(accelerator.load_state() == checkpoint(1));
+    CHECK(weights_are(net, 1));
+
+    flip_last_byte(checkpoint(1) / "random_states_0.bin");
+    fs::remove(checkpoint(0) / "acc_state.json");
+    fill_weights(net, -1);
+    const auto error = error_of([&] { accelerator.load_state(); });
+    CHECK(contains(error, "load_state() found no intact checkpoint under '" + (dir.path / "checkpoints").string()));
+    CHECK(contains(error, (checkpoint(2) / "model.safetensors").string() + "' does not match its checksum"));
+    CHECK(contains(error, (checkpoint(1) / "random_states_0.bin").string() + "' does not match its checksum"));
+    CHECK(contains(error, (checkpoint(0) / "acc_state.json").string() + "' is missing"));
+    CHECK(weights_are(net, -1));
+    // a directory named explicitly is loaded or refused, never replaced by another
+    CHECK(contains(error_of([&] { accelerator.load_state(checkpoint(2)); }), "does not match its checksum"));
+  }
+
+  TEST_CASE("total_limit removes old checkpoints only once the new one reads back as written") {
+    struct Saboteur {  // changes a byte of the staged model.safetensors after it was written
+      fs::path file;
+      void save(torch::serialize::OutputArchive&) const {
+        if (!file.empty()) flip_last_byte(file);
+      }
+      void load(torch::serialize::InputArchive&) {}
+    };
+    TempDir dir;
+    const auto project =
+        acc::ProjectConfiguration().project_dir(dir.path).automatic_checkpoint_naming(true).total_limit(2);
+    acc::Accelerator<> accelerator(cpu_options().project_config(project));
+    resume::Net net;
+    auto model = accelerator.prepare(net);
+    Saboteur saboteur;
+    accelerator.register_for_checkpointing(saboteur);
+    accelerator.save_state();
+    accelerator.save_state();
+    const auto checkpoint = [&](int i) { return dir.path / "checkpoints" / ("checkpoint_" + std::to_string(i)); };
+    const auto kept = std::vector<fs::path>{checkpoint(0), checkpoint(1)};
+    saboteur.file = checkpoint(2).string() + ".tmp-" + std::to_string(::getpid()) + "/model.safetensors";
+    const auto error = error_of([&] { accelerator.save_state(); });
+    CHECK(contains(error,
+                   "the checkpoint just written does not read back as it was written, so it was removed and no "
+                   "older checkpoint was"));
+    CHECK(contains(error, (checkpoint(2) / "model.safetensors").string() + "' does not match its checksum"));
+    CHECK(project.checkpoints() == kept);
+    saboteur.file.clear();
+    CHECK(accelerator.save_state() == checkpoint(2));
+    CHECK(project.checkpoints() == std::vector<fs::path>{checkpoint(1), checkpoint(2)});
+  }
+
+  TEST_CASE("a second job on the same project_dir fails naming the directory and the holder, until the first ends") {
+    TempDir dir;
+    const auto options = cpu_options().project_config(
+        acc::ProjectConfiguration().project_dir(dir.path).automatic_checkpoint_naming(true));
+    {
+      acc::Accelerator<> first(options);
+      resume::Net net;
+      auto model = first.prepare(net);
+      first.save_state();
+      acc::Accelerator<> second(options);
+      auto second_model = second.prepare(net);
+      for (const auto& error : {error_of([&] { second.save_state(); }), error_of([&] { second.load_state(); })}) {
+        CHECK(contains(error, "project_dir '" + dir.path.string() + "' is in use by another job (pid " +
+                                  std::to_string(::getpid()) + " on host "));
+        CHECK(contains(error, (dir.path / "checkpoints" / ".lock").string()));
+        CHECK(contains(error, "Give this job its own project_dir, or end the other one"));
+      }
+      CHECK(options.project_config().checkpoints() == std::vector<fs::path>{dir.path / "checkpoints" / "checkpoint_0"});
+    }
+    acc::Accelerator<> third(options);
+    resume::Net net;
+    auto model = third.prepare(net);
+    CHECK(third.load_state() == dir.path / "checkpoints" / "checkpoint_0");
+    CHECK(third.save_state() == dir.path / "checkpoints" / "checkpoint_1");
+  }
+
+  TEST_CASE(
+      "hand-edited manifests: every value replaced by hostile ones is loaded or refused naming its key, and "
+      "nothing outside the checkpoint is read") {
+    TempDir dir;
+    const auto ckpt = dir.path / "ckpt";
+    acc::Accelerator<acc::Single, acc::FP32, acc::Shuffled> accelerator(cpu_options());
+    resume::Net net;
+    torch::optim::AdamW opt(net->parameters());
+    auto [model, optimizer, loader] = accelerator.prepare(net, opt, acc::DataLoader(resume::Blobs{}, 8));
+    auto it = loader.begin();
+    fill_weights(net, 1);
+    accelerator.save_state(ckpt);
+    // A model file beside the checkpoint, which a manifest must never lead to.
+    std::vector<std::pair<std::string, at::Tensor>> outside;
+    for (const auto& p : net->named_parameters()) outside.emplace_back(p.key(), at::full_like(p.value(), 42));
+    acc::safetensors::save_file(outside, dir.path / "outside.safetensors");
+    const auto original = nlohmann::json::parse(read_text(ckpt / "acc_state.json"));
+    const auto load_with = [&](const nlohmann::json& manifest) {
+      write_text(ckpt / "acc_state.json", manifest.dump());
+      fill_weights(net, 7);
+      const auto error = error_of([&] { accelerator.load_state(ckpt); });
+      CHECK_FALSE(weights_are(net, 42));
+      CHECK(weights_are(net, error.empty() ? 1 : 7));  // loaded, or nothing changed
+      return error;
+    };
+
+    // Every value (leaves, lists, objects), by its JSON pointer and by the name messages give it.
+    std::vector<std::pair<nlohmann::json::json_pointer, std::string>> keys;
+    const std::function<void(const nlohmann::json&, const nlohmann::json::json_pointer&, const std::string&)> walk =
+        [&](const nlohmann::json& value, const nlohmann::json::json_pointer& pointer, const std::string& key) {
+          if (!key.empty()) keys.emplace_back(pointer, key);
+          if (value.is_object())
+            for (const auto& [name, child] : value.items())
+              walk(child, pointer / name,
+                   key.empty()      ? name
+                   : key == "files" ? key + "[\"" + name + "\"]"
+                                    : key + "." + name);
+          if (value.is_array())
+            for (std::size_t i = 0; i < value.size(); ++i)
+              walk(value[i], pointer / i, key + "[" + std::to_string(i) + "]");
+        };
+    walk(original, nlohmann::json::json_pointer(), "");
+    const auto has_key = [&](const std::string& key) {
+      return std::any_of(keys.begin(), keys.end(), [&](const auto& k) { return k.second == key; });
+    };
+    REQUIRE(has_key("data_loaders[0].positions[0].batches"));
+    REQUIRE(has_key("files[\"model.safetensors\"].crc32c"));
+    const std::vector<nlohmann::json> hostile{-1,
+                                              INT64_MIN,
+                                              UINT64_MAX,
+                                              1e300,
+                                              0.5,
+                                              "",
+                                              "../outside.safetensors",
+                                              (dir.path / "outside.safetensors").string(),
+                                              std::string(300, 'a'),
+                                              nullptr,
+                                              true,
+                                              nlohmann::json::array(),
+                                              nlohmann::json::object()};
+    int refused = 0;
+    for (const auto& [pointer, key] : keys)
+      for (const auto& value : hostile) {
+        CAPTURE(key);
+        CAPTURE(value.dump());
+        auto manifest = original;
+        const bool same_type = manifest[pointer].type() == value.type() ||
+                               (manifest[pointer].is_number_integer() && value.is_number_integer());
+        manifest[pointer] = value;
+        const auto error = load_with(manifest);
+        refused += !error.empty();
+        if (!same_type) CHECK(contains(error, key));  // a value of another type is refused, by its key
+      }
+    CHECK(refused > static_cast<int>(keys.size()) * 9);
+
+    const auto refusal = [&](const std::string& pointer, const nlohmann::json& value) {
+      auto manifest = original;
+      manifest[nlohmann::json::json_pointer(pointer)] = value;
+      return load_with(manifest);
+    };
+    CHECK(contains(refusal("/step", -1), "step is -1; allowed: an integer from 0 to 9223372036854775807"));
+    CHECK(contains(refusal("/world_size", 0), "world_size is 0; allowed: an integer from 1 to 1048576"));
+    CHECK(contains(refusal("/data_loaders/0/positions/0/batches", int64_t{1} << 50),
+                   "data_loaders[0].positions[0].batches is 1125899906842624; allowed: an integer from 0 to 10"));
+    CHECK(contains(refusal("/data_loaders/0/positions/0/epoch", -3),
+                   "data_loaders[0].positions[0].epoch is -3; allowed: an integer from 0 to"));
+    CHECK(contains(refusal("/models/0", "../outside.safetensors"),
+                   "models[0] is \"../outside.safetensors\"; allowed: the name of a file in the checkpoint directory"));
+    CHECK(contains(refusal("/models/0", (dir.path / "outside.safetensors").string()), "models[0] is \""));
+    CHECK(contains(refusal("/files/..~1outside.safetensors", original["files"]["model.safetensors"]),
+                   "files names \"../outside.safetensors\"; allowed: names of files in the checkpoint directory"));
+    CHECK(contains(refusal("/files/model.safetensors/crc32c", "0123456789"),
+                   "files[\"model.safetensors\"].crc32c is \"0123456789\"; allowed: 8 lowercase hexadecimal digits"));
+    CHECK(load_with(original).empty());
   }
 
 #if ACC_HAS_GLOO

@@ -1,7 +1,11 @@
-// What save_state/load_state need beyond the file formats: torch archives written durably and
-// read with errors that name the file, a scheduler's step count, and the test-only fault hook.
+// What save_state/load_state need beyond the file formats: torch archives written durably (a
+// write that fails is an acc::Error, never libtorch's abort) and read back checked against the
+// size and CRC-32C the manifest recorded, the temporary directories of saves that were killed, a
+// scheduler's step count, and the test-only fault hook.
 #pragma once
 
+#include <acc/checkpoint/metadata.hpp>
+#include <acc/detail/crc32c.hpp>
 #include <acc/detail/files.hpp>
 #include <acc/error.hpp>
 
@@ -12,39 +16,123 @@
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <csignal>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
 
 namespace acc::detail {
 
-// Writes an archive and syncs it to disk; returns its size in bytes.
-inline uint64_t save_archive(torch::serialize::OutputArchive& archive, const std::filesystem::path& file) {
+// Writes an archive and syncs it to disk; returns its size and CRC-32C. libtorch's archive writer
+// never sees a failed write: after one it would throw again from its destructor (libtorch 1.13),
+// which ends the process, so the failure is kept and thrown once the archive is done.
+inline CheckpointFile save_archive(torch::serialize::OutputArchive& archive, const std::filesystem::path& file) {
+  SyncedFile out(file);
+  std::optional<Error> failure;
   try {
-    archive.save_to(file.string());
+    archive.save_to([&](const void* data, std::size_t size) -> std::size_t {
+      if (!failure) try {
+          out.write(data, size);
+        } catch (const Error& e) {
+          failure = e;
+        }
+      return size;
+    });
   } catch (const c10::Error& e) {
     throw Error("cannot write '" + file.string() + "': " + e.what_without_backtrace());
   }
-  fsync_path(file);
-  return std::filesystem::file_size(file);
+  if (failure) throw *failure;
+  out.close();
+  return {out.size(), out.crc32c()};
 }
 
+inline std::string crc32c_text(uint32_t crc) {
+  char text[9];
+  std::snprintf(text, sizeof text, "%08x", crc);
+  return text;
+}
+
+// Throws DamagedCheckpoint when `file`'s bytes (`size` of them, with CRC-32C `crc`) are not those
+// the manifest recorded.
+inline void check_recorded(const std::filesystem::path& file, const CheckpointFile& recorded, uint64_t size,
+                           uint32_t crc) {
+  if (size != recorded.size)
+    throw DamagedCheckpoint("'" + file.string() + "' is " + std::to_string(size) + " bytes but was saved with " +
+                            std::to_string(recorded.size) + " (truncated or overwritten)");
+  if (crc != recorded.crc32c)
+    throw DamagedCheckpoint("'" + file.string() + "' does not match its checksum: CRC-32C " + crc32c_text(crc) +
+                            ", saved as " + crc32c_text(recorded.crc32c) +
+                            " (its bytes changed after the save: a storage or copy error, or an edit)");
+}
+
+// The whole file, read once.
+inline std::string read_bytes(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(file, ec);
+  std::string bytes(ec ? 0 : static_cast<std::size_t>(size), '\0');
+  if (!in || ec || !in.read(bytes.data(), static_cast<std::streamsize>(bytes.size())))
+    throw DamagedCheckpoint("cannot read '" + file.string() + "': " + system_error_text(errno));
+  return bytes;
+}
+
+// Reads an archive, checked against its manifest record first when there is one.
 inline torch::serialize::InputArchive load_archive(const std::filesystem::path& file,
+                                                   const std::optional<CheckpointFile>& recorded = std::nullopt,
                                                    std::optional<c10::Device> device = std::nullopt) {
+  const auto bytes = read_bytes(file);
+  if (recorded) check_recorded(file, *recorded, bytes.size(), crc32c(bytes));
   torch::serialize::InputArchive archive;
   try {
     if (device)
-      archive.load_from(file.string(), *device);
+      archive.load_from(bytes.data(), bytes.size(), *device);
     else
-      archive.load_from(file.string());
+      archive.load_from(bytes.data(), bytes.size());
   } catch (const c10::Error& e) {
-    throw Error("'" + file.string() +
-                "' is not a readable torch archive (truncated or corrupt?): " + e.what_without_backtrace());
+    throw DamagedCheckpoint("'" + file.string() +
+                            "' is not a readable torch archive (truncated or corrupt?): " + e.what_without_backtrace());
   }
   return archive;
+}
+
+// Where a save of `target` by process `pid` stages its files before they are renamed into place.
+inline std::filesystem::path staging_path(const std::filesystem::path& target, int64_t pid) {
+  return target.string() + ".tmp-" + std::to_string(pid);
+}
+
+// Removes what saves of `target` that were killed left beside it: `<target>.tmp-<pid>` (and the
+// `.old` directory of a replacement that could not exchange) of processes that no longer run
+// here. Saves into one place are serialized (one main process; the project_dir lock), so a
+// staging directory of a process that is gone belongs to no save in progress.
+inline void remove_stale_staging(const std::filesystem::path& target) {
+  const auto prefix = target.filename().string() + ".tmp-";
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(parent_directory(target), ec)) {
+    const auto name = entry.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    auto digits = std::string_view(name).substr(prefix.size());
+    if (digits.size() > 4 && digits.substr(digits.size() - 4) == ".old") digits.remove_suffix(4);
+    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string_view::npos)
+      continue;
+    const auto pid = static_cast<pid_t>(std::stol(std::string(digits)));
+    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to signal)
+    remove_tree_or_throw(entry.path());
+  }
 }
 
 // Runs fn (which reads an archive into an object), naming the file in any error.
@@ -58,6 +146,82 @@ void read_from(const std::filesystem::path& file, Fn&& fn) {
     throw Error("'" + file.string() + "': " + e.what());
   }
 }
+
+// Why the checkpoint in `dir` is damaged, or "" when its manifest reads and every file it lists
+// has the size and CRC-32C recorded. Reads each file once, a piece at a time.
+inline std::string damage_of(const std::filesystem::path& dir) {
+  try {
+    const auto metadata = CheckpointMetadata::read(dir);
+    std::vector<char> buffer(std::size_t{1} << 22);
+    for (const auto& [name, recorded] : metadata.files) {
+      const auto file = dir / name;
+      std::ifstream in(file, std::ios::binary);
+      if (!in)
+        throw DamagedCheckpoint("'" + file.string() + "' is missing (" + CheckpointMetadata::file_name + " lists it)");
+      uint64_t size = 0;
+      uint32_t crc = 0;
+      while (in.read(buffer.data(), static_cast<std::streamsize>(buffer.size())) || in.gcount() > 0) {
+        crc = crc32c_extend(crc, buffer.data(), static_cast<std::size_t>(in.gcount()));
+        size += static_cast<uint64_t>(in.gcount());
+      }
+      check_recorded(file, recorded, size, crc);
+    }
+  } catch (const DamagedCheckpoint& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// An exclusive lock on a file (flock), held while this object lives and released by the kernel when
+// the process ends however it ends. The file says who holds it, for the message of the next one
+// who tries.
+class FileLock {
+ public:
+  FileLock() = default;
+  FileLock(FileLock&& other) noexcept : file_(std::move(other.file_)), fd_(std::exchange(other.fd_, -1)) {}
+  FileLock& operator=(FileLock&& other) noexcept {
+    std::swap(file_, other.file_);
+    std::swap(fd_, other.fd_);
+    return *this;
+  }
+  ~FileLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  // Takes the lock on `file` (created with its directory) for `what`, or throws naming the holder.
+  static FileLock take(const std::filesystem::path& file, const std::string& what) {
+    std::error_code ec;
+    std::filesystem::create_directories(file.parent_path(), ec);
+    FileLock lock;
+    lock.file_ = file;
+    lock.fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock.fd_ < 0) throw Error("cannot open the lock file '" + file.string() + "': " + system_error_text(errno));
+    if (::flock(lock.fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int error = errno;
+      if (error != EWOULDBLOCK) throw Error("cannot lock '" + file.string() + "': " + system_error_text(error));
+      std::string holder(256, '\0');
+      const auto got = ::pread(lock.fd_, holder.data(), holder.size(), 0);
+      holder.resize(got > 0 ? static_cast<std::size_t>(got) : 0);
+      while (!holder.empty() && (holder.back() == '\n' || holder.back() == '\0')) holder.pop_back();
+      throw Error(what + " is in use by another job (" + (holder.empty() ? "holder unknown" : holder) +
+                  ", which holds the lock '" + file.string() +
+                  "'): two jobs saving into one project_dir overwrite and prune each other's checkpoints. Give this "
+                  "job its own project_dir, or end the other one");
+    }
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    const auto who = "pid " + std::to_string(::getpid()) + " on host " + host + "\n";
+    // Best effort: without the note, the next job's message says "holder unknown".
+    if (::ftruncate(lock.fd_, 0) == 0) (void)!::pwrite(lock.fd_, who.data(), who.size(), 0);
+    return lock;
+  }
+
+  const std::filesystem::path& file() const { return file_; }
+
+ private:
+  std::filesystem::path file_;
+  int fd_ = -1;
+};
 
 // An optimizer's state and its parameter groups' options (learning rate, betas, ...): libtorch's
 // Optimizer::load restores the state but keeps the options the optimizer was built with, so they

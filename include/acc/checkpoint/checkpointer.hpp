@@ -12,14 +12,23 @@
 //   gradients_<rank>.safetensors                  saved in the middle of a gradient accumulation
 //                                                  cycle: every process's accumulated gradients
 //   acc_state.json                                written last: world size, strategy, precision,
-//                                                  file sizes, the gradient accumulation step and
-//                                                  every prepared loader's seed and position
+//                                                  every file's size and CRC-32C, the gradient
+//                                                  accumulation step and every prepared loader's
+//                                                  seed and position
 //
 // A save is atomic: everything goes into a temporary sibling directory, is synced to disk, and
-// the directory is renamed over the target; a failure on any rank removes the temporary directory
-// and throws on every rank, leaving the previous checkpoint as it was. A load checks every file
-// listed (presence, size, format) on every rank before it changes anything. Every process must
-// see the same file system (as with Python Accelerate).
+// the directory is renamed over the target; a failure on any rank (a full disk among them, named
+// with the bytes needed and free) removes the temporary directory and throws on every rank, leaving
+// the previous checkpoint as it was; a temporary directory that a killed save left is removed by
+// the next save of that target. A load checks every file listed (presence, size, CRC-32C of the
+// bytes as they are read, format) on every rank before it changes anything. Every process must see
+// the same file system (as with Python Accelerate).
+//
+// With automatic naming, the main process locks project_dir (project_dir/checkpoints/.lock) from its
+// first save_state() or load_state() on, so that a second job there fails rather than overwrite
+// and prune this one's checkpoints; load_state() loads the newest intact checkpoint, passing over
+// damaged ones with a warning; total_limit removes old checkpoints only after the new one reads
+// back as written.
 #pragma once
 
 #include <acc/checkpoint/checkpoint_io.hpp>
@@ -41,8 +50,6 @@
 #include <torch/optim/schedulers/lr_scheduler.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
-
-#include <nlohmann/json.hpp>
 
 #include <unistd.h>
 
@@ -116,10 +123,10 @@ class Checkpointer {
           "Accelerator's options to number checkpoints under project_dir/checkpoints");
     const bool main = owner_->is_main_process();
     const int rank = owner_->process_index();
+    if (automatic) lock_project("save_state()");
     const std::filesystem::path target = owner_->broadcast_object(
         main ? directory_path(automatic ? project.next_checkpoint() : dir).string() : std::string());
-    const std::filesystem::path staging =
-        target.string() + ".tmp-" + std::to_string(owner_->broadcast_object(static_cast<int64_t>(::getpid())));
+    const auto staging = detail::staging_path(target, owner_->broadcast_object(static_cast<int64_t>(::getpid())));
     const std::string failed = "save_state('" + target.string() + "') failed and left what was there before";
     const auto discard = [&] {
       if (main) detail::remove_tree(staging);
@@ -140,6 +147,7 @@ class Checkpointer {
         failed,
         [&] {
           if (main) {
+            detail::remove_stale_staging(target);
             detail::remove_tree_or_throw(staging);
             std::filesystem::create_directories(staging);
             stage_done("directory");
@@ -151,29 +159,46 @@ class Checkpointer {
     const auto written = together(
         failed,
         [&] {
-          nlohmann::json sizes = nlohmann::json::object();
+          const bool gradients = mid_cycle();
+          // The tensors this process writes, before it writes any: a disk without room for them fails
+          // here, with the shortfall (optimizer state and small files come on top).
+          uint64_t needed = 0;
+          const auto add = [&](const auto& named) {
+            for (const auto& [name, tensor] : named)
+              needed += static_cast<uint64_t>(tensor.numel()) * tensor.element_size();
+          };
+          if (main)
+            for (const auto& state : model_states) add(state);
+          if (gradients) add(local_gradients());
+          detail::require_free_space(detail::parent_directory(target), needed,
+                                     "this process's part of the checkpoint");
+
+          std::map<std::string, CheckpointFile> files;
           const auto path = [&](const std::string& name) { return staging / name; };
+          const auto write_archive = [&](const std::string& name, torch::serialize::OutputArchive& archive) {
+            files[name] = detail::save_archive(archive, path(name));
+          };
+          const auto write_tensors = [&](const std::string& name, const auto& tensors, const safetensors::Metadata& m) {
+            const auto out = safetensors::save_file(tensors, path(name), m);
+            files[name] = {out.size, out.crc32c};
+          };
           if (main || kShardedOptimizer)
             for (std::size_t i = 0; i < optimizers_.size(); ++i) {
-              const auto name = optimizer_file(numbered("optimizer", i, ".bin"), rank);
               torch::serialize::OutputArchive archive;
               detail::save_optimizer(*optimizers_[i], archive);
-              sizes[name] = detail::save_archive(archive, path(name));
+              write_archive(optimizer_file(numbered("optimizer", i, ".bin"), rank), archive);
               stage_done("optimizer");
             }
           if (main) {
             for (std::size_t i = 0; i < models_.size(); ++i) {
-              const auto name = numbered("model", i, ".safetensors");
-              safetensors::save_file(model_states[i], path(name), {{"format", "pt"}});
-              sizes[name] = std::filesystem::file_size(path(name));
+              write_tensors(numbered("model", i, ".safetensors"), model_states[i], {{"format", "pt"}});
               stage_done("model");
             }
             for (std::size_t i = 0; i < schedulers_.size(); ++i) {
-              const auto name = numbered("scheduler", i, ".bin");
               torch::serialize::OutputArchive archive;
               archive.write("step_count",
                             c10::IValue(static_cast<int64_t>(detail::SchedulerStepCount::of(*schedulers_[i]))));
-              sizes[name] = detail::save_archive(archive, path(name));
+              write_archive(numbered("scheduler", i, ".bin"), archive);
               stage_done("scheduler");
             }
             if (const auto* scaler = owner_->scaler()) {
@@ -181,27 +206,25 @@ class Checkpointer {
               torch::serialize::OutputArchive archive;
               archive.write("scale", c10::IValue(state.scale));
               archive.write("growth_tracker", c10::IValue(state.growth_tracker));
-              sizes[kScalerFile] = detail::save_archive(archive, path(kScalerFile));
+              write_archive(kScalerFile, archive);
               stage_done("scaler");
             }
             for (std::size_t i = 0; i < objects_.size(); ++i) {
-              const auto name = custom_file(i);
               torch::serialize::OutputArchive archive;
               objects_[i].save(archive);
-              sizes[name] = detail::save_archive(archive, path(name));
+              write_archive(custom_file(i), archive);
               stage_done("custom");
             }
           }
           torch::serialize::OutputArchive archive;
           RngState::capture().save(archive);
-          sizes[random_states_file(rank)] = detail::save_archive(archive, path(random_states_file(rank)));
+          write_archive(random_states_file(rank), archive);
           stage_done("random_states");
-          if (mid_cycle()) {
-            safetensors::save_file(local_gradients(), path(gradients_file(rank)));
-            sizes[gradients_file(rank)] = std::filesystem::file_size(path(gradients_file(rank)));
+          if (gradients) {
+            write_tensors(gradients_file(rank), local_gradients(), {});
             stage_done("gradients");
           }
-          return sizes.dump();
+          return encode_file_records(files);
         },
         discard);
 
@@ -210,20 +233,13 @@ class Checkpointer {
         [&] {
           if (!main) return std::string();
           auto metadata = describe(positions);
-          for (const auto& part : written) {
-            const auto sizes = nlohmann::json::parse(part);
-            for (const auto& [name, size] : sizes.items()) metadata.file_sizes[name] = size.template get<uint64_t>();
-          }
+          for (const auto& part : written) metadata.files.merge(decode_file_records(part));
           detail::write_synced(staging / CheckpointMetadata::file_name, metadata.to_json());
           detail::fsync_path(staging);
           stage_done("metadata");
           detail::replace_directory(staging, target);
           stage_done("rename");
-          if (automatic && project.total_limit() > 0) {
-            auto existing = project.checkpoints();
-            for (std::size_t i = 0; i + static_cast<std::size_t>(project.total_limit()) < existing.size(); ++i)
-              detail::remove_tree_or_throw(existing[i]);
-          }
+          if (automatic && project.total_limit() > 0) remove_oldest(project, target);
           return std::string();
         },
         discard);
@@ -232,18 +248,31 @@ class Checkpointer {
 
   std::filesystem::path load(const std::filesystem::path& dir) {
     const auto& project = owner_->options().project_config();
-    if (dir.empty() && !project.automatic_checkpoint_naming())
+    const bool automatic = dir.empty();
+    if (automatic && !project.automatic_checkpoint_naming())
       throw Error(
           "load_state() needs a directory, or ProjectConfiguration().automatic_checkpoint_naming(true) to load the "
           "newest checkpoint under project_dir/checkpoints");
-    const auto source = directory_path(dir.empty() ? project.latest_checkpoint() : dir);
-    Loaded loaded;
-    together("load_state('" + source.string() + "') failed and changed nothing", [&] {
-      loaded = read(source);
-      return std::string();
-    });
-    apply(source, loaded);
-    return source;
+    if (!automatic) return load_from(directory_path(dir));
+    // The newest checkpoint that is intact: a damaged one (a file missing or altered since the save)
+    // is passed over, with a warning, for the one before it.
+    lock_project("load_state()");
+    auto candidates = project.checkpoints();
+    std::string passed_over;
+    for (auto it = candidates.rbegin(); it != candidates.rend(); ++it) {
+      try {
+        return load_from(directory_path(*it));
+      } catch (const DamagedCheckpoint& e) {
+        if (owner_->is_main_process())
+          std::cerr << "acc: load_state() passes over " << it->string() << ", which is damaged: " << e.what() << "\n";
+        passed_over += std::string("\n  ") + e.what();
+      }
+    }
+    if (candidates.empty())
+      throw Error("load_state() without a directory loads the newest checkpoint under '" +
+                  project.checkpoints_dir().string() + "', but there is none");
+    throw Error("load_state() found no intact checkpoint under '" + project.checkpoints_dir().string() +
+                "'; each is damaged:" + passed_over);
   }
 
   // --- save_model / load_model: model.safetensors alone, for inference or another program.
@@ -255,7 +284,8 @@ class Checkpointer {
       if (owner_->is_main_process()) {
         std::filesystem::create_directories(directory);
         const auto file = directory / kModelFile;
-        const std::filesystem::path staged = file.string() + ".tmp-" + std::to_string(::getpid());
+        detail::remove_stale_staging(file);
+        const auto staged = detail::staging_path(file, ::getpid());
         safetensors::save_file(state, staged, {{"format", "pt"}});
         std::filesystem::rename(staged, file);
         detail::fsync_path(directory);
@@ -355,6 +385,47 @@ class Checkpointer {
     if (used != saved.size()) throw Error("it holds gradients of parameters these models do not have");
   }
 
+  std::filesystem::path load_from(const std::filesystem::path& source) {
+    Loaded loaded;
+    together("load_state('" + source.string() + "') failed and changed nothing", [&] {
+      loaded = read(source);
+      return std::string();
+    });
+    apply(source, loaded);
+    return source;
+  }
+
+  // The main process holds project_dir's lock from its first automatic save or load on, so that a
+  // second job on the same project_dir fails instead of overwriting and pruning this one's
+  // checkpoints. Every process learns of a failure.
+  void lock_project(const char* call) {
+    const auto& project = owner_->options().project_config();
+    together(std::string(call) + " failed", [&] {
+      if (!owner_->is_main_process()) return std::string();
+      const auto file = directory_path(project.checkpoints_dir()) / ".lock";
+      if (project_lock_.file() != file)
+        project_lock_ =
+            detail::FileLock::take(file, "project_dir '" + directory_path(project.project_dir()).string() + "'");
+      return std::string();
+    });
+  }
+
+  // total_limit: removes the oldest checkpoints beyond the limit, once the one just saved reads back
+  // as it was written, so that the newest intact checkpoint is never removed.
+  static void remove_oldest(const ProjectConfiguration& project, const std::filesystem::path& saved) {
+    const auto existing = project.checkpoints();
+    const auto limit = static_cast<std::size_t>(project.total_limit());
+    if (existing.size() <= limit) return;
+    if (const auto damage = detail::damage_of(saved); !damage.empty()) {
+      detail::remove_tree(saved);
+      throw Error(
+          "the checkpoint just written does not read back as it was written, so it was removed and no older "
+          "checkpoint was: " +
+          damage);
+    }
+    for (std::size_t i = 0; i + limit < existing.size(); ++i) detail::remove_tree_or_throw(existing[i]);
+  }
+
   // Absolute, normalized, without a trailing separator: "ckpt/" and "./ckpt" are one directory.
   static std::filesystem::path directory_path(const std::filesystem::path& dir) {
     auto path = std::filesystem::absolute(dir).lexically_normal();
@@ -362,14 +433,16 @@ class Checkpointer {
   }
 
   // Runs this process's part, then tells every process whether all parts succeeded: a failure on
-  // any process is thrown on all of them (after on_failure), with its message. Returns every
-  // process's result.
+  // any process is thrown on all of them (after on_failure), with its message and its kind (a
+  // DamagedCheckpoint stays one). Returns every process's result.
   template <class Part>
   std::vector<std::string> together(const std::string& what, Part&& part,
                                     const std::function<void()>& on_failure = {}) {
     std::string outcome;
     try {
       outcome = "+" + part();
+    } catch (const DamagedCheckpoint& e) {
+      outcome = std::string("?") + e.what();
     } catch (const c10::Error& e) {
       outcome = std::string("!") + e.what_without_backtrace();
     } catch (const std::exception& e) {
@@ -377,10 +450,12 @@ class Checkpointer {
     }
     auto outcomes = owner_->gather_object(outcome);
     for (std::size_t r = 0; r < outcomes.size(); ++r) {
-      if (outcomes[r].empty() || outcomes[r][0] != '!') continue;
+      if (outcomes[r].empty() || outcomes[r][0] == '+') continue;
       if (on_failure) on_failure();
       const auto where = outcomes.size() > 1 ? " (on rank " + std::to_string(r) + ")" : std::string();
-      throw Error(what + where + ": " + outcomes[r].substr(1));
+      const auto message = what + where + ": " + outcomes[r].substr(1);
+      if (outcomes[r][0] == '?') throw DamagedCheckpoint(message);
+      throw Error(message);
     }
     for (auto& o : outcomes) o.erase(0, 1);
     return outcomes;
@@ -451,45 +526,54 @@ class Checkpointer {
       mismatch("its optimizer state was written by libtorch " + m.torch_version +
                ", whose optimizer archives this libtorch (" + compat::torch_version +
                ") cannot read: their parameter keys changed in 2.2");
-    const auto per_rank = static_cast<std::size_t>(m.world_size);
-    if (m.random_states.size() != per_rank || (!m.gradients.empty() && m.gradients.size() != per_rank) || m.step < 0)
-      mismatch("it lists " + std::to_string(m.random_states.size()) + " random-state and " +
-               std::to_string(m.gradients.size()) + " gradient files for " + std::to_string(m.world_size) +
-               " processes");
     const auto rank = static_cast<std::size_t>(owner_->process_index());
     for (std::size_t i = 0; i < loaders_.size(); ++i) {
       const auto& d = m.data_loaders[i];
       const auto& here = loaders_[i];
-      const auto loader = "data loader " + std::to_string(i);
       if (d.batch_size != here.batch_size || d.dataset_size != here.dataset_size)
-        mismatch(loader + " had batch_size " + std::to_string(d.batch_size) + " over " +
+        mismatch("data loader " + std::to_string(i) + " had batch_size " + std::to_string(d.batch_size) + " over " +
                  std::to_string(d.dataset_size) + " samples, and the one prepared here has batch_size " +
                  std::to_string(here.batch_size) + " over " + std::to_string(here.dataset_size));
-      if (d.positions.size() != static_cast<std::size_t>(m.world_size) || d.positions[rank].first < 0 ||
-          d.positions[rank].second < 0)
-        mismatch(loader + " has no valid position for rank " + std::to_string(rank));
     }
 
-    const auto need = [&](const std::string& name) {
+    // A file the manifest lists, present, with its record (checked against its bytes as they are read).
+    using Needed = std::pair<std::filesystem::path, CheckpointFile>;
+    const auto need = [&](const std::string& name) -> Needed {
       const auto file = source / name;
+      const auto recorded = m.files.find(name);
+      if (recorded == m.files.end())
+        throw DamagedCheckpoint(described + ": it lists " + name + " but has no record of it under \"files\"");
       std::error_code ec;
       if (!std::filesystem::is_regular_file(file, ec))
-        throw Error("'" + file.string() + "' is missing (" + described + " lists it)");
+        throw DamagedCheckpoint("'" + file.string() + "' is missing (" + described + " lists it)");
       const auto size = std::filesystem::file_size(file, ec);
-      const auto recorded = m.file_sizes.find(name);
-      if (recorded == m.file_sizes.end()) mismatch("it lists " + name + " without its size");
-      if (size != recorded->second)
-        throw Error("'" + file.string() + "' is " + std::to_string(size) + " bytes but was saved with " +
-                    std::to_string(recorded->second) + " (truncated or overwritten)");
-      return file;
+      if (size != recorded->second.size)
+        throw DamagedCheckpoint("'" + file.string() + "' is " + std::to_string(size) + " bytes but was saved with " +
+                                std::to_string(recorded->second.size) + " (truncated or overwritten)");
+      return {file, recorded->second};
     };
-    for (const auto& name : m.models) loaded.models.push_back(safetensors::load_file(need(name)).tensors);
+    const auto tensors = [&](const Needed& needed) {
+      const auto& [file, recorded] = needed;
+      safetensors::Contents contents;
+      try {
+        contents = safetensors::load_file(file);
+      } catch (const Error& e) {
+        throw DamagedCheckpoint(e.what());
+      }
+      std::error_code ec;
+      detail::check_recorded(file, recorded, std::filesystem::file_size(file, ec), contents.crc32c);
+      return std::move(contents.tensors);
+    };
+    const auto archive_of = [&](const Needed& needed, std::optional<c10::Device> device = std::nullopt) {
+      return detail::load_archive(needed.first, needed.second, device);
+    };
+    for (const auto& name : m.models) loaded.models.push_back(tensors(need(name)));
     for (const auto& name : m.optimizers)
-      loaded.optimizers.push_back(
-          detail::load_archive(need(optimizer_file(name, static_cast<int>(rank))), owner_->device()));
+      loaded.optimizers.push_back(archive_of(need(optimizer_file(name, static_cast<int>(rank))), owner_->device()));
     for (const auto& name : m.schedulers) {
-      const auto file = need(name);
-      auto archive = detail::load_archive(file);
+      const auto needed = need(name);
+      const auto& file = needed.first;
+      auto archive = archive_of(needed);
       detail::read_from(file, [&] {
         c10::IValue steps;
         archive.read("step_count", steps);
@@ -498,8 +582,9 @@ class Checkpointer {
       });
     }
     if (m.scaler && owner_->scaler()) {
-      const auto file = need(*m.scaler);
-      auto archive = detail::load_archive(file);
+      const auto needed = need(*m.scaler);
+      const auto& file = needed.first;
+      auto archive = archive_of(needed);
       detail::read_from(file, [&] {
         c10::IValue scale, growth_tracker;
         archive.read("scale", scale);
@@ -507,11 +592,11 @@ class Checkpointer {
         loaded.scaler = GradScaler::State{scale.toDouble(), growth_tracker.toInt()};
       });
     }
-    for (const auto& name : m.custom_objects) loaded.objects.push_back(detail::load_archive(need(name)));
-    const auto rng_file = need(m.random_states[rank]);
-    auto rng_archive = detail::load_archive(rng_file);
-    detail::read_from(rng_file, [&] { loaded.rng.load(rng_archive); });
-    if (!m.gradients.empty()) loaded.gradients = safetensors::load_file(need(m.gradients[rank])).tensors;
+    for (const auto& name : m.custom_objects) loaded.objects.push_back(archive_of(need(name)));
+    const auto rng = need(m.random_states[rank]);
+    auto rng_archive = archive_of(rng);
+    detail::read_from(rng.first, [&] { loaded.rng.load(rng_archive); });
+    if (!m.gradients.empty()) loaded.gradients = tensors(need(m.gradients[rank]));
     return loaded;
   }
 
@@ -546,6 +631,7 @@ class Checkpointer {
   }
 
   Owner* owner_;
+  detail::FileLock project_lock_;  // the main process's, with automatic naming
   std::vector<TrackedModel> models_;
   std::vector<torch::optim::Optimizer*> optimizers_;
   std::vector<torch::optim::LRScheduler*> schedulers_;

@@ -12,6 +12,7 @@
 // It only copies bytes into tensors: nothing in a file is executed (unlike a pickled checkpoint).
 #pragma once
 
+#include <acc/detail/crc32c.hpp>
 #include <acc/detail/files.hpp>
 #include <acc/error.hpp>
 
@@ -45,6 +46,13 @@ using Metadata = std::map<std::string, std::string>;
 struct Contents {
   std::map<std::string, at::Tensor> tensors;  // on the CPU
   Metadata metadata;
+  uint32_t crc32c = 0;  // of the file's bytes, computed as they were read
+};
+
+// What save_file wrote.
+struct Written {
+  uint64_t size = 0;
+  uint32_t crc32c = 0;
 };
 
 // The largest header the reader accepts (the Rust reference implementation's limit).
@@ -167,6 +175,8 @@ class Reader {
                      "tensor '" + e.name + "'");
       contents.tensors.emplace(std::move(e.name), std::move(tensor));
     }
+    // The layout check made the reads cover the file from start to end, in order.
+    contents.crc32c = crc_;
     return contents;
   }
 
@@ -174,8 +184,11 @@ class Reader {
   [[noreturn]] void fail(const std::string& problem) const { throw Error(origin_ + ": " + problem); }
 
   template <class Bytes>
-  void read_exactly(Bytes& bytes, uint64_t offset, void* into, std::size_t size, const std::string& what) const {
+  void read_exactly(Bytes& bytes, uint64_t offset, void* into, std::size_t size, const std::string& what) {
     if (!bytes.read_at(offset, into, size)) fail("cannot read " + what + " (the file changed?)");
+    if (offset != read_up_to_) fail("cannot read " + what + " in file order");
+    crc_ = acc::detail::crc32c_extend(crc_, into, size);
+    read_up_to_ += size;
   }
 
   std::vector<Entry> parse(const std::string& header, uint64_t data_size, Metadata& metadata) const {
@@ -265,21 +278,25 @@ class Reader {
   }
 
   std::string origin_;
+  uint64_t read_up_to_ = 0;  // the bytes before this offset were read, into crc_
+  uint32_t crc_ = 0;
 };
 
 }  // namespace detail
 
-// Writes the tensors (from any device; non-contiguous ones are copied) and the metadata, and
-// syncs the file to disk. Names must be unique and not "__metadata__".
-inline void save_file(const std::vector<std::pair<std::string, at::Tensor>>& tensors, const std::filesystem::path& file,
-                      const Metadata& metadata = {}) {
+// Writes the tensors (from any device; non-contiguous ones are copied, one at a time) and the
+// metadata, and syncs the file to disk; first checks that its file system has room for it. Names
+// must be unique and not "__metadata__".
+inline Written save_file(const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                         const std::filesystem::path& file, const Metadata& metadata = {}) {
   const auto fail = [&](const std::string& problem) {
     throw Error("cannot write safetensors file '" + file.string() + "': " + problem);
   };
   struct Item {
     std::string_view name;
     std::string_view dtype;
-    at::Tensor data;
+    const at::Tensor* tensor;
+    uint64_t bytes;
   };
   std::vector<Item> items;
   for (const auto& [name, tensor] : tensors) {
@@ -289,13 +306,13 @@ inline void save_file(const std::vector<std::pair<std::string, at::Tensor>>& ten
     if (!dtype)
       fail("tensor '" + name + "' is " + std::string(c10::toString(tensor.scalar_type())) +
            ", which safetensors files here hold only as " + detail::supported_dtypes());
-    items.push_back({name, *dtype, tensor.detach().to(at::kCPU).contiguous()});
+    items.push_back({name, *dtype, &tensor, static_cast<uint64_t>(tensor.numel()) * tensor.element_size()});
   }
   // Larger elements first, as Python's writer does: every tensor then starts at a multiple of its
   // element size (the header is padded to 8 bytes).
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
-    return std::make_pair(-static_cast<int64_t>(a.data.element_size()), a.name) <
-           std::make_pair(-static_cast<int64_t>(b.data.element_size()), b.name);
+    return std::make_pair(-static_cast<int64_t>(a.tensor->element_size()), a.name) <
+           std::make_pair(-static_cast<int64_t>(b.tensor->element_size()), b.name);
   });
   for (std::size_t i = 1; i < items.size(); ++i)
     if (items[i].name == items[i - 1].name) fail("two tensors are named '" + std::string(items[i].name) + "'");
@@ -304,10 +321,9 @@ inline void save_file(const std::vector<std::pair<std::string, at::Tensor>>& ten
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const auto& item : items) {
-    const auto bytes = static_cast<uint64_t>(item.data.nbytes());
     header[std::string(item.name)] = {
-        {"dtype", item.dtype}, {"shape", item.data.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
-    offset += bytes;
+        {"dtype", item.dtype}, {"shape", item.tensor->sizes().vec()}, {"data_offsets", {offset, offset + item.bytes}}};
+    offset += item.bytes;
   }
   std::string text;
   try {
@@ -319,11 +335,17 @@ inline void save_file(const std::vector<std::pair<std::string, at::Tensor>>& ten
   unsigned char length[8];
   for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>(static_cast<uint64_t>(text.size()) >> (8 * i));
 
-  acc::detail::SyncedFile out(file);
+  const uint64_t size = 8 + text.size() + offset;
+  acc::detail::require_free_space(acc::detail::parent_directory(file), size, "'" + file.string() + "'");
+  acc::detail::SyncedFile out(file, size);
   out.write(length, 8);
   out.write(text.data(), text.size());
-  for (const auto& item : items) out.write(item.data.data_ptr(), item.data.nbytes());
+  for (const auto& item : items) {
+    const auto data = item.tensor->detach().to(at::kCPU).contiguous();
+    out.write(data.data_ptr(), item.bytes);
+  }
   out.close();
+  return {out.size(), out.crc32c()};
 }
 
 // Reads every tensor (onto the CPU) and the metadata.
