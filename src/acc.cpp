@@ -7,6 +7,8 @@
     "src/acc.cpp is the separately compiled library: compile it, and every file that uses acc, with -DACC_SEPARATE_COMPILATION"
 #endif
 
+#include <acc/checkpoint/impl/metadata.ipp>
+#include <acc/checkpoint/impl/safetensors.ipp>
 #include <acc/config/impl/config.ipp>
 #include <acc/memory/impl/free_memory.ipp>
 #include <acc/optim/impl/adamw.ipp>

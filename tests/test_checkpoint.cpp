@@ -56,25 +56,6 @@ pid_t ended_process() {
   return pid;
 }
 
-// While it lives, this process writes no file beyond `bytes` (RLIMIT_FSIZE): such writes fail with
-// EFBIG (SIGXFSZ ignored), as they fail with ENOSPC on a full disk; no privilege or small file
-// system needed.
-struct FileSizeLimit {
-  explicit FileSizeLimit(rlim_t bytes) {
-    ::getrlimit(RLIMIT_FSIZE, &before);
-    handler = std::signal(SIGXFSZ, SIG_IGN);
-    auto limit = before;
-    limit.rlim_cur = bytes;
-    REQUIRE(::setrlimit(RLIMIT_FSIZE, &limit) == 0);
-  }
-  ~FileSizeLimit() {
-    ::setrlimit(RLIMIT_FSIZE, &before);
-    std::signal(SIGXFSZ, handler);
-  }
-  struct rlimit before {};
-  void (*handler)(int) = nullptr;
-};
-
 void fill_weights(resume::Net& net, double value) {
   at::NoGradGuard no_grad;
   for (auto& p : net->parameters()) p.fill_(value);

@@ -1,12 +1,14 @@
 #include "../pch.hpp"  // first: libtorch, then doctest
 #include "../resume_training.hpp"
 #include "../scaled_fp32.hpp"
+#include "../temp_dir.hpp"
 #include "worker.hpp"
 
 #include <torch/serialize.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -96,6 +98,18 @@ TEST_SUITE("checkpoint" * doctest::skip()) {
         }
         unsetenv("ACC_TEST_FAIL_SAVE_AT");
         CHECK(error.find("(on rank 1): ACC_TEST_FAIL_SAVE_AT=random_states@1") != std::string::npos);
+        // Rank 1's writes fail as on a full disk (its file size limit): every rank throws, naming
+        // rank 1 and the limit, and the previous checkpoint stays.
+        error.clear();
+        try {
+          std::optional<FileSizeLimit> limit;
+          if (accelerator.process_index() == 1) limit.emplace(1024);
+          accelerator.save_state(checkpoint_dir() / "ckpt");
+        } catch (const acc::Error& e) {
+          error = e.what();
+        }
+        CHECK(error.find("(on rank 1): cannot write '") != std::string::npos);
+        CHECK(error.find("this process may write files of at most 1024 bytes (ulimit -f)") != std::string::npos);
         accelerator.wait_for_everyone();
         for (const auto& entry : fs::directory_iterator(checkpoint_dir()))
           CHECK(entry.path().filename().string().find(".tmp-") == std::string::npos);
