@@ -170,8 +170,7 @@ class Checkpointer {
           if (main)
             for (const auto& state : model_states) add(state);
           if (gradients) add(local_gradients());
-          detail::require_free_space(detail::parent_directory(target), needed,
-                                     "this process's part of the checkpoint");
+          detail::require_free_space(detail::parent_directory(target), needed, "this process's part of the checkpoint");
 
           std::map<std::string, CheckpointFile> files;
           const auto path = [&](const std::string& name) { return staging / name; };
