@@ -114,7 +114,7 @@ int run(const Settings& s) {
 
   if constexpr (std::is_same_v<Strategy, acc::DDP<acc::Nccl>>) {
     // The same step without communication: forward and backward under no_sync, plus the
-    // optimizer's kernel (a no_sync step would skip it).
+    // optimizer's kernel.
     auto local_step = [&] {
       {
         auto local = accelerator.no_sync(model);

@@ -250,3 +250,42 @@ TEST_CASE("gradient_accumulation_steps: the optimizer and scheduler step every k
   const auto theirs = plain->parameters();
   for (std::size_t i = 0; i < ours.size(); ++i) CHECK(at::allclose(ours[i], theirs[i], 1e-5, 1e-6));
 }
+
+TEST_CASE("no_sync only holds back gradient synchronisation: the prepared optimizer and scheduler still step") {
+  acc::Accelerator<> accelerator(cpu_options());
+  Mlp net;
+  torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-2));
+  torch::optim::StepLR sched(opt, /*step_size=*/1, /*gamma=*/0.5);
+  auto [model, optimizer, scheduler] = accelerator.prepare(net, opt, sched);
+  const auto before = net->fc1->weight.detach().clone();
+  for (int step = 0; step < 2; ++step) {  // StepLR leaves the first step's rate as it is
+    auto local = accelerator.no_sync(model);
+    CHECK(accelerator.sync_gradients());
+    optimizer.zero_grad();
+    accelerator.backward(model(at::ones({2, 8})).sum());
+    optimizer.step();
+    scheduler.step();
+  }
+  CHECK_FALSE(at::equal(before, net->fc1->weight));
+  CHECK(opt.param_groups()[0].options().get_lr() == doctest::Approx(0.5e-2));
+
+  // accumulate() decides stepping, also inside no_sync: its first micro-step of 2 does not step
+  acc::Accelerator<> accumulating(cpu_options().gradient_accumulation_steps(2));
+  auto [model2, optimizer2] = accumulating.prepare(net, opt);
+  const auto held = net->fc1->weight.detach().clone();
+  auto local = accumulating.no_sync(model2);
+  {
+    auto step = accumulating.accumulate(model2);
+    CHECK_FALSE(accumulating.sync_gradients());
+    accumulating.backward(model2(at::ones({2, 8})).sum());
+    optimizer2.step();
+    CHECK(at::equal(held, net->fc1->weight));
+  }
+  {
+    auto step = accumulating.accumulate(model2);
+    CHECK(accumulating.sync_gradients());
+    accumulating.backward(model2(at::ones({2, 8})).sum());
+    optimizer2.step();
+    CHECK_FALSE(at::equal(held, net->fc1->weight));
+  }
+}

@@ -142,26 +142,33 @@ class Accelerator {
   // Whether the current step synchronizes gradients and steps the optimizer.
   bool sync_gradients() const { return sync_gradients_; }
 
-  // Scope of one micro-batch: gradients are synchronized and the prepared optimizer and
-  // scheduler step only on every gradient_accumulation_steps-th one, and on the last batch of a
-  // prepared loader. `{ auto step = accelerator.accumulate(model); ... }`
+  // Scope of accumulate() or no_sync(): sets whether this step synchronizes and steps, and
+  // whether backward communicates, and restores both at its end.
   class GradientSyncScope {
    public:
-    GradientSyncScope(Accelerator& owner, bool sync) : owner_(owner), previous_(owner.sync_gradients_) {
+    GradientSyncScope(Accelerator& owner, bool sync, bool local_only)
+        : owner_(owner), previous_sync_(owner.sync_gradients_), previous_local_only_(owner.local_only_) {
       owner_.sync_gradients_ = sync;
-      owner_.strategy_.set_gradient_sync(sync);
+      owner_.local_only_ = local_only;
+      owner_.communicate_when_synchronizing();
     }
     ~GradientSyncScope() {
-      owner_.sync_gradients_ = previous_;
-      owner_.strategy_.set_gradient_sync(previous_);
+      owner_.sync_gradients_ = previous_sync_;
+      owner_.local_only_ = previous_local_only_;
+      owner_.communicate_when_synchronizing();
     }
     GradientSyncScope(const GradientSyncScope&) = delete;
     GradientSyncScope& operator=(const GradientSyncScope&) = delete;
 
    private:
     Accelerator& owner_;
-    bool previous_;
+    bool previous_sync_;
+    bool previous_local_only_;
   };
+  // Scope of one micro-batch: gradients are synchronized and the prepared optimizer and
+  // scheduler step only on every gradient_accumulation_steps-th one, and on the last batch of a
+  // prepared loader. Inside no_sync() backward still does not communicate.
+  // `{ auto step = accelerator.accumulate(model); ... }`
   template <class... Models>
   GradientSyncScope accumulate(const Models&...) {
     bool sync;
@@ -171,12 +178,14 @@ class Accelerator {
     } else {
       sync = ++micro_step_ % options_.gradient_accumulation_steps() == 0;
     }
-    return GradientSyncScope(*this, sync);
+    return GradientSyncScope(*this, sync, local_only_);
   }
-  // Scope in which backward only accumulates gradients locally (no communication).
+  // Scope in which backward only accumulates gradients locally (no communication), as Python's
+  // no_sync: the prepared optimizer and scheduler still step when told to (accumulate decides
+  // that), on the local gradients.
   template <class... Models>
   GradientSyncScope no_sync(const Models&...) {
-    return GradientSyncScope(*this, false);
+    return GradientSyncScope(*this, sync_gradients_, true);
   }
 
   // Clips the gradients' total norm and returns that norm, after the gradients are synchronized
@@ -498,12 +507,16 @@ class Accelerator {
     }
   }
 
+  // backward communicates on a synchronizing step outside no_sync.
+  void communicate_when_synchronizing() { strategy_.set_gradient_sync(sync_gradients_ && !local_only_); }
+
   AcceleratorOptions options_;
   Strategy strategy_;
   c10::Device device_;
   std::shared_ptr<LoaderProgress> loader_progress_;
   bool step_skipped_ = false;
   bool sync_gradients_ = true;
+  bool local_only_ = false;  // inside no_sync
   int64_t micro_step_ = 0;
   std::optional<GradScaler> scaler_;
   bool unscaled_ = false;

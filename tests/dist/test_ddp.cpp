@@ -189,10 +189,9 @@ TEST_CASE("gradient accumulation: k micro-batches equal one batch k times larger
         const auto before = strategy.gradient_collectives();
         if (m + 1 < k) {
           auto local = accelerator.no_sync(model);
-          CHECK_FALSE(accelerator.sync_gradients());
+          CHECK(accelerator.sync_gradients());  // no_sync holds back communication, not the step
           accelerator.backward(loss_of(*net, model(x), y) / k);
           CHECK(strategy.gradient_collectives() == before);  // nothing was sent
-          optimizer.step();                                  // and nothing moved
         } else {
           accelerator.backward(loss_of(*net, model(x), y) / k);
           CHECK(strategy.gradient_collectives() > before);
@@ -257,5 +256,27 @@ TEST_CASE("a parameter without gradient is an error naming it; find_unused_param
       const auto grads = accelerator.gather(other->used->weight.grad().reshape({1, -1}));
       for (int64_t r = 1; r < grads.size(0); ++r) CHECK(at::equal(grads[r], grads[0]));
     }
+  });
+}
+
+TEST_CASE("accumulate() inside no_sync() keeps communication off, and its step still steps") {
+  with_accelerator([](auto& accelerator) {
+    auto& strategy = accelerator.strategy();
+    Mlp net;
+    torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-2));
+    auto [model, optimizer] = accelerator.prepare(net, opt);
+    const auto held = net->head->weight.detach().clone();
+    const auto before = strategy.gradient_collectives();
+    {
+      auto local = accelerator.no_sync(model);
+      auto step = accelerator.accumulate(model);  // gradient_accumulation_steps 1: a synchronizing step
+      CHECK(accelerator.sync_gradients());
+      const auto x = at::randn({kBatch, 8}, at::TensorOptions(accelerator.device()));
+      accelerator.backward(model(x).pow(2).sum());
+      CHECK(strategy.gradient_collectives() == before);
+      optimizer.step();
+    }
+    CHECK_FALSE(at::equal(held, net->head->weight));
+    optimizer.zero_grad();
   });
 }
