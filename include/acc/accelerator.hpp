@@ -87,7 +87,7 @@ class Accelerator {
       : options_(std::move(options)),
         strategy_(options_),
         device_(strategy_.device(options_.environment(), options_.cpu())),
-        loader_progress_(std::make_shared<LoaderProgress>()) {
+        active_loaders_(std::make_shared<ActiveLoaders>()) {
     if (options_.gradient_accumulation_steps() < 1)
       throw Error("gradient_accumulation_steps is " + std::to_string(options_.gradient_accumulation_steps()) +
                   "; it must be at least 1");
@@ -166,13 +166,14 @@ class Accelerator {
     bool previous_local_only_;
   };
   // Scope of one micro-batch: gradients are synchronized and the prepared optimizer and
-  // scheduler step only on every gradient_accumulation_steps-th one, and on the last batch of a
-  // prepared loader. Inside no_sync() backward still does not communicate.
+  // scheduler step only on every gradient_accumulation_steps-th one, and on the last batch of the
+  // prepared loader in use. Inside no_sync() backward still does not communicate.
   // `{ auto step = accelerator.accumulate(model); ... }`
   template <class... Models>
   GradientSyncScope accumulate(const Models&...) {
     bool sync;
-    if (loader_progress_->end_of_dataloader) {
+    const auto* loader = active_loaders_->innermost();
+    if (loader && loader->end_of_dataloader) {
       micro_step_ = 0;
       sync = true;
     } else {
@@ -262,14 +263,16 @@ class Accelerator {
     return ops::gather(strategy_.comm(), value);
   }
 
-  // gather() for evaluation: on the last batch of a prepared loader, drops the samples that
-  // even_batches repeated, so that an epoch gathers exactly the dataset, in order.
+  // gather() for evaluation: on the last batch of the prepared loader in use (the innermost
+  // loop's), drops the samples that its even_batches repeated, so that an epoch gathers exactly
+  // the dataset, in order. Outside every prepared loader it drops nothing.
   template <class Tree>
   Tree gather_for_metrics(const Tree& value) {
     auto gathered = gather(value);
-    if (!loader_progress_->end_of_dataloader || loader_progress_->duplicates == 0) return gathered;
+    const auto* loader = active_loaders_->innermost();
+    if (!loader || !loader->end_of_dataloader || loader->duplicates == 0) return gathered;
     return detail::map_tensors(gathered, [&](const at::Tensor& t) {
-      return t.narrow(0, 0, std::max<int64_t>(0, t.size(0) - loader_progress_->duplicates));
+      return t.narrow(0, 0, std::max<int64_t>(0, t.size(0) - loader->duplicates));
     });
   }
 
@@ -464,7 +467,7 @@ class Accelerator {
       const Sharding sharding{process_index(), num_processes(), options_.even_batches(), options_.split_batches()};
       // Rank 0's seed, so that every rank draws the same order even if their seeds differ.
       const auto seed = broadcast_object(object.options().seed());
-      auto placed = object.template placed<Sampler>({sharding, device_, seed, loader_progress_});
+      auto placed = object.template placed<Sampler>({sharding, device_, seed, active_loaders_});
       int64_t samples = -1;  // a stream's size is unknown
       if constexpr (!detail::is_stream<std::decay_t<decltype(object.dataset())>>::value)
         samples = static_cast<int64_t>(detail::dataset_size(object.dataset()));
@@ -513,7 +516,7 @@ class Accelerator {
   AcceleratorOptions options_;
   Strategy strategy_;
   c10::Device device_;
-  std::shared_ptr<LoaderProgress> loader_progress_;
+  std::shared_ptr<ActiveLoaders> active_loaders_;
   bool step_skipped_ = false;
   bool sync_gradients_ = true;
   bool local_only_ = false;  // inside no_sync

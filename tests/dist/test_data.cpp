@@ -105,3 +105,28 @@ TEST_CASE("without even batches each sample is read exactly once across ranks") 
     }
   });
 }
+
+TEST_CASE("gather_for_metrics drops only the duplicates of the loader that produced the batch") {
+  with_accelerator([](auto& accelerator) {
+    // 10 samples in batches of 4 on 2 ranks repeat 6; 7 in batches of 2 repeat 1.
+    auto train = accelerator.prepare(acc::DataLoader(Indices{10}, 4));
+    auto evaluation = accelerator.prepare(acc::DataLoader(Indices{7}, 2));
+    const auto train_order = acc::Shuffled::indices(10, 0, 0);
+    std::vector<int64_t> trained, evaluated;
+    for (auto& batch : train) {
+      if (evaluated.empty())  // an evaluation in the middle of the training epoch
+        for (auto& b : evaluation) {
+          const auto values = int_values(accelerator.gather_for_metrics(b));
+          evaluated.insert(evaluated.end(), values.begin(), values.end());
+        }
+      const auto values = int_values(accelerator.gather_for_metrics(batch));
+      trained.insert(trained.end(), values.begin(), values.end());
+    }
+    CHECK(evaluated == acc::Shuffled::indices(7, 0, 0));
+    CHECK(trained == train_order);
+    // outside any loader nothing is dropped
+    const auto everything = at::arange(10, at::TensorOptions(accelerator.device()).dtype(at::kLong));
+    const auto mine = accelerator.split_between_processes(everything);
+    CHECK(int_values(accelerator.gather_for_metrics(mine)) == iota(10));
+  });
+}

@@ -19,6 +19,7 @@
 #include <range/v3/view/stride.hpp>
 #include <range/v3/view/take.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
@@ -60,6 +61,31 @@ struct Sharding {
 struct LoaderProgress {
   bool end_of_dataloader = false;
   int64_t duplicates = 0;  // samples repeated across all processes in this epoch's last round
+};
+
+// The iterations of prepared loaders under way, innermost last (an evaluation loop inside a
+// training loop), shared by an Accelerator and the loaders it prepared, as Python's GradientState:
+// the batch in use belongs to the innermost, and outside every loader no batch ends an epoch.
+class ActiveLoaders {
+ public:
+  // The innermost iteration's progress; nullptr outside every prepared loader.
+  const LoaderProgress* innermost() const { return running_.empty() ? nullptr : running_.back().get(); }
+
+  // An iteration under way for as long as the returned handle (and its copies) live.
+  static std::shared_ptr<LoaderProgress> enter(const std::shared_ptr<ActiveLoaders>& loaders) {
+    auto progress = std::make_shared<LoaderProgress>();
+    loaders->running_.push_back(progress);
+    const std::weak_ptr<ActiveLoaders> registry = loaders;
+    return std::shared_ptr<LoaderProgress>(progress.get(), [registry, progress](LoaderProgress*) {
+      if (const auto loaders = registry.lock()) {
+        auto& running = loaders->running_;
+        running.erase(std::remove(running.begin(), running.end(), progress), running.end());
+      }
+    });
+  }
+
+ private:
+  std::vector<std::shared_ptr<LoaderProgress>> running_;
 };
 
 // The sampler's seed and where a loader's next batch comes from, shared by the loader and its
@@ -294,6 +320,7 @@ class DataLoader {
     iterator(const DataLoader* loader, std::shared_ptr<Source> source) : loader_(loader), source_(std::move(source)) {
       if (auto examples = source_->next()) current_ = loader_->load(*examples);
       prefetch();
+      if (loader_->active_ && !at_end()) progress_ = ActiveLoaders::enter(loader_->active_);
       report();
       advance_position();
     }
@@ -303,10 +330,12 @@ class DataLoader {
       if (!current_) return;
       if (auto examples = source_->next()) next_.emplace(loader_->load(*examples));
     }
-    void report() const {
-      if (!loader_->progress_ || at_end()) return;
-      loader_->progress_->end_of_dataloader = !next_.has_value();
-      loader_->progress_->duplicates = source_->duplicates();
+    // Past the last batch the iteration is over, and no longer the active one.
+    void report() {
+      if (at_end()) progress_.reset();
+      if (!progress_) return;
+      progress_->end_of_dataloader = !next_.has_value();
+      progress_->duplicates = source_->duplicates();
     }
     // After the epoch's last batch, the next one is the next epoch's first.
     void advance_position() const {
@@ -323,6 +352,7 @@ class DataLoader {
     std::shared_ptr<Source> source_;
     std::optional<Batch> current_;
     std::optional<Batch> next_;
+    std::shared_ptr<LoaderProgress> progress_;  // while the iteration is under way, in a prepared loader
   };
 
   // Starts an epoch: the sampler's order for the current epoch (a stream's own order), this
@@ -401,12 +431,12 @@ class DataLoader {
   const std::shared_ptr<LoaderPosition>& position() const { return position_; }
 
   // The same loader placed for one process of a job: another sampler policy, its share of the
-  // batches, its device, the seed every process agreed on, and progress kept up to date.
+  // batches, its device, the seed every process agreed on, and its iterations registered as active.
   struct Placement {
     Sharding sharding;
     c10::Device device;
     uint64_t seed;
-    std::shared_ptr<LoaderProgress> progress;
+    std::shared_ptr<ActiveLoaders> active;
   };
   template <class OtherSampler>
   DataLoader<Dataset, Collate, OtherSampler> placed(const Placement& placement) const {
@@ -416,7 +446,7 @@ class DataLoader {
     out.device_ = placement.device;
     out.epoch_ = epoch_;
     *out.position_ = {placement.seed, epoch_, 0, false};
-    out.progress_ = placement.progress;
+    out.active_ = placement.active;
     return out;
   }
 
@@ -451,7 +481,7 @@ class DataLoader {
   int64_t epoch_ = 0;
   int64_t current_epoch_ = 0;
   std::size_t skip_ = 0;
-  std::shared_ptr<LoaderProgress> progress_;
+  std::shared_ptr<ActiveLoaders> active_;  // a prepared loader's Accelerator's
   std::shared_ptr<LoaderPosition> position_ = std::make_shared<LoaderPosition>();
 };
 
