@@ -312,6 +312,73 @@ TEST_SUITE("checkpoint") {
     }
   }
 
+  TEST_CASE(
+      "resume through skip_first_batches, as Python's checkpointing example: the next epochs follow bit for bit") {
+    // The example: load_state, the rest of the saved epoch from skip_first_batches(n), then the
+    // loader itself for the following epochs.
+    using Accelerator = acc::Accelerator<acc::Single, acc::FP32, acc::Shuffled>;
+    constexpr int kSavedAfter = 7;  // of the 10 batches of an epoch
+    struct Trained {
+      std::vector<at::Tensor> targets;
+      std::vector<float> losses;
+      std::vector<at::Tensor> parameters;
+    };
+    struct Job {
+      Accelerator accelerator{cpu_options()};
+      bool seeded;  // before the model is made
+      resume::Net net;
+      torch::optim::AdamW opt{net->parameters(), torch::optim::AdamWOptions(1e-2)};
+      decltype(accelerator.prepare(net, opt, acc::DataLoader(resume::Blobs{}, acc::DataLoaderOptions(8).seed(5)))) p =
+          accelerator.prepare(net, opt, acc::DataLoader(resume::Blobs{}, acc::DataLoaderOptions(8).seed(5)));
+      Trained trained;
+      explicit Job(uint64_t seed) : seeded((accelerator.set_seed(seed), true)) {}
+      void step(const torch::data::Example<>& batch) {
+        auto& [model, optimizer, loader] = p;
+        optimizer.zero_grad();
+        auto loss = torch::nn::functional::cross_entropy(model(batch.data), batch.target);
+        accelerator.backward(loss);
+        optimizer.step();
+        trained.targets.push_back(batch.target);
+        trained.losses.push_back(loss.item<float>());
+      }
+      Trained finish() {
+        for (const auto& parameter : net->parameters()) trained.parameters.push_back(parameter.detach().clone());
+        return trained;
+      }
+    };
+    TempDir dir;
+    Trained straight;
+    {
+      Job job(0);
+      for (int epoch = 0; epoch < 3; ++epoch)
+        for (auto& batch : std::get<2>(job.p)) job.step(batch);
+      straight = job.finish();
+    }
+    {
+      Job job(0);
+      for (auto& batch : std::get<2>(job.p)) {
+        job.step(batch);
+        if (job.trained.losses.size() == kSavedAfter) break;
+      }
+      job.accelerator.save_state(dir.path);
+    }
+    Job job(999);  // other weights and generators, which load_state replaces
+    job.accelerator.load_state(dir.path);
+    auto& loader = std::get<2>(job.p);
+    for (auto& batch : loader.skip_first_batches(kSavedAfter)) job.step(batch);
+    for (int epoch = 1; epoch < 3; ++epoch)
+      for (auto& batch : loader) job.step(batch);
+    const auto resumed = job.finish();
+    REQUIRE(resumed.losses.size() == straight.losses.size() - kSavedAfter);
+    for (std::size_t i = 0; i < resumed.losses.size(); ++i) {
+      CAPTURE(i);
+      CHECK(at::equal(resumed.targets[i], straight.targets[kSavedAfter + i]));
+      CHECK(resumed.losses[i] == straight.losses[kSavedAfter + i]);
+    }
+    for (std::size_t i = 0; i < straight.parameters.size(); ++i)
+      CHECK(at::equal(resumed.parameters[i], straight.parameters[i]));
+  }
+
   TEST_CASE("save_model / load_model: model.safetensors alone, into another model") {
     TempDir dir;
     acc::Accelerator<> accelerator(cpu_options());

@@ -343,7 +343,7 @@ class DataLoader {
       if (next_) {
         ++position.batches;
       } else {
-        position.epoch = loader_->epoch_;
+        position.epoch = loader_->epochs_->next;
         position.batches = 0;
       }
     }
@@ -357,22 +357,23 @@ class DataLoader {
 
   // Starts an epoch: the sampler's order for the current epoch (a stream's own order), this
   // process's share of it. Each call moves on to the next epoch, so consecutive epochs are
-  // shuffled differently. After Accelerator::load_state, a prepared loader continues at the
-  // checkpoint's epoch and batch (and sampler seed), whatever skip_first_batches said.
+  // shuffled differently; the loader and its copies (skip_first_batches) count epochs together.
+  // After Accelerator::load_state, a prepared loader continues at the checkpoint's epoch and batch
+  // (and sampler seed), whatever skip_first_batches said.
   iterator begin() {
+    auto& epochs = *epochs_;
     if (position_->resume) {
       position_->resume = false;
-      epoch_ = position_->epoch;
+      epochs.next = position_->epoch;
       skip_ = static_cast<std::size_t>(position_->batches);
-      options_.seed(position_->seed);
     }
     const auto skip = std::exchange(skip_, 0);
-    current_epoch_ = epoch_++;
-    position_->epoch = current_epoch_;
+    epochs.current = epochs.next++;
+    position_->epoch = epochs.current;
     position_->batches = 0;
     iterator it;
     if constexpr (streaming) {
-      if (current_epoch_ > 0) {
+      if (epochs.current > 0) {
         if constexpr (detail::has_reset<Dataset>::value)
           dataset_->reset();
         else
@@ -382,8 +383,9 @@ class DataLoader {
       }
       it = iterator(this, std::make_shared<detail::StreamedBatches<Dataset, Example>>(dataset_, options_, shard_));
     } else {
+      // The seed the loader and its copies share (a checkpoint's, after load_state).
       auto order =
-          Sampler::indices(static_cast<int64_t>(detail::dataset_size(*dataset_)), options_.seed(), current_epoch_);
+          Sampler::indices(static_cast<int64_t>(detail::dataset_size(*dataset_)), position_->seed, epochs.current);
       auto plan = detail::plan_batches(order, options_, shard_);
       auto& batches = plan.batches;
       const auto skipped = std::min(skip, batches.size());
@@ -399,12 +401,12 @@ class DataLoader {
   // The epoch the next begin() starts (reshuffles a Shuffled sampler). The epoch a checkpoint
   // resumes (load_state) keeps its position; another one starts from its first batch.
   void set_epoch(int64_t epoch) {
-    epoch_ = epoch;
+    epochs_->next = epoch;
     if (position_->resume && position_->epoch == epoch) return;
     *position_ = {position_->seed, epoch, 0, false};
   }
   // The epoch of the iteration started last.
-  int64_t epoch() const { return current_epoch_; }
+  int64_t epoch() const { return epochs_->current; }
 
   // Batches this process yields in one full epoch (not known for a stream).
   std::size_t size() const {
@@ -416,7 +418,8 @@ class DataLoader {
     }
   }
 
-  // A loader whose next epoch starts after its first `count` batches (to resume mid-epoch).
+  // A copy whose next epoch starts after its first `count` batches (to resume mid-epoch); it
+  // counts epochs with this loader, which goes on with the epoch after.
   DataLoader skip_first_batches(std::size_t count) const {
     DataLoader copy = *this;
     copy.skip_ = count;
@@ -444,8 +447,8 @@ class DataLoader {
     out.options_.seed(placement.seed);
     out.shard_ = placement.sharding;
     out.device_ = placement.device;
-    out.epoch_ = epoch_;
-    *out.position_ = {placement.seed, epoch_, 0, false};
+    out.epochs_->next = epochs_->next;
+    *out.position_ = {placement.seed, epochs_->next, 0, false};
     out.active_ = placement.active;
     return out;
   }
@@ -478,8 +481,12 @@ class DataLoader {
   Collate collate_;
   Sharding shard_{};
   c10::Device device_{c10::kCPU};
-  int64_t epoch_ = 0;
-  int64_t current_epoch_ = 0;
+  // The epoch the next begin() starts and the one started last, shared with this loader's copies.
+  struct Epochs {
+    int64_t next = 0;
+    int64_t current = 0;
+  };
+  std::shared_ptr<Epochs> epochs_ = std::make_shared<Epochs>();
   std::size_t skip_ = 0;
   std::shared_ptr<ActiveLoaders> active_;  // a prepared loader's Accelerator's
   std::shared_ptr<LoaderPosition> position_ = std::make_shared<LoaderPosition>();
