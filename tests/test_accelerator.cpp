@@ -289,3 +289,47 @@ TEST_CASE("no_sync only holds back gradient synchronisation: the prepared optimi
     CHECK_FALSE(at::equal(held, net->fc1->weight));
   }
 }
+
+namespace {
+// Example i is the number i.
+struct Numbers {
+  std::size_t size() const { return 12; }
+  at::Tensor get(std::size_t i) const { return at::scalar_tensor(static_cast<int64_t>(i), at::kLong); }
+};
+template <class Loader>
+std::vector<int64_t> numbers_of_epoch(Loader& loader) {
+  std::vector<int64_t> seen;
+  for (auto& batch : loader)
+    for (int64_t i = 0; i < batch.size(0); ++i) seen.push_back(batch[i].template item<int64_t>());
+  return seen;
+}
+}  // namespace
+
+TEST_CASE("a loader that names its sampler keeps it; the Accelerator's sampler orders the others") {
+  acc::Accelerator<acc::Single, acc::FP32, acc::Shuffled> accelerator(cpu_options());
+  const auto in_order = acc::Sequential::indices(12, 0, 0);
+  const auto shuffled = acc::Shuffled::indices(12, 0, 0);
+  REQUIRE(in_order != shuffled);
+  auto unnamed = accelerator.prepare(acc::DataLoader(Numbers{}, 4));
+  CHECK(numbers_of_epoch(unnamed) == shuffled);
+  auto sequential = accelerator.prepare(acc::DataLoader<Numbers, acc::DefaultCollate, acc::Sequential>(Numbers{}, 4));
+  CHECK(numbers_of_epoch(sequential) == in_order);
+}
+
+TEST_CASE("DataLoaderOptions::shuffle names the order, whatever the Accelerator's sampler") {
+  acc::Accelerator<acc::Single, acc::FP32, acc::Shuffled> shuffling(cpu_options());
+  auto in_order = shuffling.prepare(acc::DataLoader(Numbers{}, acc::DataLoaderOptions(4).shuffle(false)));
+  CHECK(numbers_of_epoch(in_order) == acc::Sequential::indices(12, 0, 0));
+  acc::Accelerator<acc::Single, acc::FP32, acc::Sequential> sequential(cpu_options());
+  auto shuffled = sequential.prepare(acc::DataLoader(Numbers{}, acc::DataLoaderOptions(4).shuffle(true).seed(3)));
+  CHECK(numbers_of_epoch(shuffled) == acc::Shuffled::indices(12, 3, 0));
+  CHECK(numbers_of_epoch(shuffled) == acc::Shuffled::indices(12, 3, 1));
+  // unprepared, as Python's DataLoader
+  acc::DataLoader alone(Numbers{}, acc::DataLoaderOptions(4).shuffle(true).seed(3));
+  CHECK(numbers_of_epoch(alone) == acc::Shuffled::indices(12, 3, 0));
+  CHECK_THROWS_WITH_AS((acc::DataLoader<Numbers, acc::DefaultCollate, acc::Shuffled>(
+                           Numbers{}, acc::DataLoaderOptions(4).shuffle(false))),
+                       "this DataLoader names its order twice: a sampler policy (shuffled) and "
+                       "DataLoaderOptions::shuffle; keep one of them",
+                       acc::Error);
+}

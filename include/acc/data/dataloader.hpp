@@ -42,6 +42,9 @@ class DataLoaderOptions {
   TORCH_ARG(bool, drop_last) = false;
   // Seed of the sampler's order; combined with the epoch, so every epoch has its own order.
   TORCH_ARG(uint64_t, seed) = 0;
+  // The order: shuffled (true) or index order (false). Unset, the sampler decides: the loader's
+  // own, or else the sampler policy of the Accelerator that prepares the loader.
+  TORCH_ARG(std::optional<bool>, shuffle) = std::nullopt;
   // Copy batches to a CUDA device from pinned memory without blocking the host.
   TORCH_ARG(bool, non_blocking) = true;
 };
@@ -271,7 +274,7 @@ class StreamedBatches {
 
 }  // namespace detail
 
-template <class Dataset, class Collate = DefaultCollate, class Sampler = Sequential>
+template <class Dataset, class Collate = DefaultCollate, class Sampler = DefaultOrder>
 class DataLoader {
   static_assert(is_sampler_policy_v<Sampler>,
                 "acc::DataLoader's Sampler must be a sampler policy such as acc::Sequential or acc::Shuffled: "
@@ -287,6 +290,13 @@ class DataLoader {
   DataLoader(Dataset dataset, DataLoaderOptions options = {}, Collate collate = {})
       : dataset_(std::make_shared<Dataset>(std::move(dataset))), options_(options), collate_(std::move(collate)) {
     position_->seed = options_.seed();
+    if (options_.shuffle() && !std::is_same_v<Sampler, DefaultOrder>)
+      throw Error("this DataLoader names its order twice: a sampler policy (" + std::string(Sampler::name) +
+                  ") and DataLoaderOptions::shuffle; keep one of them");
+    if (streaming && options_.shuffle().value_or(false))
+      throw Error(
+          "DataLoaderOptions::shuffle(true) on a streaming dataset: a stream is read in its own order; shuffle it "
+          "in the dataset, or give the dataset size() and get(i)");
   }
 
   class iterator {
@@ -355,7 +365,7 @@ class DataLoader {
     std::shared_ptr<LoaderProgress> progress_;  // while the iteration is under way, in a prepared loader
   };
 
-  // Starts an epoch: the sampler's order for the current epoch (a stream's own order), this
+  // Starts an epoch: the order for the current epoch (a stream's own order), this
   // process's share of it. Each call moves on to the next epoch, so consecutive epochs are
   // shuffled differently; the loader and its copies (skip_first_batches) count epochs together.
   // After Accelerator::load_state, a prepared loader continues at the checkpoint's epoch and batch
@@ -383,10 +393,7 @@ class DataLoader {
       }
       it = iterator(this, std::make_shared<detail::StreamedBatches<Dataset, Example>>(dataset_, options_, shard_));
     } else {
-      // The seed the loader and its copies share (a checkpoint's, after load_state).
-      auto order =
-          Sampler::indices(static_cast<int64_t>(detail::dataset_size(*dataset_)), position_->seed, epochs.current);
-      auto plan = detail::plan_batches(order, options_, shard_);
+      auto plan = detail::plan_batches(order(epochs.current), options_, shard_);
       auto& batches = plan.batches;
       const auto skipped = std::min(skip, batches.size());
       batches.erase(batches.begin(), batches.begin() + static_cast<std::ptrdiff_t>(skipped));
@@ -433,17 +440,20 @@ class DataLoader {
   // Shared with this loader's copies (and, for a prepared loader, its Accelerator).
   const std::shared_ptr<LoaderPosition>& position() const { return position_; }
 
-  // The same loader placed for one process of a job: another sampler policy, its share of the
-  // batches, its device, the seed every process agreed on, and its iterations registered as active.
+  // The same loader placed for one process of a job: in the order of DefaultSampler if it names
+  // none, with its share of the batches, its device, the seed every process agreed on, and its
+  // iterations registered as active.
   struct Placement {
     Sharding sharding;
     c10::Device device;
     uint64_t seed;
     std::shared_ptr<ActiveLoaders> active;
   };
-  template <class OtherSampler>
-  DataLoader<Dataset, Collate, OtherSampler> placed(const Placement& placement) const {
-    DataLoader<Dataset, Collate, OtherSampler> out(dataset_, options_, collate_);
+  template <class DefaultSampler>
+  using placed_sampler = std::conditional_t<std::is_same_v<Sampler, DefaultOrder>, DefaultSampler, Sampler>;
+  template <class DefaultSampler>
+  DataLoader<Dataset, Collate, placed_sampler<DefaultSampler>> placed(const Placement& placement) const {
+    DataLoader<Dataset, Collate, placed_sampler<DefaultSampler>> out(dataset_, options_, collate_);
     out.options_.seed(placement.seed);
     out.shard_ = placement.sharding;
     out.device_ = placement.device;
@@ -460,6 +470,16 @@ class DataLoader {
   DataLoader(std::shared_ptr<Dataset> dataset, DataLoaderOptions options, Collate collate)
       : dataset_(std::move(dataset)), options_(options), collate_(std::move(collate)) {
     position_->seed = options_.seed();
+  }
+
+  // The epoch's order of a map-style dataset: the one DataLoaderOptions::shuffle names, else the
+  // sampler's, from the seed the loader and its copies share (a checkpoint's, after load_state).
+  std::vector<int64_t> order(int64_t epoch) const {
+    const auto size = static_cast<int64_t>(detail::dataset_size(*dataset_));
+    const auto seed = position_->seed;
+    if (const auto& shuffle = options_.shuffle())
+      return *shuffle ? Shuffled::indices(size, seed, epoch) : Sequential::indices(size, seed, epoch);
+    return Sampler::indices(size, seed, epoch);
   }
 
   Batch load(const std::vector<Example>& examples) const {

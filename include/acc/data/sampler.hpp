@@ -35,6 +35,13 @@ struct Shuffled {
   }
 };
 
+// The order of a loader that names none: the sampler policy of the Accelerator that prepares it,
+// and index order until then. A loader names its order with DataLoaderOptions::shuffle or a
+// sampler policy of its own, as Python's DataLoader(shuffle=...) or DataLoader(sampler=...).
+struct DefaultOrder : Sequential {
+  static constexpr std::string_view name = "default";
+};
+
 namespace detail {
 template <class S, class = void>
 struct is_sampler_policy : std::false_type {};
