@@ -15,6 +15,9 @@ namespace {
 constexpr int kSteps = 20;
 constexpr int64_t kBatch = 4;  // per rank
 constexpr int64_t kSamples = kSteps * kBatch * 4 * 2;
+constexpr double kLr = 1e-2;
+// Trained in float64, DDP ends within this of one process (worker.hpp says why).
+constexpr double kTolerance = adamw_float64_drift(kSteps, kLr);
 
 struct MlpImpl : torch::nn::Module {
   MlpImpl()
@@ -41,7 +44,7 @@ struct Data {
   at::Tensor x, y;
   Data() {
     auto generator = at::make_generator<at::CPUGeneratorImpl>(99);
-    x = at::randn({kSamples, 8}, generator);
+    x = at::randn({kSamples, 8}, generator, at::kDouble);
     y = x.narrow(1, 0, 3).argmax(1);
   }
   std::size_t size() const { return kSamples; }
@@ -58,8 +61,8 @@ at::Tensor loss_of(torch::nn::Module& model, const at::Tensor& out, const at::Te
 std::vector<at::Tensor> single_process(const Data& data, int world, int micro_batches, int steps, c10::Device device) {
   torch::manual_seed(5);
   Mlp net;
-  net->to(device);
-  torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-2));
+  net->to(device, at::kDouble);
+  torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(kLr));
   const int64_t global = world * micro_batches * kBatch;
   for (int step = 0; step < steps; ++step) {
     opt.zero_grad();
@@ -73,13 +76,11 @@ std::vector<at::Tensor> single_process(const Data& data, int world, int micro_ba
   return out;
 }
 
-// Largest |a - b| relative to the largest |b|, over all tensors.
-double relative_difference(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
+// Largest |a - b| over all tensors.
+double largest_difference(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
   double worst = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const double scale = std::max(b[i].abs().max().item().toDouble(), 1e-12);
-    worst = std::max(worst, (a[i].cpu() - b[i].cpu()).abs().max().item().toDouble() / scale);
-  }
+  for (std::size_t i = 0; i < a.size(); ++i)
+    worst = std::max(worst, (a[i].cpu() - b[i].cpu()).abs().max().item().toDouble());
   return worst;
 }
 
@@ -110,14 +111,14 @@ TEST_CASE("DDP equals one process on the N-times larger batch, for several bucke
       CAPTURE(cap);
       torch::manual_seed(5);
       Mlp net;
-      net->to(accelerator.device());
+      net->to(accelerator.device(), at::kDouble);
       std::vector<std::pair<std::string, at::Tensor>> named;
       for (const auto& p : net->named_parameters()) named.emplace_back(p.key(), p.value());
       acc::detail::GradientBuckets<Comm> buckets(
           comm, named, acc::DDPOptions().bucket_cap_mb(cap).first_bucket_cap_mb(std::min(cap, 1.0)));
       CHECK(buckets.bucket_count() == (cap == 0.0 ? 8u : cap == 1000.0 ? 1u : buckets.bucket_count()));
       if (cap == 0.02) CHECK(buckets.bucket_count() > 1u);
-      torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-2));
+      torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(kLr));
       for (int step = 0; step < kSteps; ++step) {
         buckets.zero_grad();
         const auto x = rows(data.x, step, 1, 0, rank, world).to(accelerator.device());
@@ -128,11 +129,11 @@ TEST_CASE("DDP equals one process on the N-times larger batch, for several bucke
         buckets.finish();
         opt.step();
       }
-      const double difference = relative_difference(parameters_of(net), reference);
+      const double difference = largest_difference(parameters_of(net), reference);
       if (rank == 0)
         std::cout << "DDP equivalence: " << world << " ranks, bucket_cap_mb " << cap << " (" << buckets.bucket_count()
-                  << " buckets), max relative difference after " << kSteps << " AdamW steps: " << difference << "\n";
-      CHECK(difference < 1e-5);
+                  << " buckets), largest difference after " << kSteps << " AdamW steps: " << difference << "\n";
+      CHECK(difference < kTolerance);
     }
   });
 }
@@ -151,7 +152,8 @@ TEST_CASE("DDP through prepare: the shuffled, sharded loader and the accelerator
 
     torch::manual_seed(5);
     Mlp net;
-    torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-2));
+    net->to(at::kDouble);
+    torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(kLr));
     auto [model, optimizer, loader] =
         accelerator.prepare(net, opt, acc::DataLoader(data, acc::DataLoaderOptions(kBatch).seed(17)));
     int step = 0;
@@ -161,10 +163,10 @@ TEST_CASE("DDP through prepare: the shuffled, sharded loader and the accelerator
       accelerator.backward(loss_of(*net, model(batch.data), batch.target));
       optimizer.step();
     }
-    const double difference = relative_difference(parameters_of(net), reference);
+    const double difference = largest_difference(parameters_of(net), reference);
     if (accelerator.is_main_process())
-      std::cout << "DDP through prepare: " << world << " ranks, max relative difference: " << difference << "\n";
-    CHECK(difference < 1e-5);
+      std::cout << "DDP through prepare: " << world << " ranks, largest difference: " << difference << "\n";
+    CHECK(difference < kTolerance);
   });
 }
 
@@ -177,7 +179,8 @@ TEST_CASE("gradient accumulation: k micro-batches equal one batch k times larger
 
     torch::manual_seed(5);
     Mlp net;
-    torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-2));
+    net->to(at::kDouble);
+    torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(kLr));
     auto [model, optimizer] = accelerator.prepare(net, opt);
     auto& strategy = accelerator.strategy();
     for (int step = 0; step < steps; ++step) {
@@ -200,11 +203,11 @@ TEST_CASE("gradient accumulation: k micro-batches equal one batch k times larger
         }
       }
     }
-    const double difference = relative_difference(parameters_of(net), reference);
+    const double difference = largest_difference(parameters_of(net), reference);
     if (rank == 0)
       std::cout << "gradient accumulation: " << world << " ranks x " << k
-                << " micro-batches, max relative difference: " << difference << "\n";
-    CHECK(difference < 1e-5);
+                << " micro-batches, largest difference: " << difference << "\n";
+    CHECK(difference < adamw_float64_drift(steps, kLr));
   });
 }
 

@@ -27,6 +27,16 @@ inline CpuAccelerator& cpu_accelerator() {
 }
 #endif
 
+// How far apart two float64 trainings with AdamW (eps 1e-8) may end, per parameter, when they sum
+// the same gradient terms in another order (DDP against one process, FSDP against DDP). Their
+// gradients differ by rounding: at most about 1e-13 (some 1000 terms of magnitude below 1, float64's
+// roundoff 1.1e-16). AdamW divides by sqrt(v) + eps, so near a zero gradient a difference d moves a
+// parameter by up to lr * d / eps per step. In float32 (roundoff 6e-8) that bound is O(lr), the size
+// of a real error too (a bucket or shard lost or averaged wrongly moves parameters by about lr per
+// step), so no float32 tolerance both holds on every machine and catches a bug: these comparisons
+// train in float64.
+constexpr double adamw_float64_drift(int steps, double lr) { return steps * lr * 1e-13 / 1e-8; }
+
 // Calls fn with this rank's accelerator: acc::CPU over Gloo unless ACC_TEST_BACKEND=nccl.
 template <class Fn>
 void with_accelerator(Fn&& fn) {
