@@ -12,3 +12,11 @@
 #include <acc/config/impl/config.ipp>
 #include <acc/memory/impl/free_memory.ipp>
 #include <acc/optim/impl/adamw.ipp>
+#include <acc/tracking/impl/csv_tracker.ipp>
+#include <acc/tracking/impl/jsonl_tracker.ipp>
+#include <acc/tracking/impl/logger.ipp>
+#include <acc/tracking/impl/progress_bar.ipp>
+#include <acc/tracking/impl/run_files.ipp>
+#include <acc/tracking/impl/tfrecord.ipp>
+#include <acc/tracking/impl/trackers.ipp>
+#include <acc/tracking/impl/value.ipp>

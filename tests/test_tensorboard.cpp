@@ -3,8 +3,8 @@
 #include "pch.hpp"  // first: libtorch, then doctest
 #include "temp_dir.hpp"
 
-#include <acc/detail/tfrecord.hpp>
 #include <acc/tracking/tensorboard_tracker.hpp>
+#include <acc/tracking/tfrecord.hpp>
 #include <acc/tracking/trackers.hpp>
 
 #include <acc/tensorboard/event.pb.h>

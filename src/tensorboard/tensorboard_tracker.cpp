@@ -1,10 +1,10 @@
 // acc::TensorBoardTracker's definitions: events as protobuf messages (event.proto), framed as
-// TFRecord (include/acc/detail/tfrecord.hpp).
+// TFRecord (include/acc/tracking/tfrecord.hpp).
 #include <acc/tracking/tensorboard_tracker.hpp>
 
-#include <acc/detail/run_files.hpp>
-#include <acc/detail/tfrecord.hpp>
 #include <acc/error.hpp>
+#include <acc/tracking/run_files.hpp>
+#include <acc/tracking/tfrecord.hpp>
 
 #include <acc/tensorboard/event.pb.h>
 #include <unistd.h>

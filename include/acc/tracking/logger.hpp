@@ -11,12 +11,11 @@
 #pragma once
 
 #include <acc/config/environment.hpp>
+#include <acc/detail/linkage.hpp>
 #include <acc/error.hpp>
 
 #include <torch/arg.h>
 
-#include <algorithm>
-#include <cctype>
 #include <cstdlib>
 #include <functional>
 #include <iostream>
@@ -31,32 +30,10 @@ namespace acc {
 // Python's logging levels, with their numbers.
 enum class LogLevel { debug = 10, info = 20, warning = 30, error = 40, critical = 50 };
 
-inline std::string_view log_level_name(LogLevel level) {
-  switch (level) {
-    case LogLevel::debug:
-      return "DEBUG";
-    case LogLevel::info:
-      return "INFO";
-    case LogLevel::warning:
-      return "WARNING";
-    case LogLevel::error:
-      return "ERROR";
-    case LogLevel::critical:
-      return "CRITICAL";
-  }
-  return "UNKNOWN";
-}
+ACC_DECL std::string_view log_level_name(LogLevel level);
 
 // A level by name, in any case ("info", "INFO"); `source` names where it came from, for the message.
-inline LogLevel parse_log_level(std::string_view name, std::string_view source = "the log level") {
-  std::string upper(name);
-  for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  if (upper == "WARN") upper = "WARNING";
-  for (auto level : {LogLevel::debug, LogLevel::info, LogLevel::warning, LogLevel::error, LogLevel::critical})
-    if (upper == log_level_name(level)) return level;
-  throw Error(std::string(source) + " is '" + std::string(name) +
-              "'; allowed values: DEBUG, INFO, WARNING, ERROR, CRITICAL");
-}
+ACC_DECL LogLevel parse_log_level(std::string_view name, std::string_view source = "the log level");
 
 // ACCELERATE_LOG_LEVEL, else WARNING.
 inline LogLevel log_level_from_environment() {
@@ -94,22 +71,7 @@ class Logger {
 
   // Writes "LEVEL name: message" (with "[rank r] " first where every process writes) as one
   // line, so that lines of different processes do not interleave within a line.
-  void log(LogLevel level, std::string_view message, const LogOptions& how = {}) const {
-    const auto& env = options_.environment();
-    if (how.in_order() && !how.main_process_only()) {
-      if (!options_.barrier())
-        throw Error("logger '" + name_ +
-                    "': in_order needs the processes to take turns; get the logger with "
-                    "acc::get_logger(name, accelerator)");
-      for (int rank = 0; rank < env.world_size; ++rank) {
-        if (rank == env.rank) write(level, message, true);
-        options_.barrier()();
-      }
-      return;
-    }
-    if (how.main_process_only() && !env.is_main_process()) return;
-    write(level, message, !how.main_process_only());
-  }
+  void log(LogLevel level, std::string_view message, const LogOptions& how = {}) const;
   void debug(std::string_view message, const LogOptions& how = {}) const { log(LogLevel::debug, message, how); }
   void info(std::string_view message, const LogOptions& how = {}) const { log(LogLevel::info, message, how); }
   void warning(std::string_view message, const LogOptions& how = {}) const { log(LogLevel::warning, message, how); }
@@ -117,21 +79,14 @@ class Logger {
   void critical(std::string_view message, const LogOptions& how = {}) const { log(LogLevel::critical, message, how); }
 
  private:
-  void write(LogLevel level, std::string_view message, bool with_rank) const {
-    if (!enabled_for(level)) return;
-    std::string line = with_rank ? "[rank " + std::to_string(options_.environment().rank) + "] " : "";
-    line += std::string(log_level_name(level)) + " " + name_ + ": " + std::string(message) + "\n";
-    *options_.stream() << line << std::flush;
-  }
+  void write(LogLevel level, std::string_view message, bool with_rank) const;
 
   std::string name_;
   LoggerOptions options_;
 };
 
 // A logger for this process as the launcher's variables describe it.
-inline Logger get_logger(std::string name, LoggerOptions options = {}) {
-  return Logger(std::move(name), std::move(options));
-}
+ACC_DECL Logger get_logger(std::string name, LoggerOptions options = {});
 
 // A logger for the accelerator's processes; in_order messages wait on its wait_for_everyone.
 template <class Accelerator>
@@ -141,3 +96,7 @@ Logger get_logger(std::string name, Accelerator& accelerator, LoggerOptions opti
 }
 
 }  // namespace acc
+
+#if !defined(ACC_SEPARATE_COMPILATION)
+#include <acc/tracking/impl/logger.ipp>
+#endif

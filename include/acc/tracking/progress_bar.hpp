@@ -12,22 +12,18 @@
 #pragma once
 
 #include <acc/config/environment.hpp>
+#include <acc/detail/linkage.hpp>
 #include <acc/tracking/value.hpp>
 
 #include <torch/arg.h>
-#include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdint>
-#include <cstdio>
 #include <functional>
 #include <iostream>
 #include <ostream>
 #include <string>
 #include <utility>
-#include <variant>
 
 namespace acc {
 
@@ -59,118 +55,36 @@ class ProgressBarOptions {
 
 namespace detail {
 // mm:ss, or h:mm:ss from an hour on.
-inline std::string clock_text(double seconds) {
-  const auto total = static_cast<int64_t>(std::max(0.0, seconds));
-  char text[32];
-  if (total >= 3600)
-    std::snprintf(text, sizeof text, "%lld:%02lld:%02lld", static_cast<long long>(total / 3600),
-                  static_cast<long long>(total / 60 % 60), static_cast<long long>(total % 60));
-  else
-    std::snprintf(text, sizeof text, "%02lld:%02lld", static_cast<long long>(total / 60),
-                  static_cast<long long>(total % 60));
-  return text;
-}
-
-inline bool is_terminal(const std::ostream* stream) {
-  if (stream == &std::cerr || stream == &std::clog) return ::isatty(STDERR_FILENO) == 1;
-  if (stream == &std::cout) return ::isatty(STDOUT_FILENO) == 1;
-  return false;
-}
+ACC_DECL std::string clock_text(double seconds);
+ACC_DECL bool is_terminal(const std::ostream* stream);
 }  // namespace detail
 
 class ProgressBar {
  public:
-  explicit ProgressBar(ProgressBarOptions options = {})
-      : options_(std::move(options)),
-        shown_(options_.enabled() && options_.display() != ProgressBarOptions::Display::never &&
-               (options_.display() == ProgressBarOptions::Display::always || detail::is_terminal(options_.stream()))),
-        in_place_(detail::is_terminal(options_.stream())),
-        start_(options_.clock()()),
-        last_draw_(start_) {}
+  explicit ProgressBar(ProgressBarOptions options = {});
   ProgressBar(const ProgressBar&) = delete;
   ProgressBar& operator=(const ProgressBar&) = delete;
-  ~ProgressBar() {
-    try {
-      close();
-    } catch (...) {  // a destructor must not throw; the stream's state is the user's to check
-    }
-  }
+  ~ProgressBar();
 
   // Advances by `steps`; redraws if min_interval has passed, or at the total.
-  void update(int64_t steps = 1) {
-    count_ += steps;
-    const double now = options_.clock()();
-    if (now - last_draw_ >= options_.min_interval() || (options_.total() > 0 && count_ >= options_.total())) draw(now);
-  }
+  void update(int64_t steps = 1);
   // Metrics shown after the rate, replaced at each call; drawn with the next update.
   void set_postfix(TrackedValues values) { postfix_ = std::move(values); }
   void set_description(std::string description) { options_.description(std::move(description)); }
 
   // Draws the final state and ends the line; later calls do nothing.
-  void close() {
-    if (closed_) return;
-    closed_ = true;
-    if (!shown_) return;
-    draw(options_.clock()());
-    if (in_place_) *options_.stream() << "\n" << std::flush;
-  }
+  void close();
 
   int64_t count() const { return count_; }
   bool shown() const { return shown_; }
 
   // The line as it would be drawn at time `now` (the clock's seconds).
-  std::string line(double now) const {
-    const double elapsed = now - start_;
-    const double rate = elapsed > 0 && count_ > 0 ? static_cast<double>(count_) / elapsed : 0.0;
-    const auto& unit = options_.unit();
-    std::string text = options_.description().empty() ? "" : options_.description() + ": ";
-    if (options_.total() > 0) {
-      const double fraction = std::clamp(static_cast<double>(count_) / static_cast<double>(options_.total()), 0.0, 1.0);
-      const int filled = static_cast<int>(fraction * options_.bar_width());
-      char percent[8];
-      std::snprintf(percent, sizeof percent, "%3d%%", static_cast<int>(fraction * 100));
-      text += std::string(percent) + "|" + std::string(static_cast<std::size_t>(filled), '#') +
-              std::string(static_cast<std::size_t>(options_.bar_width() - filled), ' ') + "| " +
-              std::to_string(count_) + "/" + std::to_string(options_.total()) + " [" + detail::clock_text(elapsed) +
-              "<" + (rate > 0 ? detail::clock_text(static_cast<double>(options_.total() - count_) / rate) : "?");
-    } else {
-      text += std::to_string(count_) + unit + " [" + detail::clock_text(elapsed);
-    }
-    char speed[48];
-    if (rate <= 0)
-      std::snprintf(speed, sizeof speed, "?%s/s", unit.c_str());
-    else if (rate < 1)
-      std::snprintf(speed, sizeof speed, "%.2fs/%s", 1 / rate, unit.c_str());
-    else
-      std::snprintf(speed, sizeof speed, "%.2f%s/s", rate, unit.c_str());
-    text += ", " + std::string(speed);
-    for (const auto& [key, value] : postfix_) text += ", " + key + "=" + postfix_text(value);
-    return text + "]";
-  }
+  std::string line(double now) const;
 
  private:
   // Numbers with 4 significant digits, as a glance needs.
-  static std::string postfix_text(const TrackedValue& value) {
-    if (!std::holds_alternative<double>(value.storage())) return value.text();
-    char digits[32];
-    std::snprintf(digits, sizeof digits, "%.4g", value.number());
-    return digits;
-  }
-
-  void draw(double now) {
-    last_draw_ = now;
-    if (!shown_) return;
-    auto text = line(now);
-    auto& out = *options_.stream();
-    if (in_place_) {
-      const auto width = text.size();
-      text.resize(std::max(width, drawn_width_), ' ');  // blanks what a longer line left
-      drawn_width_ = width;
-      out << "\r" << text << std::flush;
-    } else {
-      out << text << "\n" << std::flush;
-    }
-  }
+  static std::string postfix_text(const TrackedValue& value);
+  void draw(double now);
 
   ProgressBarOptions options_;
   bool shown_;
@@ -184,3 +98,7 @@ class ProgressBar {
 };
 
 }  // namespace acc
+
+#if !defined(ACC_SEPARATE_COMPILATION)
+#include <acc/tracking/impl/progress_bar.ipp>
+#endif

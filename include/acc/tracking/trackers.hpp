@@ -4,6 +4,7 @@
 // whose main_process_only() allows it.
 #pragma once
 
+#include <acc/detail/linkage.hpp>
 #include <acc/error.hpp>
 #include <acc/tracking/csv_tracker.hpp>
 #include <acc/tracking/jsonl_tracker.hpp>
@@ -26,14 +27,14 @@
 
 namespace acc {
 
+// What depends on ACC_HAS_TENSORBOARD (the names allowed, the trackers made, hence the constructor
+// and start()) stays in this header: whether the program links acc::tensorboard is the program's
+// to decide, not the separately compiled library's.
 namespace detail {
 inline bool tracker_built(std::string_view name) { return name != "tensorboard" || ACC_HAS_TENSORBOARD; }
 
-inline std::string tracker_names_text() {
-  std::string text = "all";
-  for (const auto& name : kTrackerNames) text += ", " + name;
-  return text;
-}
+// "all" and the built-in trackers' names, for messages.
+ACC_DECL std::string tracker_names_text();
 
 // log_with's names with "all" expanded to every built-in tracker this program has, without
 // repeats, in the order given; an unknown or unavailable name is an error that says what to do.
@@ -78,10 +79,7 @@ class Trackers {
   // Trackers the program made itself (Python's GeneralTracker subclasses in log_with), called
   // along with the built-in ones; on processes other than the main one only if they are not
   // main_process_only().
-  void add(std::shared_ptr<Tracker> tracker) {
-    if (!tracker) throw Error("Trackers::add was given no tracker (a null pointer)");
-    custom_.push_back(std::move(tracker));
-  }
+  void add(std::shared_ptr<Tracker> tracker);
 
   // Creates the trackers log_with names (on the main process) under logging_dir/project_name (an
   // absolute project_name stands alone, as in Python's os.path.join) and stores the configuration
@@ -104,27 +102,13 @@ class Trackers {
 
   // Logs to every tracker of this process. Nothing to do where none was configured, so that a
   // loop may always call it.
-  void log(const TrackedValues& values, std::optional<int64_t> step) {
-    if (state_ != State::started && (!names_.empty() || !custom_.empty()))
-      throw Error(state_ == State::not_started
-                      ? "log() before init_trackers(): call accelerator.init_trackers(project_name) first"
-                      : "log() after end_training(): the trackers are closed");
-    for (const auto& tracker : active_) tracker->log(values, step);
-  }
+  void log(const TrackedValues& values, std::optional<int64_t> step);
 
-  void finish() {
-    for (const auto& tracker : active_) tracker->finish();
-    active_.clear();
-    if (state_ == State::started) state_ = State::finished;
-  }
+  void finish();
 
   // The active tracker of that name on this process, or nullptr (none by that name, or not the
   // main process).
-  Tracker* get(std::string_view name) const {
-    for (const auto& tracker : active_)
-      if (tracker->name() == name) return tracker.get();
-    return nullptr;
-  }
+  Tracker* get(std::string_view name) const;
   const std::vector<std::shared_ptr<Tracker>>& active() const { return active_; }
 
  private:
@@ -137,3 +121,7 @@ class Trackers {
 };
 
 }  // namespace acc
+
+#if !defined(ACC_SEPARATE_COMPILATION)
+#include <acc/tracking/impl/trackers.ipp>
+#endif

@@ -3,11 +3,9 @@
 // acc::TrackedValues, named values in the order given: `{{"loss", 0.25}, {"epoch", 3}}`.
 #pragma once
 
-#include <algorithm>
-#include <charconv>
-#include <cmath>
+#include <acc/detail/linkage.hpp>
+
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -33,29 +31,10 @@ class TrackedValue {
   const Storage& storage() const { return value_; }
   bool is_string() const { return std::holds_alternative<std::string>(value_); }
   // A bool, an integer or a number as a double (what TensorBoard's scalars hold).
-  double number() const {
-    if (const auto* flag = std::get_if<bool>(&value_)) return *flag ? 1.0 : 0.0;
-    if (const auto* integer = std::get_if<int64_t>(&value_)) return static_cast<double>(*integer);
-    if (const auto* real = std::get_if<double>(&value_)) return *real;
-    return 0.0;
-  }
+  double number() const;
   // The value as text: true/false, the integer, the shortest decimal that reads back as the same
   // double (0.0003, 1795314294.5, 1e-05, 1e+16), or the string itself.
-  std::string text() const {
-    if (const auto* flag = std::get_if<bool>(&value_)) return *flag ? "true" : "false";
-    if (const auto* integer = std::get_if<int64_t>(&value_)) return std::to_string(*integer);
-    if (const auto* real = std::get_if<double>(&value_)) {
-      // Python's repr: fixed unless the exponent is below -4 or from 16 on.
-      char digits[32];
-      auto end = std::to_chars(digits, digits + sizeof digits, *real, std::chars_format::scientific).ptr;
-      const auto mark = std::find(digits, end, 'e');
-      const int exponent = mark == end ? 0 : std::atoi(mark + 1);
-      if (std::isfinite(*real) && exponent >= -4 && exponent < 16)
-        end = std::to_chars(digits, digits + sizeof digits, *real, std::chars_format::fixed).ptr;
-      return std::string(digits, end);
-    }
-    return std::get<std::string>(value_);
-  }
+  std::string text() const;
 
  private:
   Storage value_;
@@ -64,3 +43,7 @@ class TrackedValue {
 using TrackedValues = std::vector<std::pair<std::string, TrackedValue>>;
 
 }  // namespace acc
+
+#if !defined(ACC_SEPARATE_COMPILATION)
+#include <acc/tracking/impl/value.ipp>
+#endif

@@ -1,20 +1,17 @@
-// The files a tracker writes under logging_dir/project_name: the directory is created, and a
-// file that cannot be opened is an acc::Error naming it.
 #pragma once
 
 #include <acc/detail/files.hpp>
 #include <acc/error.hpp>
+#include <acc/tracking/run_files.hpp>
 
 #include <cerrno>
 #include <chrono>
-#include <filesystem>
-#include <fstream>
 #include <string>
 #include <system_error>
 
 namespace acc::detail {
 
-inline std::filesystem::path create_run_directory(const std::filesystem::path& dir) {
+ACC_DECL std::filesystem::path create_run_directory(const std::filesystem::path& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec)
@@ -23,19 +20,17 @@ inline std::filesystem::path create_run_directory(const std::filesystem::path& d
   return dir;
 }
 
-// Opened for writing, truncated (each run writes its own files) unless appending.
-inline std::ofstream open_run_file(const std::filesystem::path& path, bool append = false) {
+ACC_DECL std::ofstream open_run_file(const std::filesystem::path& path, bool append) {
   std::ofstream file(path, std::ios::binary | (append ? std::ios::app : std::ios::trunc | std::ios::out));
   if (!file) throw Error("cannot write '" + path.string() + "': " + system_error_text(errno));
   return file;
 }
 
-inline void check_written(const std::ofstream& file, const std::filesystem::path& path) {
+ACC_DECL void check_written(const std::ofstream& file, const std::filesystem::path& path) {
   if (!file) throw Error("cannot write '" + path.string() + "' (disk full or file removed?)");
 }
 
-// Seconds since the Unix epoch, as TensorBoard's wall_time.
-inline double unix_seconds() {
+ACC_DECL double unix_seconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 

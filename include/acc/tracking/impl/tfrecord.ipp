@@ -1,41 +1,32 @@
-// TFRecord framing, as TensorBoard's event files use it: each record is its length (uint64,
-// little-endian), the masked CRC-32C of those 8 bytes, the data, and the masked CRC-32C of the
-// data. The reader checks both checksums.
 #pragma once
 
 #include <acc/detail/crc32c.hpp>
 #include <acc/error.hpp>
+#include <acc/tracking/tfrecord.hpp>
 
-#include <cstdint>
-#include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <string>
-#include <string_view>
-#include <vector>
 
 namespace acc::detail {
 
-inline std::string little_endian(uint64_t value, int bytes) {
+ACC_DECL std::string little_endian(uint64_t value, int bytes) {
   std::string out(static_cast<std::size_t>(bytes), '\0');
   for (int i = 0; i < bytes; ++i) out[static_cast<std::size_t>(i)] = static_cast<char>((value >> (8 * i)) & 0xFFu);
   return out;
 }
 
-inline uint64_t read_little_endian(std::string_view bytes) {
+ACC_DECL uint64_t read_little_endian(std::string_view bytes) {
   uint64_t value = 0;
   for (std::size_t i = bytes.size(); i-- > 0;) value = (value << 8) | static_cast<unsigned char>(bytes[i]);
   return value;
 }
 
-inline std::string tfrecord(std::string_view data) {
+ACC_DECL std::string tfrecord(std::string_view data) {
   const auto length = little_endian(data.size(), 8);
   return length + little_endian(masked_crc32c(length), 4) + std::string(data) + little_endian(masked_crc32c(data), 4);
 }
 
-// The records of a TFRecord file, each checked against its checksums; a truncated or corrupt
-// file is an acc::Error naming the file and the byte offset.
-inline std::vector<std::string> read_tfrecords(const std::filesystem::path& path) {
+ACC_DECL std::vector<std::string> read_tfrecords(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot read the TFRecord file '" + path.string() + "'");
   const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
