@@ -7,6 +7,7 @@
     "src/acc.cpp is the separately compiled library: compile it, and every file that uses acc, with -DACC_SEPARATE_COMPILATION"
 #endif
 
+#include <acc/checkpoint/impl/checkpoint_io.ipp>
 #include <acc/checkpoint/impl/metadata.ipp>
 #include <acc/checkpoint/impl/safetensors.ipp>
 #include <acc/config/impl/config.ipp>

@@ -5,8 +5,7 @@
 #pragma once
 
 #include <acc/checkpoint/metadata.hpp>
-#include <acc/detail/crc32c.hpp>
-#include <acc/detail/files.hpp>
+#include <acc/detail/linkage.hpp>
 #include <acc/error.hpp>
 
 #include <c10/core/Device.h>
@@ -16,124 +15,41 @@
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/file.h>
-#include <sys/types.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <csignal>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <utility>
-#include <vector>
 
 namespace acc::detail {
 
 // Writes an archive and syncs it to disk; returns its size and CRC-32C. libtorch's archive writer
 // never sees a failed write: after one it would throw again from its destructor (libtorch 1.13),
 // which ends the process, so the failure is kept and thrown once the archive is done.
-inline CheckpointFile save_archive(torch::serialize::OutputArchive& archive, const std::filesystem::path& file) {
-  SyncedFile out(file);
-  std::optional<Error> failure;
-  try {
-    archive.save_to([&](const void* data, std::size_t size) -> std::size_t {
-      if (!failure) try {
-          out.write(data, size);
-        } catch (const Error& e) {
-          failure = e;
-        }
-      return size;
-    });
-  } catch (const c10::Error& e) {
-    throw Error("cannot write '" + file.string() + "': " + e.what_without_backtrace());
-  }
-  if (failure) throw *failure;
-  out.close();
-  return {out.size(), out.crc32c()};
-}
-
-inline std::string crc32c_text(uint32_t crc) {
-  char text[9];
-  std::snprintf(text, sizeof text, "%08x", crc);
-  return text;
-}
+ACC_DECL CheckpointFile save_archive(torch::serialize::OutputArchive& archive, const std::filesystem::path& file);
 
 // Throws DamagedCheckpoint when `file`'s bytes (`size` of them, with CRC-32C `crc`) are not those
 // the manifest recorded.
-inline void check_recorded(const std::filesystem::path& file, const CheckpointFile& recorded, uint64_t size,
-                           uint32_t crc) {
-  if (size != recorded.size)
-    throw DamagedCheckpoint("'" + file.string() + "' is " + std::to_string(size) + " bytes but was saved with " +
-                            std::to_string(recorded.size) + " (truncated or overwritten)");
-  if (crc != recorded.crc32c)
-    throw DamagedCheckpoint("'" + file.string() + "' does not match its checksum: CRC-32C " + crc32c_text(crc) +
-                            ", saved as " + crc32c_text(recorded.crc32c) +
-                            " (its bytes changed after the save: a storage or copy error, or an edit)");
-}
+ACC_DECL void check_recorded(const std::filesystem::path& file, const CheckpointFile& recorded, uint64_t size,
+                             uint32_t crc);
 
 // The whole file, read once.
-inline std::string read_bytes(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  std::error_code ec;
-  const auto size = std::filesystem::file_size(file, ec);
-  std::string bytes(ec ? 0 : static_cast<std::size_t>(size), '\0');
-  if (!in || ec || !in.read(bytes.data(), static_cast<std::streamsize>(bytes.size())))
-    throw DamagedCheckpoint("cannot read '" + file.string() + "': " + system_error_text(errno));
-  return bytes;
-}
+ACC_DECL std::string read_bytes(const std::filesystem::path& file);
 
 // Reads an archive, checked against its manifest record first when there is one.
-inline torch::serialize::InputArchive load_archive(const std::filesystem::path& file,
-                                                   const std::optional<CheckpointFile>& recorded = std::nullopt,
-                                                   std::optional<c10::Device> device = std::nullopt) {
-  const auto bytes = read_bytes(file);
-  if (recorded) check_recorded(file, *recorded, bytes.size(), crc32c(bytes));
-  torch::serialize::InputArchive archive;
-  try {
-    if (device)
-      archive.load_from(bytes.data(), bytes.size(), *device);
-    else
-      archive.load_from(bytes.data(), bytes.size());
-  } catch (const c10::Error& e) {
-    throw DamagedCheckpoint("'" + file.string() +
-                            "' is not a readable torch archive (truncated or corrupt?): " + e.what_without_backtrace());
-  }
-  return archive;
-}
+ACC_DECL torch::serialize::InputArchive load_archive(const std::filesystem::path& file,
+                                                     const std::optional<CheckpointFile>& recorded = std::nullopt,
+                                                     std::optional<c10::Device> device = std::nullopt);
 
 // Where a save of `target` by process `pid` stages its files before they are renamed into place.
-inline std::filesystem::path staging_path(const std::filesystem::path& target, int64_t pid) {
-  return target.string() + ".tmp-" + std::to_string(pid);
-}
+ACC_DECL std::filesystem::path staging_path(const std::filesystem::path& target, int64_t pid);
 
 // Removes what saves of `target` that were killed left beside it: `<target>.tmp-<pid>` (and the
 // `.old` directory of a replacement that could not exchange) of processes that no longer run
 // here. Saves into one place are serialized (one main process; the project_dir lock), so a
 // staging directory of a process that is gone belongs to no save in progress.
-inline void remove_stale_staging(const std::filesystem::path& target) {
-  const auto prefix = target.filename().string() + ".tmp-";
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(parent_directory(target), ec)) {
-    const auto name = entry.path().filename().string();
-    if (name.rfind(prefix, 0) != 0) continue;
-    auto digits = std::string_view(name).substr(prefix.size());
-    if (digits.size() > 4 && digits.substr(digits.size() - 4) == ".old") digits.remove_suffix(4);
-    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string_view::npos)
-      continue;
-    const auto pid = static_cast<pid_t>(std::stol(std::string(digits)));
-    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to signal)
-    remove_tree_or_throw(entry.path());
-  }
-}
+ACC_DECL void remove_stale_staging(const std::filesystem::path& target);
 
 // Runs fn (which reads an archive into an object), naming the file in any error.
 template <class Fn>
@@ -149,28 +65,7 @@ void read_from(const std::filesystem::path& file, Fn&& fn) {
 
 // Why the checkpoint in `dir` is damaged, or "" when its manifest reads and every file it lists
 // has the size and CRC-32C recorded. Reads each file once, a piece at a time.
-inline std::string damage_of(const std::filesystem::path& dir) {
-  try {
-    const auto metadata = CheckpointMetadata::read(dir);
-    std::vector<char> buffer(std::size_t{1} << 22);
-    for (const auto& [name, recorded] : metadata.files) {
-      const auto file = dir / name;
-      std::ifstream in(file, std::ios::binary);
-      if (!in)
-        throw DamagedCheckpoint("'" + file.string() + "' is missing (" + CheckpointMetadata::file_name + " lists it)");
-      uint64_t size = 0;
-      uint32_t crc = 0;
-      while (in.read(buffer.data(), static_cast<std::streamsize>(buffer.size())) || in.gcount() > 0) {
-        crc = crc32c_extend(crc, buffer.data(), static_cast<std::size_t>(in.gcount()));
-        size += static_cast<uint64_t>(in.gcount());
-      }
-      check_recorded(file, recorded, size, crc);
-    }
-  } catch (const DamagedCheckpoint& e) {
-    return e.what();
-  }
-  return "";
-}
+ACC_DECL std::string damage_of(const std::filesystem::path& dir);
 
 // An exclusive lock on a file (flock), held while this object lives and released by the kernel when
 // the process ends however it ends. The file says who holds it, for the message of the next one
@@ -184,37 +79,10 @@ class FileLock {
     std::swap(fd_, other.fd_);
     return *this;
   }
-  ~FileLock() {
-    if (fd_ >= 0) ::close(fd_);
-  }
+  ~FileLock();
 
   // Takes the lock on `file` (created with its directory) for `what`, or throws naming the holder.
-  static FileLock take(const std::filesystem::path& file, const std::string& what) {
-    std::error_code ec;
-    std::filesystem::create_directories(file.parent_path(), ec);
-    FileLock lock;
-    lock.file_ = file;
-    lock.fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (lock.fd_ < 0) throw Error("cannot open the lock file '" + file.string() + "': " + system_error_text(errno));
-    if (::flock(lock.fd_, LOCK_EX | LOCK_NB) != 0) {
-      const int error = errno;
-      if (error != EWOULDBLOCK) throw Error("cannot lock '" + file.string() + "': " + system_error_text(error));
-      std::string holder(256, '\0');
-      const auto got = ::pread(lock.fd_, holder.data(), holder.size(), 0);
-      holder.resize(got > 0 ? static_cast<std::size_t>(got) : 0);
-      while (!holder.empty() && (holder.back() == '\n' || holder.back() == '\0')) holder.pop_back();
-      throw Error(what + " is in use by another job (" + (holder.empty() ? "holder unknown" : holder) +
-                  ", which holds the lock '" + file.string() +
-                  "'): two jobs saving into one project_dir overwrite and prune each other's checkpoints. Give this "
-                  "job its own project_dir, or end the other one");
-    }
-    char host[256] = {};
-    ::gethostname(host, sizeof host - 1);
-    const auto who = "pid " + std::to_string(::getpid()) + " on host " + host + "\n";
-    // Best effort: without the note, the next job's message says "holder unknown".
-    if (::ftruncate(lock.fd_, 0) == 0) (void)!::pwrite(lock.fd_, who.data(), who.size(), 0);
-    return lock;
-  }
+  static FileLock take(const std::filesystem::path& file, const std::string& what);
 
   const std::filesystem::path& file() const { return file_; }
 
@@ -226,24 +94,9 @@ class FileLock {
 // An optimizer's state and its parameter groups' options (learning rate, betas, ...): libtorch's
 // Optimizer::load restores the state but keeps the options the optimizer was built with, so they
 // are written beside it, one nested archive per group, and read back into the groups.
-inline void save_optimizer(const torch::optim::Optimizer& optimizer, torch::serialize::OutputArchive& archive) {
-  optimizer.save(archive);
-  const auto& groups = optimizer.param_groups();
-  for (std::size_t i = 0; i < groups.size(); ++i) {
-    torch::serialize::OutputArchive options(archive.compilation_unit());
-    groups[i].options().serialize(options);
-    archive.write("acc/param_group_options/" + std::to_string(i), options);
-  }
-}
-inline void load_optimizer(torch::optim::Optimizer& optimizer, torch::serialize::InputArchive& archive) {
-  optimizer.load(archive);
-  auto& groups = optimizer.param_groups();
-  for (std::size_t i = 0; i < groups.size(); ++i) {
-    torch::serialize::InputArchive options;
-    archive.read("acc/param_group_options/" + std::to_string(i), options);
-    groups[i].options().serialize(options);
-  }
-}
+ACC_DECL void save_optimizer(const torch::optim::Optimizer& optimizer, torch::serialize::OutputArchive& archive);
+
+ACC_DECL void load_optimizer(torch::optim::Optimizer& optimizer, torch::serialize::InputArchive& archive);
 
 // libtorch's LR schedulers keep their state in a protected step count and serialize nothing;
 // a member pointer formed in a derived class reaches it on any scheduler.
@@ -254,19 +107,10 @@ struct SchedulerStepCount : torch::optim::LRScheduler {
 // Test-only: ACC_TEST_FAIL_SAVE_AT=<stage> (or <stage>@<rank>) makes save_state fail at that
 // stage, as a full disk would, to show that the previous checkpoint survives; with ":kill" at the
 // end the process is SIGKILLed there instead, as a crash would end it.
-inline void fail_save_at(std::string_view stage, int rank) {
-  const char* wanted = std::getenv("ACC_TEST_FAIL_SAVE_AT");
-  if (!wanted) return;
-  std::string_view spec = wanted;
-  constexpr std::string_view kill_suffix = ":kill";
-  const bool kill = spec.size() > kill_suffix.size() && spec.substr(spec.size() - kill_suffix.size()) == kill_suffix;
-  if (kill) spec.remove_suffix(kill_suffix.size());
-  const auto at = spec.find('@');
-  if (spec.substr(0, at) != stage) return;
-  if (at != std::string_view::npos && spec.substr(at + 1) != std::to_string(rank)) return;
-  if (kill) ::raise(SIGKILL);
-  throw Error("ACC_TEST_FAIL_SAVE_AT=" + std::string(spec) + ": failing the save at stage '" + std::string(stage) +
-              "'");
-}
+ACC_DECL void fail_save_at(std::string_view stage, int rank);
 
 }  // namespace acc::detail
+
+#if !defined(ACC_SEPARATE_COMPILATION)
+#include <acc/checkpoint/impl/checkpoint_io.ipp>
+#endif

@@ -66,6 +66,9 @@ struct CheckpointMetadata {
   ACC_DECL static CheckpointMetadata read(const std::filesystem::path& dir);
 };
 
+// A CRC-32C as acc_state.json writes it: 8 lowercase hexadecimal digits.
+ACC_DECL std::string crc32c_text(uint32_t crc);
+
 // Whether `name` names a file directly inside a directory: not empty, not "." or "..", without
 // '/' or NUL, at most 255 bytes.
 ACC_DECL bool is_plain_file_name(const std::string& name);

@@ -99,6 +99,12 @@ inline uint32_t parse_crc32c(const ManifestReader& reader, const nlohmann::json&
 
 }  // namespace detail
 
+ACC_DECL std::string crc32c_text(uint32_t crc) {
+  char text[9];
+  std::snprintf(text, sizeof text, "%08" PRIx32, crc);
+  return text;
+}
+
 ACC_DECL bool is_plain_file_name(const std::string& name) {
   return !name.empty() && name.size() <= 255 && name != "." && name != ".." &&
          name.find_first_of(std::string("/\0", 2)) == std::string::npos;
@@ -130,11 +136,7 @@ ACC_DECL std::string CheckpointMetadata::to_json() const {
         {{"seed", d.seed}, {"batch_size", d.batch_size}, {"dataset_size", d.dataset_size}, {"positions", positions}});
   }
   j["files"] = nlohmann::ordered_json::object();
-  for (const auto& [name, file] : files) {
-    char crc[9];
-    std::snprintf(crc, sizeof crc, "%08" PRIx32, file.crc32c);
-    j["files"][name] = {{"size", file.size}, {"crc32c", crc}};
-  }
+  for (const auto& [name, file] : files) j["files"][name] = {{"size", file.size}, {"crc32c", crc32c_text(file.crc32c)}};
   return j.dump(2) + "\n";
 }
 
