@@ -10,6 +10,10 @@
 #include <acc/checkpoint/impl/checkpoint_io.ipp>
 #include <acc/checkpoint/impl/metadata.ipp>
 #include <acc/checkpoint/impl/safetensors.ipp>
+#include <acc/comm/impl/collective_ledger.ipp>
+#include <acc/comm/impl/gloo.ipp>
+#include <acc/comm/impl/rank_group.ipp>
+#include <acc/comm/impl/rendezvous.ipp>
 #include <acc/config/impl/config.ipp>
 #include <acc/memory/impl/free_memory.ipp>
 #include <acc/optim/impl/adamw.ipp>
