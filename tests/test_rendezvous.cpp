@@ -6,8 +6,10 @@
 
 #include "error_of.hpp"
 
+#include <acc/comm/network.hpp>
 #include <acc/comm/rendezvous.hpp>
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -67,6 +69,45 @@ TEST_CASE("a service on MASTER_PORT that accepts but never answers: the rank fai
   // The store's own operations are bounded by the 2 s timeout; 3 s more covers starting it.
   CHECK(waited >= 2s);
   CHECK(waited < 5s);
+}
+
+// What libtorch 2.x's TCPStore constructor does against such a server (a validation and a ping with
+// no timeout), done by hand: a receive that would never end must end once the deadline passes.
+TEST_CASE("a store client's connection that gets no answer is shut down at the deadline") {
+  SilentListener silent;
+  const auto before = acc::detail::open_sockets();
+  const int client = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(static_cast<uint16_t>(silent.port()));
+  REQUIRE(::connect(client, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  const auto started = Clock::now();
+  bool expired = false;
+  {
+    acc::detail::StoreConnectDeadline deadline(before, silent.port(), 1s);
+    char byte = 0;
+    CHECK(::recv(client, &byte, 1, 0) <= 0);  // 0 (shut down), never a byte: nobody sends one
+    expired = deadline.expired();
+  }
+  const auto waited = Clock::now() - started;
+  ::close(client);
+  CHECK(expired);
+  CHECK(waited >= 1s);
+  // The watcher wakes at the deadline; 4 s more covers a loaded machine's scheduling.
+  CHECK(waited < 5s);
+}
+
+TEST_CASE("a store client that connects in time is left alone by the deadline") {
+  SilentListener silent;
+  const auto before = acc::detail::open_sockets();
+  const auto started = Clock::now();
+  {
+    acc::detail::StoreConnectDeadline deadline(before, silent.port(), 30s);
+    CHECK_FALSE(deadline.expired());
+  }
+  // Ending the guard ends its watcher at once, not after the 30 s.
+  CHECK(Clock::now() - started < 5s);
 }
 
 TEST_CASE("a MASTER_ADDR that does not resolve fails at once on every rank, naming the host") {

@@ -13,10 +13,13 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 
 namespace acc::detail {
 
@@ -106,5 +109,47 @@ inline int bound_store_sockets(const std::set<int>& before, int port, std::chron
       ++bounded;
   return bounded;
 }
+
+// Bounds the connection of a c10d::TCPStore client: libtorch 2.x's constructor exchanges a
+// validation and a ping with the server with no timeout of its own, so a server that accepts and
+// never answers would hold it forever. Once `timeout` has passed and until this guard ends, the
+// client sockets opened since `before` that are connected to `port` are shut down, which turns the
+// wait into an error; expired() then says that the constructor's outcome is void.
+class StoreConnectDeadline {
+ public:
+  StoreConnectDeadline(std::set<int> before, int port, std::chrono::milliseconds timeout)
+      : watcher_([this, before = std::move(before), port, timeout] {
+          std::unique_lock<std::mutex> lock(mutex_);
+          if (ended_.wait_for(lock, timeout, [this] { return done_; })) return;
+          expired_ = true;
+          // The constructor may connect again after a failed exchange: keep ending new sockets.
+          do {
+            for (const int fd : open_sockets())
+              if (!before.count(fd) && peer_port(fd) == port) ::shutdown(fd, SHUT_RDWR);
+          } while (!ended_.wait_for(lock, std::chrono::milliseconds(50), [this] { return done_; }));
+        }) {}
+  ~StoreConnectDeadline() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_ = true;
+    }
+    ended_.notify_all();
+    watcher_.join();
+  }
+  StoreConnectDeadline(const StoreConnectDeadline&) = delete;
+  StoreConnectDeadline& operator=(const StoreConnectDeadline&) = delete;
+
+  bool expired() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return expired_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable ended_;
+  bool done_ = false;
+  bool expired_ = false;
+  std::thread watcher_;  // last: it starts once the members above exist
+};
 
 }  // namespace acc::detail

@@ -44,8 +44,21 @@ ACC_DECL c10::intrusive_ptr<c10d::Store> rendezvous(const ProcessEnvironment& en
   options.timeout = timeout;
   const auto sockets_before = detail::open_sockets();
   c10::intrusive_ptr<c10d::Store> store;
+  const std::string no_answer = me + ": the rendezvous store at " + where + " did not answer within " + seconds + " s";
+  const std::string no_answer_causes =
+      ": rank 0, which serves it, is stopped or hung, or another program listens on that port; "
+      "check rank 0 and MASTER_ADDR/MASTER_PORT (--main_process_ip/--main_process_port)";
   try {
-    store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, options);
+    detail::StoreConnectDeadline deadline(sockets_before, env.master_port, timeout);
+    try {
+      store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, options);
+    } catch (const std::exception&) {
+      if (deadline.expired()) throw Error(no_answer + " (while connecting)" + no_answer_causes);
+      throw;
+    }
+    if (deadline.expired()) throw Error(no_answer + " (while connecting)" + no_answer_causes);
+  } catch (const Error&) {
+    throw;
   } catch (const std::exception& e) {
     if (env.rank == 0)
       throw Error("rank 0 could not serve the rendezvous at " + where + ": " + e.what() +
@@ -94,10 +107,7 @@ ACC_DECL c10::intrusive_ptr<c10d::Store> rendezvous(const ProcessEnvironment& en
     throw;
   } catch (const std::exception& e) {
     const std::string cause = e.what();
-    throw Error(me + ": the rendezvous store at " + where + " did not answer within " + seconds + " s (" +
-                cause.substr(0, cause.find('\n')) +
-                "): rank 0, which serves it, is stopped or hung, or another program listens on that port; "
-                "check rank 0 and MASTER_ADDR/MASTER_PORT (--main_process_ip/--main_process_port)");
+    throw Error(no_answer + " (" + cause.substr(0, cause.find('\n')) + ")" + no_answer_causes);
   }
   return store;
 }
