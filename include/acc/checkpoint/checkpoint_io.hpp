@@ -34,10 +34,10 @@ ACC_DECL CheckpointFile save_archive(torch::serialize::OutputArchive& archive, c
 ACC_DECL void check_recorded(const std::filesystem::path& file, const CheckpointFile& recorded, uint64_t size,
                              uint32_t crc);
 
-// The whole file, read once.
-ACC_DECL std::string read_bytes(const std::filesystem::path& file);
+// Throws DamagedCheckpoint when `file`'s size or CRC-32C (read a piece at a time) differ from its record.
+ACC_DECL void check_file(const std::filesystem::path& file, const CheckpointFile& recorded);
 
-// Reads an archive, checked against its manifest record first when there is one.
+// Reads an archive, its bytes checked against its manifest record first when there is one.
 ACC_DECL torch::serialize::InputArchive load_archive(const std::filesystem::path& file,
                                                      const std::optional<CheckpointFile>& recorded = std::nullopt,
                                                      std::optional<c10::Device> device = std::nullopt);

@@ -53,27 +53,29 @@ ACC_DECL void check_recorded(const std::filesystem::path& file, const Checkpoint
                             " (its bytes changed after the save: a storage or copy error, or an edit)");
 }
 
-ACC_DECL std::string read_bytes(const std::filesystem::path& file) {
+ACC_DECL void check_file(const std::filesystem::path& file, const CheckpointFile& recorded) {
   std::ifstream in(file, std::ios::binary);
-  std::error_code ec;
-  const auto size = std::filesystem::file_size(file, ec);
-  std::string bytes(ec ? 0 : static_cast<std::size_t>(size), '\0');
-  if (!in || ec || !in.read(bytes.data(), static_cast<std::streamsize>(bytes.size())))
-    throw DamagedCheckpoint("cannot read '" + file.string() + "': " + system_error_text(errno));
-  return bytes;
+  if (!in) throw DamagedCheckpoint("cannot read '" + file.string() + "': " + system_error_text(errno));
+  std::vector<char> buffer(std::size_t{1} << 22);
+  uint64_t size = 0;
+  uint32_t crc = 0;
+  while (in.read(buffer.data(), static_cast<std::streamsize>(buffer.size())) || in.gcount() > 0) {
+    crc = crc32c_extend(crc, buffer.data(), static_cast<std::size_t>(in.gcount()));
+    size += static_cast<uint64_t>(in.gcount());
+  }
+  check_recorded(file, recorded, size, crc);
 }
 
 ACC_DECL torch::serialize::InputArchive load_archive(const std::filesystem::path& file,
                                                      const std::optional<CheckpointFile>& recorded,
                                                      std::optional<c10::Device> device) {
-  const auto bytes = read_bytes(file);
-  if (recorded) check_recorded(file, *recorded, bytes.size(), crc32c(bytes));
+  if (recorded) check_file(file, *recorded);
   torch::serialize::InputArchive archive;
   try {
     if (device)
-      archive.load_from(bytes.data(), bytes.size(), *device);
+      archive.load_from(file.string(), *device);
     else
-      archive.load_from(bytes.data(), bytes.size());
+      archive.load_from(file.string());
   } catch (const c10::Error& e) {
     throw DamagedCheckpoint("'" + file.string() +
                             "' is not a readable torch archive (truncated or corrupt?): " + e.what_without_backtrace());
@@ -104,19 +106,12 @@ ACC_DECL void remove_stale_staging(const std::filesystem::path& target) {
 ACC_DECL std::string damage_of(const std::filesystem::path& dir) {
   try {
     const auto metadata = CheckpointMetadata::read(dir);
-    std::vector<char> buffer(std::size_t{1} << 22);
     for (const auto& [name, recorded] : metadata.files) {
       const auto file = dir / name;
-      std::ifstream in(file, std::ios::binary);
-      if (!in)
+      std::error_code ec;
+      if (!std::filesystem::is_regular_file(file, ec))
         throw DamagedCheckpoint("'" + file.string() + "' is missing (" + CheckpointMetadata::file_name + " lists it)");
-      uint64_t size = 0;
-      uint32_t crc = 0;
-      while (in.read(buffer.data(), static_cast<std::streamsize>(buffer.size())) || in.gcount() > 0) {
-        crc = crc32c_extend(crc, buffer.data(), static_cast<std::size_t>(in.gcount()));
-        size += static_cast<uint64_t>(in.gcount());
-      }
-      check_recorded(file, recorded, size, crc);
+      check_file(file, recorded);
     }
   } catch (const DamagedCheckpoint& e) {
     return e.what();
