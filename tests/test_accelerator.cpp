@@ -1,4 +1,5 @@
 #include "pch.hpp"  // first: libtorch, then doctest
+#include "temp_dir.hpp"
 
 #include <acc/acc.hpp>
 
@@ -6,6 +7,8 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/adamw.h>
 #include <torch/optim/schedulers/step_lr.h>
+
+#include <nlohmann/json.hpp>
 
 #include <sstream>
 #include <vector>
@@ -251,6 +254,30 @@ TEST_CASE("gradient_accumulation_steps: the optimizer and scheduler step every k
   for (std::size_t i = 0; i < ours.size(); ++i) CHECK(at::allclose(ours[i], theirs[i], 1e-5, 1e-6));
 }
 
+TEST_CASE("prepare() again for a new model and optimizer: save_state holds the live ones, never freed ones") {
+  TempDir dir;
+  acc::Accelerator<> accelerator(cpu_options());
+  for (int fold = 0; fold < 2; ++fold) {  // Python's cross-validation: a new model per fold
+    Mlp net;
+    torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-2));
+    torch::optim::StepLR sched(opt, /*step_size=*/1, /*gamma=*/0.5);
+    auto [model, optimizer, scheduler] = accelerator.prepare(net, opt, sched);
+    accelerator.backward(model(at::ones({2, 8})).sum());
+    optimizer.step();
+    scheduler.step();
+  }  // the fold's optimizer and scheduler are gone
+  Mlp net;
+  torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-2));
+  auto [model, optimizer] = accelerator.prepare(net, opt);
+  accelerator.save_state(dir.path);
+  const auto metadata = nlohmann::json::parse(read_text(dir.path / "acc_state.json"));
+  CHECK(metadata["models"].size() == 1);
+  CHECK(metadata["optimizers"].size() == 1);
+  CHECK(metadata["schedulers"].size() == 0);
+  // and it loads back into the objects prepared now
+  CHECK_NOTHROW(accelerator.load_state(dir.path));
+}
+
 TEST_CASE("no_sync only holds back gradient synchronisation: the prepared optimizer and scheduler still step") {
   acc::Accelerator<> accelerator(cpu_options());
   Mlp net;
@@ -332,4 +359,43 @@ TEST_CASE("DataLoaderOptions::shuffle names the order, whatever the Accelerator'
                        "this DataLoader names its order twice: a sampler policy (shuffled) and "
                        "DataLoaderOptions::shuffle; keep one of them",
                        acc::Error);
+}
+
+TEST_CASE("free_memory forgets every prepared object and the step count; preparing again trains and checkpoints") {
+  TempDir dir;
+  acc::Accelerator<> accelerator(cpu_options().gradient_accumulation_steps(2));
+  Mlp net;
+  torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-2));
+  torch::optim::StepLR sched(opt, /*step_size=*/1, /*gamma=*/0.5);
+  auto [model, optimizer, scheduler, loader] = accelerator.prepare(net, opt, sched, acc::DataLoader(Blobs{}, 16));
+  {
+    auto step = accelerator.accumulate(model);  // micro-step 1 of 2
+    accelerator.backward(model(at::ones({2, 8})).sum());
+  }
+  accelerator.free_memory();  // the prepared objects above still live
+  accelerator.save_state(dir.path / "empty");
+  const auto empty = nlohmann::json::parse(read_text(dir.path / "empty" / "acc_state.json"));
+  CHECK(empty["models"].empty());
+  CHECK(empty["optimizers"].empty());
+  CHECK(empty["schedulers"].empty());
+  CHECK(empty["data_loaders"].empty());
+  CHECK(empty["step"] == 0);
+
+  Mlp again;
+  torch::optim::AdamW again_opt(again->parameters(), torch::optim::AdamWOptions(1e-2));
+  auto [model2, optimizer2] = accelerator.prepare(again, again_opt);
+  const auto before = again->fc1->weight.detach().clone();
+  for (int i = 0; i < 2; ++i) {
+    auto step = accelerator.accumulate(model2);
+    CHECK(accelerator.sync_gradients() == (i == 1));  // counted from 0 again
+    accelerator.backward(model2(at::ones({2, 8})).sum());
+    optimizer2.step();
+    optimizer2.zero_grad();
+  }
+  CHECK_FALSE(at::equal(before, again->fc1->weight));
+  accelerator.save_state(dir.path / "again");
+  const auto saved = nlohmann::json::parse(read_text(dir.path / "again" / "acc_state.json"));
+  CHECK(saved["models"].size() == 1);
+  CHECK(saved["optimizers"].size() == 1);
+  CHECK_NOTHROW(accelerator.load_state(dir.path / "again"));
 }

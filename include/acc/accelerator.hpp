@@ -8,6 +8,7 @@
 #include <acc/data/dataloader.hpp>
 #include <acc/data/sampler.hpp>
 #include <acc/error.hpp>
+#include <acc/memory/free_memory.hpp>
 #include <acc/ops/collectives.hpp>
 #include <acc/precision/autocast.hpp>
 #include <acc/precision/fp32.hpp>
@@ -116,6 +117,9 @@ class Accelerator {
   // becomes a PreparedModel (moved to the device), an optimizer a PreparedOptimizer, an
   // acc::DataLoader this process's sharded, device-placed loader, an LR scheduler a
   // PreparedScheduler. Optimizers and schedulers are kept by reference: pass them as lvalues.
+  // Checkpoints hold the prepared objects while they live (an optimizer or scheduler while its
+  // prepared object or a copy does). Preparing a model again replaces what the strategy made
+  // for it (DDP's gradient buckets); see free_memory to start over.
   template <class... Objects>
   auto prepare(Objects&&... objects) {
     static_assert(sizeof...(Objects) > 0, "prepare() needs at least one object");
@@ -394,6 +398,18 @@ class Accelerator {
     checkpoints_.load_model(holder, path);
   }
 
+  // Python's free_memory: forgets every prepared model, optimizer, scheduler and data loader
+  // (checkpoints hold none of them; DDP's gradient buckets and FSDP's units go), starts the
+  // gradient accumulation count again and gives cached device memory back (acc::free_memory).
+  // Objects registered for checkpointing stay. Prepare new objects, or the same again, to go on.
+  void free_memory() {
+    checkpoints_.forget_prepared();
+    strategy_.release();
+    micro_step_ = 0;
+    step_skipped_ = false;
+    acc::free_memory();
+  }
+
   // --- Experiment tracking (Python's init_trackers/log/end_training; see
   // include/acc/tracking/trackers.hpp).
 
@@ -457,12 +473,10 @@ class Accelerator {
     } else if constexpr (std::is_base_of_v<torch::optim::Optimizer, T>) {
       static_assert(is_lvalue, "pass the optimizer to prepare() as an lvalue: the prepared optimizer refers to it");
       if constexpr (shards_model_v<Strategy>) strategy_.prepare_optimizer(object);
-      checkpoints_.track_optimizer(object);
-      return PreparedOptimizer<T, Accelerator>(object, *this);
+      return PreparedOptimizer<T, Accelerator>(object, *this, checkpoints_.track_optimizer(object));
     } else if constexpr (std::is_base_of_v<torch::optim::LRScheduler, T>) {
       static_assert(is_lvalue, "pass the scheduler to prepare() as an lvalue: the prepared scheduler refers to it");
-      checkpoints_.track_scheduler(object);
-      return PreparedScheduler<T, Accelerator>(object, *this);
+      return PreparedScheduler<T, Accelerator>(object, *this, checkpoints_.track_scheduler(object));
     } else if constexpr (detail::is_data_loader<T>::value) {
       const Sharding sharding{process_index(), num_processes(), options_.even_batches(), options_.split_batches()};
       // Rank 0's seed, so that every rank draws the same order even if their seeds differ.

@@ -262,6 +262,42 @@ TEST_CASE("a parameter without gradient is an error naming it; find_unused_param
   });
 }
 
+namespace {
+// The gradient buckets DDP makes for an Mlp with the default options.
+template <class Comm>
+std::size_t buckets_of_an_mlp(Comm& comm, c10::Device device) {
+  Mlp net;
+  net->to(device);
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (const auto& p : net->named_parameters()) named.emplace_back(p.key(), p.value());
+  return acc::detail::GradientBuckets<Comm>(comm, named, acc::DDPOptions()).bucket_count();
+}
+}  // namespace
+
+TEST_CASE("preparing a model again replaces its gradient buckets: one all-reduce per bucket and step") {
+  with_accelerator([](auto& accelerator) {
+    auto& strategy = accelerator.strategy();
+    const auto buckets = buckets_of_an_mlp(strategy.comm(), accelerator.device());
+    Mlp net;
+    torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-2));
+    auto first = accelerator.prepare(net);
+    const auto once = strategy.bucket_count();
+    auto [model, optimizer] = accelerator.prepare(net, opt);
+    CHECK(strategy.bucket_count() == once);
+    for (int step = 0; step < 3; ++step) {
+      optimizer.zero_grad();
+      const auto before = strategy.gradient_collectives();
+      const auto x =
+          at::randn({kBatch, 8}, at::TensorOptions(accelerator.device())) * (accelerator.process_index() + 1);
+      accelerator.backward(model(x).pow(2).sum());
+      CHECK(strategy.gradient_collectives() - before == static_cast<int64_t>(buckets));
+      const auto grads = accelerator.gather(net->fc1->weight.grad().reshape({1, -1}));
+      for (int64_t r = 1; r < grads.size(0); ++r) CHECK(at::equal(grads[r], grads[0]));
+      optimizer.step();
+    }
+  });
+}
+
 TEST_CASE("accumulate() inside no_sync() keeps communication off, and its step still steps") {
   with_accelerator([](auto& accelerator) {
     auto& strategy = accelerator.strategy();
@@ -280,6 +316,30 @@ TEST_CASE("accumulate() inside no_sync() keeps communication off, and its step s
       optimizer.step();
     }
     CHECK_FALSE(at::equal(held, net->head->weight));
+    optimizer.zero_grad();
+  });
+}
+
+TEST_CASE("free_memory drops every gradient bucket; a model prepared after it synchronizes as the first did") {
+  with_accelerator([](auto& accelerator) {
+    auto& strategy = accelerator.strategy();
+    const auto buckets = buckets_of_an_mlp(strategy.comm(), accelerator.device());
+    Mlp kept;
+    auto first = accelerator.prepare(kept);
+    REQUIRE(strategy.bucket_count() > 0);
+    accelerator.free_memory();
+    CHECK(strategy.bucket_count() == 0);
+    Mlp net;
+    torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-2));
+    auto [model, optimizer] = accelerator.prepare(net, opt);
+    CHECK(strategy.bucket_count() == buckets);
+    const auto before = strategy.gradient_collectives();
+    const auto x = at::randn({kBatch, 8}, at::TensorOptions(accelerator.device())) * (accelerator.process_index() + 1);
+    accelerator.backward(model(x).pow(2).sum());
+    CHECK(strategy.gradient_collectives() - before == static_cast<int64_t>(buckets));
+    const auto grads = accelerator.gather(net->fc1->weight.grad().reshape({1, -1}));
+    for (int64_t r = 1; r < grads.size(0); ++r) CHECK(at::equal(grads[r], grads[0]));
+    optimizer.step();
     optimizer.zero_grad();
   });
 }

@@ -53,6 +53,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <filesystem>
@@ -89,23 +90,47 @@ class Checkpointer {
   Checkpointer(const Checkpointer&) = delete;
   Checkpointer& operator=(const Checkpointer&) = delete;
 
-  // --- Called by prepare() and register_for_checkpointing.
+  // --- Called by prepare() and register_for_checkpointing. Prepared objects are tracked while
+  // they live: a model while its module does, a data loader while a copy of it does, an optimizer
+  // or scheduler while the handle returned here does (the prepared object holds it; the
+  // checkpointer cannot see the object itself go). Preparing an object again tracks it once.
+  using Registration = std::shared_ptr<const void>;
+
   template <class Holder>
   void track_model(const Holder& module) {
-    models_.push_back({[this, module] { return owner_->strategy().full_state(module); },
-                       [this, module = Holder(module)](const std::map<std::string, at::Tensor>& state) mutable {
-                         owner_->strategy().load_full_state(module, state);
-                       },
-                       [module] {
-                         std::vector<std::pair<std::string, at::Tensor>> parameters;
-                         for (const auto& p : module->named_parameters()) parameters.emplace_back(p.key(), p.value());
-                         return parameters;
-                       }});
+    using Module = typename Holder::ContainedType;
+    forget_gone();
+    const std::weak_ptr<Module> weak = module.ptr();
+    const auto held = [weak] { return Holder(weak.lock()); };  // alive: forget_gone() runs first
+    TrackedModel tracked{weak, [this, held] { return owner_->strategy().full_state(held()); },
+                         [this, held](const std::map<std::string, at::Tensor>& state) {
+                           auto module = held();
+                           owner_->strategy().load_full_state(module, state);
+                         },
+                         [held] {
+                           std::vector<std::pair<std::string, at::Tensor>> parameters;
+                           for (const auto& p : held()->named_parameters()) parameters.emplace_back(p.key(), p.value());
+                           return parameters;
+                         }};
+    for (auto& model : models_)
+      if (model.module.lock() == module.ptr()) {
+        model = std::move(tracked);
+        return;
+      }
+    models_.push_back(std::move(tracked));
   }
-  void track_optimizer(torch::optim::Optimizer& optimizer) { optimizers_.push_back(&optimizer); }
-  void track_scheduler(torch::optim::LRScheduler& scheduler) { schedulers_.push_back(&scheduler); }
-  void track_loader(std::shared_ptr<LoaderPosition> position, int64_t batch_size, int64_t dataset_size) {
-    loaders_.push_back({std::move(position), batch_size, dataset_size});
+  Registration track_optimizer(torch::optim::Optimizer& optimizer) { return track(optimizers_, optimizer); }
+  Registration track_scheduler(torch::optim::LRScheduler& scheduler) { return track(schedulers_, scheduler); }
+  void track_loader(const std::shared_ptr<LoaderPosition>& position, int64_t batch_size, int64_t dataset_size) {
+    forget_gone();
+    loaders_.push_back({position, batch_size, dataset_size});
+  }
+  // Accelerator::free_memory: no prepared object is saved or loaded any more (registered objects stay).
+  void forget_prepared() {
+    models_.clear();
+    optimizers_.clear();
+    schedulers_.clear();
+    loaders_.clear();
   }
   template <class T>
   void register_object(T& object) {
@@ -115,6 +140,7 @@ class Checkpointer {
 
   // --- save_state / load_state: an empty dir means automatic naming (see ProjectConfiguration).
   std::filesystem::path save(const std::filesystem::path& dir) {
+    forget_gone();
     const auto& project = owner_->options().project_config();
     const bool automatic = dir.empty();
     if (automatic && !project.automatic_checkpoint_naming())
@@ -184,7 +210,7 @@ class Checkpointer {
           if (main || kShardedOptimizer)
             for (std::size_t i = 0; i < optimizers_.size(); ++i) {
               torch::serialize::OutputArchive archive;
-              detail::save_optimizer(*optimizers_[i], archive);
+              detail::save_optimizer(*optimizers_[i].object, archive);
               write_archive(optimizer_file(numbered("optimizer", i, ".bin"), rank), archive);
               stage_done("optimizer");
             }
@@ -196,7 +222,7 @@ class Checkpointer {
             for (std::size_t i = 0; i < schedulers_.size(); ++i) {
               torch::serialize::OutputArchive archive;
               archive.write("step_count",
-                            c10::IValue(static_cast<int64_t>(detail::SchedulerStepCount::of(*schedulers_[i]))));
+                            c10::IValue(static_cast<int64_t>(detail::SchedulerStepCount::of(*schedulers_[i].object))));
               write_archive(numbered("scheduler", i, ".bin"), archive);
               stage_done("scheduler");
             }
@@ -252,6 +278,7 @@ class Checkpointer {
       throw Error(
           "load_state() needs a directory, or ProjectConfiguration().automatic_checkpoint_naming(true) to load the "
           "newest checkpoint under project_dir/checkpoints");
+    forget_gone();
     if (!automatic) return load_from(directory_path(dir));
     // The newest checkpoint that is intact: a damaged one (a file missing or altered since the save)
     // is passed over, with a warning, for the one before it.
@@ -311,14 +338,23 @@ class Checkpointer {
   static constexpr const char* kScalerFile = "scaler.pt";
 
   struct TrackedModel {
+    std::weak_ptr<torch::nn::Module> module;
     std::function<std::vector<std::pair<std::string, at::Tensor>>()> full_state;
     std::function<void(const std::map<std::string, at::Tensor>&)> load_full_state;
     std::function<std::vector<std::pair<std::string, at::Tensor>>()> parameters;  // this process's
+    bool gone() const { return module.expired(); }
+  };
+  template <class T>
+  struct Tracked {
+    T* object;
+    std::weak_ptr<const void> registration;
+    bool gone() const { return registration.expired(); }
   };
   struct TrackedLoader {
-    std::shared_ptr<LoaderPosition> position;
+    std::shared_ptr<LoaderPosition> position;  // shared by the loader's copies
     int64_t batch_size;
     int64_t dataset_size;  // -1: a stream
+    bool gone() const { return position.use_count() == 1; }
   };
   struct RegisteredObject {
     std::function<void(torch::serialize::OutputArchive&)> save;
@@ -334,6 +370,28 @@ class Checkpointer {
     RngState rng;
     std::map<std::string, at::Tensor> gradients;
   };
+
+  template <class T>
+  Registration track(std::vector<Tracked<T>>& tracked, T& object) {
+    forget_gone();
+    for (const auto& t : tracked)
+      if (t.object == &object) return t.registration.lock();
+    Registration registration = std::make_shared<const bool>(true);
+    tracked.push_back({&object, registration});
+    return registration;
+  }
+
+  // Forgets the prepared objects that are gone, so that a save never reads one.
+  void forget_gone() {
+    const auto forget = [](auto& tracked) {
+      tracked.erase(std::remove_if(tracked.begin(), tracked.end(), [](const auto& t) { return t.gone(); }),
+                    tracked.end());
+    };
+    forget(models_);
+    forget(optimizers_);
+    forget(schedulers_);
+    forget(loaders_);
+  }
 
   static std::string numbered(const std::string& stem, std::size_t i, const std::string& extension) {
     return i == 0 ? stem + extension : stem + "_" + std::to_string(i) + extension;
@@ -606,10 +664,10 @@ class Checkpointer {
       detail::read_from(source / m.models[i], [&] { models_[i].load_full_state(loaded.models[i]); });
     for (std::size_t i = 0; i < optimizers_.size(); ++i)
       detail::read_from(source / optimizer_file(m.optimizers[i], owner_->process_index()),
-                        [&] { detail::load_optimizer(*optimizers_[i], loaded.optimizers[i]); });
+                        [&] { detail::load_optimizer(*optimizers_[i].object, loaded.optimizers[i]); });
     for (std::size_t i = 0; i < schedulers_.size(); ++i)
-      detail::SchedulerStepCount::of(*schedulers_[i]) =
-          static_cast<std::decay_t<decltype(detail::SchedulerStepCount::of(*schedulers_[i]))>>(
+      detail::SchedulerStepCount::of(*schedulers_[i].object) =
+          static_cast<std::decay_t<decltype(detail::SchedulerStepCount::of(*schedulers_[i].object))>>(
               loaded.scheduler_steps[i]);
     if (loaded.scaler) owner_->scaler()->load(*loaded.scaler);
     for (std::size_t i = 0; i < objects_.size(); ++i)
@@ -632,8 +690,8 @@ class Checkpointer {
   Owner* owner_;
   detail::FileLock project_lock_;  // the main process's, with automatic naming
   std::vector<TrackedModel> models_;
-  std::vector<torch::optim::Optimizer*> optimizers_;
-  std::vector<torch::optim::LRScheduler*> schedulers_;
+  std::vector<Tracked<torch::optim::Optimizer>> optimizers_;
+  std::vector<Tracked<torch::optim::LRScheduler>> schedulers_;
   std::vector<TrackedLoader> loaders_;
   std::vector<RegisteredObject> objects_;
 };

@@ -3,12 +3,17 @@
 // nothing on the micro-steps of gradient accumulation.
 #pragma once
 
+#include <memory>
+#include <utility>
+
 namespace acc {
 
 template <class Optimizer, class Owner>
 class PreparedOptimizer {
  public:
-  PreparedOptimizer(Optimizer& optimizer, Owner& owner) : optimizer_(&optimizer), owner_(&owner) {}
+  // `registration` keeps the optimizer in the owner's checkpoints while this object or a copy lives.
+  PreparedOptimizer(Optimizer& optimizer, Owner& owner, std::shared_ptr<const void> registration)
+      : optimizer_(&optimizer), owner_(&owner), registration_(std::move(registration)) {}
 
   void step() { owner_->optimizer_step(*optimizer_); }
   void zero_grad() { owner_->optimizer_zero_grad(*optimizer_); }
@@ -22,6 +27,7 @@ class PreparedOptimizer {
  private:
   Optimizer* optimizer_;
   Owner* owner_;
+  std::shared_ptr<const void> registration_;
 };
 
 }  // namespace acc

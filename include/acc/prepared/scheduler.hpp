@@ -3,12 +3,17 @@
 // the same way whatever the number of processes.
 #pragma once
 
+#include <memory>
+#include <utility>
+
 namespace acc {
 
 template <class Scheduler, class Owner>
 class PreparedScheduler {
  public:
-  PreparedScheduler(Scheduler& scheduler, Owner& owner) : scheduler_(&scheduler), owner_(&owner) {}
+  // `registration` keeps the scheduler in the owner's checkpoints while this object or a copy lives.
+  PreparedScheduler(Scheduler& scheduler, Owner& owner, std::shared_ptr<const void> registration)
+      : scheduler_(&scheduler), owner_(&owner), registration_(std::move(registration)) {}
 
   void step() {
     if (!owner_->sync_gradients() || owner_->optimizer_step_was_skipped()) return;
@@ -22,6 +27,7 @@ class PreparedScheduler {
  private:
   Scheduler* scheduler_;
   Owner* owner_;
+  std::shared_ptr<const void> registration_;
 };
 
 }  // namespace acc

@@ -15,7 +15,9 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
+#include <torch/nn/module.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <optional>
@@ -48,31 +50,40 @@ class DDP {
   }
 
   // Places the model on the device, makes every rank start from rank 0's weights, and puts its
-  // gradients into buckets.
+  // gradients into buckets: new ones for a model prepared again (two sets would race), and the
+  // buckets of models that are gone are dropped.
   template <class Holder>
   void prepare_model(Holder& module, c10::Device device) {
     module->to(device);
     detail::broadcast_module_state(*comm_, *module);
+    buckets_.erase(std::remove_if(buckets_.begin(), buckets_.end(),
+                                  [&](const ModelBuckets& b) {
+                                    const auto model = b.model.lock();
+                                    return !model || model == module.ptr();
+                                  }),
+                   buckets_.end());
     std::vector<std::pair<std::string, at::Tensor>> trained;
     for (const auto& p : module->named_parameters())
       if (p.value().requires_grad()) trained.emplace_back(p.key(), p.value());
     if (!trained.empty())
-      buckets_.push_back(std::make_unique<detail::GradientBuckets<Comm>>(*comm_, trained, options_));
+      buckets_.push_back({module.ptr(), std::make_unique<detail::GradientBuckets<Comm>>(*comm_, trained, options_)});
   }
+  // Accelerator::free_memory: every model's buckets go.
+  void release() { buckets_.clear(); }
 
   void backward(const at::Tensor& loss) {
-    for (auto& b : buckets_) b->prepare_for_backward(loss);
+    for (auto& b : buckets_) b.buckets->prepare_for_backward(loss);
     loss.backward();
     synchronize_gradients();
   }
 
   // Waits for the buckets' all-reduces still in flight (none after accelerator.backward).
   void synchronize_gradients() {
-    for (auto& b : buckets_) b->finish();
+    for (auto& b : buckets_) b.buckets->finish();
   }
 
   void set_gradient_sync(bool enabled) {
-    for (auto& b : buckets_) b->set_enabled(enabled);
+    for (auto& b : buckets_) b.buckets->set_enabled(enabled);
   }
 
   // Drops the gradients (zero_grad(set_to_none)); the buckets take the next ones in.
@@ -96,15 +107,15 @@ class DDP {
     detail::load_module_state(*module, state);
   }
 
-  // All-reduces started by the gradient buckets so far (for tests and benchmarks).
+  // All-reduces started so far by the buckets of the models prepared now (for tests and benchmarks).
   int64_t gradient_collectives() const {
     int64_t count = 0;
-    for (const auto& b : buckets_) count += b->collectives_started();
+    for (const auto& b : buckets_) count += b.buckets->collectives_started();
     return count;
   }
   std::size_t bucket_count() const {
     std::size_t count = 0;
-    for (const auto& b : buckets_) count += b->bucket_count();
+    for (const auto& b : buckets_) count += b.buckets->bucket_count();
     return count;
   }
 
@@ -113,7 +124,11 @@ class DDP {
   ProcessGroupOptions process_group_;
   c10::intrusive_ptr<c10d::Store> store_;
   std::optional<Comm> comm_;
-  std::vector<std::unique_ptr<detail::GradientBuckets<Comm>>> buckets_;
+  struct ModelBuckets {
+    std::weak_ptr<torch::nn::Module> model;
+    std::unique_ptr<detail::GradientBuckets<Comm>> buckets;
+  };
+  std::vector<ModelBuckets> buckets_;
 };
 
 // Several processes on CPUs, over Gloo.

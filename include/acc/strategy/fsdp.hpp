@@ -77,10 +77,7 @@ class FSDP {
       : options_(options.fsdp()), process_group_(options.process_group()) {}
   FSDP(const FSDP&) = delete;
   FSDP& operator=(const FSDP&) = delete;
-  ~FSDP() {
-    for (auto& unit : units_)
-      if (unit.module) detail::UnitRegistry::instance().install(*unit.module, nullptr);
-  }
+  ~FSDP() { release(); }
 
   c10::Device device(const ProcessEnvironment& env, bool force_cpu) {
     return detail::join_process_group(on_cpu ? "FSDP<Gloo>" : "FSDP<Nccl>", env, force_cpu, process_group_, store_,
@@ -92,7 +89,10 @@ class FSDP {
 
   template <class Holder>
   void prepare_model(Holder& module, c10::Device device) {
-    if (!units_.empty()) throw Error("FSDP prepares one model per Accelerator; prepare() was given a second one");
+    if (!units_.empty())
+      throw Error(
+          "FSDP prepares one model per Accelerator; prepare() was given a second one (call "
+          "accelerator.free_memory() first to leave the first one and prepare another)");
     module->to(device);
     if (options_.sync_module_states()) detail::broadcast_module_state(*comm_, *module);
     // Units: the chosen modules by qualified name; each trained parameter goes to the innermost.
@@ -130,6 +130,16 @@ class FSDP {
       }
     }
     root_ = units_.empty() || units_.front().module ? std::nullopt : std::optional<std::size_t>(0);
+  }
+
+  // Accelerator::free_memory: the model's units (their shards and gathered parameters) go.
+  void release() {
+    for (auto& unit : units_)
+      if (unit.module) detail::UnitRegistry::instance().install(*unit.module, nullptr);
+    units_.clear();
+    root_.reset();
+    forward_order_.clear();
+    previous_order_.clear();
   }
 
   // The model's forward: the root unit's parameters are gathered first; a Sequential model's

@@ -41,6 +41,7 @@ class Single {
   void prepare_model(Holder& module, c10::Device device) {
     module->to(device);
   }
+  void release() {}
 
   void backward(const at::Tensor& loss) { loss.backward(); }
   void synchronize_gradients() {}

@@ -5,7 +5,8 @@
 //   static constexpr std::string_view name;             // the YAML spelling of distributed_type
 //   explicit S(const AcceleratorOptions&);
 //   c10::Device device(const ProcessEnvironment&, bool force_cpu);  // called once, after construction
-//   template <class Holder> void prepare_model(Holder&, c10::Device);
+//   template <class Holder> void prepare_model(Holder&, c10::Device);  // again: replaces its state
+//   void release();                                     // Accelerator::free_memory: forgets every model
 //   void backward(const at::Tensor& loss);
 //   void synchronize_gradients();                       // before the optimizer step (idempotent)
 //   void set_gradient_sync(bool);                       // false: accumulate locally (no_sync)
