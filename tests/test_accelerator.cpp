@@ -399,3 +399,46 @@ TEST_CASE("free_memory forgets every prepared object and the step count; prepari
   CHECK(saved["optimizers"].size() == 1);
   CHECK_NOTHROW(accelerator.load_state(dir.path / "again"));
 }
+
+namespace {
+// Whether user code can call the step functions meant for the prepared optimizer and scheduler,
+// without their key or with one it makes up.
+template <class A, class = void>
+struct steps_without_key : std::false_type {};
+template <class A>
+struct steps_without_key<A,
+                         std::void_t<decltype(std::declval<A&>().optimizer_step(std::declval<torch::optim::AdamW&>()))>>
+    : std::true_type {};
+template <class A, class = void>
+struct steps_with_made_up_key : std::false_type {};
+template <class A>
+struct steps_with_made_up_key<
+    A, std::void_t<decltype(std::declval<A&>().optimizer_step({}, std::declval<torch::optim::AdamW&>()))>>
+    : std::true_type {};
+template <class A, class = void>
+struct zeroes_without_key : std::false_type {};
+template <class A>
+struct zeroes_without_key<
+    A, std::void_t<decltype(std::declval<A&>().optimizer_zero_grad(std::declval<torch::optim::AdamW&>()))>>
+    : std::true_type {};
+template <class A, class = void>
+struct counts_scheduler_steps_without_key : std::false_type {};
+template <class A>
+struct counts_scheduler_steps_without_key<A, std::void_t<decltype(std::declval<A&>().scheduler_steps_per_step())>>
+    : std::true_type {};
+template <class A, class = void>
+struct counts_scheduler_steps_with_made_up_key : std::false_type {};
+template <class A>
+struct counts_scheduler_steps_with_made_up_key<A,
+                                               std::void_t<decltype(std::declval<A&>().scheduler_steps_per_step({}))>>
+    : std::true_type {};
+}  // namespace
+
+TEST_CASE("only the prepared optimizer and scheduler reach the Accelerator's step functions") {
+  using Accelerator = acc::Accelerator<>;
+  CHECK_FALSE(steps_without_key<Accelerator>::value);
+  CHECK_FALSE(steps_with_made_up_key<Accelerator>::value);
+  CHECK_FALSE(zeroes_without_key<Accelerator>::value);
+  CHECK_FALSE(counts_scheduler_steps_without_key<Accelerator>::value);
+  CHECK_FALSE(counts_scheduler_steps_with_made_up_key<Accelerator>::value);
+}

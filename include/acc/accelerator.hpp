@@ -17,6 +17,7 @@
 #include <acc/prepared/model.hpp>
 #include <acc/prepared/optimizer.hpp>
 #include <acc/prepared/scheduler.hpp>
+#include <acc/prepared/step_key.hpp>
 #include <acc/strategy/single.hpp>
 #include <acc/strategy/strategy.hpp>
 #include <acc/tracking/trackers.hpp>
@@ -178,10 +179,10 @@ class Accelerator {
     bool sync;
     const auto* loader = active_loaders_->innermost();
     if (loader && loader->end_of_dataloader) {
-      micro_step_ = 0;
+      training_.micro_step = 0;
       sync = true;
     } else {
-      sync = ++micro_step_ % options_.gradient_accumulation_steps() == 0;
+      sync = ++training_.micro_step % options_.gradient_accumulation_steps() == 0;
     }
     return GradientSyncScope(*this, sync, local_only_);
   }
@@ -367,13 +368,13 @@ class Accelerator {
   // gradient accumulation step and the registered objects. Atomic: `dir` holds the previous
   // checkpoint until the new one is complete. Without a directory, numbers the checkpoint under
   // the ProjectConfiguration's project_dir. Every process calls it; returns the directory.
-  std::filesystem::path save_state(const std::filesystem::path& dir = {}) { return checkpoints_.save(dir); }
+  std::filesystem::path save_state(const std::filesystem::path& dir = {}) { return checkpoints_.save(dir, scaler()); }
 
   // Restores a checkpoint into the objects prepared (and registered) as when it was saved; each
   // prepared loader's next iteration continues at the saved epoch and batch. Without a
   // directory, loads the newest numbered checkpoint. Checks the whole checkpoint first: a bad
   // one is an acc::Error naming the file and the problem, and changes nothing.
-  std::filesystem::path load_state(const std::filesystem::path& dir = {}) { return checkpoints_.load(dir); }
+  std::filesystem::path load_state(const std::filesystem::path& dir = {}) { return checkpoints_.load(dir, scaler()); }
 
   // Objects saved and loaded with the state, in registration order: anything with
   // save(torch::serialize::OutputArchive&) const and load(torch::serialize::InputArchive&), such
@@ -405,7 +406,7 @@ class Accelerator {
   void free_memory() {
     checkpoints_.forget_prepared();
     strategy_.release();
-    micro_step_ = 0;
+    training_ = {};
     step_skipped_ = false;
     acc::free_memory();
   }
@@ -426,11 +427,13 @@ class Accelerator {
   // To add trackers of the program's own before init_trackers.
   Trackers& trackers() { return trackers_; }
 
-  // Called by the prepared optimizer and scheduler.
+  bool optimizer_step_was_skipped() const { return step_skipped_; }
+
+  // Called by the prepared optimizer and scheduler only (they hold the key).
   // Between synchronizing steps (gradient accumulation) the optimizer neither steps nor zeroes.
   // With loss scaling, a step whose gradients hold inf or NaN on any process is skipped on all.
   template <class Optimizer>
-  void optimizer_step(Optimizer& optimizer) {
+  void optimizer_step(detail::StepKey, Optimizer& optimizer) {
     if (!sync_gradients_) return;
     if constexpr (Precision::scales_loss) {
       std::vector<at::Tensor> parameters;
@@ -450,13 +453,12 @@ class Accelerator {
     }
   }
   template <class Optimizer>
-  void optimizer_zero_grad(Optimizer& optimizer) {
+  void optimizer_zero_grad(detail::StepKey, Optimizer& optimizer) {
     if (!sync_gradients_) return;
     strategy_.zero_grad(optimizer);
     unscaled_ = false;  // the next gradients are scaled again
   }
-  bool optimizer_step_was_skipped() const { return step_skipped_; }
-  int scheduler_steps_per_step() const { return options_.split_batches() ? 1 : num_processes(); }
+  int scheduler_steps_per_step(detail::StepKey) const { return options_.split_batches() ? 1 : num_processes(); }
 
  private:
   template <class Object>
@@ -534,12 +536,13 @@ class Accelerator {
   bool step_skipped_ = false;
   bool sync_gradients_ = true;
   bool local_only_ = false;  // inside no_sync
-  int64_t micro_step_ = 0;
+  TrainingState training_;
   std::optional<GradScaler> scaler_;
   bool unscaled_ = false;
-  // Checkpoints: the objects prepared and registered; it restores micro_step_.
-  friend class Checkpointer<Accelerator>;
-  Checkpointer<Accelerator> checkpoints_{*this};
+  // The objects prepared and registered, saved and loaded with training_.
+  Checkpointer<Strategy> checkpoints_{{strategy_, options_.environment(), options_.project_config(), training_,
+                                       options_.gradient_accumulation_steps(), device_, Precision::name,
+                                       Sampler::name}};
   Trackers trackers_{options_.log_with()};
 };
 

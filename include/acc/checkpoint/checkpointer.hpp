@@ -33,18 +33,22 @@
 
 #include <acc/checkpoint/checkpoint_io.hpp>
 #include <acc/checkpoint/metadata.hpp>
+#include <acc/checkpoint/project_configuration.hpp>
 #include <acc/checkpoint/rng_state.hpp>
 #include <acc/checkpoint/safetensors.hpp>
+#include <acc/config/environment.hpp>
 #include <acc/data/dataloader.hpp>
 #include <acc/detail/files.hpp>
 #include <acc/detail/module_state.hpp>
 #include <acc/detail/torch_compat.hpp>
 #include <acc/error.hpp>
+#include <acc/ops/collectives.hpp>
 #include <acc/precision/grad_scaler.hpp>
 #include <acc/strategy/strategy.hpp>
 #include <acc/version.hpp>
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 #include <c10/util/Exception.h>
 #include <torch/optim/optimizer.h>
 #include <torch/optim/schedulers/lr_scheduler.h>
@@ -63,6 +67,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -82,11 +87,28 @@ struct is_checkpointable<
 template <class T>
 inline constexpr bool is_checkpointable_v = is_checkpointable<T>::value;
 
-// Owner is the Accelerator (which declares this class its friend for the accumulation step).
-template <class Owner>
+// The training position of an Accelerator that checkpoints save and restore.
+struct TrainingState {
+  int64_t micro_step = 0;  // the micro-batches accumulate() counted
+};
+
+// What a Checkpointer uses of the Accelerator that owns it (and outlives it).
+template <class Strategy>
+struct CheckpointSubject {
+  Strategy& strategy;                     // the collectives, and the models' full states
+  const ProcessEnvironment& environment;  // rank and world size
+  const ProjectConfiguration& project;    // where numbered checkpoints go
+  TrainingState& training;
+  int64_t gradient_accumulation_steps;
+  c10::Device device;          // where optimizer state is loaded
+  std::string_view precision;  // the policies' names, recorded in acc_state.json
+  std::string_view sampler;
+};
+
+template <class Strategy>
 class Checkpointer {
  public:
-  explicit Checkpointer(Owner& owner) : owner_(&owner) {}
+  explicit Checkpointer(const CheckpointSubject<Strategy>& subject) : subject_(subject) {}
   Checkpointer(const Checkpointer&) = delete;
   Checkpointer& operator=(const Checkpointer&) = delete;
 
@@ -102,10 +124,10 @@ class Checkpointer {
     forget_gone();
     const std::weak_ptr<Module> weak = module.ptr();
     const auto held = [weak] { return Holder(weak.lock()); };  // alive: forget_gone() runs first
-    TrackedModel tracked{weak, [this, held] { return owner_->strategy().full_state(held()); },
+    TrackedModel tracked{weak, [this, held] { return subject_.strategy.full_state(held()); },
                          [this, held](const std::map<std::string, at::Tensor>& state) {
                            auto module = held();
-                           owner_->strategy().load_full_state(module, state);
+                           subject_.strategy.load_full_state(module, state);
                          },
                          [held] {
                            std::vector<std::pair<std::string, at::Tensor>> parameters;
@@ -139,20 +161,21 @@ class Checkpointer {
   }
 
   // --- save_state / load_state: an empty dir means automatic naming (see ProjectConfiguration).
-  std::filesystem::path save(const std::filesystem::path& dir) {
+  // With loss scaling, `scaler` is the Accelerator's GradScaler (nullptr without).
+  std::filesystem::path save(const std::filesystem::path& dir, const GradScaler* scaler) {
     forget_gone();
-    const auto& project = owner_->options().project_config();
+    const auto& project = subject_.project;
     const bool automatic = dir.empty();
     if (automatic && !project.automatic_checkpoint_naming())
       throw Error(
           "save_state() needs a directory, or ProjectConfiguration().automatic_checkpoint_naming(true) in the "
           "Accelerator's options to number checkpoints under project_dir/checkpoints");
-    const bool main = owner_->is_main_process();
-    const int rank = owner_->process_index();
+    const bool main = subject_.environment.is_main_process();
+    const int rank = subject_.environment.rank;
     if (automatic) lock_project("save_state()");
-    const std::filesystem::path target = owner_->broadcast_object(
-        main ? directory_path(automatic ? project.next_checkpoint() : dir).string() : std::string());
-    const auto staging = detail::staging_path(target, owner_->broadcast_object(static_cast<int64_t>(::getpid())));
+    const std::filesystem::path target = ops::broadcast_object(
+        comm(), main ? directory_path(automatic ? project.next_checkpoint() : dir).string() : std::string());
+    const auto staging = detail::staging_path(target, ops::broadcast_object(comm(), static_cast<int64_t>(::getpid())));
     const std::string failed = "save_state('" + target.string() + "') failed and left what was there before";
     const auto discard = [&] {
       if (main) detail::remove_tree(staging);
@@ -167,7 +190,7 @@ class Checkpointer {
       mine.push_back(loader.position->epoch);
       mine.push_back(loader.position->batches);
     }
-    const auto positions = owner_->gather_object(mine);
+    const auto positions = ops::gather_object(comm(), mine);
 
     together(
         failed,
@@ -226,7 +249,7 @@ class Checkpointer {
               write_archive(numbered("scheduler", i, ".bin"), archive);
               stage_done("scheduler");
             }
-            if (const auto* scaler = owner_->scaler()) {
+            if (scaler) {
               const auto state = scaler->state();
               torch::serialize::OutputArchive archive;
               archive.write("scale", c10::IValue(state.scale));
@@ -257,7 +280,7 @@ class Checkpointer {
         failed,
         [&] {
           if (!main) return std::string();
-          auto metadata = describe(positions);
+          auto metadata = describe(positions, scaler != nullptr);
           for (const auto& part : written) metadata.files.merge(decode_file_records(part));
           detail::write_synced(staging / CheckpointMetadata::file_name, metadata.to_json());
           detail::fsync_path(staging);
@@ -271,15 +294,15 @@ class Checkpointer {
     return target;
   }
 
-  std::filesystem::path load(const std::filesystem::path& dir) {
-    const auto& project = owner_->options().project_config();
+  std::filesystem::path load(const std::filesystem::path& dir, GradScaler* scaler) {
+    const auto& project = subject_.project;
     const bool automatic = dir.empty();
     if (automatic && !project.automatic_checkpoint_naming())
       throw Error(
           "load_state() needs a directory, or ProjectConfiguration().automatic_checkpoint_naming(true) to load the "
           "newest checkpoint under project_dir/checkpoints");
     forget_gone();
-    if (!automatic) return load_from(directory_path(dir));
+    if (!automatic) return load_from(directory_path(dir), scaler);
     // The newest checkpoint that is intact: a damaged one (a file missing or altered since the save)
     // is passed over, with a warning, for the one before it.
     lock_project("load_state()");
@@ -287,9 +310,9 @@ class Checkpointer {
     std::string passed_over;
     for (auto it = candidates.rbegin(); it != candidates.rend(); ++it) {
       try {
-        return load_from(directory_path(*it));
+        return load_from(directory_path(*it), scaler);
       } catch (const DamagedCheckpoint& e) {
-        if (owner_->is_main_process())
+        if (subject_.environment.is_main_process())
           std::cerr << "acc: load_state() passes over " << it->string() << ", which is damaged: " << e.what() << "\n";
         passed_over += std::string("\n  ") + e.what();
       }
@@ -304,10 +327,10 @@ class Checkpointer {
   // --- save_model / load_model: model.safetensors alone, for inference or another program.
   template <class Holder>
   void save_model(const Holder& module, const std::filesystem::path& dir) {
-    auto state = owner_->strategy().full_state(module);
+    auto state = subject_.strategy.full_state(module);
     const auto directory = directory_path(dir);
     together("save_model('" + directory.string() + "') failed", [&] {
-      if (owner_->is_main_process()) {
+      if (subject_.environment.is_main_process()) {
         std::filesystem::create_directories(directory);
         const auto file = directory / kModelFile;
         detail::remove_stale_staging(file);
@@ -330,7 +353,7 @@ class Checkpointer {
       contents = safetensors::load_file(file);
       return std::string();
     });
-    detail::read_from(file, [&] { owner_->strategy().load_full_state(module, contents.tensors); });
+    detail::read_from(file, [&] { subject_.strategy.load_full_state(module, contents.tensors); });
   }
 
  private:
@@ -397,7 +420,7 @@ class Checkpointer {
     return i == 0 ? stem + extension : stem + "_" + std::to_string(i) + extension;
   }
   // A sharding strategy's optimizers hold each rank's shards: every rank keeps its own file.
-  static constexpr bool kShardedOptimizer = shards_model_v<typename Owner::strategy_type>;
+  static constexpr bool kShardedOptimizer = shards_model_v<Strategy>;
   static std::string optimizer_file(const std::string& name, int rank) {
     if (!kShardedOptimizer) return name;
     const auto dot = name.rfind('.');
@@ -413,7 +436,9 @@ class Checkpointer {
 
   // Between the synchronizing steps of gradient accumulation the gradients hold micro-batches
   // already done, which a resumed run needs; at a synchronizing step they are spent.
-  bool mid_cycle() const { return owner_->micro_step_ % owner_->options().gradient_accumulation_steps() != 0; }
+  bool mid_cycle() const { return subject_.training.micro_step % subject_.gradient_accumulation_steps != 0; }
+
+  auto& comm() { return subject_.strategy.comm(); }
 
   std::vector<std::pair<std::string, at::Tensor>> local_gradients() const {
     std::vector<std::pair<std::string, at::Tensor>> gradients;
@@ -442,13 +467,13 @@ class Checkpointer {
     if (used != saved.size()) throw Error("it holds gradients of parameters these models do not have");
   }
 
-  std::filesystem::path load_from(const std::filesystem::path& source) {
+  std::filesystem::path load_from(const std::filesystem::path& source, GradScaler* scaler) {
     Loaded loaded;
     together("load_state('" + source.string() + "') failed and changed nothing", [&] {
-      loaded = read(source);
+      loaded = read(source, scaler != nullptr);
       return std::string();
     });
-    apply(source, loaded);
+    apply(source, loaded, scaler);
     return source;
   }
 
@@ -456,9 +481,9 @@ class Checkpointer {
   // second job on the same project_dir fails instead of overwriting and pruning this one's
   // checkpoints. Every process learns of a failure.
   void lock_project(const char* call) {
-    const auto& project = owner_->options().project_config();
+    const auto& project = subject_.project;
     together(std::string(call) + " failed", [&] {
-      if (!owner_->is_main_process()) return std::string();
+      if (!subject_.environment.is_main_process()) return std::string();
       const auto file = directory_path(project.checkpoints_dir()) / ".lock";
       if (project_lock_.file() != file)
         project_lock_ =
@@ -505,7 +530,7 @@ class Checkpointer {
     } catch (const std::exception& e) {
       outcome = std::string("!") + e.what();
     }
-    auto outcomes = owner_->gather_object(outcome);
+    auto outcomes = ops::gather_object(comm(), outcome);
     for (std::size_t r = 0; r < outcomes.size(); ++r) {
       if (outcomes[r].empty() || outcomes[r][0] == '+') continue;
       if (on_failure) on_failure();
@@ -518,25 +543,22 @@ class Checkpointer {
     return outcomes;
   }
 
-  CheckpointMetadata describe(const std::vector<std::vector<int64_t>>& positions) const {
-    using Strategy = typename Owner::strategy_type;
-    using Precision = typename Owner::precision_type;
-    using Sampler = typename Owner::sampler_type;
+  CheckpointMetadata describe(const std::vector<std::vector<int64_t>>& positions, bool with_scaler) const {
     CheckpointMetadata m;
     m.library_version = std::string(version);
     m.torch_version = compat::torch_version;
     m.optimizer_format = compat::optimizer_archive_format;
-    m.world_size = owner_->num_processes();
+    m.world_size = subject_.environment.world_size;
     m.strategy = std::string(Strategy::name);
-    m.precision = std::string(Precision::name);
-    m.sampler = std::string(Sampler::name);
-    m.step = owner_->micro_step_;
+    m.precision = std::string(subject_.precision);
+    m.sampler = std::string(subject_.sampler);
+    m.step = subject_.training.micro_step;
     for (std::size_t i = 0; i < models_.size(); ++i) m.models.push_back(numbered("model", i, ".safetensors"));
     for (std::size_t i = 0; i < optimizers_.size(); ++i) m.optimizers.push_back(numbered("optimizer", i, ".bin"));
     for (std::size_t i = 0; i < schedulers_.size(); ++i) m.schedulers.push_back(numbered("scheduler", i, ".bin"));
-    if (owner_->scaler()) m.scaler = kScalerFile;
+    if (with_scaler) m.scaler = kScalerFile;
     for (std::size_t i = 0; i < objects_.size(); ++i) m.custom_objects.push_back(custom_file(i));
-    for (int r = 0; r < owner_->num_processes(); ++r) {
+    for (int r = 0; r < subject_.environment.world_size; ++r) {
       m.random_states.push_back(random_states_file(r));
       if (mid_cycle()) m.gradients.push_back(gradients_file(r));
     }
@@ -552,17 +574,16 @@ class Checkpointer {
   }
 
   // Reads and checks everything this process needs from the checkpoint; changes nothing.
-  Loaded read(const std::filesystem::path& source) {
-    using Strategy = typename Owner::strategy_type;
-    using Sampler = typename Owner::sampler_type;
+  Loaded read(const std::filesystem::path& source, bool with_scaler) {
+    const int world_size = subject_.environment.world_size;
     Loaded loaded;
     auto& m = loaded.metadata;
     m = CheckpointMetadata::read(source);
     const auto described = "'" + (source / CheckpointMetadata::file_name).string() + "'";
     const auto mismatch = [&](const std::string& problem) { throw Error(described + ": " + problem); };
-    if (m.world_size != owner_->num_processes())
+    if (m.world_size != world_size)
       mismatch("the checkpoint was saved by " + std::to_string(m.world_size) + " processes, and this job has " +
-               std::to_string(owner_->num_processes()) + "; resume with as many processes");
+               std::to_string(world_size) + "; resume with as many processes");
     if (m.strategy != Strategy::name)
       mismatch("the checkpoint was saved with strategy " + m.strategy + ", and this Accelerator uses " +
                std::string(Strategy::name));
@@ -576,14 +597,14 @@ class Checkpointer {
     count("schedulers", m.schedulers.size(), schedulers_.size(), "prepared");
     count("data loaders", m.data_loaders.size(), loaders_.size(), "prepared");
     count("custom objects", m.custom_objects.size(), objects_.size(), "registered");
-    if (!m.data_loaders.empty() && m.sampler != Sampler::name)
+    if (!m.data_loaders.empty() && m.sampler != subject_.sampler)
       mismatch("its data positions are in the order of sampler " + m.sampler + ", and this Accelerator uses " +
-               std::string(Sampler::name));
+               std::string(subject_.sampler));
     if (!m.optimizers.empty() && m.optimizer_format != compat::optimizer_archive_format)
       mismatch("its optimizer state was written by libtorch " + m.torch_version +
                ", whose optimizer archives this libtorch (" + compat::torch_version +
                ") cannot read: their parameter keys changed in 2.2");
-    const auto rank = static_cast<std::size_t>(owner_->process_index());
+    const auto rank = static_cast<std::size_t>(subject_.environment.rank);
     for (std::size_t i = 0; i < loaders_.size(); ++i) {
       const auto& d = m.data_loaders[i];
       const auto& here = loaders_[i];
@@ -626,7 +647,7 @@ class Checkpointer {
     };
     for (const auto& name : m.models) loaded.models.push_back(tensors(need(name)));
     for (const auto& name : m.optimizers)
-      loaded.optimizers.push_back(archive_of(need(optimizer_file(name, static_cast<int>(rank))), owner_->device()));
+      loaded.optimizers.push_back(archive_of(need(optimizer_file(name, static_cast<int>(rank))), subject_.device));
     for (const auto& name : m.schedulers) {
       const auto needed = need(name);
       const auto& file = needed.first;
@@ -638,7 +659,7 @@ class Checkpointer {
         loaded.scheduler_steps.push_back(steps.toInt());
       });
     }
-    if (m.scaler && owner_->scaler()) {
+    if (m.scaler && with_scaler) {
       const auto needed = need(*m.scaler);
       const auto& file = needed.first;
       auto archive = archive_of(needed);
@@ -657,37 +678,36 @@ class Checkpointer {
     return loaded;
   }
 
-  void apply(const std::filesystem::path& source, Loaded& loaded) {
-    using Precision = typename Owner::precision_type;
+  void apply(const std::filesystem::path& source, Loaded& loaded, GradScaler* scaler) {
     const auto& m = loaded.metadata;
     for (std::size_t i = 0; i < models_.size(); ++i)
       detail::read_from(source / m.models[i], [&] { models_[i].load_full_state(loaded.models[i]); });
     for (std::size_t i = 0; i < optimizers_.size(); ++i)
-      detail::read_from(source / optimizer_file(m.optimizers[i], owner_->process_index()),
+      detail::read_from(source / optimizer_file(m.optimizers[i], subject_.environment.rank),
                         [&] { detail::load_optimizer(*optimizers_[i].object, loaded.optimizers[i]); });
     for (std::size_t i = 0; i < schedulers_.size(); ++i)
       detail::SchedulerStepCount::of(*schedulers_[i].object) =
           static_cast<std::decay_t<decltype(detail::SchedulerStepCount::of(*schedulers_[i].object))>>(
               loaded.scheduler_steps[i]);
-    if (loaded.scaler) owner_->scaler()->load(*loaded.scaler);
+    if (loaded.scaler) scaler->load(*loaded.scaler);
     for (std::size_t i = 0; i < objects_.size(); ++i)
       detail::read_from(source / m.custom_objects[i], [&] { objects_[i].load(loaded.objects[i]); });
-    const auto rank = static_cast<std::size_t>(owner_->process_index());
+    const auto rank = static_cast<std::size_t>(subject_.environment.rank);
     for (std::size_t i = 0; i < loaders_.size(); ++i) {
       const auto& d = m.data_loaders[i];
       *loaders_[i].position = {d.seed, d.positions[rank].first, d.positions[rank].second, true};
     }
     if (!m.gradients.empty())
       detail::read_from(source / m.gradients[rank], [&] { restore_gradients(loaded.gradients); });
-    owner_->micro_step_ = m.step;
-    if (m.precision != Precision::name && owner_->is_main_process())
+    subject_.training.micro_step = m.step;
+    if (m.precision != subject_.precision && subject_.environment.is_main_process())
       std::cerr << "acc: " << source.string() << " was saved with mixed precision " << m.precision
-                << " and is loaded with " << Precision::name << "; the loss scaler is "
+                << " and is loaded with " << subject_.precision << "; the loss scaler is "
                 << (loaded.scaler ? "restored" : "left as it is") << "\n";
     loaded.rng.restore();
   }
 
-  Owner* owner_;
+  CheckpointSubject<Strategy> subject_;
   detail::FileLock project_lock_;  // the main process's, with automatic naming
   std::vector<TrackedModel> models_;
   std::vector<Tracked<torch::optim::Optimizer>> optimizers_;

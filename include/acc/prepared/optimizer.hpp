@@ -3,6 +3,8 @@
 // nothing on the micro-steps of gradient accumulation.
 #pragma once
 
+#include <acc/prepared/step_key.hpp>
+
 #include <memory>
 #include <utility>
 
@@ -15,8 +17,8 @@ class PreparedOptimizer {
   PreparedOptimizer(Optimizer& optimizer, Owner& owner, std::shared_ptr<const void> registration)
       : optimizer_(&optimizer), owner_(&owner), registration_(std::move(registration)) {}
 
-  void step() { owner_->optimizer_step(*optimizer_); }
-  void zero_grad() { owner_->optimizer_zero_grad(*optimizer_); }
+  void step() { owner_->optimizer_step(detail::StepKey(), *optimizer_); }
+  void zero_grad() { owner_->optimizer_zero_grad(detail::StepKey(), *optimizer_); }
   // Whether the last step() left the parameters unchanged (an fp16 overflow, for example).
   bool step_was_skipped() const { return owner_->optimizer_step_was_skipped(); }
 

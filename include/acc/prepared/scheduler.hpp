@@ -3,6 +3,8 @@
 // the same way whatever the number of processes.
 #pragma once
 
+#include <acc/prepared/step_key.hpp>
+
 #include <memory>
 #include <utility>
 
@@ -17,7 +19,7 @@ class PreparedScheduler {
 
   void step() {
     if (!owner_->sync_gradients() || owner_->optimizer_step_was_skipped()) return;
-    for (int i = 0; i < owner_->scheduler_steps_per_step(); ++i) scheduler_->step();
+    for (int i = 0; i < owner_->scheduler_steps_per_step(detail::StepKey()); ++i) scheduler_->step();
   }
 
   Scheduler* operator->() const { return scheduler_; }
