@@ -1,4 +1,18 @@
 // Everything a training program needs from accelerate-cpp.
+//
+// The layers of include/acc, bottom up. A folder (with its impl/) or a top-level header includes
+// only what is in its own layer or below, and no two folders include each other; files of one
+// folder may include each other. tests/cmake/layering.cmake reads this list and checks the includes.
+//   1 error.hpp version.hpp
+//   2 detail/
+//   3 config/
+//   4 comm/
+//   5 precision/ data/ ops/ tracking/ optim/ memory/
+//   6 strategy/ fsdp/
+//   7 prepared/ checkpoint/
+//   8 accelerator_options.hpp accelerator.hpp
+//   9 run.hpp
+//   10 acc.hpp
 #pragma once
 
 #include <acc/accelerator.hpp>

@@ -1,0 +1,3 @@
+#pragma once
+
+#include <acc/high/b.hpp>

@@ -1,0 +1,4 @@
+#pragma once
+
+#include <acc/error.hpp>
+#include <acc/high/impl/b.ipp>
