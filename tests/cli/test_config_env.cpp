@@ -583,7 +583,8 @@ TEST_CASE("acc env reads the file ACC_CONFIG_FILE names through the loader and r
   CHECK(good.out.find("\n  mixed_precision: bf16\n") != std::string::npos);
 
   const fs::path junk = home.folder() / "junk.yaml";
-  std::ofstream(junk, std::ios::binary) << std::string("\x89PNG\r\n\x1a\n\x00\x01\xff: 1\n", 17);
+  const char junk_bytes[] = "\x89PNG\r\n\x1a\n\x00\x01\xff: 1\n";  // with a NUL inside: sizeof, not strlen
+  std::ofstream(junk, std::ios::binary) << std::string(junk_bytes, sizeof junk_bytes - 1);
   const LauncherResult bad = run_acc_with_input({"env"}, "", {"ACC_CONFIG_FILE=" + junk.string()});
   CHECK(bad.exit_code == 1);
   CHECK(bad.out.find("- Active config: cannot be used: " + junk.string() + ":") != std::string::npos);
