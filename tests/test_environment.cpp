@@ -1,7 +1,10 @@
 #include "pch.hpp"  // first: libtorch, then doctest
 
+#include <acc/accelerator.hpp>
 #include <acc/comm/device.hpp>
 #include <acc/config/environment.hpp>
+#include <acc/tracking/logger.hpp>
+#include <acc/tracking/progress_bar.hpp>
 
 #include <map>
 #include <string>
@@ -156,4 +159,69 @@ TEST_CASE("malformed and inconsistent values give errors that name the variable 
 TEST_CASE("the CPU is chosen when ACCELERATE_USE_CPU is set or asked for") {
   CHECK(acc::default_device(parse({{"ACCELERATE_USE_CPU", "yes"}})).is_cpu());
   CHECK(acc::default_device(parse({}), /*force_cpu=*/true).is_cpu());
+}
+
+// Found: AcceleratorOptions(), LoggerOptions() and ProgressBarOptions() read the process's
+// variables in their default initialisers, so a bad one failed where no environment was wanted.
+TEST_CASE("options are plain values: the environment is read when the Accelerator or logger is made") {
+  struct Variables {
+    std::vector<std::pair<std::string, std::optional<std::string>>> saved;
+    void set(const char* name, const char* value) {
+      const char* before = std::getenv(name);
+      saved.emplace_back(name, before ? std::optional<std::string>(before) : std::nullopt);
+      setenv(name, value, 1);
+    }
+    ~Variables() {  // last first, so that a variable set twice gets its first value back
+      for (auto entry = saved.rbegin(); entry != saved.rend(); ++entry)
+        if (const auto& [name, value] = *entry; value)
+          setenv(name.c_str(), value->c_str(), 1);
+        else
+          unsetenv(name.c_str());
+    }
+  } variables;
+  variables.set("RANK", "0");
+  variables.set("WORLD_SIZE", "two");
+  variables.set("ACCELERATE_LOG_LEVEL", "LOUD");
+  CHECK_NOTHROW(acc::AcceleratorOptions());
+  CHECK_NOTHROW(acc::LoggerOptions());
+  CHECK_NOTHROW(acc::ProgressBarOptions(10));
+  CHECK_FALSE(acc::AcceleratorOptions().environment().has_value());
+  // An Accelerator (or logger) without an environment of its own reads the launcher's, as before.
+  CHECK_THROWS_WITH_AS(acc::Accelerator<>(),
+                       "WORLD_SIZE='two' is not an integer; set it to the total number of processes", acc::Error);
+  CHECK_THROWS_WITH_AS(acc::get_logger("x"),
+                       "WORLD_SIZE='two' is not an integer; set it to the total number of processes", acc::Error);
+  CHECK(acc::get_logger("x", acc::LoggerOptions().environment(acc::ProcessEnvironment{})).level() ==
+        acc::LogLevel::warning);
+  CHECK_THROWS_WITH_AS(acc::ProgressBar(acc::ProgressBarOptions(10)), doctest::Contains("WORLD_SIZE='two'"),
+                       acc::Error);
+  variables.set("WORLD_SIZE", "1");
+  CHECK_THROWS_WITH_AS(acc::get_logger("x"),
+                       "ACCELERATE_LOG_LEVEL is 'LOUD'; allowed values: DEBUG, INFO, WARNING, ERROR, CRITICAL",
+                       acc::Error);
+}
+
+// The launcher's variables still reach an Accelerator made without options, as Python's
+// Accelerator() reads them; ProcessGroupOptions' own default initialisers read them no more.
+TEST_CASE("Accelerator<> without options takes the options the environment sets") {
+  struct Variables {
+    std::vector<std::string> names;
+    void set(const char* name, const char* value) {
+      REQUIRE(std::getenv(name) == nullptr);
+      names.emplace_back(name);
+      setenv(name, value, 1);
+    }
+    ~Variables() {
+      for (const auto& name : names) unsetenv(name.c_str());
+    }
+  } variables;
+  variables.set("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "3");
+  variables.set("ACC_COLLECTIVE_TIMEOUT", "7");
+  variables.set("ACCELERATE_DEBUG_MODE", "true");
+  const acc::Accelerator<> accelerator;
+  CHECK(accelerator.options().gradient_accumulation_steps() == 3);
+  CHECK(accelerator.options().process_group().timeout() == std::chrono::seconds(7));
+  CHECK(accelerator.options().process_group().debug());
+  CHECK(acc::AcceleratorOptions().gradient_accumulation_steps() == 1);  // a plain value
+  CHECK(acc::AcceleratorOptions().process_group().timeout() == std::chrono::seconds(1800));
 }

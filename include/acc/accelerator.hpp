@@ -2,8 +2,8 @@
 // model, optimizer, data loaders and schedulers for them, and drives backward and the step.
 #pragma once
 
+#include <acc/accelerator_options.hpp>
 #include <acc/checkpoint/checkpointer.hpp>
-#include <acc/config/accelerator_options.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/data/dataloader.hpp>
 #include <acc/data/sampler.hpp>
@@ -85,10 +85,13 @@ class Accelerator {
   using precision_type = Precision;
   using sampler_type = Sampler;
 
-  explicit Accelerator(AcceleratorOptions options = {})
+  // The options the launcher's variables set (AcceleratorOptions::from_environment).
+  Accelerator() : Accelerator(AcceleratorOptions::from_environment()) {}
+  explicit Accelerator(AcceleratorOptions options)
       : options_(std::move(options)),
+        environment_(options_.environment() ? *options_.environment() : ProcessEnvironment::from_environment()),
         strategy_(options_),
-        device_(strategy_.device(options_.environment(), options_.cpu())),
+        device_(strategy_.device(environment_, options_.cpu())),
         active_loaders_(std::make_shared<ActiveLoaders>()) {
     if (options_.gradient_accumulation_steps() < 1)
       throw Error("gradient_accumulation_steps is " + std::to_string(options_.gradient_accumulation_steps()) +
@@ -106,7 +109,7 @@ class Accelerator {
     if constexpr (Precision::scales_loss) scaler_.emplace(options_.grad_scaler(), device_);
     if constexpr (shards_model_v<Strategy>)
       strategy_.compute_dtype(Precision::autocast ? std::optional<at::ScalarType>(Precision::dtype) : std::nullopt);
-    const auto& requested = options_.environment().mixed_precision;
+    const auto& requested = environment_.mixed_precision;
     if (requested && *requested != Precision::name && is_main_process())
       std::cerr << "acc: ACCELERATE_MIXED_PRECISION=" << *requested << " is ignored: this Accelerator was built with "
                 << Precision::name << " (choose the precision at run time with acc::run)\n";
@@ -232,7 +235,7 @@ class Accelerator {
   AutocastGuard autocast() const { return AutocastGuard(device_.type(), Precision::dtype, Precision::autocast); }
 
   c10::Device device() const { return device_; }
-  const ProcessEnvironment& environment() const { return options_.environment(); }
+  const ProcessEnvironment& environment() const { return environment_; }
   const AcceleratorOptions& options() const { return options_; }
   // Where checkpoints and trackers go (Python's accelerator.project_configuration); a program that
   // acc::run configured sets it here, before its first save_state or init_trackers.
@@ -530,6 +533,7 @@ class Accelerator {
   void communicate_when_synchronizing() { strategy_.set_gradient_sync(sync_gradients_ && !local_only_); }
 
   AcceleratorOptions options_;
+  ProcessEnvironment environment_;  // options_.environment(), else this process's
   Strategy strategy_;
   c10::Device device_;
   std::shared_ptr<ActiveLoaders> active_loaders_;
@@ -540,7 +544,7 @@ class Accelerator {
   std::optional<GradScaler> scaler_;
   bool unscaled_ = false;
   // The objects prepared and registered, saved and loaded with training_.
-  Checkpointer<Strategy> checkpoints_{{strategy_, options_.environment(), options_.project_config(), training_,
+  Checkpointer<Strategy> checkpoints_{{strategy_, environment_, options_.project_config(), training_,
                                        options_.gradient_accumulation_steps(), device_, Precision::name,
                                        Sampler::name}};
   Trackers trackers_{options_.log_with()};

@@ -32,6 +32,7 @@ struct ProcessEnvironment {
   std::string launcher = "single process";
   bool use_cpu = false;                        // ACCELERATE_USE_CPU
   std::optional<std::string> mixed_precision;  // ACCELERATE_MIXED_PRECISION: no, fp16 or bf16
+  std::optional<std::string> log_level;        // ACCELERATE_LOG_LEVEL (acc::get_logger checks it)
 
   bool is_distributed() const { return world_size > 1; }
   bool is_main_process() const { return rank == 0; }
@@ -181,6 +182,7 @@ inline ProcessEnvironment ProcessEnvironment::from(const EnvironmentLookup& look
       throw Error("ACCELERATE_MIXED_PRECISION='" + *precision + "' is not supported; use one of: no, fp16, bf16");
     env.mixed_precision = *precision;
   }
+  if (auto level = lookup("ACCELERATE_LOG_LEVEL"); level && !level->empty()) env.log_level = *level;
   return env;
 }
 

@@ -6,7 +6,7 @@
 #pragma once
 
 #include <acc/accelerator.hpp>
-#include <acc/config/accelerator_options.hpp>
+#include <acc/accelerator_options.hpp>
 #include <acc/config/config.hpp>
 #include <acc/data/sampler.hpp>
 #include <acc/detail/build_config.hpp>
@@ -25,7 +25,6 @@
 #include <boost/hana/tuple.hpp>
 #include <boost/hana/type.hpp>
 
-#include <chrono>
 #include <string>
 #include <type_traits>
 
@@ -82,44 +81,6 @@ constexpr auto samplers = boost::hana::tuple_t<S...>;
 #ifndef ACC_DEFAULT_SAMPLERS
 #define ACC_DEFAULT_SAMPLERS acc::Sequential, acc::Shuffled
 #endif
-
-// FSDP's options as the config's fsdp_config says (its sharding strategy picks the policy).
-inline FSDPOptions fsdp_options(const FsdpConfig& fsdp) {
-  using Wrap = FSDPOptions::AutoWrap;
-  using Prefetch = FSDPOptions::BackwardPrefetch;
-  const auto wrap = fsdp.auto_wrap_policy == "TRANSFORMER_BASED_WRAP" ? Wrap::transformer_based
-                    : fsdp.auto_wrap_policy == "SIZE_BASED_WRAP"      ? Wrap::size_based
-                                                                      : Wrap::no_wrap;
-  const auto prefetch = fsdp.backward_prefetch == "BACKWARD_PRE"    ? Prefetch::backward_pre
-                        : fsdp.backward_prefetch == "BACKWARD_POST" ? Prefetch::backward_post
-                                                                    : Prefetch::none;
-  return FSDPOptions()
-      .auto_wrap_policy(wrap)
-      .transformer_layer_cls_to_wrap(fsdp.transformer_layer_cls_to_wrap)
-      .min_num_params(fsdp.min_num_params)
-      .backward_prefetch(prefetch)
-      .forward_prefetch(fsdp.forward_prefetch)
-      .sync_module_states(fsdp.sync_module_states)
-      .offload_params(fsdp.offload_params);
-}
-
-// The Accelerator's options as the config says.
-inline AcceleratorOptions accelerator_options(const Config& config) {
-  auto process_group = ProcessGroupOptions().debug(config.debug);
-  if (config.collective_timeout) process_group.timeout(std::chrono::seconds(*config.collective_timeout));
-  return AcceleratorOptions()
-      .process_group(process_group)
-      .fsdp(fsdp_options(config.fsdp))
-      .cpu(config.use_cpu)
-      .gradient_accumulation_steps(config.gradient_accumulation_steps)
-      .even_batches(config.even_batches)
-      .split_batches(config.split_batches)
-      .log_with(config.log_with)
-      .ddp(DDPOptions()
-               .bucket_cap_mb(config.bucket_cap_mb)
-               .first_bucket_cap_mb(config.first_bucket_cap_mb)
-               .find_unused_parameters(config.find_unused_parameters));
-}
 
 // Calls fn(accelerator) with the Accelerator<Strategy, Precision, Sampler> whose names are the
 // config's distributed_type, mixed_precision and acc.sampler, and returns what fn returns. A

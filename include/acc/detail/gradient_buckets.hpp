@@ -6,7 +6,7 @@
 #pragma once
 
 #include <acc/comm/comm.hpp>
-#include <acc/config/accelerator_options.hpp>
+#include <acc/accelerator_options.hpp>
 #include <acc/error.hpp>
 
 #include <ATen/ops/zeros.h>

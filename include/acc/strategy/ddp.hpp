@@ -6,7 +6,7 @@
 #include <acc/comm/comm.hpp>
 #include <acc/comm/gloo.hpp>
 #include <acc/comm/nccl.hpp>
-#include <acc/config/accelerator_options.hpp>
+#include <acc/accelerator_options.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/detail/gradient_buckets.hpp>
 #include <acc/detail/module_state.hpp>

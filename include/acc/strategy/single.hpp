@@ -1,9 +1,9 @@
 // Single: one process on one device (a GPU if there is one, else the CPU); nothing to synchronize.
 #pragma once
 
+#include <acc/accelerator_options.hpp>
 #include <acc/comm/device.hpp>
 #include <acc/comm/local.hpp>
-#include <acc/config/accelerator_options.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/detail/module_state.hpp>
 #include <acc/error.hpp>
@@ -23,16 +23,14 @@ class Single {
  public:
   static constexpr std::string_view name = "NO";
 
-  explicit Single(const AcceleratorOptions& options) {
-    const auto& env = options.environment();
+  explicit Single(const AcceleratorOptions&) {}
+
+  c10::Device device(const ProcessEnvironment& env, bool force_cpu) {
     if (env.world_size != 1)
       throw Error("this program was built with acc::Single but started as " + std::to_string(env.world_size) +
                   " processes (" + env.launcher +
                   " variables); run it as one process, or use a distributed "
                   "strategy (acc::CPU, acc::DDP) for several");
-  }
-
-  c10::Device device(const ProcessEnvironment& env, bool force_cpu) {
     comm_ = LocalComm(default_device(env, force_cpu));
     return comm_.device();
   }

@@ -31,7 +31,7 @@
 // gradients saved in the middle of an accumulation cycle are each process's parameters' .grad.
 #pragma once
 
-#include <acc/config/accelerator_options.hpp>
+#include <acc/accelerator_options.hpp>
 
 #include <ATen/core/Tensor.h>
 

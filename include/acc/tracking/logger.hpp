@@ -35,10 +35,9 @@ ACC_DECL std::string_view log_level_name(LogLevel level);
 // A level by name, in any case ("info", "INFO"); `source` names where it came from, for the message.
 ACC_DECL LogLevel parse_log_level(std::string_view name, std::string_view source = "the log level");
 
-// ACCELERATE_LOG_LEVEL, else WARNING.
-inline LogLevel log_level_from_environment() {
-  const char* value = std::getenv("ACCELERATE_LOG_LEVEL");
-  return value && *value ? parse_log_level(value, "ACCELERATE_LOG_LEVEL") : LogLevel::warning;
+// The process's ACCELERATE_LOG_LEVEL, else WARNING.
+inline LogLevel log_level_of(const ProcessEnvironment& env) {
+  return env.log_level ? parse_log_level(*env.log_level, "ACCELERATE_LOG_LEVEL") : LogLevel::warning;
 }
 
 // How one message is written.
@@ -52,22 +51,28 @@ class LogOptions {
 
 class LoggerOptions {
  public:
-  TORCH_ARG(LogLevel, level) = log_level_from_environment();
+  // Unset: ACCELERATE_LOG_LEVEL, else WARNING.
+  TORCH_ARG(std::optional<LogLevel>, level) = std::nullopt;
   using StreamPointer = std::ostream*;  // TORCH_ARG writes `const T&`, which a bare pointer type breaks
   TORCH_ARG(StreamPointer, stream) = &std::cerr;
-  TORCH_ARG(ProcessEnvironment, environment) = ProcessEnvironment::from_environment();
+  // Unset: this process's, read when the logger is made (options are plain values).
+  TORCH_ARG(std::optional<ProcessEnvironment>, environment) = std::nullopt;
   // What makes the processes wait for each other (the accelerator's wait_for_everyone), for in_order.
   TORCH_ARG(std::function<void()>, barrier) = nullptr;
 };
 
 class Logger {
  public:
-  Logger(std::string name, LoggerOptions options) : name_(std::move(name)), options_(std::move(options)) {}
+  Logger(std::string name, LoggerOptions options)
+      : name_(std::move(name)),
+        options_(std::move(options)),
+        environment_(options_.environment() ? *options_.environment() : ProcessEnvironment::from_environment()),
+        level_(options_.level() ? *options_.level() : log_level_of(environment_)) {}
 
   const std::string& name() const { return name_; }
-  LogLevel level() const { return options_.level(); }
-  void set_level(LogLevel level) { options_.level(level); }
-  bool enabled_for(LogLevel level) const { return static_cast<int>(level) >= static_cast<int>(options_.level()); }
+  LogLevel level() const { return level_; }
+  void set_level(LogLevel level) { level_ = level; }
+  bool enabled_for(LogLevel level) const { return static_cast<int>(level) >= static_cast<int>(level_); }
 
   // Writes "LEVEL name: message" (with "[rank r] " first where every process writes) as one
   // line, so that lines of different processes do not interleave within a line.
@@ -83,6 +88,8 @@ class Logger {
 
   std::string name_;
   LoggerOptions options_;
+  ProcessEnvironment environment_;
+  LogLevel level_;
 };
 
 // A logger for this process as the launcher's variables describe it.

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <iostream>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <utility>
@@ -43,8 +44,9 @@ class ProgressBarOptions {
   TORCH_ARG(double, min_interval) = 0.1;
   // automatic: only where the stream is a terminal.
   TORCH_ARG(Display, display) = Display::automatic;
-  // Whether this process shows it: by default only the main process (rank 0) does.
-  TORCH_ARG(bool, enabled) = ProcessEnvironment::from_environment().is_main_process();
+  // Whether this process shows it; unset: only the main process (rank 0, read from the launcher's
+  // variables when the bar is made) does.
+  TORCH_ARG(std::optional<bool>, enabled) = std::nullopt;
   using StreamPointer = std::ostream*;  // TORCH_ARG writes `const T&`, which a bare pointer type breaks
   TORCH_ARG(StreamPointer, stream) = &std::cerr;
   // Seconds on a monotonic clock (tests inject their own).

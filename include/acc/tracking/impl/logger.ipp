@@ -36,7 +36,7 @@ ACC_DECL LogLevel parse_log_level(std::string_view name, std::string_view source
 }
 
 ACC_DECL void Logger::log(LogLevel level, std::string_view message, const LogOptions& how) const {
-  const auto& env = options_.environment();
+  const auto& env = environment_;
   if (how.in_order() && !how.main_process_only()) {
     if (!options_.barrier())
       throw Error("logger '" + name_ +
@@ -54,7 +54,7 @@ ACC_DECL void Logger::log(LogLevel level, std::string_view message, const LogOpt
 
 ACC_DECL void Logger::write(LogLevel level, std::string_view message, bool with_rank) const {
   if (!enabled_for(level)) return;
-  std::string line = with_rank ? "[rank " + std::to_string(options_.environment().rank) + "] " : "";
+  std::string line = with_rank ? "[rank " + std::to_string(environment_.rank) + "] " : "";
   line += std::string(log_level_name(level)) + " " + name_ + ": " + std::string(message) + "\n";
   *options_.stream() << line << std::flush;
 }

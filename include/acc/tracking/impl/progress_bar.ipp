@@ -33,7 +33,8 @@ ACC_DECL bool is_terminal(const std::ostream* stream) {
 
 ACC_DECL ProgressBar::ProgressBar(ProgressBarOptions options)
     : options_(std::move(options)),
-      shown_(options_.enabled() && options_.display() != ProgressBarOptions::Display::never &&
+      shown_((options_.enabled() ? *options_.enabled() : ProcessEnvironment::from_environment().is_main_process()) &&
+             options_.display() != ProgressBarOptions::Display::never &&
              (options_.display() == ProgressBarOptions::Display::always || detail::is_terminal(options_.stream()))),
       in_place_(detail::is_terminal(options_.stream())),
       start_(options_.clock()()),

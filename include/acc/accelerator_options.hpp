@@ -4,12 +4,15 @@
 
 #include <acc/checkpoint/project_configuration.hpp>
 #include <acc/comm/process_group_options.hpp>
+#include <acc/config/config.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/precision/grad_scaler.hpp>
 
 #include <torch/arg.h>
 
+#include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -58,8 +61,10 @@ class FSDPOptions {
 
 class AcceleratorOptions {
  public:
-  // Where this process sits in the job; read from the launcher's variables by default.
-  TORCH_ARG(ProcessEnvironment, environment) = ProcessEnvironment::from_environment();
+  // Where this process sits in the job; unset: read from the launcher's variables
+  // (ProcessEnvironment::from_environment) when the Accelerator is built, not here: options are
+  // plain values.
+  TORCH_ARG(std::optional<ProcessEnvironment>, environment) = std::nullopt;
   // Train on the CPU even where a GPU is available.
   TORCH_ARG(bool, cpu) = false;
   // Data loaders give every process the same number of batches (see acc::Sharding).
@@ -80,6 +85,56 @@ class AcceleratorOptions {
   // The trackers init_trackers starts (Python's log_with): "jsonl", "csv", "tensorboard" or "all"
   // (see include/acc/tracking/trackers.hpp).
   TORCH_ARG(std::vector<std::string>, log_with) = {};
+
+ public:  // TORCH_ARG leaves the members private
+  // The options the process's variables set, as Python's Accelerator() reads them: the keys of
+  // the config schema that have one (ACCELERATE_GRADIENT_ACCUMULATION_STEPS, ACC_COLLECTIVE_TIMEOUT,
+  // ACCELERATE_DEBUG_MODE, ACCELERATE_USE_CPU, ACC_LOG_WITH, FSDP_*; `acc env` lists them) and
+  // where this process sits; the rest are the defaults. What `Accelerator<...> accelerator;` uses.
+  static AcceleratorOptions from_environment();
 };
+
+// FSDP's options as the config's fsdp_config says (its sharding strategy picks the policy).
+inline FSDPOptions fsdp_options(const FsdpConfig& fsdp) {
+  using Wrap = FSDPOptions::AutoWrap;
+  using Prefetch = FSDPOptions::BackwardPrefetch;
+  const auto wrap = fsdp.auto_wrap_policy == "TRANSFORMER_BASED_WRAP" ? Wrap::transformer_based
+                    : fsdp.auto_wrap_policy == "SIZE_BASED_WRAP"      ? Wrap::size_based
+                                                                      : Wrap::no_wrap;
+  const auto prefetch = fsdp.backward_prefetch == "BACKWARD_PRE"    ? Prefetch::backward_pre
+                        : fsdp.backward_prefetch == "BACKWARD_POST" ? Prefetch::backward_post
+                                                                    : Prefetch::none;
+  return FSDPOptions()
+      .auto_wrap_policy(wrap)
+      .transformer_layer_cls_to_wrap(fsdp.transformer_layer_cls_to_wrap)
+      .min_num_params(fsdp.min_num_params)
+      .backward_prefetch(prefetch)
+      .forward_prefetch(fsdp.forward_prefetch)
+      .sync_module_states(fsdp.sync_module_states)
+      .offload_params(fsdp.offload_params);
+}
+
+// The Accelerator's options as the config says.
+inline AcceleratorOptions accelerator_options(const Config& config) {
+  auto process_group = ProcessGroupOptions().debug(config.debug);
+  if (config.collective_timeout) process_group.timeout(std::chrono::seconds(*config.collective_timeout));
+  return AcceleratorOptions()
+      .process_group(process_group)
+      .fsdp(fsdp_options(config.fsdp))
+      .cpu(config.use_cpu)
+      .gradient_accumulation_steps(config.gradient_accumulation_steps)
+      .even_batches(config.even_batches)
+      .split_batches(config.split_batches)
+      .log_with(config.log_with)
+      .ddp(DDPOptions()
+               .bucket_cap_mb(config.bucket_cap_mb)
+               .first_bucket_cap_mb(config.first_bucket_cap_mb)
+               .find_unused_parameters(config.find_unused_parameters));
+}
+
+inline AcceleratorOptions AcceleratorOptions::from_environment() {
+  return accelerator_options(Config().with_overrides(process_variable))
+      .environment(ProcessEnvironment::from_environment());
+}
 
 }  // namespace acc
