@@ -3,8 +3,8 @@
 #include <acc/comm/collective_ledger.hpp>
 #include <acc/comm/process_group_options.hpp>
 #include <acc/comm/rank_group.hpp>
-#include <acc/config/run.hpp>
 #include <acc/detail/torch_compat.hpp>
+#include <acc/run.hpp>
 
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 

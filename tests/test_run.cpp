@@ -1,6 +1,6 @@
 #include "pch.hpp"  // first: libtorch, then doctest
 
-#include <acc/config/run.hpp>
+#include <acc/run.hpp>
 
 #include <string>
 

@@ -4,8 +4,8 @@
 
 #include <acc/accelerator.hpp>
 #include <acc/config/config.hpp>
-#include <acc/config/run.hpp>
 #include <acc/detail/crc32c.hpp>
+#include <acc/run.hpp>
 #include <acc/tracking/logger.hpp>
 #include <acc/tracking/progress_bar.hpp>
 #include <acc/tracking/tfrecord.hpp>

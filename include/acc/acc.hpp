@@ -23,7 +23,6 @@
 #include <acc/comm/rendezvous.hpp>
 #include <acc/config/config.hpp>
 #include <acc/config/environment.hpp>
-#include <acc/config/run.hpp>
 #include <acc/data/collate.hpp>
 #include <acc/data/dataloader.hpp>
 #include <acc/data/sampler.hpp>
@@ -40,6 +39,7 @@
 #include <acc/precision/fp32.hpp>
 #include <acc/precision/grad_scaler.hpp>
 #include <acc/precision/true_half.hpp>
+#include <acc/run.hpp>
 #include <acc/strategy/ddp.hpp>
 #include <acc/strategy/fsdp.hpp>
 #include <acc/strategy/single.hpp>
