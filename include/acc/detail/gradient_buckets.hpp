@@ -5,8 +5,8 @@
 // every rank, whatever order their gradients arrive in, so that the collectives match.
 #pragma once
 
-#include <acc/comm/comm.hpp>
 #include <acc/accelerator_options.hpp>
+#include <acc/comm/comm.hpp>
 #include <acc/error.hpp>
 
 #include <ATen/ops/zeros.h>

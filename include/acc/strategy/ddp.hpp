@@ -3,10 +3,10 @@
 // over Gloo on CPU devices.
 #pragma once
 
+#include <acc/accelerator_options.hpp>
 #include <acc/comm/comm.hpp>
 #include <acc/comm/gloo.hpp>
 #include <acc/comm/nccl.hpp>
-#include <acc/accelerator_options.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/detail/gradient_buckets.hpp>
 #include <acc/detail/module_state.hpp>

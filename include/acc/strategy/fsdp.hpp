@@ -12,10 +12,10 @@
 // with a shard group smaller than the world, the units then all-reducing across groups.
 #pragma once
 
+#include <acc/accelerator_options.hpp>
 #include <acc/comm/comm.hpp>
 #include <acc/comm/gloo.hpp>
 #include <acc/comm/nccl.hpp>
-#include <acc/accelerator_options.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/detail/flat_unit.hpp>
 #include <acc/detail/module_state.hpp>
