@@ -127,10 +127,10 @@ int run(const c10::Device device, int rounds, int steps) {
     plain_opt.zero_grad();
     at::Tensor loss;
     {
-      acc::AutocastGuard autocast(device.type(), Precision::dtype, Precision::autocast);
+      typename Precision::forward_scope autocast(device);
       loss = torch::nn::functional::cross_entropy(plain_net(b.data), b.target);
     }
-    if constexpr (Precision::scales_loss) {
+    if constexpr (acc::uses_grad_scaler_v<Precision>) {
       plain_scaler.scale(loss).backward();
       std::vector<at::Tensor> grads;
       for (const auto& p : plain_net->parameters()) grads.push_back(p.grad());

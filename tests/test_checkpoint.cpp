@@ -557,9 +557,12 @@ TEST_SUITE("checkpoint") {
 
     bad = fresh_copy();
     metadata = nlohmann::json::parse(read_text(ckpt / "acc_state.json"));
-    metadata["strategy"] = "MULTI_GPU";
+    metadata["strategy"] = "FSDP";
+    metadata["layout"] = "flat_shards";
     write_text(bad / "acc_state.json", metadata.dump());
-    CHECK(contains(load_error(bad), "saved with strategy MULTI_GPU, and this Accelerator uses NO"));
+    CHECK(contains(load_error(bad),
+                   "saved with strategy FSDP, whose files hold the flat_shards layout, and this "
+                   "Accelerator uses NO, which reads the replicated layout"));
 
     bad = fresh_copy();  // renamed parameters: missing and unexpected keys, by name
     auto tensors = acc::safetensors::load_file(ckpt / "model.safetensors").tensors;
@@ -886,8 +889,44 @@ TEST_SUITE("checkpoint") {
     CHECK(load_with(original).empty());
   }
 
+  TEST_CASE("the strategy check compares the files' layout, not the strategy's name") {
+    acc::CheckpointMetadata gloo;
+    gloo.strategy = "MULTI_CPU";
+    gloo.layout = "replicated";
+    gloo.random_states = {"random_states_0.bin"};
+    CHECK(gloo.strategy_mismatch("MULTI_GPU", "replicated").empty());  // DDP<Gloo> into DDP<Nccl>
+    CHECK(gloo.strategy_mismatch("NO", "replicated").empty());
+    CHECK(gloo.strategy_mismatch("FSDP", "flat_shards") ==
+          "the checkpoint was saved with strategy MULTI_CPU, whose files hold the replicated layout, and this "
+          "Accelerator uses FSDP, which reads the flat_shards layout");
+    // acc_state.json records the layout; one written before it did needs the same strategy
+    TempDir dir;
+    auto json = nlohmann::json::parse(gloo.to_json());
+    CHECK(json.at("layout") == "replicated");
+    json.erase("layout");
+    write_text(dir.path / "acc_state.json", json.dump());
+    const auto older = acc::CheckpointMetadata::read(dir.path);
+    CHECK(older.layout.empty());
+    CHECK(older.strategy_mismatch("MULTI_CPU", "replicated").empty());
+    CHECK(older.strategy_mismatch("MULTI_GPU", "replicated") ==
+          "the checkpoint was saved with strategy MULTI_CPU, and this Accelerator uses MULTI_GPU");
+  }
+
 #if ACC_HAS_GLOO
-  TEST_CASE("a checkpoint of one strategy does not load into another") {
+  TEST_CASE("a checkpoint of Single resumes under DDP at one process bit for bit: their files have one layout") {
+    TempDir dir;
+    const auto options = cpu_options();
+    const resume::Recipe recipe;
+    const auto straight = resume::train<acc::Single, acc::FP32, acc::Shuffled>(options, recipe, 0, 20);
+    resume::train<acc::Single, acc::FP32, acc::Shuffled>(options, recipe, 0, 7, {}, dir.path / "ckpt");
+    const auto resumed = resume::train<acc::CPU, acc::FP32, acc::Shuffled>(options, recipe, 7, 13, dir.path / "ckpt");
+    REQUIRE(resumed.losses.size() == 13);
+    for (std::size_t i = 0; i < 13; ++i) CHECK(resumed.losses[i] == straight.losses[7 + i]);
+    for (std::size_t i = 0; i < straight.parameters.size(); ++i)
+      CHECK(at::equal(resumed.parameters[i], straight.parameters[i]));
+  }
+
+  TEST_CASE("a checkpoint whose files have another layout does not load, and says which") {
     TempDir dir;
     {
       acc::Accelerator<> single(cpu_options());
@@ -895,12 +934,14 @@ TEST_SUITE("checkpoint") {
       auto model = single.prepare(net);
       single.save_state(dir.path);
     }
-    acc::Accelerator<acc::CPU> cpu(cpu_options());
+    acc::Accelerator<acc::FSDP<acc::Gloo, acc::FullShard>> fsdp(cpu_options());
     resume::Net net;
-    auto model = cpu.prepare(net);
-    const auto error = error_of([&] { cpu.load_state(dir.path); });
+    auto model = fsdp.prepare(net);
+    const auto error = error_of([&] { fsdp.load_state(dir.path); });
     CHECK(contains(error, (dir.path / "acc_state.json").string()));
-    CHECK(contains(error, "saved with strategy NO, and this Accelerator uses MULTI_CPU"));
+    CHECK(contains(error,
+                   "saved with strategy NO, whose files hold the replicated layout, and this Accelerator uses "
+                   "FSDP, which reads the flat_shards layout"));
   }
 #endif
 }

@@ -22,6 +22,18 @@ acc::AcceleratorOptions cpu_options() {
   return acc::AcceleratorOptions().environment(acc::ProcessEnvironment{}).cpu(true);
 }
 
+// Policies are types that bring their pieces: the library's, FP32 with FP16's scaler put in
+// (ScaledFP32), and not a type that lacks a piece.
+struct NoForwardScope : acc::FP32 {
+  using forward_scope = void;
+};
+static_assert(acc::is_precision_policy_v<acc::FP32> && acc::is_precision_policy_v<acc::BF16> &&
+              acc::is_precision_policy_v<acc::FP16> && acc::is_precision_policy_v<acc::BF16True> &&
+              acc::is_precision_policy_v<acc::FP16True> && acc::is_precision_policy_v<ScaledFP32>);
+static_assert(!acc::is_precision_policy_v<NoForwardScope> && !acc::is_precision_policy_v<int>);
+static_assert(acc::uses_grad_scaler_v<acc::FP16> && acc::uses_grad_scaler_v<ScaledFP32> &&
+              !acc::uses_grad_scaler_v<acc::BF16>);
+
 std::vector<at::Tensor> copies(const std::vector<at::Tensor>& tensors) {
   std::vector<at::Tensor> out;
   for (const auto& t : tensors) out.push_back(t.detach().clone());
@@ -177,7 +189,7 @@ std::pair<double, double> cuda_training() {
     skipped += optimizer.step_was_skipped() ? 1 : 0;
     (step == 0 ? first : last) = loss.item().toDouble();
   }
-  CHECK(skipped <= (Precision::scales_loss ? 8 : 0));
+  CHECK(skipped <= (acc::uses_grad_scaler_v<Precision> ? 8 : 0));
   return {first, last};
 }
 

@@ -10,7 +10,6 @@
 #include <acc/error.hpp>
 #include <acc/memory/free_memory.hpp>
 #include <acc/ops/collectives.hpp>
-#include <acc/precision/autocast.hpp>
 #include <acc/precision/fp32.hpp>
 #include <acc/precision/grad_scaler.hpp>
 #include <acc/precision/precision.hpp>
@@ -70,12 +69,13 @@ struct has_unwrap<T, std::void_t<decltype(std::declval<const T&>().unwrap())>> :
 template <class Strategy = Single, class Precision = FP32, class Sampler = Sequential>
 class Accelerator {
   static_assert(is_strategy_policy_v<Strategy>,
-                "Accelerator's first parameter must be a strategy policy: acc::Single, acc::CPU, acc::DDP<Comm> or "
-                "acc::FSDP<Comm, Sharding> "
+                "Accelerator's first parameter must be a strategy policy: acc::Single, acc::CPU, acc::DDP<Comm, Hook> "
+                "or acc::FSDP<Comm, Sharding> "
                 "(see include/acc/strategy/strategy.hpp for what a strategy provides)");
-  static_assert(is_precision_policy_v<Precision>,
-                "Accelerator's second parameter must be a precision policy: acc::FP32 or acc::BF16 "
-                "(see include/acc/precision/precision.hpp for what a precision provides)");
+  static_assert(check_precision_policy<Precision>(),
+                "Accelerator's second parameter must be a precision policy: acc::FP32, acc::BF16, acc::FP16, "
+                "acc::BF16True or acc::FP16True (see include/acc/precision/precision.hpp for what a precision "
+                "provides)");
   static_assert(is_sampler_policy_v<Sampler>,
                 "Accelerator's third parameter must be a sampler policy: acc::Sequential or acc::Shuffled "
                 "(see include/acc/data/sampler.hpp for what a sampler provides)");
@@ -90,25 +90,15 @@ class Accelerator {
   explicit Accelerator(AcceleratorOptions options)
       : options_(std::move(options)),
         environment_(options_.environment() ? *options_.environment() : ProcessEnvironment::from_environment()),
-        strategy_(options_),
+        strategy_(make_strategy(options_, static_cast<typename Strategy::options_type*>(nullptr))),
         device_(strategy_.device(environment_, options_.cpu())),
-        active_loaders_(std::make_shared<ActiveLoaders>()) {
+        active_loaders_(std::make_shared<ActiveLoaders>()),
+        scaler_(options_.grad_scaler(), device_) {
     if (options_.gradient_accumulation_steps() < 1)
       throw Error("gradient_accumulation_steps is " + std::to_string(options_.gradient_accumulation_steps()) +
                   "; it must be at least 1");
-    if (Precision::autocast && !compat::autocast_supported(device_.type(), Precision::dtype)) {
-      // Named as the flag and the config spell it: most users chose it there, not as a C++ type.
-      std::string supported = "no";
-      if (compat::autocast_supported(device_.type(), at::kHalf)) supported += ", fp16";
-      supported += compat::autocast_supported(device_.type(), at::kBFloat16) ? " or bf16" : "";
-      throw Error("--mixed_precision " + std::string(Precision::name) +
-                  " (mixed_precision: " + std::string(Precision::name) + ") has no autocast on " + device_.str() +
-                  " in this libtorch; on " + device_.str() + " use --mixed_precision " + supported +
-                  " (a program that names its policies: acc::FP32 or acc::BF16)");
-    }
-    if constexpr (Precision::scales_loss) scaler_.emplace(options_.grad_scaler(), device_);
-    if constexpr (shards_model_v<Strategy>)
-      strategy_.compute_dtype(Precision::autocast ? std::optional<at::ScalarType>(Precision::dtype) : std::nullopt);
+    Precision::check_device(device_);
+    if constexpr (shards_model_v<Strategy>) strategy_.compute_dtype(Precision::compute_dtype);
     const auto& requested = environment_.mixed_precision;
     if (requested && *requested != Precision::name && is_main_process())
       std::cerr << "acc: ACCELERATE_MIXED_PRECISION=" << *requested << " is ignored: this Accelerator was built with "
@@ -139,10 +129,7 @@ class Accelerator {
   void backward(const at::Tensor& loss) {
     const auto steps = options_.gradient_accumulation_steps();
     const auto averaged = steps > 1 ? loss / static_cast<double>(steps) : loss;
-    if constexpr (Precision::scales_loss)
-      strategy_.backward(scaler_->scale(averaged));
-    else
-      strategy_.backward(averaged);
+    strategy_.backward(scaler_.scale(averaged));
   }
 
   // --- Gradient accumulation.
@@ -215,24 +202,24 @@ class Accelerator {
   // Synchronizes the gradients and, with loss scaling, divides them by the scale; once per step.
   void unscale_gradients(const std::vector<at::Tensor>& parameters) {
     strategy_.synchronize_gradients();
-    if constexpr (Precision::scales_loss) {
-      if (unscaled_) return;
-      std::vector<at::Tensor> grads;
-      for (const auto& p : trained(parameters))
-        if (p.grad().defined()) grads.push_back(p.grad());
-      scaler_->unscale(grads);
-      unscaled_ = true;
-    }
+    unscale_once([&] { return parameters; });
   }
 
-  // The loss scaler of FP16 (nullptr for the other precisions), for its scale and its state.
-  GradScaler* scaler() { return scaler_ ? &*scaler_ : nullptr; }
+  // The loss scaler of FP16 (nullptr for the precisions without acc::GradScaler), for its scale
+  // and its state.
+  GradScaler* scaler() {
+    if constexpr (uses_grad_scaler_v<Precision>)
+      return &scaler_;
+    else
+      return nullptr;
+  }
 
   // Whether loaders prepared from now on give every process the same number of batches.
   void set_even_batches(bool even) { options_.even_batches(even); }
 
-  // Autocast scope of this precision for code outside the prepared model's forward.
-  AutocastGuard autocast() const { return AutocastGuard(device_.type(), Precision::dtype, Precision::autocast); }
+  // The scope the precision runs the forward in (autocast, or nothing), for code outside the
+  // prepared model's forward.
+  typename Precision::forward_scope autocast() const { return typename Precision::forward_scope(device_); }
 
   c10::Device device() const { return device_; }
   const ProcessEnvironment& environment() const { return environment_; }
@@ -438,22 +425,17 @@ class Accelerator {
   template <class Optimizer>
   void optimizer_step(detail::StepKey, Optimizer& optimizer) {
     if (!sync_gradients_) return;
-    if constexpr (Precision::scales_loss) {
+    strategy_.synchronize_gradients();
+    unscale_once([&] {
       std::vector<at::Tensor> parameters;
       for (const auto& group : optimizer.param_groups())
         for (const auto& p : group.params()) parameters.push_back(p);
-      unscale_gradients(parameters);
-      auto& found_inf = scaler_->found_inf();
-      strategy_.comm().all_reduce(found_inf, ReduceOp::max);
-      step_skipped_ = found_inf.item().toFloat() > 0;
-      if (!step_skipped_) optimizer.step();
-      scaler_->update();
-      unscaled_ = false;
-    } else {
-      strategy_.synchronize_gradients();
-      optimizer.step();
-      step_skipped_ = false;
-    }
+      return parameters;
+    });
+    step_skipped_ = scaler_.skips_step(strategy_.comm());
+    if (!step_skipped_) optimizer.step();
+    scaler_.update();
+    unscaled_ = false;
   }
   template <class Optimizer>
   void optimizer_zero_grad(detail::StepKey, Optimizer& optimizer) {
@@ -464,14 +446,32 @@ class Accelerator {
   int scheduler_steps_per_step(detail::StepKey) const { return options_.split_batches() ? 1 : num_processes(); }
 
  private:
+  // The strategy, made from the parts of the options its options_type names.
+  template <class... Parts>
+  static Strategy make_strategy(const AcceleratorOptions& options, std::tuple<Parts...>*) {
+    return Strategy(options_part<Parts>(options)...);
+  }
+  template <class Part>
+  static const Part& options_part(const AcceleratorOptions& options) {
+    if constexpr (std::is_same_v<Part, DDPOptions>) {
+      return options.ddp();
+    } else if constexpr (std::is_same_v<Part, FSDPOptions>) {
+      return options.fsdp();
+    } else {
+      static_assert(std::is_same_v<Part, ProcessGroupOptions>,
+                    "a strategy's options_type names DDPOptions, FSDPOptions or ProcessGroupOptions; for options "
+                    "of another type, give AcceleratorOptions a member of it and return it here");
+      return options.process_group();
+    }
+  }
+
   template <class Object>
   auto prepare_one(Object&& object) {
     using T = std::decay_t<Object>;
     constexpr bool is_lvalue = std::is_lvalue_reference_v<Object>;
     if constexpr (detail::is_module_holder<T>::value) {
       T module = object;
-      check_parameter_dtypes(*module);
-      if constexpr (Precision::casts_parameters) module->to(Precision::dtype);  // before DDP buckets them
+      Precision::prepare_module(*module);  // before the strategy buckets or shards its parameters
       strategy_.prepare_model(module, device_);
       checkpoints_.track_model(module);
       return PreparedModel<T, Accelerator>(std::move(module), *this);
@@ -507,6 +507,20 @@ class Accelerator {
       return model;
   }
 
+  // Lets the loss scaler divide the gradients of the parameters that `parameters()` returns by
+  // its scale, once per step; a precision without loss scaling never asks for them.
+  template <class Parameters>
+  void unscale_once(Parameters&& parameters) {
+    if (unscaled_) return;
+    scaler_.unscale([&] {
+      std::vector<at::Tensor> grads;
+      for (const auto& p : trained(parameters()))
+        if (p.grad().defined()) grads.push_back(p.grad());
+      return grads;
+    });
+    unscaled_ = true;
+  }
+
   // The tensors whose gradients the optimizer uses: a sharding strategy's shards stand for the
   // model's parameters.
   std::vector<at::Tensor> trained(const std::vector<at::Tensor>& parameters) {
@@ -514,19 +528,6 @@ class Accelerator {
       return strategy_.trained_parameters();
     else
       return parameters;
-  }
-
-  // Mixed precision keeps fp32 master weights: half parameters there would have half gradients,
-  // which autocast does not expect and which loss scaling would overflow.
-  void check_parameter_dtypes(const torch::nn::Module& module) const {
-    if constexpr (Precision::autocast) {
-      for (const auto& p : module.named_parameters())
-        if (p.value().scalar_type() == at::kHalf || p.value().scalar_type() == at::kBFloat16)
-          throw Error("parameter '" + p.key() + "' is " + c10::toString(p.value().scalar_type()) +
-                      " but mixed precision '" + std::string(Precision::name) +
-                      "' expects fp32 parameters (it keeps fp32 master weights and computes in half under "
-                      "autocast); keep the model in fp32, or use acc::FP16True / acc::BF16True for half parameters");
-    }
   }
 
   // backward communicates on a synchronizing step outside no_sync.
@@ -541,7 +542,7 @@ class Accelerator {
   bool sync_gradients_ = true;
   bool local_only_ = false;  // inside no_sync
   TrainingState training_;
-  std::optional<GradScaler> scaler_;
+  typename Precision::loss_scaler scaler_;
   bool unscaled_ = false;
   // The objects prepared and registered, saved and loaded with training_.
   Checkpointer<Strategy> checkpoints_{{strategy_, environment_, options_.project_config(), training_,

@@ -6,7 +6,9 @@
 #include <acc/comm/process_group_options.hpp>
 #include <acc/config/config.hpp>
 #include <acc/config/environment.hpp>
+#include <acc/fsdp/options.hpp>
 #include <acc/precision/grad_scaler.hpp>
+#include <acc/strategy/ddp_options.hpp>
 
 #include <torch/arg.h>
 
@@ -17,47 +19,6 @@
 #include <vector>
 
 namespace acc {
-
-// How DDP synchronizes gradients (Python's DistributedDataParallelKwargs).
-class DDPOptions {
- public:
-  // Size of a gradient bucket: its all-reduce starts when its last gradient is ready. 0 puts each
-  // parameter in a bucket of its own.
-  TORCH_ARG(double, bucket_cap_mb) = 25.0;
-  // The first bucket (the last parameters, whose gradients come first) is kept small so that
-  // communication starts early.
-  TORCH_ARG(double, first_bucket_cap_mb) = 1.0;
-  // Allow parameters that get no gradient in a step (found by walking the autograd graph before
-  // backward, which costs a little); without it such a parameter is an error that names it.
-  TORCH_ARG(bool, find_unused_parameters) = false;
-};
-
-// How FSDP chooses its units and moves parameters (Python's FullyShardedDataParallelPlugin; the
-// sharding strategy itself is the FSDP policy's second parameter).
-class FSDPOptions {
- public:
-  enum class AutoWrap {
-    declared_units,     // every acc::Unit in the model, and the children of a root Sequential
-    transformer_based,  // those whose class is in transformer_layer_cls_to_wrap
-    size_based,         // those with at least min_num_params parameters
-    no_wrap             // none: the whole model is one unit
-  };
-  enum class BackwardPrefetch { backward_pre, backward_post, none };
-  TORCH_ARG(AutoWrap, auto_wrap_policy) = AutoWrap::declared_units;
-  // Class names as Module::name() gives them; "Block" also matches "BlockImpl" and "ns::Block".
-  TORCH_ARG(std::vector<std::string>, transformer_layer_cls_to_wrap) = {};
-  TORCH_ARG(int64_t, min_num_params) = 100000000;
-  // When the next unit's all-gather starts in backward: as the current unit's backward begins
-  // (pre) or once its gradients are reduced (post).
-  TORCH_ARG(BackwardPrefetch, backward_prefetch) = BackwardPrefetch::backward_pre;
-  // Start the next unit's all-gather when a unit's forward begins.
-  TORCH_ARG(bool, forward_prefetch) = false;
-  // Rank 0's parameters and buffers go to every rank at prepare().
-  TORCH_ARG(bool, sync_module_states) = true;
-  // Shards, their gradients and the optimizer's state in host memory, the step on the CPU (the
-  // YAML's fsdp_offload_params): GPU memory holds only gathered units. No effect on CPU ranks.
-  TORCH_ARG(bool, offload_params) = false;
-};
 
 class AcceleratorOptions {
  public:
@@ -74,6 +35,7 @@ class AcceleratorOptions {
   // Micro-batches per optimizer step: gradients are accumulated locally and synchronized on the
   // last one (see Accelerator::accumulate).
   TORCH_ARG(int64_t, gradient_accumulation_steps) = 1;
+  // Each strategy takes its part: DDP ddp() and process_group(), FSDP fsdp() and process_group().
   TORCH_ARG(DDPOptions, ddp) = {};
   TORCH_ARG(FSDPOptions, fsdp) = {};
   // Collective timeout and debug mode (Python's InitProcessGroupKwargs and debug).

@@ -30,32 +30,10 @@
 
 namespace acc {
 
+// Each strategy matches the config itself (Strategy::matches) and says what it matches
+// (Strategy::spelling), so that the factory knows none of them in particular.
 template <class... S>
 constexpr auto strategies = boost::hana::tuple_t<S...>;
-
-namespace detail {
-template <class S, class = void>
-struct has_sharding : std::false_type {};
-template <class S>
-struct has_sharding<S, std::void_t<typename S::sharding>> : std::true_type {};
-
-// distributed_type, and for FSDP also fsdp_sharding_strategy and where it runs (use_cpu: Gloo).
-template <class Strategy>
-bool strategy_matches(const Config& config) {
-  if (Strategy::name != config.distributed_type) return false;
-  if constexpr (has_sharding<Strategy>::value)
-    return Strategy::sharding::name == config.fsdp.sharding_strategy && Strategy::on_cpu == config.use_cpu;
-  return true;
-}
-template <class Strategy>
-std::string strategy_spelling() {
-  std::string spelling(Strategy::name);
-  if constexpr (has_sharding<Strategy>::value)
-    spelling += " fsdp_sharding_strategy=" + std::string(Strategy::sharding::name) +
-                (Strategy::on_cpu ? " use_cpu=true" : " use_cpu=false");
-  return spelling;
-}
-}  // namespace detail
 template <class... P>
 constexpr auto precisions = boost::hana::tuple_t<P...>;
 template <class... S>
@@ -99,9 +77,9 @@ int run(const Config& config, Fn&& fn, Strategies strategy_list = {}, Precisions
     using Strategy = typename decltype(+hana::at_c<0>(combination))::type;
     using Precision = typename decltype(+hana::at_c<1>(combination))::type;
     using Sampler = typename decltype(+hana::at_c<2>(combination))::type;
-    built += "\n  distributed_type=" + detail::strategy_spelling<Strategy>() +
-             " mixed_precision=" + std::string(Precision::name) + " sampler=" + std::string(Sampler::name);
-    if (found || !detail::strategy_matches<Strategy>(config) || Precision::name != config.mixed_precision ||
+    built += "\n  distributed_type=" + Strategy::spelling() + " mixed_precision=" + std::string(Precision::name) +
+             " sampler=" + std::string(Sampler::name);
+    if (found || !Strategy::matches(config) || Precision::name != config.mixed_precision ||
         Sampler::name != config.sampler)
       return;
     found = true;

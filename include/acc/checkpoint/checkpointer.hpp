@@ -550,6 +550,7 @@ class Checkpointer {
     m.optimizer_format = compat::optimizer_archive_format;
     m.world_size = subject_.environment.world_size;
     m.strategy = std::string(Strategy::name);
+    m.layout = std::string(Strategy::checkpoint_layout);
     m.precision = std::string(subject_.precision);
     m.sampler = std::string(subject_.sampler);
     m.step = subject_.training.micro_step;
@@ -584,9 +585,8 @@ class Checkpointer {
     if (m.world_size != world_size)
       mismatch("the checkpoint was saved by " + std::to_string(m.world_size) + " processes, and this job has " +
                std::to_string(world_size) + "; resume with as many processes");
-    if (m.strategy != Strategy::name)
-      mismatch("the checkpoint was saved with strategy " + m.strategy + ", and this Accelerator uses " +
-               std::string(Strategy::name));
+    if (const auto problem = m.strategy_mismatch(Strategy::name, Strategy::checkpoint_layout); !problem.empty())
+      mismatch(problem);
     const auto count = [&](const char* what, std::size_t saved, std::size_t here, const char* how) {
       if (saved != here)
         mismatch("the checkpoint holds " + std::to_string(saved) + " " + what + " and " + std::to_string(here) +
@@ -689,7 +689,7 @@ class Checkpointer {
       detail::SchedulerStepCount::of(*schedulers_[i].object) =
           static_cast<std::decay_t<decltype(detail::SchedulerStepCount::of(*schedulers_[i].object))>>(
               loaded.scheduler_steps[i]);
-    if (loaded.scaler) scaler->load(*loaded.scaler);
+    if (scaler && loaded.scaler) scaler->load(*loaded.scaler);
     for (std::size_t i = 0; i < objects_.size(); ++i)
       detail::read_from(source / m.custom_objects[i], [&] { objects_[i].load(loaded.objects[i]); });
     const auto rank = static_cast<std::size_t>(subject_.environment.rank);

@@ -1,6 +1,6 @@
 // acc_state.json, the file a checkpoint directory is complete with: written last by
 // save_state, required by load_state. It says how the checkpoint was made (world size,
-// strategy, precision, libtorch), lists every file with its size and CRC-32C (so that a missing,
+// strategy and its checkpoint layout, precision, libtorch), lists every file with its size and CRC-32C (so that a missing,
 // truncated or altered one is named before it is used), and holds the small state: the gradient
 // accumulation step and every prepared data loader's sampler seed and position on each rank.
 //
@@ -17,6 +17,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -53,6 +54,9 @@ struct CheckpointMetadata {
   int64_t optimizer_format = 0;  // see compat::optimizer_archive_format
   int64_t world_size = 1;
   std::string strategy, precision, sampler;
+  // What the model and optimizer files hold (a strategy's checkpoint_layout, strategy/strategy.hpp);
+  // empty in checkpoints written before it was recorded.
+  std::string layout;
   int64_t step = 0;  // micro-steps of gradient accumulation done
   std::vector<std::string> models, optimizers, schedulers, custom_objects, random_states;
   std::vector<std::string> gradients;  // per rank, when saved in the middle of gradient accumulation
@@ -61,6 +65,12 @@ struct CheckpointMetadata {
   std::map<std::string, CheckpointFile> files;  // every file of the checkpoint but this one
 
   ACC_DECL std::string to_json() const;
+
+  // Why a strategy named `strategy_name`, of checkpoint layout `strategy_layout`, cannot load this
+  // checkpoint; empty when it can. The files' layout decides, not the strategy's name: a checkpoint
+  // of DDP over Gloo loads into DDP over NCCL, or into Single at one process. One from before
+  // layouts were recorded needs the same strategy.
+  std::string strategy_mismatch(std::string_view strategy_name, std::string_view strategy_layout) const;
 
   // Reads dir/acc_state.json; an error names the file, the key and what it may hold.
   ACC_DECL static CheckpointMetadata read(const std::filesystem::path& dir);

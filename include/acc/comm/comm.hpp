@@ -3,6 +3,8 @@
 // A Comm is a concrete type (callers are templated on it: no virtual call on the hot path):
 //   static constexpr std::string_view name;      // "gloo", "nccl", "local"
 //   static constexpr bool available;             // built into this binary
+//   static constexpr c10::DeviceType device_type;  // where its tensors live (the strategies' YAML
+//                                                 // spelling and matching follow from it)
 //   int rank() const; int world_size() const;
 //   c10::Device device() const;                  // where its tensors must live
 //   void all_reduce(at::Tensor&, ReduceOp);      // in place

@@ -43,6 +43,7 @@ class Gloo {
  public:
   static constexpr std::string_view name = "gloo";
   static constexpr bool available = true;
+  static constexpr c10::DeviceType device_type = c10::DeviceType::CPU;  // where its tensors live
 
   // Over every rank of the job.
   Gloo(const ProcessEnvironment& env, const c10::intrusive_ptr<c10d::Store>& store,
@@ -121,6 +122,7 @@ class Gloo {
 struct Gloo {
   static constexpr std::string_view name = "gloo";
   static constexpr bool available = false;
+  static constexpr c10::DeviceType device_type = c10::DeviceType::CPU;
 };
 
 #endif

@@ -98,6 +98,7 @@ class Nccl {
  public:
   static constexpr std::string_view name = "nccl";
   static constexpr bool available = true;
+  static constexpr c10::DeviceType device_type = c10::DeviceType::CUDA;  // where its tensors live
 
   // Over every rank of the job.
   Nccl(const ProcessEnvironment& env, const c10::intrusive_ptr<c10d::Store>& store,
@@ -429,6 +430,7 @@ class Nccl {
 struct Nccl {
   static constexpr std::string_view name = "nccl";
   static constexpr bool available = false;
+  static constexpr c10::DeviceType device_type = c10::DeviceType::CUDA;
 };
 
 #endif

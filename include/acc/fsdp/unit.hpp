@@ -16,7 +16,7 @@
 #pragma once
 
 #include <acc/detail/tensor_tree.hpp>
-#include <acc/detail/unit_registry.hpp>
+#include <acc/fsdp/unit_registry.hpp>
 
 #include <torch/nn/pimpl.h>
 

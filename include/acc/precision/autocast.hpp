@@ -1,9 +1,12 @@
-// RAII autocast scope for one device type: enables autocast to a dtype, restores the previous
-// state on exit, and clears the cast cache when the outermost scope closes.
+// Autocast scopes. AutocastGuard: RAII autocast for one device type; it enables autocast to a
+// dtype, restores the previous state on exit, and clears the cast cache when the outermost scope
+// closes. AutocastTo<dtype> and NoAutocast are the forward scopes precision policies name (see
+// include/acc/precision/precision.hpp): made from the device the forward runs on.
 #pragma once
 
 #include <acc/detail/torch_compat.hpp>
 
+#include <c10/core/Device.h>
 #include <c10/core/DeviceType.h>
 #include <c10/core/ScalarType.h>
 
@@ -35,6 +38,18 @@ class AutocastGuard {
   bool active_;
   bool previous_enabled_ = false;
   c10::ScalarType previous_dtype_ = c10::ScalarType::Float;
+};
+
+// The forward scope of mixed precision: autocast to Dtype on the forward's device.
+template <c10::ScalarType Dtype>
+class AutocastTo : public AutocastGuard {
+ public:
+  explicit AutocastTo(c10::Device device) : AutocastGuard(device.type(), Dtype) {}
+};
+
+// The forward scope of a precision that computes in the parameters' dtype: changes nothing.
+struct NoAutocast {
+  explicit NoAutocast(c10::Device) {}
 };
 
 }  // namespace acc

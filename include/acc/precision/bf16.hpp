@@ -2,18 +2,16 @@
 // (bf16 has fp32's exponent range).
 #pragma once
 
+#include <acc/precision/mixed.hpp>
+
 #include <c10/core/ScalarType.h>
 
 #include <string_view>
 
 namespace acc {
 
-struct BF16 {
+struct BF16 : MixedPrecision<BF16, c10::ScalarType::BFloat16> {
   static constexpr std::string_view name = "bf16";
-  static constexpr bool autocast = true;
-  static constexpr bool scales_loss = false;
-  static constexpr bool casts_parameters = false;
-  static constexpr c10::ScalarType dtype = c10::ScalarType::BFloat16;
 };
 
 }  // namespace acc

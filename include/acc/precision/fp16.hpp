@@ -1,7 +1,10 @@
 // FP16: the forward pass under fp16 autocast, fp32 parameters and gradients, dynamic loss scaling
 // (acc::GradScaler) because fp16 overflows and underflows where fp32 does not. Autocast to fp16
-// on the CPU needs libtorch 2.x: the Accelerator says so on 1.13.
+// on the CPU needs libtorch 2.x: check_device says so on 1.13.
 #pragma once
+
+#include <acc/precision/grad_scaler.hpp>
+#include <acc/precision/mixed.hpp>
 
 #include <c10/core/ScalarType.h>
 
@@ -9,12 +12,9 @@
 
 namespace acc {
 
-struct FP16 {
+struct FP16 : MixedPrecision<FP16, c10::ScalarType::Half> {
   static constexpr std::string_view name = "fp16";
-  static constexpr bool autocast = true;
-  static constexpr bool scales_loss = true;
-  static constexpr bool casts_parameters = false;
-  static constexpr c10::ScalarType dtype = c10::ScalarType::Half;
+  using loss_scaler = GradScaler;
 };
 
 }  // namespace acc

@@ -1,9 +1,11 @@
 // A C++ GradScaler (libtorch has none): dynamic loss scaling for fp16. The loss is multiplied by
 // the scale before backward; before the optimizer steps, the gradients are divided by it and
 // checked for inf/NaN; a step with any is skipped and the scale backs off, and after
-// growth_interval clean steps it grows. Defaults are Accelerate's GradScalerKwargs.
+// growth_interval clean steps it grows. Defaults are Accelerate's GradScalerKwargs. It is FP16's
+// loss scaler (the interface precision policies' scalers share is in precision/precision.hpp).
 #pragma once
 
+#include <acc/comm/comm.hpp>
 #include <acc/detail/torch_compat.hpp>
 
 #include <ATen/ops/full.h>
@@ -13,6 +15,7 @@
 #include <torch/arg.h>
 
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 namespace acc {
@@ -61,7 +64,21 @@ class GradScaler {
       elsewhere = std::move(rest);
     }
   }
+  // The same, with the gradients that `gradients()` returns (the Accelerator's call: a scaler
+  // with nothing to do never asks for them).
+  template <class Gradients, std::enable_if_t<std::is_invocable_v<Gradients&>, int> = 0>
+  void unscale(Gradients&& gradients) {
+    unscale(gradients());
+  }
   at::Tensor& found_inf() { return found_inf_; }
+
+  // Whether the step is skipped: inf or NaN in the gradients of any rank (a collective: every
+  // rank calls it after unscale, and all decide alike).
+  template <class Comm>
+  bool skips_step(Comm& comm) {
+    comm.all_reduce(found_inf_, ReduceOp::max);
+    return found_inf_.item().toFloat() > 0;
+  }
 
   // After the step (taken or skipped): back off or grow.
   void update() {

@@ -1,53 +1,57 @@
-// DDP<Comm>: one process per device, every rank holding the whole model; gradients averaged across
-// ranks by bucketed all-reduces that overlap backward (detail/gradient_buckets.hpp). CPU is DDP
-// over Gloo on CPU devices.
+// DDP<Comm, Hook>: one process per device, every rank holding the whole model; gradients averaged
+// across ranks by bucketed collectives that overlap backward (strategy/gradient_buckets.hpp), each
+// bucket handed to the communication hook (strategy/ddp_hook.hpp; the default all-reduces). Its
+// distributed_type is where Comm's tensors live: MULTI_CPU or MULTI_GPU. CPU is DDP over Gloo.
 #pragma once
 
-#include <acc/accelerator_options.hpp>
 #include <acc/comm/comm.hpp>
 #include <acc/comm/gloo.hpp>
 #include <acc/comm/nccl.hpp>
+#include <acc/comm/process_group_options.hpp>
 #include <acc/config/environment.hpp>
-#include <acc/detail/gradient_buckets.hpp>
-#include <acc/detail/module_state.hpp>
-#include <acc/detail/process_group.hpp>
-#include <acc/error.hpp>
+#include <acc/strategy/ddp_hook.hpp>
+#include <acc/strategy/ddp_options.hpp>
+#include <acc/strategy/gradient_buckets.hpp>
+#include <acc/strategy/process_group.hpp>
+#include <acc/strategy/replicated.hpp>
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 #include <torch/nn/module.h>
 
 #include <algorithm>
-#include <map>
 #include <memory>
-#include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 namespace acc {
 
-template <class Comm>
-class DDP {
-  static_assert(is_comm_policy_v<Comm>, "DDP's parameter must be a communication policy: acc::Gloo or acc::Nccl");
-  static constexpr bool comm_is_built = Comm::available;
-  static_assert(comm_is_built,
-                "this build lacks the chosen communication backend: acc::Nccl needs libtorch with CUDA and nccl.h "
-                "(ACC_HAS_NCCL), acc::Gloo needs libtorch's Gloo headers (ACC_HAS_GLOO); pick the other one, or "
-                "build where it exists");
+template <class Comm, class Hook = AllReduceHook>
+class DDP : public ReplicatedModel {
+  static_assert(!detail::comm_is_built<Comm>::value || is_ddp_hook_v<Hook, Comm>,
+                "DDP's second parameter must be a communication hook: a default-constructible type whose "
+                "operator()(comm, bucket) starts the bucket's averaging and returns a handle with wait() (see "
+                "include/acc/strategy/ddp_hook.hpp)");
 
  public:
-  static constexpr bool on_cpu = std::is_same_v<Comm, Gloo>;
-  static constexpr std::string_view name = on_cpu ? "MULTI_CPU" : "MULTI_GPU";
+  static constexpr std::string_view name = Comm::device_type == c10::DeviceType::CPU ? "MULTI_CPU" : "MULTI_GPU";
+  using options_type = std::tuple<DDPOptions, ProcessGroupOptions>;
 
-  explicit DDP(const AcceleratorOptions& options) : options_(options.ddp()), process_group_(options.process_group()) {}
+  template <class Config>
+  static bool matches(const Config& config) {
+    return config.distributed_type == name;
+  }
+  static std::string spelling() { return std::string(name); }
+
+  DDP(DDPOptions options, ProcessGroupOptions process_group)
+      : options_(std::move(options)), group_("DDP<" + std::string(Comm::name) + ">", std::move(process_group)) {}
 
   // Joins the job: rendezvous (an in-process store when alone), then the communicator.
-  c10::Device device(const ProcessEnvironment& env, bool force_cpu) {
-    return detail::join_process_group(on_cpu ? "acc::CPU" : "DDP<Nccl>", env, force_cpu, process_group_, store_, comm_);
-  }
+  c10::Device device(const ProcessEnvironment& env, bool force_cpu) { return group_.join(env, force_cpu); }
 
   // Places the model on the device, makes every rank start from rank 0's weights, and puts its
   // gradients into buckets: new ones for a model prepared again (two sets would race), and the
@@ -55,7 +59,7 @@ class DDP {
   template <class Holder>
   void prepare_model(Holder& module, c10::Device device) {
     module->to(device);
-    detail::broadcast_module_state(*comm_, *module);
+    detail::broadcast_module_state(comm(), *module);
     buckets_.erase(std::remove_if(buckets_.begin(), buckets_.end(),
                                   [&](const ModelBuckets& b) {
                                     const auto model = b.model.lock();
@@ -66,7 +70,8 @@ class DDP {
     for (const auto& p : module->named_parameters())
       if (p.value().requires_grad()) trained.emplace_back(p.key(), p.value());
     if (!trained.empty())
-      buckets_.push_back({module.ptr(), std::make_unique<detail::GradientBuckets<Comm>>(*comm_, trained, options_)});
+      buckets_.push_back(
+          {module.ptr(), std::make_unique<detail::GradientBuckets<Comm, Hook>>(comm(), hook_, trained, options_)});
   }
   // Accelerator::free_memory: every model's buckets go.
   void release() { buckets_.clear(); }
@@ -77,7 +82,7 @@ class DDP {
     synchronize_gradients();
   }
 
-  // Waits for the buckets' all-reduces still in flight (none after accelerator.backward).
+  // Waits for the buckets' collectives still in flight (none after accelerator.backward).
   void synchronize_gradients() {
     for (auto& b : buckets_) b.buckets->finish();
   }
@@ -86,28 +91,16 @@ class DDP {
     for (auto& b : buckets_) b.buckets->set_enabled(enabled);
   }
 
-  // Drops the gradients (zero_grad(set_to_none)); the buckets take the next ones in.
   template <class Optimizer>
   void zero_grad(Optimizer& optimizer) {
-    for (auto& group : optimizer.param_groups())
-      for (auto& p : group.params())
-        if (p.grad().defined()) p.mutable_grad().reset();
+    group_.drop_gradients(optimizer);
   }
 
-  Comm& comm() { return *comm_; }
+  Comm& comm() { return group_.comm(); }
+  // The communication hook, with whatever state it keeps.
+  Hook& hook() { return hook_; }
 
-  // Checkpoints: every rank holds the whole model, so each gives its own parameters and buffers
-  // (rank 0 writes them) and loads the full state as it is.
-  template <class Holder>
-  std::vector<std::pair<std::string, at::Tensor>> full_state(const Holder& module) {
-    return detail::module_state(*module);
-  }
-  template <class Holder>
-  void load_full_state(Holder& module, const std::map<std::string, at::Tensor>& state) {
-    detail::load_module_state(*module, state);
-  }
-
-  // All-reduces started so far by the buckets of the models prepared now (for tests and benchmarks).
+  // Collectives started so far by the buckets of the models prepared now (for tests and benchmarks).
   int64_t gradient_collectives() const {
     int64_t count = 0;
     for (const auto& b : buckets_) count += b.buckets->collectives_started();
@@ -121,12 +114,11 @@ class DDP {
 
  private:
   DDPOptions options_;
-  ProcessGroupOptions process_group_;
-  c10::intrusive_ptr<c10d::Store> store_;
-  std::optional<Comm> comm_;
+  detail::ProcessGroup<Comm> group_;
+  Hook hook_;
   struct ModelBuckets {
     std::weak_ptr<torch::nn::Module> model;
-    std::unique_ptr<detail::GradientBuckets<Comm>> buckets;
+    std::unique_ptr<detail::GradientBuckets<Comm, Hook>> buckets;
   };
   std::vector<ModelBuckets> buckets_;
 };

@@ -1,6 +1,6 @@
 // FSDP<Comm, Sharding>: fully sharded data parallelism. The model is split into units (see
 // include/acc/fsdp/unit.hpp for how C++ code declares them): each unit's parameters are flattened
-// and sharded across ranks (detail/flat_unit.hpp), gathered just before the unit computes and
+// and sharded across ranks (fsdp/flat_unit.hpp), gathered just before the unit computes and
 // freed after, gradients reduce-scattered, and the optimizer steps only this rank's shards. Which
 // modules become units:
 //   - the whole model, always (the parameters no other unit takes);
@@ -12,17 +12,18 @@
 // with a shard group smaller than the world, the units then all-reducing across groups.
 #pragma once
 
-#include <acc/accelerator_options.hpp>
 #include <acc/comm/comm.hpp>
 #include <acc/comm/gloo.hpp>
 #include <acc/comm/nccl.hpp>
+#include <acc/comm/process_group_options.hpp>
 #include <acc/config/environment.hpp>
-#include <acc/detail/flat_unit.hpp>
 #include <acc/detail/module_state.hpp>
-#include <acc/detail/process_group.hpp>
-#include <acc/detail/unit_registry.hpp>
 #include <acc/error.hpp>
+#include <acc/fsdp/flat_unit.hpp>
+#include <acc/fsdp/options.hpp>
 #include <acc/fsdp/sharding.hpp>
+#include <acc/fsdp/unit_registry.hpp>
+#include <acc/strategy/process_group.hpp>
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/stack.h>
@@ -39,6 +40,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
@@ -58,31 +60,35 @@ struct FSDPMemory {
 
 template <class Comm, class Sharding = FullShard>
 class FSDP {
-  static_assert(is_comm_policy_v<Comm>,
-                "FSDP's first parameter must be a communication policy: acc::Gloo or acc::Nccl");
-  static constexpr bool comm_is_built = Comm::available;
-  static_assert(comm_is_built,
-                "this build lacks the chosen communication backend: acc::Nccl needs libtorch with CUDA and nccl.h "
-                "(ACC_HAS_NCCL), acc::Gloo needs libtorch's Gloo headers (ACC_HAS_GLOO); pick the other one, or "
-                "build where it exists");
   static_assert(is_sharding_policy_v<Sharding>,
                 "FSDP's second parameter must be a sharding policy: acc::FullShard, acc::ShardGradOp or acc::NoShard");
+  static constexpr bool on_cpu = Comm::device_type == c10::DeviceType::CPU;
 
  public:
   using sharding = Sharding;
-  static constexpr bool on_cpu = std::is_same_v<Comm, Gloo>;
   static constexpr std::string_view name = "FSDP";
+  // Every rank's optimizer state over its flat shards (with NO_SHARD: over whole flattened units).
+  static constexpr std::string_view checkpoint_layout = Sharding::shards_parameters ? "flat_shards" : "flat_units";
+  using options_type = std::tuple<FSDPOptions, ProcessGroupOptions>;
 
-  explicit FSDP(const AcceleratorOptions& options)
-      : options_(options.fsdp()), process_group_(options.process_group()) {}
+  // distributed_type FSDP, its fsdp_sharding_strategy, and use_cpu where Comm's tensors live.
+  template <class Config>
+  static bool matches(const Config& config) {
+    return config.distributed_type == name && config.fsdp.sharding_strategy == Sharding::name &&
+           config.use_cpu == on_cpu;
+  }
+  static std::string spelling() {
+    return std::string(name) + " fsdp_sharding_strategy=" + std::string(Sharding::name) +
+           (on_cpu ? " use_cpu=true" : " use_cpu=false");
+  }
+
+  FSDP(FSDPOptions options, ProcessGroupOptions process_group)
+      : options_(std::move(options)), group_("FSDP<" + std::string(Comm::name) + ">", std::move(process_group)) {}
   FSDP(const FSDP&) = delete;
   FSDP& operator=(const FSDP&) = delete;
   ~FSDP() { release(); }
 
-  c10::Device device(const ProcessEnvironment& env, bool force_cpu) {
-    return detail::join_process_group(on_cpu ? "FSDP<Gloo>" : "FSDP<Nccl>", env, force_cpu, process_group_, store_,
-                                      comm_);
-  }
+  c10::Device device(const ProcessEnvironment& env, bool force_cpu) { return group_.join(env, force_cpu); }
 
   // Mixed precision: the dtype units are gathered in (their shards stay in the parameters' dtype).
   void compute_dtype(std::optional<at::ScalarType> dtype) { compute_dtype_ = dtype; }
@@ -94,7 +100,7 @@ class FSDP {
           "FSDP prepares one model per Accelerator; prepare() was given a second one (call "
           "accelerator.free_memory() first to leave the first one and prepare another)");
     module->to(device);
-    if (options_.sync_module_states()) detail::broadcast_module_state(*comm_, *module);
+    if (options_.sync_module_states()) detail::broadcast_module_state(comm(), *module);
     // Units: the chosen modules by qualified name; each trained parameter goes to the innermost.
     const auto chosen = choose_units(*module, is_sequential<Holder>());
     std::vector<std::vector<std::pair<std::string, at::Tensor>>> members(chosen.size() + 1);
@@ -118,7 +124,7 @@ class FSDP {
       if (members[i].empty()) continue;
       UnitState unit;
       unit.module = i == 0 ? nullptr : chosen[i - 1].second;
-      unit.flat = std::make_unique<detail::FlatUnit<Comm>>(i == 0 ? "(model)" : chosen[i - 1].first, members[i], *comm_,
+      unit.flat = std::make_unique<detail::FlatUnit<Comm>>(i == 0 ? "(model)" : chosen[i - 1].first, members[i], comm(),
                                                            settings);
       units_.push_back(std::move(unit));
     }
@@ -153,8 +159,8 @@ class FSDP {
       auto& children = *module;
       auto it = children.begin();
       if (it == children.end()) return module->forward(std::forward<Args>(args)...);
-      auto value = call_child(it - children.begin(), *it, std::forward<Args>(args)...);
-      for (++it; it != children.end(); ++it) value = call_child(it - children.begin(), *it, std::move(value));
+      auto value = call_child(*it, std::forward<Args>(args)...);
+      for (++it; it != children.end(); ++it) value = call_child(*it, std::move(value));
       return value.template get<at::Tensor>();
     } else {
       return module->forward(std::forward<Args>(args)...);
@@ -184,9 +190,7 @@ class FSDP {
 
   template <class Optimizer>
   void zero_grad(Optimizer& optimizer) {
-    for (auto& group : optimizer.param_groups())
-      for (auto& p : group.params())
-        if (p.grad().defined()) p.mutable_grad().reset();
+    group_.drop_gradients(optimizer);
   }
 
   // The optimizer was made with the model's parameters: it gets the shards of their units
@@ -232,10 +236,10 @@ class FSDP {
     for (auto& unit : units_)
       if (unit.flat->shard().grad().defined()) norms.push_back(unit.flat->shard().grad().norm(norm_type));
     // The shards' gradients may be in host memory (offload); the collective needs the comm's device.
-    const at::Tensor local = norms.empty() ? at::zeros({1}, at::TensorOptions(comm_->device()))
-                                           : at::stack(norms).to(comm_->device(), at::kFloat);
+    const at::Tensor local = norms.empty() ? at::zeros({1}, at::TensorOptions(comm().device()))
+                                           : at::stack(norms).to(comm().device(), at::kFloat);
     at::Tensor total = infinity ? local.max().reshape({1}) : local.pow(norm_type).sum().reshape({1});
-    if (Sharding::shards_parameters) comm_->all_reduce(total, infinity ? ReduceOp::max : ReduceOp::sum);
+    if (Sharding::shards_parameters) comm().all_reduce(total, infinity ? ReduceOp::max : ReduceOp::sum);
     const double norm = infinity ? total.item<double>() : std::pow(total.item<double>(), 1.0 / norm_type);
     const double coefficient = max_norm / (norm + 1e-6);
     if (coefficient < 1)
@@ -244,7 +248,7 @@ class FSDP {
     return norm;
   }
 
-  Comm& comm() { return *comm_; }
+  Comm& comm() { return group_.comm(); }
 
   // Checkpoints. full_state gathers every unit into host memory, one after the other (a
   // collective: all ranks call it); load_full_state takes each rank's slices of a full state.
@@ -342,7 +346,7 @@ class FSDP {
   }
 
   template <class Value>
-  torch::nn::AnyValue call_child(std::ptrdiff_t index, torch::nn::AnyModule& child, Value&& value) {
+  torch::nn::AnyValue call_child(torch::nn::AnyModule& child, Value&& value) {
     auto* hooks = detail::UnitRegistry::instance().hooks(*child.ptr());
     if (hooks) hooks->before_forward();
     auto output = child.any_forward(std::forward<Value>(value));
@@ -350,7 +354,6 @@ class FSDP {
       const auto* tensor = output.template try_get<at::Tensor>();
       hooks->after_forward(tensor ? std::vector<at::Tensor>{*tensor} : std::vector<at::Tensor>{});
     }
-    (void)index;
     return output;
   }
 
@@ -470,10 +473,8 @@ class FSDP {
   }
 
   FSDPOptions options_;
-  ProcessGroupOptions process_group_;
+  detail::ProcessGroup<Comm> group_;
   std::optional<at::ScalarType> compute_dtype_;
-  c10::intrusive_ptr<c10d::Store> store_;
-  std::optional<Comm> comm_;
   std::vector<UnitState> units_;
   std::optional<std::size_t> root_;
   std::vector<std::size_t> forward_order_, previous_order_;

@@ -1,29 +1,31 @@
 // Single: one process on one device (a GPU if there is one, else the CPU); nothing to synchronize.
 #pragma once
 
-#include <acc/accelerator_options.hpp>
 #include <acc/comm/device.hpp>
 #include <acc/comm/local.hpp>
 #include <acc/config/environment.hpp>
-#include <acc/detail/module_state.hpp>
 #include <acc/error.hpp>
+#include <acc/strategy/replicated.hpp>
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 
-#include <map>
 #include <string>
 #include <string_view>
-#include <utility>
-#include <vector>
+#include <tuple>
 
 namespace acc {
 
-class Single {
+class Single : public ReplicatedModel {
  public:
   static constexpr std::string_view name = "NO";
+  using options_type = std::tuple<>;
 
-  explicit Single(const AcceleratorOptions&) {}
+  template <class Config>
+  static bool matches(const Config& config) {
+    return config.distributed_type == name;
+  }
+  static std::string spelling() { return std::string(name); }
 
   c10::Device device(const ProcessEnvironment& env, bool force_cpu) {
     if (env.world_size != 1)
@@ -49,16 +51,6 @@ class Single {
     optimizer.zero_grad();
   }
   LocalComm& comm() { return comm_; }
-
-  // Checkpoints: the model's parameters and buffers by name, and loading them back.
-  template <class Holder>
-  std::vector<std::pair<std::string, at::Tensor>> full_state(const Holder& module) {
-    return detail::module_state(*module);
-  }
-  template <class Holder>
-  void load_full_state(Holder& module, const std::map<std::string, at::Tensor>& state) {
-    detail::load_module_state(*module, state);
-  }
 
  private:
   LocalComm comm_;

@@ -1,12 +1,22 @@
 // What a strategy policy provides, and the check that says so when a type does not.
 //
-// A strategy is constructed once per Accelerator from its options and owns whatever the
+// A strategy is constructed once per Accelerator from its own options and owns whatever the
 // distribution scheme needs (process group, gradient buckets). It provides
 //   static constexpr std::string_view name;             // the YAML spelling of distributed_type
-//   explicit S(const AcceleratorOptions&);
+//   template <class Config> static bool matches(const Config&);  // whether acc::run picks it for an
+//                                                       // acc::Config (a template: no YAML here)
+//   static std::string spelling();                      // the config values it matches, as
+//                                                       // acc::run lists what a program has
+//   static constexpr std::string_view checkpoint_layout;  // what its checkpoints' model and optimizer
+//                                                       // files hold: a checkpoint loads into any
+//                                                       // strategy of the same layout
+//   using options_type = std::tuple<...>;               // the option structs it takes, in the order
+//   explicit S(const Parts&...);                        // of its constructor (none, DDPOptions,
+//                                                       // FSDPOptions, ProcessGroupOptions)
 //   c10::Device device(const ProcessEnvironment&, bool force_cpu);  // called once, after construction
 //   template <class Holder> void prepare_model(Holder&, c10::Device);  // again: replaces its state
 //   void release();                                     // Accelerator::free_memory: forgets every model
+//   template <class Holder, class... Args> auto forward(Holder&, Args&&...);  // the model's call
 //   void backward(const at::Tensor& loss);
 //   void synchronize_gradients();                       // before the optimizer step (idempotent)
 //   void set_gradient_sync(bool);                       // false: accumulate locally (no_sync)
@@ -23,33 +33,40 @@
 //                                                       // unexpected and misshapen keys
 // A sharding strategy (FSDP) also provides, and the Accelerator then calls:
 //   void compute_dtype(std::optional<at::ScalarType>);  // mixed precision's dtype, at construction
-//   template <class Holder, class... Args> auto forward(Holder&, Args&&...);  // the model's call
 //   void prepare_optimizer(torch::optim::Optimizer&);   // swaps the parameters for its shards
 //   std::vector<at::Tensor> trained_parameters();       // what the optimizer steps (to unscale)
 //   double clip_grad_norm_(double max_norm, double norm_type);  // the norm over all shards
 // Optimizer state is saved from the main process's optimizer, as replicated strategies hold it;
 // gradients saved in the middle of an accumulation cycle are each process's parameters' .grad.
+// The strategies: Single (single.hpp), DDP<Comm, Hook> and CPU (ddp.hpp), FSDP<Comm, Sharding>
+// (fsdp.hpp). A new one is a file of its own here plus its name in acc::run's default list.
 #pragma once
-
-#include <acc/accelerator_options.hpp>
 
 #include <ATen/core/Tensor.h>
 
+#include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 
 namespace acc {
 
 namespace detail {
+template <class S, class Parts>
+struct constructible_from_parts : std::false_type {};
+template <class S, class... Parts>
+struct constructible_from_parts<S, std::tuple<Parts...>> : std::is_constructible<S, const Parts&...> {};
+
 template <class S, class = void>
 struct is_strategy_policy : std::false_type {};
 template <class S>
 struct is_strategy_policy<
-    S, std::void_t<decltype(std::string_view{S::name}), decltype(S(std::declval<const AcceleratorOptions&>())),
+    S, std::void_t<decltype(std::string_view{S::name}), decltype(std::string{S::spelling()}),
+                   decltype(std::string_view{S::checkpoint_layout}), typename S::options_type,
                    decltype(std::declval<S&>().backward(std::declval<const at::Tensor&>())),
                    decltype(std::declval<S&>().synchronize_gradients()),
                    decltype(std::declval<S&>().set_gradient_sync(true)), decltype(std::declval<S&>().comm())>>
-    : std::true_type {};
+    : constructible_from_parts<S, typename S::options_type> {};
 }  // namespace detail
 
 template <class S>

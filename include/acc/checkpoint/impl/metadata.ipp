@@ -118,6 +118,7 @@ ACC_DECL std::string CheckpointMetadata::to_json() const {
   j["optimizer_format"] = optimizer_format;
   j["world_size"] = world_size;
   j["strategy"] = strategy;
+  j["layout"] = layout;
   j["precision"] = precision;
   j["sampler"] = sampler;
   j["step"] = step;
@@ -138,6 +139,17 @@ ACC_DECL std::string CheckpointMetadata::to_json() const {
   j["files"] = nlohmann::ordered_json::object();
   for (const auto& [name, file] : files) j["files"][name] = {{"size", file.size}, {"crc32c", crc32c_text(file.crc32c)}};
   return j.dump(2) + "\n";
+}
+
+ACC_DECL std::string CheckpointMetadata::strategy_mismatch(std::string_view strategy_name,
+                                                          std::string_view strategy_layout) const {
+  if (layout.empty() ? strategy == strategy_name : layout == strategy_layout) return {};
+  if (layout.empty())
+    return "the checkpoint was saved with strategy " + strategy + ", and this Accelerator uses " +
+           std::string(strategy_name);
+  return "the checkpoint was saved with strategy " + strategy + ", whose files hold the " + layout +
+         " layout, and this Accelerator uses " + std::string(strategy_name) + ", which reads the " +
+         std::string(strategy_layout) + " layout";
 }
 
 ACC_DECL CheckpointMetadata CheckpointMetadata::read(const std::filesystem::path& dir) {
@@ -168,6 +180,7 @@ ACC_DECL CheckpointMetadata CheckpointMetadata::read(const std::filesystem::path
   m.optimizer_format = r.integer(r.at(j, "optimizer_format", ""), "optimizer_format", 0, kMax);
   m.world_size = r.integer(r.at(j, "world_size", ""), "world_size", 1, 1 << 20);
   m.strategy = r.text(r.at(j, "strategy", ""), "strategy");
+  if (j.contains("layout")) m.layout = r.text(j.at("layout"), "layout");
   m.precision = r.text(r.at(j, "precision", ""), "precision");
   m.sampler = r.text(r.at(j, "sampler", ""), "sampler");
   m.step = r.integer(r.at(j, "step", ""), "step", 0, kMax);

@@ -1,13 +1,14 @@
 // DDP's gradient synchronization: parameters grouped into buckets (reverse registration order,
 // a small first bucket), each parameter's .grad a view into its bucket's flat buffer, and a
-// bucket's all-reduce started from an autograd hook the moment its last gradient has been
-// accumulated, so communication overlaps the rest of backward. Buckets start in index order on
+// bucket handed to the communication hook (an all-reduce by default, strategy/ddp_hook.hpp) from
+// an autograd hook the moment its last gradient has been accumulated, so communication overlaps
+// the rest of backward. Buckets start in index order on
 // every rank, whatever order their gradients arrive in, so that the collectives match.
 #pragma once
 
-#include <acc/accelerator_options.hpp>
 #include <acc/comm/comm.hpp>
 #include <acc/error.hpp>
+#include <acc/strategy/ddp_options.hpp>
 
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/function.h>
@@ -18,18 +19,19 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <unordered_set>
 #include <utility>
 #include <vector>
 
 namespace acc::detail {
 
-template <class Comm>
+template <class Comm, class Hook>
 class GradientBuckets {
  public:
-  GradientBuckets(Comm& comm, const std::vector<std::pair<std::string, at::Tensor>>& parameters,
+  GradientBuckets(Comm& comm, Hook& hook, const std::vector<std::pair<std::string, at::Tensor>>& parameters,
                   const DDPOptions& options)
-      : comm_(comm), find_unused_(options.find_unused_parameters()) {
+      : comm_(comm), hook_(hook), find_unused_(options.find_unused_parameters()) {
     constexpr double kMiB = 1024.0 * 1024.0;
     // Gradients arrive roughly in reverse registration order, so buckets are filled from the end.
     for (auto it = parameters.rbegin(); it != parameters.rend(); ++it) {
@@ -111,7 +113,7 @@ class GradientBuckets {
   }
 
   std::size_t bucket_count() const { return buckets_.size(); }
-  // Number of all-reduces started so far (each bucket of each synchronized step).
+  // Number of buckets handed to the hook so far (each bucket of each synchronized step).
   int64_t collectives_started() const { return collectives_started_; }
 
  private:
@@ -124,7 +126,7 @@ class GradientBuckets {
     std::size_t bytes = 0;
     at::Tensor buffer;
     std::size_t pending = 0;
-    std::optional<typename Comm::Pending> work;
+    std::optional<std::invoke_result_t<Hook&, Comm&, at::Tensor&>> work;
   };
   struct Param {
     std::string name;
@@ -178,7 +180,7 @@ class GradientBuckets {
     while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
       auto& ready = buckets_[next_launch_++];
       if (comm_.world_size() == 1) continue;  // alone, the local gradient is the average
-      ready.work.emplace(comm_.all_reduce_async(ready.buffer, ReduceOp::mean));
+      ready.work.emplace(hook_(comm_, ready.buffer));
       ++collectives_started_;
     }
   }
@@ -194,6 +196,7 @@ class GradientBuckets {
   }
 
   Comm& comm_;
+  Hook& hook_;
   bool find_unused_;
   bool enabled_ = true;
   bool dirty_ = false;

@@ -1,0 +1,38 @@
+// How FSDP chooses its units and moves parameters (Python's FullyShardedDataParallelPlugin; the
+// sharding strategy itself is the FSDP policy's second parameter, see fsdp/sharding.hpp).
+#pragma once
+
+#include <torch/arg.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace acc {
+
+class FSDPOptions {
+ public:
+  enum class AutoWrap {
+    declared_units,     // every acc::Unit in the model, and the children of a root Sequential
+    transformer_based,  // those whose class is in transformer_layer_cls_to_wrap
+    size_based,         // those with at least min_num_params parameters
+    no_wrap             // none: the whole model is one unit
+  };
+  enum class BackwardPrefetch { backward_pre, backward_post, none };
+  TORCH_ARG(AutoWrap, auto_wrap_policy) = AutoWrap::declared_units;
+  // Class names as Module::name() gives them; "Block" also matches "BlockImpl" and "ns::Block".
+  TORCH_ARG(std::vector<std::string>, transformer_layer_cls_to_wrap) = {};
+  TORCH_ARG(int64_t, min_num_params) = 100000000;
+  // When the next unit's all-gather starts in backward: as the current unit's backward begins
+  // (pre) or once its gradients are reduced (post).
+  TORCH_ARG(BackwardPrefetch, backward_prefetch) = BackwardPrefetch::backward_pre;
+  // Start the next unit's all-gather when a unit's forward begins.
+  TORCH_ARG(bool, forward_prefetch) = false;
+  // Rank 0's parameters and buffers go to every rank at prepare().
+  TORCH_ARG(bool, sync_module_states) = true;
+  // Shards, their gradients and the optimizer's state in host memory, the step on the CPU (the
+  // YAML's fsdp_offload_params): GPU memory holds only gathered units. No effect on CPU ranks.
+  TORCH_ARG(bool, offload_params) = false;
+};
+
+}  // namespace acc

@@ -1,0 +1,36 @@
+// What the strategies that hold the whole model on every rank (Single, DDP) share: the forward is
+// the model's own, and a checkpoint's model state is each rank's parameters and buffers (the main
+// process writes them), loaded as it is.
+#pragma once
+
+#include <acc/detail/module_state.hpp>
+
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace acc {
+
+struct ReplicatedModel {
+  // The model's full state and one optimizer state over its parameters, on the main process.
+  static constexpr std::string_view checkpoint_layout = "replicated";
+
+  template <class Holder, class... Args>
+  static auto forward(Holder& module, Args&&... args) {
+    return module->forward(std::forward<Args>(args)...);
+  }
+  template <class Holder>
+  static std::vector<std::pair<std::string, at::Tensor>> full_state(const Holder& module) {
+    return detail::module_state(*module);
+  }
+  template <class Holder>
+  static void load_full_state(Holder& module, const std::map<std::string, at::Tensor>& state) {
+    detail::load_module_state(*module, state);
+  }
+};
+
+}  // namespace acc
