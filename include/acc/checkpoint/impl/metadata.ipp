@@ -142,7 +142,7 @@ ACC_DECL std::string CheckpointMetadata::to_json() const {
 }
 
 ACC_DECL std::string CheckpointMetadata::strategy_mismatch(std::string_view strategy_name,
-                                                          std::string_view strategy_layout) const {
+                                                           std::string_view strategy_layout) const {
   if (layout.empty() ? strategy == strategy_name : layout == strategy_layout) return {};
   if (layout.empty())
     return "the checkpoint was saved with strategy " + strategy + ", and this Accelerator uses " +
