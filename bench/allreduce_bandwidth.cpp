@@ -18,8 +18,7 @@ int main() {
 #if ACC_HAS_NCCL
   const auto env = acc::ProcessEnvironment::from_environment();
   c10::cuda::CUDAGuard guard(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank)));
-  const auto timeout = acc::rendezvous_timeout();
-  acc::Nccl comm(env, acc::rendezvous(env, timeout), acc::ProcessGroupOptions());
+  acc::Nccl comm(env, acc::rendezvous(env, env.rendezvous_timeout), acc::ProcessGroupOptions());
   const int warmup = 5, iterations = 20, repeats = 5;
   for (const int mib : {1, 4, 25, 100, 256}) {
     auto buffer = at::ones({int64_t{mib} * 1024 * 1024 / 4}, at::TensorOptions(comm.device()).dtype(at::kFloat));

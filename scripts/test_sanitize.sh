@@ -19,7 +19,9 @@ echo "test_sanitize: built in $(($(date +%s) - start)) s"
 
 # libtorch and the system libraries are not instrumented: ASan still checks every access our code
 # makes and every allocation, theirs included.
-export ASAN_OPTIONS=detect_stack_use_after_return=1:check_initialization_order=1:strict_init_order=1
+# allocator_may_return_null: an allocation too big for any machine returns null, as malloc does,
+# so that libtorch raises its out-of-memory error (find_executable_batch_size's test provokes one).
+export ASAN_OPTIONS=detect_stack_use_after_return=1:check_initialization_order=1:strict_init_order=1:allocator_may_return_null=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 start=$(date +%s)
 ctest --test-dir $build --output-on-failure -j2 -L '^fast$' "$@"

@@ -17,7 +17,7 @@
 namespace {
 
 // tests/data, next to this file (CMake compiles it by its absolute path).
-const std::filesystem::path kData = std::filesystem::path(__FILE__).parent_path() / "data";
+const std::filesystem::path kData = std::filesystem::path(ACC_TESTS_DIR) / "data";
 
 std::string error_of(const std::string& yaml) {
   try {

@@ -42,6 +42,19 @@ TEST_CASE("no launcher variables: one process on rank 0") {
   CHECK(env.master_port == 29500);
 }
 
+TEST_CASE("the rendezvous timeout and Gloo's interface are read with the other launcher variables") {
+  const auto defaults = parse({});
+  CHECK(defaults.rendezvous_timeout == std::chrono::seconds(300));
+  CHECK_FALSE(defaults.socket_interface.has_value());
+  const auto env = parse({{"ACC_RDZV_TIMEOUT", "42"}, {"GLOO_SOCKET_IFNAME", "eth1"}});
+  CHECK(env.rendezvous_timeout == std::chrono::seconds(42));
+  CHECK(env.socket_interface == "eth1");
+  CHECK(error_of({{"ACC_RDZV_TIMEOUT", "soon"}}) ==
+        "ACC_RDZV_TIMEOUT='soon' is not an integer; set it to a number of seconds");
+  CHECK(error_of({{"ACC_RDZV_TIMEOUT", "0"}}) == "ACC_RDZV_TIMEOUT=0 is out of range [1, 16777216]; set it to a number of seconds");
+  CHECK_FALSE(parse({{"GLOO_SOCKET_IFNAME", ""}}).socket_interface.has_value());  // empty: unset, as Gloo reads it
+}
+
 TEST_CASE("torchrun variables (also what acc launch sets)") {
   const auto env = parse({{"RANK", "5"},
                           {"WORLD_SIZE", "8"},

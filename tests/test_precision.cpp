@@ -228,7 +228,7 @@ struct GoldenStep {
 }  // namespace
 
 TEST_CASE("GradScaler matches torch.amp.GradScaler's golden values (scale trajectory, skips, parameters)") {
-  const auto golden_file = std::filesystem::path(__FILE__).parent_path() / "golden" / "grad_scaler_sgd.txt";
+  const auto golden_file = std::filesystem::path(ACC_TESTS_DIR) / "golden" / "grad_scaler_sgd.txt";
   std::ifstream in(golden_file);
   REQUIRE_MESSAGE(in, "missing " << golden_file << " (written by tests/golden/grad_scaler.py)");
   std::vector<GoldenStep> steps;

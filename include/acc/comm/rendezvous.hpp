@@ -12,10 +12,6 @@
 
 namespace acc {
 
-// How long ranks wait for each other: ACC_RDZV_TIMEOUT seconds (set by `acc launch
-// --rdzv_timeout`), 300 by default.
-ACC_DECL std::chrono::milliseconds rendezvous_timeout();
-
 // Connects to (rank 0: serves) the job's store and returns once all ranks have arrived. Every
 // store operation, here and later (communicators, debug mode), fails after `timeout` when the
 // store does not answer, naming this rank and the address.
@@ -23,8 +19,8 @@ ACC_DECL c10::intrusive_ptr<c10d::Store> rendezvous(const ProcessEnvironment& en
 
 // The job's store: the first call makes the rendezvous (an in-process store when the job has one
 // process), later calls return the same store. Communicators take their key spaces in it.
-ACC_DECL c10::intrusive_ptr<c10d::Store> job_store(const ProcessEnvironment& env,
-                                                   std::chrono::milliseconds timeout = rendezvous_timeout());
+// Every operation on it is bounded by env.rendezvous_timeout.
+ACC_DECL c10::intrusive_ptr<c10d::Store> job_store(const ProcessEnvironment& env);
 
 }  // namespace acc
 

@@ -6,6 +6,7 @@
 #include <acc/error.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cctype>
 #include <cstdlib>
 #include <functional>
@@ -33,6 +34,9 @@ struct ProcessEnvironment {
   bool use_cpu = false;                        // ACCELERATE_USE_CPU
   std::optional<std::string> mixed_precision;  // ACCELERATE_MIXED_PRECISION: no, fp16 or bf16
   std::optional<std::string> log_level;        // ACCELERATE_LOG_LEVEL (acc::get_logger checks it)
+  // How long ranks wait for each other at rendezvous: ACC_RDZV_TIMEOUT (acc launch --rdzv_timeout).
+  std::chrono::seconds rendezvous_timeout{300};
+  std::optional<std::string> socket_interface;  // GLOO_SOCKET_IFNAME: the interface Gloo connects on
 
   bool is_distributed() const { return world_size > 1; }
   bool is_main_process() const { return rank == 0; }
@@ -183,6 +187,9 @@ inline ProcessEnvironment ProcessEnvironment::from(const EnvironmentLookup& look
     env.mixed_precision = *precision;
   }
   if (auto level = lookup("ACCELERATE_LOG_LEVEL"); level && !level->empty()) env.log_level = *level;
+  if (auto seconds = int_var("ACC_RDZV_TIMEOUT", 1, 1 << 24, "a number of seconds"))
+    env.rendezvous_timeout = std::chrono::seconds(*seconds);
+  if (auto interface = lookup("GLOO_SOCKET_IFNAME"); interface && !interface->empty()) env.socket_interface = *interface;
   return env;
 }
 

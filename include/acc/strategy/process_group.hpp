@@ -30,10 +30,9 @@ namespace acc::detail {
 
 // One rendezvous per process; each communicator made after it (every rank makes them in the same
 // order) gets a key space of its own in the job's store, so that a process may hold several.
-inline c10::intrusive_ptr<c10d::Store> next_group_store(const ProcessEnvironment& env,
-                                                        std::chrono::milliseconds timeout) {
+inline c10::intrusive_ptr<c10d::Store> next_group_store(const ProcessEnvironment& env) {
   static int groups = 0;
-  return c10::make_intrusive<c10d::PrefixStore>("acc/group" + std::to_string(groups++), job_store(env, timeout));
+  return c10::make_intrusive<c10d::PrefixStore>("acc/group" + std::to_string(groups++), job_store(env));
 }
 
 // Whether Comm is a communication policy built into this binary (its other members exist then).
@@ -73,7 +72,7 @@ class ProcessGroup {
     if (env.world_size == 1)
       store_ = c10::make_intrusive<c10d::HashStore>();
     else
-      store_ = next_group_store(env, rendezvous_timeout());
+      store_ = next_group_store(env);
     comm_.emplace(env, store_, options_);
     return comm_->device();
   }

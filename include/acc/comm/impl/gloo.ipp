@@ -9,7 +9,6 @@
 #include <c10/util/Exception.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
-#include <cstdlib>
 #include <optional>
 
 namespace acc {
@@ -53,8 +52,8 @@ ACC_DECL Gloo::Gloo(const ProcessEnvironment& env, const c10::intrusive_ptr<c10d
       group_(std::make_unique<Group>()) {
   // Gloo's own timeout ends a stuck send or receive; the ledger turns that into our message.
   auto options = c10d::ProcessGroupGloo::Options::create(process_group.timeout());
-  if (const char* interface = std::getenv("GLOO_SOCKET_IFNAME"))
-    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(interface));
+  if (env.socket_interface)
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(*env.socket_interface));
   else if (env.num_nodes == 1)  // one machine: stay on loopback
     options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
   else

@@ -7,19 +7,12 @@
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
-#include <cstdlib>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 namespace acc {
-
-ACC_DECL std::chrono::milliseconds rendezvous_timeout() {
-  const char* value = std::getenv("ACC_RDZV_TIMEOUT");
-  if (!value) return std::chrono::seconds(300);
-  return std::chrono::seconds(detail::parse_env_int("ACC_RDZV_TIMEOUT", value, 1, 1 << 24, "a number of seconds"));
-}
 
 namespace detail {
 
@@ -112,13 +105,13 @@ ACC_DECL c10::intrusive_ptr<c10d::Store> rendezvous(const ProcessEnvironment& en
   return store;
 }
 
-ACC_DECL c10::intrusive_ptr<c10d::Store> job_store(const ProcessEnvironment& env, std::chrono::milliseconds timeout) {
+ACC_DECL c10::intrusive_ptr<c10d::Store> job_store(const ProcessEnvironment& env) {
   static std::mutex mutex;
   static c10::intrusive_ptr<c10d::Store> store;
   std::lock_guard<std::mutex> lock(mutex);
   if (!store)
     store = env.world_size == 1 ? c10::intrusive_ptr<c10d::Store>(c10::make_intrusive<c10d::HashStore>())
-                                : rendezvous(env, timeout);
+                                : rendezvous(env, env.rendezvous_timeout);
   return store;
 }
 
