@@ -51,7 +51,8 @@ TEST_CASE("the rendezvous timeout and Gloo's interface are read with the other l
   CHECK(env.socket_interface == "eth1");
   CHECK(error_of({{"ACC_RDZV_TIMEOUT", "soon"}}) ==
         "ACC_RDZV_TIMEOUT='soon' is not an integer; set it to a number of seconds");
-  CHECK(error_of({{"ACC_RDZV_TIMEOUT", "0"}}) == "ACC_RDZV_TIMEOUT=0 is out of range [1, 16777216]; set it to a number of seconds");
+  CHECK(error_of({{"ACC_RDZV_TIMEOUT", "0"}}) ==
+        "ACC_RDZV_TIMEOUT=0 is out of range [1, 16777216]; set it to a number of seconds");
   CHECK_FALSE(parse({{"GLOO_SOCKET_IFNAME", ""}}).socket_interface.has_value());  // empty: unset, as Gloo reads it
 }
 

@@ -1,8 +1,8 @@
 // acc_state.json, the file a checkpoint directory is complete with: written last by
 // save_state, required by load_state. It says how the checkpoint was made (world size,
-// strategy and its checkpoint layout, precision, libtorch), lists every file with its size and CRC-32C (so that a missing,
-// truncated or altered one is named before it is used), and holds the small state: the gradient
-// accumulation step and every prepared data loader's sampler seed and position on each rank.
+// strategy and its checkpoint layout, precision, libtorch), lists every file with its size and CRC-32C (so that a
+// missing, truncated or altered one is named before it is used), and holds the small state: the gradient accumulation
+// step and every prepared data loader's sampler seed and position on each rank.
 //
 // It is read as untrusted input: every value is checked against its allowed range and every file
 // name must be a plain name inside the checkpoint directory; anything else is a DamagedCheckpoint

@@ -6,8 +6,8 @@
 #include <acc/error.hpp>
 
 #include <algorithm>
-#include <chrono>
 #include <cctype>
+#include <chrono>
 #include <cstdlib>
 #include <functional>
 #include <optional>
@@ -189,7 +189,8 @@ inline ProcessEnvironment ProcessEnvironment::from(const EnvironmentLookup& look
   if (auto level = lookup("ACCELERATE_LOG_LEVEL"); level && !level->empty()) env.log_level = *level;
   if (auto seconds = int_var("ACC_RDZV_TIMEOUT", 1, 1 << 24, "a number of seconds"))
     env.rendezvous_timeout = std::chrono::seconds(*seconds);
-  if (auto interface = lookup("GLOO_SOCKET_IFNAME"); interface && !interface->empty()) env.socket_interface = *interface;
+  if (auto interface = lookup("GLOO_SOCKET_IFNAME"); interface && !interface->empty())
+    env.socket_interface = *interface;
   return env;
 }
 
