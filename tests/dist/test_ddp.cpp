@@ -369,24 +369,27 @@ std::vector<std::pair<at::Tensor, at::Tensor>> hooked_step(Accelerator& accelera
   torch::manual_seed(5 + accelerator.process_index());  // prepare broadcasts rank 0's weights
   Mlp net;
   auto model = accelerator.prepare(net);
-  Mlp local;  // the same weights, for this rank's own gradients
+  // The same weights on the same device, for this rank's own gradients: the same kernels compute
+  // them as DDP's, so only the hook's averaging separates the two (on a GPU, CPU kernels would
+  // round differently).
+  Mlp local;
+  local->to(accelerator.device());
   {
     at::NoGradGuard no_grad;
-    for (std::size_t i = 0; i < net->parameters().size(); ++i)
-      local->parameters()[i].copy_(net->parameters()[i].to(at::kCPU));
+    for (std::size_t i = 0; i < net->parameters().size(); ++i) local->parameters()[i].copy_(net->parameters()[i]);
   }
-  const auto x = at::randn({kBatch, 8}) * (accelerator.process_index() + 1);
+  const auto x = (at::randn({kBatch, 8}) * (accelerator.process_index() + 1)).to(accelerator.device());
   local(x).pow(2).sum().backward();
-  accelerator.backward(model(x.to(accelerator.device())).pow(2).sum());
+  accelerator.backward(model(x).pow(2).sum());
   std::vector<std::pair<at::Tensor, at::Tensor>> gradients;
   for (std::size_t i = 0; i < net->parameters().size(); ++i) {
-    const auto own = local->parameters()[i].grad().reshape({1, -1}).to(accelerator.device());
+    const auto own = local->parameters()[i].grad().reshape({1, -1});
     gradients.emplace_back(net->parameters()[i].grad().reshape({-1}).to(at::kCPU, at::kDouble),
                            accelerator.gather(own).to(at::kCPU, at::kDouble));
   }
   {  // gradients accumulated locally: no bucket goes to the hook
     auto no_communication = accelerator.no_sync(model);
-    accelerator.backward(model(x.to(accelerator.device())).pow(2).sum());
+    accelerator.backward(model(x).pow(2).sum());
   }
   return gradients;
 }
