@@ -8,6 +8,7 @@
 #endif
 
 #include <acc/checkpoint/impl/checkpoint_io.ipp>
+#include <acc/checkpoint/impl/checkpointer.ipp>
 #include <acc/checkpoint/impl/metadata.ipp>
 #include <acc/checkpoint/impl/safetensors.ipp>
 #include <acc/comm/impl/collective_ledger.ipp>
