@@ -16,8 +16,12 @@
 #include <acc/comm/impl/rank_group.ipp>
 #include <acc/comm/impl/rendezvous.ipp>
 #include <acc/config/impl/config.ipp>
+#include <acc/config/impl/environment.ipp>
+#include <acc/data/impl/dataloader.ipp>
+#include <acc/detail/impl/module_state.ipp>
 #include <acc/memory/impl/free_memory.ipp>
 #include <acc/optim/impl/adamw.ipp>
+#include <acc/precision/impl/grad_scaler.ipp>
 #include <acc/tracking/impl/csv_tracker.ipp>
 #include <acc/tracking/impl/jsonl_tracker.ipp>
 #include <acc/tracking/impl/logger.ipp>

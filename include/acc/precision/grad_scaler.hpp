@@ -6,6 +6,7 @@
 #pragma once
 
 #include <acc/comm/comm.hpp>
+#include <acc/detail/linkage.hpp>
 #include <acc/detail/torch_compat.hpp>
 
 #include <ATen/ops/full.h>
@@ -48,22 +49,7 @@ class GradScaler {
   // says so (1) or not (0).
   // Gradients on another device than the scale (FSDP's shards offloaded to the CPU) are unscaled
   // where they are, as ATen's fused op wants all its tensors on one device.
-  void unscale(const std::vector<at::Tensor>& grads) {
-    found_inf_.zero_();
-    const auto inv_scale = scale_.reciprocal();
-    std::vector<at::Tensor> here, elsewhere;
-    for (const auto& g : grads) (g.device() == scale_.device() ? here : elsewhere).push_back(g);
-    compat::amp_unscale(here, found_inf_, inv_scale);
-    while (!elsewhere.empty()) {
-      const auto device = elsewhere.front().device();
-      std::vector<at::Tensor> same, rest;
-      for (const auto& g : elsewhere) (g.device() == device ? same : rest).push_back(g);
-      auto found = at::zeros({1}, found_inf_.options().device(device));
-      compat::amp_unscale(same, found, inv_scale.to(device));
-      found_inf_.copy_(at::maximum(found_inf_, found.to(found_inf_.device())));
-      elsewhere = std::move(rest);
-    }
-  }
+  void unscale(const std::vector<at::Tensor>& grads);
   // The same, with the gradients that `gradients()` returns (the Accelerator's call: a scaler
   // with nothing to do never asks for them).
   template <class Gradients, std::enable_if_t<std::is_invocable_v<Gradients&>, int> = 0>
@@ -102,3 +88,7 @@ class GradScaler {
 };
 
 }  // namespace acc
+
+#if !defined(ACC_SEPARATE_COMPILATION)
+#include <acc/precision/impl/grad_scaler.ipp>
+#endif
