@@ -41,30 +41,3 @@ ACC_DECL Tracker* Trackers::get(std::string_view name) const {
 }
 
 }  // namespace acc
-
-namespace acc::detail {
-
-ACC_DECL std::vector<std::string> resolve_tracker_names(const std::vector<std::string>& log_with) {
-  std::vector<std::string> names;
-  const auto add = [&](const std::string& name) {
-    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
-  };
-  for (const auto& name : log_with) {
-    if (name == "all") {
-      for (const auto& known : kTrackerNames)
-        if (tracker_built(known)) add(known);
-    } else if (std::find(kTrackerNames.begin(), kTrackerNames.end(), name) == kTrackerNames.end()) {
-      throw Error("log_with names an unknown tracker '" + name + "'; allowed values: " + tracker_names_text());
-    } else if (!tracker_built(name)) {
-      throw Error(
-          "log_with names 'tensorboard' but this program was built without the TensorBoard tracker; link it "
-          "with acc::tensorboard (CMake builds that target where it finds Protobuf: install libprotobuf-dev "
-          "and protobuf-compiler), or log with jsonl or csv");
-    } else {
-      add(name);
-    }
-  }
-  return names;
-}
-
-}  // namespace acc::detail
