@@ -545,9 +545,10 @@ class Accelerator {
   typename Precision::loss_scaler scaler_;
   bool unscaled_ = false;
   // The objects prepared and registered, saved and loaded with training_.
-  Checkpointer<Strategy> checkpoints_{{strategy_, environment_, options_.project_config(), training_,
-                                       options_.gradient_accumulation_steps(), device_, Precision::name,
-                                       Sampler::name}};
+  Checkpointer<Strategy> checkpoints_{
+      strategy_,
+      {environment_, options_.project_config(), training_, options_.gradient_accumulation_steps(), device_,
+       Precision::name, Sampler::name}};
   Trackers trackers_{options_.log_with()};
 };
 

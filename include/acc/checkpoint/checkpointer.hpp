@@ -93,10 +93,8 @@ struct TrainingState {
   int64_t micro_step = 0;  // the micro-batches accumulate() counted
 };
 
-// What a Checkpointer uses of the Accelerator that owns it (and outlives it).
-template <class Strategy>
+// What a Checkpointer uses of the Accelerator that owns it (and outlives it), besides its strategy.
 struct CheckpointSubject {
-  Strategy& strategy;                     // the collectives, and the models' full states
   const ProcessEnvironment& environment;  // rank and world size
   const ProjectConfiguration& project;    // where numbered checkpoints go
   TrainingState& training;
@@ -108,22 +106,15 @@ struct CheckpointSubject {
 
 namespace detail {
 
-// What the checkpointer's core needs of the strategy: its names, whether each rank's optimizer
-// holds shards (a file per rank then), and two collectives over bytes. With these, one
-// non-template body serves every strategy (compiled once with ACC_SEPARATE_COMPILATION).
-struct CheckpointContext {
+// What the checkpointer's core needs of the strategy besides the subject: its names, whether each
+// rank's optimizer holds shards (a file per rank then), and two collectives over bytes. With these,
+// one non-template body serves every strategy (compiled once with ACC_SEPARATE_COMPILATION).
+struct CheckpointContext : CheckpointSubject {
   std::string_view strategy;  // Strategy::name and Strategy::checkpoint_layout, in acc_state.json
   std::string_view layout;
   bool sharded_optimizer;
   std::function<std::vector<std::string>(const std::string&)> gather;  // every rank's bytes, by rank
   std::function<std::string(const std::string&)> broadcast;            // the main process's bytes
-  const ProcessEnvironment& environment;
-  const ProjectConfiguration& project;
-  TrainingState& training;
-  int64_t gradient_accumulation_steps;
-  c10::Device device;
-  std::string_view precision;
-  std::string_view sampler;
 };
 
 // Everything of a Checkpointer but the models' full states, which need the module's type.
@@ -263,17 +254,13 @@ class CheckpointerCore {
 template <class Strategy>
 class Checkpointer : public detail::CheckpointerCore {
  public:
-  explicit Checkpointer(const CheckpointSubject<Strategy>& subject)
-      : CheckpointerCore({Strategy::name, Strategy::checkpoint_layout, shards_model_v<Strategy>,
-                          [&strategy = subject.strategy](const std::string& bytes) {
-                            return ops::gather_object(strategy.comm(), bytes);
-                          },
-                          [&strategy = subject.strategy](const std::string& bytes) {
-                            return ops::broadcast_object(strategy.comm(), bytes);
-                          },
-                          subject.environment, subject.project, subject.training, subject.gradient_accumulation_steps,
-                          subject.device, subject.precision, subject.sampler}),
-        strategy_(subject.strategy) {}
+  // The strategy makes the models' full states and carries the collectives.
+  Checkpointer(Strategy& strategy, const CheckpointSubject& subject)
+      : CheckpointerCore(
+            {subject, Strategy::name, Strategy::checkpoint_layout, shards_model_v<Strategy>,
+             [&strategy](const std::string& bytes) { return ops::gather_object(strategy.comm(), bytes); },
+             [&strategy](const std::string& bytes) { return ops::broadcast_object(strategy.comm(), bytes); }}),
+        strategy_(strategy) {}
 
   template <class Holder>
   void track_model(const Holder& module) {
