@@ -13,6 +13,7 @@
 #include <acc/checkpoint/impl/safetensors.ipp>
 #include <acc/comm/impl/collective_ledger.ipp>
 #include <acc/comm/impl/gloo.ipp>
+#include <acc/comm/impl/nccl.ipp>
 #include <acc/comm/impl/rank_group.ipp>
 #include <acc/comm/impl/rendezvous.ipp>
 #include <acc/config/impl/config.ipp>

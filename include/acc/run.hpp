@@ -60,6 +60,21 @@ constexpr auto samplers = boost::hana::tuple_t<S...>;
 #define ACC_DEFAULT_SAMPLERS acc::Sequential, acc::Shuffled
 #endif
 
+namespace detail {
+// One combination's whole program, kept out of line: inlined into acc::run, the training loops of
+// every combination would make one function that the optimizer takes superlinear time over.
+template <class Strategy, class Precision, class Sampler, class Fn>
+[[gnu::noinline]] int run_combination(const Config& config, Fn& fn) {
+  Accelerator<Strategy, Precision, Sampler> accelerator(accelerator_options(config));
+  if constexpr (std::is_void_v<decltype(fn(accelerator))>) {
+    fn(accelerator);
+    return 0;
+  } else {
+    return fn(accelerator);
+  }
+}
+}  // namespace detail
+
 // Calls fn(accelerator) with the Accelerator<Strategy, Precision, Sampler> whose names are the
 // config's distributed_type, mixed_precision and acc.sampler, and returns what fn returns. A
 // combination this binary was not built with is an error that lists the ones it has.
@@ -83,11 +98,7 @@ int run(const Config& config, Fn&& fn, Strategies strategy_list = {}, Precisions
         Sampler::name != config.sampler)
       return;
     found = true;
-    Accelerator<Strategy, Precision, Sampler> accelerator(accelerator_options(config));
-    if constexpr (std::is_void_v<decltype(fn(accelerator))>)
-      fn(accelerator);
-    else
-      result = fn(accelerator);
+    result = detail::run_combination<Strategy, Precision, Sampler>(config, fn);
   });
   const bool wants_cuda =
       (config.distributed_type == "MULTI_GPU" || config.distributed_type == "FSDP") && !config.use_cpu;
