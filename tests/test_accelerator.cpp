@@ -442,3 +442,74 @@ TEST_CASE("only the prepared optimizer and scheduler reach the Accelerator's ste
   CHECK_FALSE(counts_scheduler_steps_without_key<Accelerator>::value);
   CHECK_FALSE(counts_scheduler_steps_with_made_up_key<Accelerator>::value);
 }
+
+TEST_CASE("the policies' run-time names are the config's spellings") {
+  using Bf16OnOne = acc::Accelerator<acc::Single, acc::BF16>;
+  CHECK(Bf16OnOne::distributed_type() == "NO");
+  CHECK(Bf16OnOne::mixed_precision() == "bf16");
+  CHECK(acc::Accelerator<acc::CPU, acc::FP16>::distributed_type() == "MULTI_CPU");
+  CHECK(acc::Accelerator<acc::CPU, acc::FP16>::mixed_precision() == "fp16");
+}
+
+TEST_CASE("check_trigger is true once after set_trigger, then false until the next") {
+  acc::Accelerator<> accelerator(cpu_options());
+  CHECK_FALSE(accelerator.check_trigger());
+  accelerator.set_trigger();
+  CHECK(accelerator.check_trigger());
+  CHECK_FALSE(accelerator.check_trigger());
+}
+
+TEST_CASE("acc::item reads a loss whose type depends on a template parameter") {
+  const auto read = [](const auto& loss) { return acc::item<double>(loss); };
+  CHECK(read(at::full({}, 2.5)) == 2.5);
+  CHECK(acc::item<int64_t>(at::full({1}, 7, at::kLong)) == 7);
+}
+
+TEST_CASE("gradient_accumulation_steps changed after construction takes effect at the next accumulate()") {
+  acc::Accelerator<> accelerator(cpu_options());
+  accelerator.set_seed(0);
+  Mlp net;
+  torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-2));
+  auto [model, optimizer, loader] = accelerator.prepare(net, opt, acc::DataLoader(Blobs{}, 8));
+  CHECK(accelerator.gradient_accumulation_steps() == 1);
+  accelerator.gradient_accumulation_steps(4);
+  CHECK(accelerator.gradient_accumulation_steps() == 4);
+  std::vector<bool> synced;
+  for (auto& b : loader) {  // 10 batches: every 4th synchronizes, and the last
+    auto step = accelerator.accumulate(model);
+    synced.push_back(accelerator.sync_gradients());
+    accelerator.backward(torch::nn::functional::cross_entropy(model(b.data), b.target));
+    optimizer.step();
+    optimizer.zero_grad();
+  }
+  CHECK(synced == std::vector<bool>{false, false, false, true, false, false, false, true, false, true});
+  CHECK_THROWS_WITH_AS(accelerator.gradient_accumulation_steps(0), doctest::Contains("at least 1"), acc::Error);
+  CHECK(accelerator.gradient_accumulation_steps() == 4);
+}
+
+TEST_CASE("LocalSGD on one process trains as without it; local_sgd_steps below 1 is an error") {
+  const auto train = [](bool local_sgd) {
+    acc::Accelerator<> accelerator(cpu_options());
+    accelerator.set_seed(0);
+    Mlp net;
+    torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-2));
+    auto [model, optimizer, loader] = accelerator.prepare(net, opt, acc::DataLoader(Blobs{}, 8));
+    {
+      acc::LocalSGD scope(accelerator, model, /*local_sgd_steps=*/2, /*enabled=*/local_sgd);
+      for (auto& b : loader) {
+        accelerator.backward(torch::nn::functional::cross_entropy(model(b.data), b.target));
+        optimizer.step();
+        optimizer.zero_grad();
+        scope.step();
+      }
+    }
+    return net->parameters();
+  };
+  const auto with = train(true), without = train(false);
+  for (std::size_t i = 0; i < with.size(); ++i) CHECK(at::equal(with[i], without[i]));
+
+  acc::Accelerator<> accelerator(cpu_options());
+  Mlp net;
+  auto model = accelerator.prepare(net);
+  CHECK_THROWS_WITH_AS(acc::LocalSGD(accelerator, model, 0), doctest::Contains("local_sgd_steps is 0"), acc::Error);
+}

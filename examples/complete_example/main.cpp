@@ -17,9 +17,10 @@
 // Demo hook for the elastic restart (tests only): ACC_EXAMPLE_FAIL_AT=<rank>:<step> kills that rank
 // with SIGKILL right after optimizer step <step> of the first start (TORCHELASTIC_RESTART_COUNT unset
 // or 0), as a crashed machine would.
+#include "../common/points.hpp"
+
 #include <acc/acc.hpp>
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -51,13 +52,15 @@ struct Settings {
   int64_t total_limit = 2;        // checkpoints kept
 };
 
+constexpr const char* usage =
+    "usage: complete_example [--epochs N] [--batch_size N] [--lr X] [--seed N] [--train_size N]\n"
+    "                        [--eval_size N] [--project_dir DIR] [--checkpoint_every STEPS]\n"
+    "                        [--total_limit N]\n"
+    "The strategy, mixed precision, gradient accumulation and trackers come from the config\n"
+    "(acc config, acc launch flags, ACCELERATE_* and ACC_* variables).\n";
+
 [[noreturn]] void usage_error(const std::string& message) {
-  std::cerr << "complete_example: " << message << "\n"
-            << "usage: complete_example [--epochs N] [--batch_size N] [--lr X] [--seed N] [--train_size N]\n"
-            << "                        [--eval_size N] [--project_dir DIR] [--checkpoint_every STEPS]\n"
-            << "                        [--total_limit N]\n"
-            << "The strategy, mixed precision, gradient accumulation and trackers come from the config\n"
-            << "(acc config, acc launch flags, ACCELERATE_* and ACC_* variables).\n";
+  std::cerr << "complete_example: " << message << "\n" << usage;
   std::exit(2);
 }
 
@@ -76,6 +79,10 @@ Settings parse(int argc, char** argv) {
   };
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::cout << usage;
+      std::exit(0);
+    }
     const auto it = flags.find(flag);
     if (it == flags.end()) usage_error("unknown flag '" + flag + "'");
     if (i + 1 == argc) usage_error(flag + " needs a value");
@@ -90,24 +97,6 @@ Settings parse(int argc, char** argv) {
     usage_error("--epochs, --batch_size, --train_size, --eval_size must be at least 1; the others at least 0");
   return s;
 }
-
-// Points in 8 dimensions labelled by which of 4 fixed directions they lie closest to. The
-// directions depend on nothing but the code; the points on the seed (training and evaluation
-// sets differ by seed).
-struct Points {
-  at::Tensor inputs, labels;
-  Points(int64_t count, uint64_t seed) {
-    auto directions = at::eye(8).narrow(0, 0, 4) + at::eye(8).narrow(0, 4, 4) * 0.5;
-    auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
-    inputs = at::randn({count, 8}, generator);
-    labels = at::matmul(inputs, directions.t()).argmax(1);
-  }
-  std::size_t size() const { return static_cast<std::size_t>(inputs.size(0)); }
-  torch::data::Example<> get(std::size_t i) const {
-    const auto row = static_cast<int64_t>(i);
-    return {inputs[row], labels[row]};
-  }
-};
 
 // What a checkpoint must add to the prepared objects to resume: the optimizer steps done.
 struct Progress {
@@ -173,8 +162,8 @@ int train(Accelerator& accelerator, const Settings& s) {
   torch::optim::StepLR sched(opt, /*step_size=*/40, /*gamma=*/0.5);
   const auto options = acc::DataLoaderOptions(s.batch_size).seed(s.seed);
   auto [model, optimizer, train_loader, eval_loader, scheduler] =  // acc
-      accelerator.prepare(net, opt, acc::DataLoader(Points(s.train_size, s.seed + 1), options),
-                          acc::DataLoader(Points(s.eval_size, s.seed + 2), options), sched);
+      accelerator.prepare(net, opt, acc::DataLoader(examples::Points(s.train_size, s.seed + 1), options),
+                          acc::DataLoader(examples::Points(s.eval_size, s.seed + 2), options), sched);
   Progress progress;
   accelerator.register_for_checkpointing(progress);  // acc
 

@@ -11,7 +11,7 @@
 //   6 strategy/ fsdp/
 //   7 prepared/ checkpoint/
 //   8 accelerator_options.hpp accelerator.hpp
-//   9 run.hpp
+//   9 run.hpp local_sgd/
 //   10 acc.hpp
 #pragma once
 
@@ -29,9 +29,11 @@
 #include <acc/error.hpp>
 #include <acc/fsdp/sharding.hpp>
 #include <acc/fsdp/unit.hpp>
+#include <acc/local_sgd/local_sgd.hpp>
 #include <acc/memory/find_executable_batch_size.hpp>
 #include <acc/memory/free_memory.hpp>
 #include <acc/ops/collectives.hpp>
+#include <acc/ops/item.hpp>
 #include <acc/optim/adamw.hpp>
 #include <acc/precision/autocast.hpp>
 #include <acc/precision/bf16.hpp>

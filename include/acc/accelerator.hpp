@@ -23,6 +23,7 @@
 #include <acc/tracking/value.hpp>
 
 #include <ATen/Context.h>
+#include <ATen/ops/full.h>
 #include <torch/arg.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
@@ -94,9 +95,7 @@ class Accelerator {
         device_(strategy_.device(environment_, options_.cpu())),
         active_loaders_(std::make_shared<ActiveLoaders>()),
         scaler_(options_.grad_scaler(), device_) {
-    if (options_.gradient_accumulation_steps() < 1)
-      throw Error("gradient_accumulation_steps is " + std::to_string(options_.gradient_accumulation_steps()) +
-                  "; it must be at least 1");
+    check_accumulation_steps(options_.gradient_accumulation_steps());
     Precision::check_device(device_);
     if constexpr (shards_model_v<Strategy>) strategy_.compute_dtype(Precision::compute_dtype);
     const auto& requested = environment_.mixed_precision;
@@ -133,6 +132,15 @@ class Accelerator {
   }
 
   // --- Gradient accumulation.
+
+  int64_t gradient_accumulation_steps() const { return options_.gradient_accumulation_steps(); }
+  // Changes the number of micro-batches per optimizer step from the next accumulate() on (Python
+  // sets accelerator.gradient_accumulation_steps); the count of the current step starts again.
+  void gradient_accumulation_steps(int64_t steps) {
+    check_accumulation_steps(steps);
+    options_.gradient_accumulation_steps(steps);
+    training_.micro_step = 0;
+  }
 
   // Whether the current step synchronizes gradients and steps the optimizer.
   bool sync_gradients() const { return sync_gradients_; }
@@ -222,6 +230,11 @@ class Accelerator {
   typename Precision::forward_scope autocast() const { return typename Precision::forward_scope(device_); }
 
   c10::Device device() const { return device_; }
+  // The config's names of this Accelerator's policies, as Python's accelerator.distributed_type
+  // and accelerator.mixed_precision spell them ("MULTI_CPU", "bf16", ...): for code inside
+  // acc::run's generic function.
+  static std::string distributed_type() { return std::string(Strategy::name); }
+  static std::string mixed_precision() { return std::string(Precision::name); }
   const ProcessEnvironment& environment() const { return environment_; }
   const AcceleratorOptions& options() const { return options_; }
   // Where checkpoints and trackers go (Python's accelerator.project_configuration); a program that
@@ -297,6 +310,18 @@ class Accelerator {
   }
 
   void wait_for_everyone() { strategy_.comm().barrier(); }
+
+  // Early stopping across processes (Python's set_trigger/check_trigger): any process may set the
+  // trigger; check_trigger, called by every process at the same point, is true on all of them
+  // when one set it since the last check, and clears it.
+  void set_trigger() { trigger_ = true; }
+  bool check_trigger() {
+    auto flag = at::full({1}, trigger_ ? 1.0 : 0.0, at::TensorOptions(device_).dtype(at::kFloat));
+    strategy_.comm().all_reduce(flag, ReduceOp::max);
+    const bool set = flag.item<float>() > 0;
+    if (set) trigger_ = false;
+    return set;
+  }
 
   // Scope in which the main process runs first and the others wait for it (to download or
   // preprocess once): `{ auto first = accelerator.main_process_first(); ... }`.
@@ -446,6 +471,10 @@ class Accelerator {
   int scheduler_steps_per_step(detail::StepKey) const { return options_.split_batches() ? 1 : num_processes(); }
 
  private:
+  static void check_accumulation_steps(int64_t steps) {
+    if (steps < 1) throw Error("gradient_accumulation_steps is " + std::to_string(steps) + "; it must be at least 1");
+  }
+
   // The strategy, made from the parts of the options its options_type names.
   template <class... Parts>
   static Strategy make_strategy(const AcceleratorOptions& options, std::tuple<Parts...>*) {
@@ -541,6 +570,7 @@ class Accelerator {
   bool step_skipped_ = false;
   bool sync_gradients_ = true;
   bool local_only_ = false;  // inside no_sync
+  bool trigger_ = false;     // set_trigger since the last check_trigger
   TrainingState training_;
   typename Precision::loss_scaler scaler_;
   bool unscaled_ = false;

@@ -98,9 +98,9 @@ struct CheckpointSubject {
   const ProcessEnvironment& environment;  // rank and world size
   const ProjectConfiguration& project;    // where numbered checkpoints go
   TrainingState& training;
-  int64_t gradient_accumulation_steps;
-  c10::Device device;          // where optimizer state is loaded
-  std::string_view precision;  // the policies' names, recorded in acc_state.json
+  const int64_t& gradient_accumulation_steps;  // may change between checkpoints
+  c10::Device device;                          // where optimizer state is loaded
+  std::string_view precision;                  // the policies' names, recorded in acc_state.json
   std::string_view sampler;
 };
 

@@ -32,8 +32,9 @@ class TrackedValue {
   bool is_string() const { return std::holds_alternative<std::string>(value_); }
   // A bool, an integer or a number as a double (what TensorBoard's scalars hold).
   double number() const;
-  // The value as text: true/false, the integer, the shortest decimal that reads back as the same
-  // double (0.0003, 1795314294.5, 1e-05, 1e+16), or the string itself.
+  // The value as text, as Python's repr writes it: true/false, the integer, the shortest decimal
+  // that reads back as the same double (0.0003, 3.0, 1795314294.5, 1e-05, 1e+16), or the string
+  // itself. Every tracker that writes text writes numbers so.
   std::string text() const;
 
  private:
@@ -41,6 +42,11 @@ class TrackedValue {
 };
 
 using TrackedValues = std::vector<std::pair<std::string, TrackedValue>>;
+
+namespace detail {
+// A double as TrackedValue::text() writes it (timestamps too, so that every file agrees).
+ACC_DECL std::string decimal_text(double real);
+}  // namespace detail
 
 }  // namespace acc
 

@@ -43,7 +43,7 @@ ACC_DECL void CsvTracker::log(const TrackedValues& values, std::optional<int64_t
     if (std::find(columns_.begin(), columns_.end(), entry.first) == columns_.end()) columns_.push_back(entry.first);
   std::vector<std::string> row(columns_.size());
   row[0] = step ? std::to_string(*step) : "";
-  row[1] = TrackedValue(detail::unix_seconds()).text();
+  row[1] = detail::decimal_text(detail::unix_seconds());
   for (const auto& [key, value] : values)
     row[static_cast<std::size_t>(std::find(columns_.begin(), columns_.end(), key) - columns_.begin())] = value.text();
   rows_.push_back(std::move(row));
