@@ -4,6 +4,7 @@
 #include "line_forwarder.hpp"
 #include "output_stream.hpp"
 #include "rank_environment.hpp"
+#include "rank_logs.hpp"
 #include "rank_process.hpp"
 #include "signal_watch.hpp"
 
@@ -106,6 +107,7 @@ struct Supervision {
   GroupWatchdog& watchdog;
   OutputStream& out;
   OutputStream& err;
+  RankLogs* logs;  // --log_dir's files, else null
 
   void report(const std::string& message) { err.write("acc launch: " + message + "\n"); }
 
@@ -221,8 +223,12 @@ class Job {
         rank_environment(options_, supervision_.machine, port_, restart_, local_rank, environ);
     std::vector<char*> argv = null_terminated(arguments);
     std::vector<char*> envp = null_terminated(environment);
+    // With --tee or --log_dir the rank's output passes through the launcher; else the rank writes
+    // to the launcher's stdout and stderr itself.
+    RankLogs* const logs = supervision_.logs;
+    const bool piped = options_.tee || logs;
     Pipe exec_error, out, err;
-    if (!exec_error.open() || (options_.tee && (!out.open() || !err.open()))) return fail_to_start("pipe", errno);
+    if (!exec_error.open() || (piped && (!out.open() || !err.open()))) return fail_to_start("pipe", errno);
 
     const RankExec exec{argv.data(),
                         envp.data(),
@@ -241,10 +247,17 @@ class Job {
     watchdog_.add(pid);
 
     Rank& rank = ranks_.emplace_back(options_.machine_rank * options_.processes_per_machine() + local_rank, pid);
-    if (options_.tee) {
-      const std::string prefix = "[rank " + std::to_string(rank.rank) + "] ";
-      rank.stdout_forwarder = std::make_unique<LineForwarder>(out.release_read_end(), supervision_.out, prefix);
-      rank.stderr_forwarder = std::make_unique<LineForwarder>(err.release_read_end(), supervision_.err, prefix);
+    if (piped) {
+      const std::string prefix = options_.tee ? "[rank " + std::to_string(rank.rank) + "] " : "";
+      LogCopy stdout_copy, stderr_copy;
+      if (logs) {
+        stdout_copy = {logs->stdout_fd(local_rank), logs->stdout_path(local_rank), &supervision_.err};
+        stderr_copy = {logs->stderr_fd(local_rank), logs->stderr_path(local_rank), &supervision_.err};
+      }
+      rank.stdout_forwarder =
+          std::make_unique<LineForwarder>(out.release_read_end(), supervision_.out, prefix, std::move(stdout_copy));
+      rank.stderr_forwarder =
+          std::make_unique<LineForwarder>(err.release_read_end(), supervision_.err, prefix, std::move(stderr_copy));
     }
 
     int exec_errno = 0;
@@ -442,13 +455,16 @@ int supervise_starts(Supervision& supervision) {
                        std::to_string(options.processes_per_machine()) + " local rank(s) again");
     if (const auto exit_code = supervision.pause_between_starts(std::chrono::duration<double>(delay)))
       return *exit_code;
+    if (supervision.logs)
+      supervision.logs->append_to_all("acc launch: restart " + std::to_string(restart + 1) + " of " +
+                                      std::to_string(options.max_restarts) + " begins\n");
     delay = std::min(2 * delay, std::max(options.restart_delay_seconds, options.max_restart_delay_seconds));
   }
 }
 
 }  // namespace
 
-int run_launch(const LaunchOptions& options, const Machine& machine) {
+int run_launch(const LaunchOptions& options, const Machine& machine, RankLogs* logs) {
   SignalWatch signals;
   if (const auto failure = signals.start()) {
     write_all(STDERR_FILENO, "acc launch: " + *failure + "\n");
@@ -460,7 +476,7 @@ int run_launch(const LaunchOptions& options, const Machine& machine) {
   // a zombie under an init that does not reap.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
   GroupWatchdog watchdog;
-  Supervision supervision{options, machine, signals, watchdog, out, err};
+  Supervision supervision{options, machine, signals, watchdog, out, err, logs};
   int exit_code = kExitLauncherError;
   if (watchdog.start())
     exit_code = supervise_starts(supervision);
@@ -483,7 +499,17 @@ int launch_command(const std::vector<std::string>& arguments) {
     write_all(STDERR_FILENO, "acc launch: " + error->message + "\n");
     return kExitUsage;
   }
-  return run_launch(std::get<LaunchOptions>(parsed), machine);
+  const auto& options = std::get<LaunchOptions>(parsed);
+  // Checked before any rank starts: a directory that cannot take the logs is a usage error.
+  RankLogs logs;
+  if (options.log_dir)
+    if (const auto error = logs.open(*options.log_dir, options.machine_rank * options.processes_per_machine(),
+                                     options.processes_per_machine())) {
+      write_all(STDERR_FILENO, "acc launch: --log_dir '" + *options.log_dir + "' cannot be used: " + *error +
+                                   "; pass a directory that acc launch can create and write to\n");
+      return kExitUsage;
+    }
+  return run_launch(options, machine, options.log_dir ? &logs : nullptr);
 }
 
 }  // namespace acc::cli

@@ -22,6 +22,9 @@ constexpr double kMaxSeconds = 24 * 60 * 60;
 // Each rank is a process with its own thread pool and communicator: beyond a few per CPU a job
 // mostly waits for the scheduler, and a slip (1000 for 10) would start a thousand of them.
 constexpr int kMaxRanksPerCpu = 4;
+// What --num_cpu_threads_per_process accepts: far beyond any machine's CPUs, but not a slip of
+// digits that would ask the OpenMP runtime for a billion threads.
+constexpr int kMaxThreads = 1 << 16;
 
 // What the flags said, including what LaunchOptions cannot tell from its defaults.
 struct ParseState {
@@ -98,6 +101,17 @@ Flag int_flag(std::string_view name, std::string_view allowed, int minimum, int 
     if (!number || *number < minimum) return false;
     state.options.*field = *number;
     if (given) state.*given = true;
+    return true;
+  });
+}
+
+// An integer flag whose absence means something else than any value (the field stays nullopt).
+Flag optional_int_flag(std::string_view name, std::string_view allowed, int minimum, int maximum,
+                       std::optional<int> LaunchOptions::*field) {
+  return value_flag(name, allowed, [=](ParseState& state, const std::string& value) {
+    const auto number = parse_non_negative_int(value);
+    if (!number || *number < minimum || *number > maximum) return false;
+    state.options.*field = *number;
     return true;
   });
 }
@@ -188,14 +202,26 @@ const std::vector<Flag>& launch_flags() {
       value_flag("--config_file", "the path of a YAML config (as `acc config` writes)",
                  [](ParseState&, const std::string& value) { return !value.empty(); }),
       switch_flag("--tee", &LaunchOptions::tee),
+      value_flag("--log_dir", "a directory to write the ranks' output to",
+                 [](ParseState& state, const std::string& value) {
+                   state.options.log_dir = value;
+                   return !value.empty();
+                 }),
+      optional_int_flag("--gradient_accumulation_steps", "a positive integer up to 1048576", 1, 1 << 20,
+                        &LaunchOptions::gradient_accumulation_steps),
+      switch_flag("--debug", &LaunchOptions::debug),
+      optional_int_flag("--num_cpu_threads_per_process", "a positive integer", 1, kMaxThreads,
+                        &LaunchOptions::num_cpu_threads_per_process),
       switch_flag("--oversubscribe", &LaunchOptions::oversubscribe),
       seconds_flag("--grace_period", &LaunchOptions::grace_period_seconds),
       int_flag("--rdzv_timeout", "a positive whole number of seconds", 1, &LaunchOptions::rdzv_timeout_seconds),
       int_flag("--max_restarts", "a whole number from 0 (no restart)", 0, &LaunchOptions::max_restarts),
       seconds_flag("--restart_delay", &LaunchOptions::restart_delay_seconds),
       seconds_flag("--max_restart_delay", &LaunchOptions::max_restart_delay_seconds),
-      // Python Accelerate's polling interval: accepted so that its command lines work unchanged,
-      // but acc launch is told of a rank's exit at once and never polls.
+      // torchrun's and Python Accelerate's polling interval: accepted so that their command lines
+      // work unchanged, but there is nothing to poll. The supervision loop sleeps in poll() on the
+      // signalfd (SIGCHLD, the forwarded signals) and the ranks' output pipes, so a rank's exit wakes it at
+      // once; its only timed wake-ups are the deadlines of stopping (--grace_period, SIGKILL).
       value_flag("--monitor_interval", "a number of seconds from 0 to 86400",
                  [](ParseState&, const std::string& value) { return parse_seconds(value).has_value(); }),
   };
@@ -350,6 +376,23 @@ flags (--flag value and --flag=value both work):
   --tee                    prefix each line the ranks print with [rank N]; when a reader of acc
                            launch's output falls more than 4 MiB behind, lines are dropped (and
                            counted) rather than holding up the job
+  --log_dir DIR            also write each local rank's stdout and stderr, as it printed them, to
+                           DIR/rank_<RANK>.stdout and DIR/rank_<RANK>.stderr (DIR is created; the
+                           files are emptied when acc launch starts, and each --max_restarts restart
+                           appends a line "acc launch: restart K of N begins" to them). The terminal
+                           still gets the output, passed on by acc launch as with --tee (prefixed
+                           only with --tee; the 4 MiB rule applies to it, never to the files), so
+                           the ranks' stdout and stderr are pipes, not the terminal
+  --gradient_accumulation_steps N
+                           micro-batches per optimizer step, 1 to 1048576
+                           (ACCELERATE_GRADIENT_ACCUMULATION_STEPS; wins over the config's)
+  --debug                  collective debug mode: the ranks compare every collective before running
+                           it, so a mismatch is an error, not a hang (ACCELERATE_DEBUG_MODE=true)
+  --num_cpu_threads_per_process N
+                           CPU threads of each rank (OMP_NUM_THREADS=N). Default: an OMP_NUM_THREADS
+                           set in acc launch's environment is kept; else with more than one local
+                           process, the usable CPUs divided by the local processes (at least 1); with
+                           one, OMP_NUM_THREADS stays unset (libtorch then uses every CPU)
   --oversubscribe          start more than 4 processes per usable CPU on this machine (refused
                            without it, as a likely slip)
   --grace_period S         seconds the ranks get to exit after SIGTERM before SIGKILL (default 5)
@@ -363,7 +406,9 @@ flags (--flag value and --flag=value both work):
   --restart_delay S        seconds to wait before the first restart (default 1); the wait doubles
                            before each next restart, up to --max_restart_delay
   --max_restart_delay S    the longest wait before a restart (default 30)
-  --monitor_interval S     accepted for Python Accelerate command lines; has no effect
+  --monitor_interval S     accepted for torchrun and Python Accelerate command lines; no effect:
+                           acc launch does not poll its ranks. A rank's exit (SIGCHLD) or a signal
+                           wakes it at once, so there is no interval to choose
   -h, --help               show this help
   --                       ends the flags, for a PROGRAM whose name starts with -
 )";

@@ -23,6 +23,12 @@ struct LaunchOptions {
   std::optional<std::string> config_file;
   std::string distributed_type = "NO";  // what the ranks run: NO, MULTI_CPU, MULTI_GPU or FSDP
   bool tee = false;
+  // Also each local rank's stdout and stderr to <log_dir>/rank_<global rank>.stdout and .stderr.
+  std::optional<std::string> log_dir;
+  std::optional<int> gradient_accumulation_steps;  // ACCELERATE_GRADIENT_ACCUMULATION_STEPS
+  bool debug = false;                              // ACCELERATE_DEBUG_MODE=true
+  // OMP_NUM_THREADS of every rank; absent: the default that rank_environment() says.
+  std::optional<int> num_cpu_threads_per_process;
   bool oversubscribe = false;  // more processes than a few per CPU are wanted, not a slip
   double grace_period_seconds = 5;
   int rdzv_timeout_seconds = 300;

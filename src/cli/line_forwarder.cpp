@@ -1,10 +1,13 @@
 #include "line_forwarder.hpp"
 
+#include "rank_logs.hpp"
+
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <utility>
 
 namespace acc::cli {
@@ -17,8 +20,8 @@ constexpr std::size_t kReadSize = 64 * 1024;
 
 }  // namespace
 
-LineForwarder::LineForwarder(int source, OutputStream& destination, std::string prefix)
-    : source_(source), destination_(destination), prefix_(std::move(prefix)) {
+LineForwarder::LineForwarder(int source, OutputStream& destination, std::string prefix, LogCopy copy)
+    : source_(source), destination_(destination), prefix_(std::move(prefix)), copy_(std::move(copy)) {
   fcntl(source_, F_SETFL, fcntl(source_, F_GETFL) | O_NONBLOCK);
 }
 
@@ -44,6 +47,14 @@ bool LineForwarder::read_once() {
     return false;
   }
 
+  // The file gets what the rank wrote as it wrote it: no prefix, long lines whole.
+  if (copy_.fd >= 0)
+    if (const int error = append_all(copy_.fd, buffer, static_cast<std::size_t>(count))) {
+      if (copy_.errors)
+        copy_.errors->write("acc launch: cannot write " + copy_.path + ": " + std::strerror(error) +
+                            "; the rest of this output is not copied there\n");
+      copy_.fd = -1;
+    }
   unfinished_line_.append(buffer, static_cast<std::size_t>(count));
   std::string lines;
   std::size_t start = 0;

@@ -1,9 +1,11 @@
-// The `acc` command-line tool: `acc launch`, `acc config`, `acc env` and `acc estimate-memory`.
+// The `acc` command-line tool: `acc launch`, `acc config`, `acc env`, `acc estimate-memory` and
+// `acc test`.
 #include "config_command.hpp"
 #include "env_command.hpp"
 #include "estimate_memory_command.hpp"
 #include "launch.hpp"
 #include "output_stream.hpp"
+#include "test_command.hpp"
 
 #include <acc/version.hpp>
 
@@ -22,6 +24,8 @@ commands:
   env         print the versions, devices and config for a bug report (acc env --help)
   estimate-memory
               the memory training takes per process, by strategy (acc estimate-memory --help)
+  test        check that training works with the config: a small built-in program under
+              acc launch (acc test --help)
 
   -h, --help  show this help
   --version   print the version
@@ -37,7 +41,7 @@ int fail(const std::string& line) {
 int main(int argc, char** argv) {
   const std::vector<std::string> arguments(argv + 1, argv + argc);
   if (arguments.empty())
-    return fail("acc: no command given; valid commands: launch, config, env, estimate-memory (acc --help)");
+    return fail("acc: no command given; valid commands: launch, config, env, estimate-memory, test (acc --help)");
 
   const std::string& command = arguments.front();
   if (command == "-h" || command == "--help") {
@@ -51,7 +55,8 @@ int main(int argc, char** argv) {
   if (command == "launch") return acc::cli::launch_command({arguments.begin() + 1, arguments.end()});
   if (command == "config") return acc::cli::config_command({arguments.begin() + 1, arguments.end()});
   if (command == "env") return acc::cli::env_command({arguments.begin() + 1, arguments.end()});
+  if (command == "test") return acc::cli::test_command({arguments.begin() + 1, arguments.end()});
   if (command == "estimate-memory") return acc::cli::estimate_memory_command({arguments.begin() + 1, arguments.end()});
   return fail("acc: unknown command '" + command +
-              "'; valid commands: launch, config, env, estimate-memory (acc --help)");
+              "'; valid commands: launch, config, env, estimate-memory, test (acc --help)");
 }

@@ -28,14 +28,21 @@ std::vector<std::string> rank_environment(const LaunchOptions& options, const Ma
   if (options.cpu) job["ACCELERATE_USE_CPU"] = "true";
   if (options.mixed_precision) job["ACCELERATE_MIXED_PRECISION"] = *options.mixed_precision;
   if (options.gpu_ids && *options.gpu_ids != "all") job["CUDA_VISIBLE_DEVICES"] = *options.gpu_ids;
-  // As torchrun does: ranks sharing this machine's CPUs each take their share of the threads,
-  // rather than every rank starting one thread per CPU.
+  // The flags win over the config file, which the ranks read before the environment.
+  if (options.gradient_accumulation_steps)
+    job["ACCELERATE_GRADIENT_ACCUMULATION_STEPS"] = std::to_string(*options.gradient_accumulation_steps);
+  if (options.debug) job["ACCELERATE_DEBUG_MODE"] = "true";
+  // --num_cpu_threads_per_process, else as torchrun does: ranks sharing this machine's CPUs each
+  // take their share of the threads, rather than every rank starting one thread per CPU; a value
+  // the user set is kept, and a single rank is left to libtorch's default (every CPU).
   const auto is_set = [&](std::string_view name) {
     for (char** entry = environment; *entry; ++entry)
       if (std::string_view(*entry).substr(0, name.size() + 1) == std::string(name) + "=") return true;
     return false;
   };
-  if (local_world_size > 1 && !is_set("OMP_NUM_THREADS"))
+  if (options.num_cpu_threads_per_process)
+    job["OMP_NUM_THREADS"] = std::to_string(*options.num_cpu_threads_per_process);
+  else if (local_world_size > 1 && !is_set("OMP_NUM_THREADS"))
     job["OMP_NUM_THREADS"] = std::to_string(std::max(1, machine.cpus / local_world_size));
 
   std::vector<std::string> entries;

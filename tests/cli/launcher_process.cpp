@@ -27,6 +27,8 @@ namespace {
 // Variables that acc launch sets or reads for the ranks: the tests decide them explicitly.
 bool is_job_variable(const std::string& entry) {
   const std::string name = entry.substr(0, entry.find('='));
+  // Python Accelerate's settings (ACCELERATE_DEBUG_MODE, ACCELERATE_GRADIENT_ACCUMULATION_STEPS, ...).
+  if (name.rfind("ACCELERATE_", 0) == 0) return true;
   for (const char* job_variable :
        {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "MASTER_ADDR",
         "MASTER_PORT", "ACCELERATE_USE_CPU", "ACCELERATE_MIXED_PRECISION", "CUDA_VISIBLE_DEVICES", "ACC_RDZV_TIMEOUT",
@@ -82,7 +84,7 @@ bool PidFile::wait_for(std::size_t count, std::chrono::duration<double> timeout)
 }
 
 Launcher::Launcher(const std::vector<std::string>& arguments, const std::vector<std::string>& extra_environment,
-                   Unread unread)
+                   Unread unread, const std::string& program)
     : unread_(unread) {
   std::vector<std::string> environment;
   for (char** entry = environ; *entry; ++entry)
@@ -91,7 +93,7 @@ Launcher::Launcher(const std::vector<std::string>& arguments, const std::vector<
   environment.push_back("PATH=" + folder_of(PROBE_BIN) + ":" + (path ? path : "/usr/bin:/bin"));
   environment.insert(environment.end(), extra_environment.begin(), extra_environment.end());
 
-  std::vector<std::string> argv_strings{ACC_BIN};
+  std::vector<std::string> argv_strings{program};
   argv_strings.insert(argv_strings.end(), arguments.begin(), arguments.end());
   std::vector<char*> argv, envp;
   for (std::string& text : argv_strings) argv.push_back(text.data());
@@ -117,14 +119,14 @@ Launcher::Launcher(const std::vector<std::string>& arguments, const std::vector<
   posix_spawnattr_setsigmask(&attributes, &none);
   posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
   start_ = Clock::now();
-  const int failure = posix_spawn(&pid_, ACC_BIN, &actions, &attributes, argv.data(), envp.data());
+  const int failure = posix_spawn(&pid_, program.c_str(), &actions, &attributes, argv.data(), envp.data());
   posix_spawnattr_destroy(&attributes);
   posix_spawn_file_actions_destroy(&actions);
   close(out[1]);
   close(err[1]);
   out_fd_ = out[0];
   err_fd_ = err[0];
-  if (failure != 0) throw std::runtime_error("cannot start " ACC_BIN);
+  if (failure != 0) throw std::runtime_error("cannot start " + program);
 }
 
 Launcher::~Launcher() {
@@ -174,6 +176,11 @@ LauncherResult Launcher::wait(std::chrono::duration<double> timeout) {
 LauncherResult run_acc(const std::vector<std::string>& arguments, const std::vector<std::string>& extra_environment,
                        std::chrono::duration<double> timeout) {
   return Launcher(arguments, extra_environment).wait(timeout);
+}
+
+LauncherResult run_program(const std::string& program, const std::vector<std::string>& arguments,
+                           const std::vector<std::string>& extra_environment, std::chrono::duration<double> timeout) {
+  return Launcher(arguments, extra_environment, Unread::none, program).wait(timeout);
 }
 
 bool is_gone(pid_t pid) { return kill(pid, 0) != 0 && errno == ESRCH; }

@@ -51,8 +51,9 @@ class Launcher {
   // Starts `acc arguments...` with the test's environment, less anything that would change what
   // acc launch passes to the ranks, plus `extra_environment` ("NAME=value") and the probe's folder
   // at the front of PATH.
+  // `program`: the acc binary to run (a copy of it elsewhere, for acc test).
   explicit Launcher(const std::vector<std::string>& arguments, const std::vector<std::string>& extra_environment = {},
-                    Unread unread = Unread::none);
+                    Unread unread = Unread::none, const std::string& program = ACC_BIN);
   ~Launcher();
   Launcher(const Launcher&) = delete;
   Launcher& operator=(const Launcher&) = delete;
@@ -71,6 +72,11 @@ class Launcher {
 LauncherResult run_acc(const std::vector<std::string>& arguments,
                        const std::vector<std::string>& extra_environment = {},
                        std::chrono::duration<double> timeout = std::chrono::seconds(10));
+
+// run_acc with another copy of the acc binary.
+LauncherResult run_program(const std::string& program, const std::vector<std::string>& arguments,
+                           const std::vector<std::string>& extra_environment = {},
+                           std::chrono::duration<double> timeout = std::chrono::seconds(10));
 
 // kill(pid, 0) fails with ESRCH: not even a zombie is left.
 bool is_gone(pid_t pid);

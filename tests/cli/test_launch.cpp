@@ -4,6 +4,8 @@
 #include "launcher_process.hpp"
 #include "rank_environment.hpp"
 
+#include <acc/config/config.hpp>
+
 #include <doctest/doctest.h>
 
 #include <sched.h>
@@ -342,4 +344,172 @@ TEST_CASE("acc --version and acc launch --help work and an unknown command is re
   CHECK(help.out.rfind("usage: acc launch [flags] PROGRAM [ARGS...]", 0) == 0);
 
   CHECK(run_acc({"frobnicate"}).exit_code == 2);
+}
+
+TEST_CASE("--gradient_accumulation_steps, --debug and --num_cpu_threads_per_process reach every rank") {
+  const LauncherResult result = run_acc({"launch", "--cpu", "--num_processes", "2", "--gradient_accumulation_steps",
+                                         "4", "--debug", "--num_cpu_threads_per_process=3", kProbe, "env"},
+                                        {"OMP_NUM_THREADS=7"});  // the flag wins over the environment's value
+  REQUIRE(result.finished_in_time);
+  CHECK(result.exit_code == 0);
+  CHECK(result.err == "");
+  const auto ranks = environments_by_rank(result.out);
+  REQUIRE(ranks.size() == 2);
+  for (const auto& [rank, env] : ranks) {
+    CAPTURE(rank);
+    CHECK(env.at("ACCELERATE_GRADIENT_ACCUMULATION_STEPS") == "4");
+    CHECK(env.at("ACCELERATE_DEBUG_MODE") == "true");
+    CHECK(env.at("OMP_NUM_THREADS") == "3");
+  }
+
+  // Without the flags, acc launch sets none of them (2 ranks: OMP_NUM_THREADS is the default share).
+  const LauncherResult plain = run_acc({"launch", "--cpu", "--num_processes", "2", kProbe, "env"});
+  REQUIRE(plain.finished_in_time);
+  const auto plain_ranks = environments_by_rank(plain.out);
+  REQUIRE(plain_ranks.size() == 2);
+  CHECK(plain_ranks.at(0).at("ACCELERATE_GRADIENT_ACCUMULATION_STEPS") == "<unset>");
+  CHECK(plain_ranks.at(0).at("ACCELERATE_DEBUG_MODE") == "<unset>");
+}
+
+TEST_CASE("--gradient_accumulation_steps and --debug win over the config file, as the ranks read it") {
+  const auto folder = std::filesystem::temp_directory_path() / ("acc_launch_accumulation_" + std::to_string(getpid()));
+  std::filesystem::create_directories(folder);
+  const auto file = folder / "job.yaml";
+  std::ofstream(file) << "distributed_type: MULTI_CPU\nuse_cpu: true\nnum_processes: 2\n"
+                         "gradient_accumulation_steps: 2\ndebug: false\n";
+  const LauncherResult result = run_acc(
+      {"launch", "--config_file", file.string(), "--gradient_accumulation_steps", "8", "--debug", kProbe, "env"});
+  REQUIRE(result.finished_in_time);
+  CHECK(result.exit_code == 0);
+  const auto ranks = environments_by_rank(result.out);
+  REQUIRE(ranks.size() == 2);
+  const auto& env = ranks.at(1);
+  CHECK(env.at("ACC_CONFIG_FILE") == file.string());
+  // What a rank's acc::Config makes of the file and the variables it was given.
+  const auto lookup = [&](std::string_view name) -> std::optional<std::string> {
+    const auto found = env.find(std::string(name));
+    if (found == env.end() || found->second == "<unset>") return std::nullopt;
+    return found->second;
+  };
+  const acc::Config from_file = acc::Config::from_yaml_file(file);
+  CHECK(from_file.gradient_accumulation_steps == 2);
+  CHECK_FALSE(from_file.debug);
+  const acc::Config seen_by_rank = from_file.with_overrides(lookup);
+  CHECK(seen_by_rank.gradient_accumulation_steps == 8);
+  CHECK(seen_by_rank.debug);
+  std::filesystem::remove_all(folder);
+}
+
+TEST_CASE("the default OMP_NUM_THREADS: the usable CPUs shared by the local ranks, a preset value kept, none for one") {
+  const LauncherResult two = run_acc({"launch", "--cpu", "--num_processes", "2", kProbe, "env"});
+  REQUIRE(two.finished_in_time);
+  const auto two_ranks = environments_by_rank(two.out);
+  REQUIRE(two_ranks.size() == 2);
+  for (const auto& [rank, env] : two_ranks) {
+    CAPTURE(rank);
+    CHECK(env.at("OMP_NUM_THREADS") == std::to_string(std::max(1, usable_cpus() / 2)));
+  }
+
+  const LauncherResult preset =
+      run_acc({"launch", "--cpu", "--num_processes", "2", kProbe, "env"}, {"OMP_NUM_THREADS=5"});
+  REQUIRE(preset.finished_in_time);
+  const auto preset_ranks = environments_by_rank(preset.out);
+  REQUIRE(preset_ranks.size() == 2);
+  for (const auto& [rank, env] : preset_ranks) {
+    CAPTURE(rank);
+    CHECK(env.at("OMP_NUM_THREADS") == "5");
+  }
+
+  const LauncherResult one = run_acc({"launch", "--cpu", kProbe, "env"});
+  REQUIRE(one.finished_in_time);
+  const auto one_rank = environments_by_rank(one.out);
+  REQUIRE(one_rank.size() == 1);
+  CHECK(one_rank.at(0).at("OMP_NUM_THREADS") == "<unset>");
+
+  // The rule itself, on described machines: CPUs / local ranks, at least 1.
+  const auto threads = [](int cpus, const std::vector<std::string>& flags, std::vector<std::string> environment) {
+    std::vector<std::string> arguments = flags;
+    arguments.push_back("train");
+    const LaunchParse parsed = parse_launch_arguments(arguments, Machine{0, cpus});
+    REQUIRE(std::holds_alternative<LaunchOptions>(parsed));
+    std::vector<char*> pointers;
+    for (std::string& entry : environment) pointers.push_back(entry.data());
+    pointers.push_back(nullptr);
+    for (const std::string& entry :
+         rank_environment(std::get<LaunchOptions>(parsed), Machine{0, cpus}, 29500, 0, 0, pointers.data()))
+      if (entry.rfind("OMP_NUM_THREADS=", 0) == 0) return entry.substr(16);
+    return std::string("<unset>");
+  };
+  CHECK(threads(16, {"--num_processes", "2"}, {}) == "8");
+  CHECK(threads(16, {"--num_processes", "3"}, {}) == "5");
+  CHECK(threads(2, {"--num_processes", "4"}, {}) == "1");
+  CHECK(threads(16, {"--num_processes", "1"}, {}) == "<unset>");
+  CHECK(threads(16, {"--num_processes", "2"}, {"OMP_NUM_THREADS=3"}) == "3");
+  CHECK(threads(16, {"--num_processes", "1", "--num_cpu_threads_per_process", "6"}, {}) == "6");
+  CHECK(threads(16, {"--num_processes", "2", "--num_cpu_threads_per_process", "6"}, {"OMP_NUM_THREADS=3"}) == "6");
+}
+
+TEST_CASE("the new flags' bad values are usage errors naming the flag and what it accepts, and start no rank") {
+  const auto folder = std::filesystem::temp_directory_path() / ("acc_launch_bad_flags_" + std::to_string(getpid()));
+  std::filesystem::create_directories(folder);
+  const auto regular_file = folder / "a_file";
+  std::ofstream(regular_file) << "not a directory\n";
+  const std::string unusable = (regular_file / "logs").string();
+
+  struct Case {
+    std::vector<std::string> arguments;
+    std::string message;  // the whole line on stderr
+  };
+  const std::vector<Case> cases = {
+      {{"--gradient_accumulation_steps", "0"},
+       "acc launch: --gradient_accumulation_steps '0' is not valid; use a positive integer up to 1048576"},
+      {{"--gradient_accumulation_steps=2000000"},
+       "acc launch: --gradient_accumulation_steps '2000000' is not valid; use a positive integer up to 1048576"},
+      {{"--gradient_accumulation_steps", "two"},
+       "acc launch: --gradient_accumulation_steps 'two' is not valid; use a positive integer up to 1048576"},
+      {{"--debug=true"}, "acc launch: --debug takes no value"},
+      {{"--num_cpu_threads_per_process", "0"},
+       "acc launch: --num_cpu_threads_per_process '0' is not valid; use a positive integer"},
+      {{"--num_cpu_threads_per_process", "-2"},
+       "acc launch: --num_cpu_threads_per_process '-2' is not valid; use a positive integer"},
+      {{"--num_cpu_threads_per_process", "--debug"},
+       "acc launch: --num_cpu_threads_per_process needs a value: a positive integer"},
+      {{"--monitor_interval", "often"},
+       "acc launch: --monitor_interval 'often' is not valid; use a number of seconds from 0 to 86400"},
+      {{"--log_dir="}, "acc launch: --log_dir '' is not valid; use a directory to write the ranks' output to"},
+      {{"--log_dir", unusable},
+       "acc launch: --log_dir '" + unusable +
+           "' cannot be used: cannot create the directory: Not a directory; pass a directory that acc launch can "
+           "create and write to"},
+  };
+  for (const Case& bad : cases) {
+    PidFile pids;
+    std::vector<std::string> arguments{"launch", "--num_processes", "2"};
+    arguments.insert(arguments.end(), bad.arguments.begin(), bad.arguments.end());
+    arguments.push_back(kProbe);
+    const LauncherResult result = run_acc(arguments, {pids.variable()}, 5s);
+    CAPTURE(result.err);
+    REQUIRE(result.finished_in_time);
+    CHECK(result.exit_code == 2);
+    CHECK(result.err == bad.message + "\n");
+    CHECK(result.out == "");
+    CHECK(pids.pids().empty());
+  }
+  std::filesystem::remove_all(folder);
+}
+
+TEST_CASE("--monitor_interval is accepted and the help lists every new flag") {
+  const LauncherResult result =
+      run_acc({"launch", "--monitor_interval", "0.5", "--num_processes", "2", "--cpu", kProbe, "env"});
+  REQUIRE(result.finished_in_time);
+  CHECK(result.exit_code == 0);
+  CHECK(environments_by_rank(result.out).size() == 2);
+
+  const std::string help = run_acc({"launch", "--help"}).out;
+  for (const char* flag : {"  --gradient_accumulation_steps N\n", "  --debug ", "  --num_cpu_threads_per_process N\n",
+                           "  --log_dir DIR ", "  --monitor_interval S "}) {
+    CAPTURE(flag);
+    CHECK(help.find(flag) != std::string::npos);
+  }
+  CHECK(help.find("acc launch does not poll its ranks") != std::string::npos);
 }
