@@ -33,6 +33,7 @@
 #include <acc/memory/free_memory.hpp>
 #include <acc/ops/collectives.hpp>
 #include <acc/optim/adamw.hpp>
+#include <acc/optim/schedules.hpp>
 #include <acc/precision/autocast.hpp>
 #include <acc/precision/bf16.hpp>
 #include <acc/precision/fp16.hpp>
