@@ -22,6 +22,7 @@
 #include <acc/detail/impl/module_state.ipp>
 #include <acc/memory/impl/free_memory.ipp>
 #include <acc/optim/impl/adamw.ipp>
+#include <acc/optim/impl/schedules.ipp>
 #include <acc/precision/impl/grad_scaler.ipp>
 #include <acc/tracking/impl/csv_tracker.ipp>
 #include <acc/tracking/impl/jsonl_tracker.ipp>

@@ -35,6 +35,7 @@
 #include <acc/ops/collectives.hpp>
 #include <acc/ops/item.hpp>
 #include <acc/optim/adamw.hpp>
+#include <acc/optim/schedules.hpp>
 #include <acc/precision/autocast.hpp>
 #include <acc/precision/bf16.hpp>
 #include <acc/precision/fp16.hpp>

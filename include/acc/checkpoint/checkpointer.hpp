@@ -5,7 +5,8 @@
 //                                                  from the strategy's full_state (main process)
 //   optimizer.bin, optimizer_1.bin, ...           each prepared optimizer (torch archive, main); with
 //                                                 FSDP each rank's shards' state: optimizer_rank<r>.bin
-//   scheduler.bin, scheduler_1.bin, ...           each prepared LR scheduler's step count (main)
+//   scheduler.bin, scheduler_1.bin, ...           each prepared LR scheduler's step count (main); an
+//                                                 acc::optim::WarmupSchedule's whole state (save())
 //   scaler.pt                                     the GradScaler's scale and growth tracker (main)
 //   custom_checkpoint_0.bin, ...                  each registered object's save() (main)
 //   random_states_<rank>.bin                      every process's CPU and CUDA generators
@@ -178,6 +179,7 @@ class CheckpointerCore {
     std::vector<std::map<std::string, at::Tensor>> models;
     std::vector<torch::serialize::InputArchive> optimizers, objects;
     std::vector<int64_t> scheduler_steps;
+    std::vector<torch::serialize::InputArchive> schedulers;  // whole states, for optim::WarmupSchedule
     std::optional<GradScaler::State> scaler;
     RngState rng;
     std::map<std::string, at::Tensor> gradients;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <acc/checkpoint/checkpointer.hpp>
+#include <acc/optim/schedules.hpp>
 
 namespace acc::detail {
 
@@ -106,8 +107,13 @@ ACC_DECL std::filesystem::path CheckpointerCore::save(const std::filesystem::pat
           }
           for (std::size_t i = 0; i < schedulers_.size(); ++i) {
             torch::serialize::OutputArchive archive;
-            archive.write("step_count",
-                          c10::IValue(static_cast<int64_t>(detail::SchedulerStepCount::of(*schedulers_[i].object))));
+            // A schedule that keeps more than its step count writes its whole state (with the same
+            // "step_count"); libtorch's own schedulers have only the count to keep.
+            if (const auto* schedule = dynamic_cast<const optim::WarmupSchedule*>(schedulers_[i].object))
+              schedule->save(archive);
+            else
+              archive.write("step_count", c10::IValue(static_cast<int64_t>(
+                                              detail::SchedulerStepCount::of(*schedulers_[i].object))));
             write_archive(numbered("scheduler", i, ".bin"), archive);
             stage_done("scheduler");
           }
@@ -400,8 +406,8 @@ ACC_DECL CheckpointerCore::Loaded CheckpointerCore::read(const std::filesystem::
   for (const auto& name : m.models) loaded.models.push_back(tensors(need(name)));
   for (const auto& name : m.optimizers)
     loaded.optimizers.push_back(archive_of(need(optimizer_file(name, static_cast<int>(rank))), subject_.device));
-  for (const auto& name : m.schedulers) {
-    const auto needed = need(name);
+  for (std::size_t i = 0; i < m.schedulers.size(); ++i) {  // as many as schedulers_ (counted above)
+    const auto needed = need(m.schedulers[i]);
     const auto& file = needed.first;
     auto archive = archive_of(needed);
     detail::read_from(file, [&] {
@@ -409,7 +415,11 @@ ACC_DECL CheckpointerCore::Loaded CheckpointerCore::read(const std::filesystem::
       archive.read("step_count", steps);
       if (steps.toInt() < 0) throw Error("a negative step count");
       loaded.scheduler_steps.push_back(steps.toInt());
+      // Another kind of schedule or other parameters: an error now, before anything changes.
+      if (const auto* schedule = dynamic_cast<const optim::WarmupSchedule*>(schedulers_[i].object))
+        schedule->check(archive);
     });
+    loaded.schedulers.push_back(std::move(archive));
   }
   if (m.scaler && with_scaler) {
     const auto needed = need(*m.scaler);
@@ -437,10 +447,14 @@ ACC_DECL void CheckpointerCore::apply(const std::filesystem::path& source, Loade
   for (std::size_t i = 0; i < optimizers_.size(); ++i)
     detail::read_from(source / optimizer_file(m.optimizers[i], subject_.environment.rank),
                       [&] { detail::load_optimizer(*optimizers_[i].object, loaded.optimizers[i]); });
-  for (std::size_t i = 0; i < schedulers_.size(); ++i)
-    detail::SchedulerStepCount::of(*schedulers_[i].object) =
-        static_cast<std::decay_t<decltype(detail::SchedulerStepCount::of(*schedulers_[i].object))>>(
-            loaded.scheduler_steps[i]);
+  for (std::size_t i = 0; i < schedulers_.size(); ++i) {
+    if (auto* schedule = dynamic_cast<optim::WarmupSchedule*>(schedulers_[i].object))
+      detail::read_from(source / m.schedulers[i], [&] { schedule->load(loaded.schedulers[i]); });
+    else
+      detail::SchedulerStepCount::of(*schedulers_[i].object) =
+          static_cast<std::decay_t<decltype(detail::SchedulerStepCount::of(*schedulers_[i].object))>>(
+              loaded.scheduler_steps[i]);
+  }
   if (scaler && loaded.scaler) scaler->load(*loaded.scaler);
   for (std::size_t i = 0; i < objects_.size(); ++i)
     detail::read_from(source / m.custom_objects[i], [&] { objects_[i].load(loaded.objects[i]); });
