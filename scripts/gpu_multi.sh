@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device run on a multi-GPU machine: builds (scripts/gpu.sh's build step), runs the
-# multi-process tests over NCCL on every GPU, and compares all-reduce bus bandwidth through acc's
-# Nccl policy with libtorch's ProcessGroupNCCL (torch.distributed) in the same command.
+# multi-process tests, the by-feature examples and acc test over NCCL on every GPU, and compares
+# all-reduce bus bandwidth through acc's Nccl policy with libtorch's ProcessGroupNCCL
+# (torch.distributed) in the same command.
 source "$(dirname "$0")/lib/device_run.sh"
 log_to_out gpu_multi
 gpus=$(gpu_count)
@@ -15,6 +16,17 @@ ACC_TEST_BACKEND=nccl $build/bin/acc launch --multi_gpu --num_processes "$gpus" 
 echo "== collective faults over NCCL, 2 GPUs: a skipped all-reduce times out (watchdog, ncclCommAbort); debug mode"
 ACC_TEST_BACKEND=nccl timeout 300 $build/bin/acc launch --multi_gpu --num_processes 2 --main_process_port 0 \
   --rdzv_timeout 120 $build/bin/acc_dist_worker --no-skip -ts=collective_faults || status=1
+echo "== by-feature examples over NCCL, $gpus GPUs (each checks what its Accelerate script shows)"
+for example in early_stopping gradient_accumulation local_sgd multi_process_metrics; do
+  timeout 120 $build/bin/acc launch --multi_gpu --num_processes "$gpus" --main_process_port 0 $build/bin/$example |
+    tail -1 || status=1
+done
+echo "== acc test (acc_sanity_check) with DDP and FSDP over NCCL, $gpus GPUs"
+printf 'distributed_type: FSDP\nnum_processes: %s\n' "$gpus" >/tmp/acc_fsdp.yaml
+for config in "--multi_gpu --num_processes $gpus" "--config_file /tmp/acc_fsdp.yaml"; do
+  # shellcheck disable=SC2086 # the flags are words
+  timeout 120 $build/bin/acc launch $config --main_process_port 0 $build/bin/acc_sanity_check || status=1
+done
 echo "== all-reduce bus bandwidth, fp32, $gpus GPUs"
 $build/bin/acc launch --multi_gpu --num_processes "$gpus" --main_process_port 0 $build/bin/allreduce_bandwidth |
   tee /tmp/acc_bw.txt || status=1

@@ -29,11 +29,10 @@ bool contains(const std::string& text, const std::string& part) { return text.fi
 // group's base lr and the optimizer's default lr differ, as the polynomial schedule cares).
 struct TwoGroups {
   explicit TwoGroups(double default_lr = 0.1, double second_lr = 0.03)
-      : optimizer(
-            {torch::optim::OptimizerParamGroup({net->weight}),
-             torch::optim::OptimizerParamGroup(
-                 {net->bias}, std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(second_lr)))},
-            torch::optim::SGDOptions(default_lr)) {}
+      : optimizer({torch::optim::OptimizerParamGroup({net->weight}),
+                   torch::optim::OptimizerParamGroup(
+                       {net->bias}, std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(second_lr)))},
+                  torch::optim::SGDOptions(default_lr)) {}
   std::vector<double> lrs() const {
     std::vector<double> lrs;
     for (const auto& group : optimizer.param_groups()) lrs.push_back(group.options().get_lr());
@@ -275,8 +274,9 @@ TEST_SUITE("schedules") {
     TwoGroups problem;
     CHECK(contains(error_of([&] { LinearSchedule(problem.optimizer, WarmupOptions().warmup_steps(10)); }),
                    "LinearSchedule needs total_steps"));
-    CHECK(contains(error_of([&] { CosineSchedule(problem.optimizer, CosineOptions().warmup_steps(-1).total_steps(5)); }),
-                   "warmup_steps is -1"));
+    CHECK(
+        contains(error_of([&] { CosineSchedule(problem.optimizer, CosineOptions().warmup_steps(-1).total_steps(5)); }),
+                 "warmup_steps is -1"));
     CHECK(contains(
         error_of([&] { PolynomialSchedule(problem.optimizer, PolynomialOptions().total_steps(5).lr_end(0.1)); }),
         "lr_end (0.1) must be smaller than the optimizer's default lr (0.1)"));
@@ -353,7 +353,8 @@ TEST_SUITE("schedules") {
     }
   }
 
-  TEST_CASE("load_state: a schedule reads a step count alone (libtorch's schedulers, older checkpoints), and they its") {
+  TEST_CASE(
+      "load_state: a schedule reads a step count alone (libtorch's schedulers, older checkpoints), and they its") {
     using namespace acc::optim;
     TempDir dir;
     const std::function<std::unique_ptr<torch::optim::StepLR>(torch::optim::Optimizer&)> step_lr = [](auto& o) {
@@ -376,8 +377,9 @@ TEST_SUITE("schedules") {
     CHECK(acc::detail::SchedulerStepCount::of(plain) == 4);
   }
 
-  TEST_CASE("load_state into a schedule of other parameters or another kind: an acc::Error naming the file and the "
-            "parameter, and nothing changed") {
+  TEST_CASE(
+      "load_state into a schedule of other parameters or another kind: an acc::Error naming the file and the "
+      "parameter, and nothing changed") {
     using namespace acc::optim;
     TempDir dir;
     const auto checkpoint = dir.path / "ckpt";

@@ -18,7 +18,6 @@
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/adamw.h>
-#include <torch/optim/schedulers/step_lr.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -71,17 +70,20 @@ int train(Accelerator& accelerator, const Settings& s) {
   accelerator.set_seed(seed);
   torch::nn::Sequential net(torch::nn::Linear(8, 64), torch::nn::ReLU(), torch::nn::Linear(64, 4));
   torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(s.lr));
-  torch::optim::StepLR sched(opt, /*step_size=*/10, /*gamma=*/0.7);
+  // Python's get_linear_schedule_with_warmup; its whole state is in each checkpoint.
+  const int64_t per_step = s.batch_size * accelerator.num_processes();
+  const int64_t steps_per_epoch = (s.train_size + per_step - 1) / per_step;
+  acc::optim::LinearSchedule sched(
+      opt, acc::optim::WarmupOptions().warmup_steps(10).total_steps(s.epochs * steps_per_epoch));
   const auto options = acc::DataLoaderOptions(s.batch_size).seed(seed);
   auto [model, optimizer, train_loader, eval_loader, scheduler] = accelerator.prepare(  // acc
       net, opt, acc::DataLoader(examples::Points(s.train_size, seed + 1), options),
       acc::DataLoader(examples::Points(s.eval_size, seed + 2), acc::DataLoaderOptions(options).shuffle(false)), sched);
 
-  const auto steps_per_epoch = static_cast<int64_t>(train_loader.size());
   Position at;
   if (!s.resume_from_checkpoint.empty()) {
     accelerator.load_state(s.resume_from_checkpoint);  // acc: the loader goes on at the saved batch
-    at = position_of(s.resume_from_checkpoint, steps_per_epoch);
+    at = position_of(s.resume_from_checkpoint, static_cast<int64_t>(train_loader.size()));
     accelerator.print("resumed from", s.resume_from_checkpoint, "at epoch", at.epoch, "step", at.step);
   }
   for (int64_t epoch = at.epoch; epoch < s.epochs; ++epoch) {

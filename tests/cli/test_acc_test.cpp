@@ -54,8 +54,9 @@ TEST_CASE("acc test passes on one CPU process") {
 
 TEST_CASE("acc test passes on 2 CPU processes (MULTI_CPU, Gloo)") {
   const TempFolder folder("acc_test_two");
-  const LauncherResult result =
-      acc_test_with(folder, "distributed_type: MULTI_CPU\nuse_cpu: true\nnum_processes: 2\nmixed_precision: no\n");
+  const LauncherResult result = acc_test_with(
+      folder,
+      "distributed_type: MULTI_CPU\nuse_cpu: true\nnum_processes: 2\nmain_process_port: 0\nmixed_precision: no\n");
   REQUIRE(result.finished_in_time);
   CAPTURE(result.err);
   CHECK(result.exit_code == 0);
@@ -64,8 +65,9 @@ TEST_CASE("acc test passes on 2 CPU processes (MULTI_CPU, Gloo)") {
 
 TEST_CASE("acc test passes on 2 CPU processes in bf16") {
   const TempFolder folder("acc_test_two_bf16");
-  const LauncherResult bf16 =
-      acc_test_with(folder, "distributed_type: MULTI_CPU\nuse_cpu: true\nnum_processes: 2\nmixed_precision: bf16\n");
+  const LauncherResult bf16 = acc_test_with(
+      folder,
+      "distributed_type: MULTI_CPU\nuse_cpu: true\nnum_processes: 2\nmain_process_port: 0\nmixed_precision: bf16\n");
   REQUIRE(bf16.finished_in_time);
   CAPTURE(bf16.err);
   CHECK(bf16.exit_code == 0);
