@@ -52,7 +52,8 @@ TEST_CASE("acc test passes on one CPU process") {
   CHECK(result.out == "acc test: passed on 1 process (distributed_type=NO, mixed_precision=no)\n");
 }
 
-TEST_CASE("acc test passes on 2 CPU processes (MULTI_CPU, Gloo)") {
+// The GPU builds have no Gloo: scripts/gpu_multi.sh runs acc test over NCCL there.
+TEST_CASE("acc test passes on 2 CPU processes (MULTI_CPU, Gloo)" * doctest::skip(!ACC_HAS_GLOO)) {
   const TempFolder folder("acc_test_two");
   const LauncherResult result = acc_test_with(
       folder,
@@ -63,7 +64,7 @@ TEST_CASE("acc test passes on 2 CPU processes (MULTI_CPU, Gloo)") {
   CHECK(result.out == "acc test: passed on 2 processes (distributed_type=MULTI_CPU, mixed_precision=no)\n");
 }
 
-TEST_CASE("acc test passes on 2 CPU processes in bf16") {
+TEST_CASE("acc test passes on 2 CPU processes in bf16" * doctest::skip(!ACC_HAS_GLOO)) {
   const TempFolder folder("acc_test_two_bf16");
   const LauncherResult bf16 = acc_test_with(
       folder,
