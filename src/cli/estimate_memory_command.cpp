@@ -2,6 +2,7 @@
 
 #include "config_command.hpp"
 #include "launch.hpp"
+#include "safetensors_parameters.hpp"
 
 #include <algorithm>
 #include <array>
@@ -19,13 +20,17 @@ namespace acc::cli {
 namespace {
 
 constexpr const char* kEstimateUsage =
-    R"(usage: acc estimate-memory --num_parameters N [--dtype float32|bfloat16|float16]
+    R"(usage: acc estimate-memory (MODEL | --num_parameters N) [--dtype float32|bfloat16|float16]
                            [--num_processes 1,2,4,8]
 
 Estimates the memory each process needs to train a model of N parameters with Adam (or AdamW),
 for every strategy and number of processes: the weights, their gradients and Adam's state.
 Activations, the batch and temporary buffers come on top of it.
 
+  MODEL                a model saved as safetensors: a .safetensors file, a sharded model's
+                       *.safetensors.index.json, or a folder holding model.safetensors or
+                       model.safetensors.index.json (save_model writes them); N is the element
+                       count of its tensors, read from the files' headers
   --num_parameters N   the parameter count: an integer, or a number with K, M, B or T (125M, 1.3B)
   --dtype D            float32 (default), or bfloat16 / float16 for mixed precision (acc::BF16,
                        acc::FP16: fp32 weights and gradients, half-precision compute)
@@ -146,22 +151,48 @@ int estimate_memory_command(const std::vector<std::string>& arguments) {
     std::cout << kEstimateUsage;
     return 0;
   }
-  if (!command_line.words.empty())
-    return usage_error("unexpected argument '" + command_line.words.front() +
-                       "'; usage: acc estimate-memory --num_parameters N [--dtype D] [--num_processes LIST]");
   const auto flag = [&](const std::string& name, const std::string& fallback) {
     const auto found = command_line.flag_values.find(name);
     return found == command_line.flag_values.end() ? fallback : found->second;
   };
+  constexpr const char* kShortUsage =
+      "usage: acc estimate-memory (MODEL | --num_parameters N) [--dtype D] "
+      "[--num_processes LIST]";
+  if (command_line.words.size() > 1)
+    return usage_error("unexpected argument '" + command_line.words[1] + "': give one model; " + kShortUsage);
 
   const auto num_parameters_text = flag("--num_parameters", "");
-  if (num_parameters_text.empty())
-    return usage_error("--num_parameters is required: the model's parameter count, such as 7B or 125000000");
-  const auto num_parameters = parse_parameter_count(num_parameters_text);
-  if (!num_parameters)
-    return usage_error("--num_parameters '" + num_parameters_text +
-                       "' is not a parameter count from 1 to 10^15; give an integer such as 7000000000, or a number "
-                       "with K, M, B or T such as 125M or 1.3B");
+  std::optional<std::uint64_t> num_parameters;
+  std::string source;  // where the count comes from, when it was read from files
+  if (!command_line.words.empty()) {
+    if (!num_parameters_text.empty())
+      return usage_error("give either a model or --num_parameters, not both; " + std::string(kShortUsage));
+    const auto counted = count_safetensors_parameters(command_line.words.front());
+    const auto* parameters = std::get_if<SafetensorsParameters>(&counted);
+    const std::string error = parameters
+                                  ? (parameters->count == 0 || parameters->count > kMaxParameters
+                                         ? command_line.words.front() + " holds " + std::to_string(parameters->count) +
+                                               " parameters; the estimate needs from 1 to 10^15"
+                                         : "")
+                                  : std::get<std::string>(counted);
+    if (!error.empty()) {
+      std::cerr << "acc estimate-memory: " << error << "\n";
+      return 1;
+    }
+    num_parameters = parameters->count;
+    source = " (" + command_line.words.front() + ", " + std::to_string(parameters->files) +
+             (parameters->files == 1 ? " safetensors file)" : " safetensors files)");
+  } else {
+    if (num_parameters_text.empty())
+      return usage_error(
+          "give a model (a safetensors file, index or folder) or --num_parameters, the model's "
+          "parameter count, such as 7B or 125000000");
+    num_parameters = parse_parameter_count(num_parameters_text);
+    if (!num_parameters)
+      return usage_error("--num_parameters '" + num_parameters_text +
+                         "' is not a parameter count from 1 to 10^15; give an integer such as 7000000000, or a "
+                         "number with K, M, B or T such as 125M or 1.3B");
+  }
   const auto dtype = flag("--dtype", "float32");
   if (dtype != "float32" && dtype != "bfloat16" && dtype != "float16")
     return usage_error("--dtype '" + dtype + "' is not one of float32, bfloat16, float16");
@@ -173,7 +204,7 @@ int estimate_memory_command(const std::vector<std::string>& arguments) {
                        "such as 1,2,8");
   const bool mixed = dtype != "float32";
 
-  std::cout << "Memory per process to train " << *num_parameters << " parameters in " << dtype
+  std::cout << "Memory per process to train " << *num_parameters << " parameters" << source << " in " << dtype
             << (mixed ? " mixed precision" : "") << " with Adam\n"
             << "(weights, gradients and Adam's state; activations and temporary buffers come on top; the weights "
             << "alone in " << dtype << ": " << human_bytes(*num_parameters * (mixed ? 2 : 4)) << ")\n\n";

@@ -4,6 +4,11 @@
 
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <regex>
 #include <string>
@@ -42,6 +47,43 @@ Table estimate(const std::vector<std::string>& flags) {
 }
 
 using Row = std::vector<std::string>;
+
+namespace fs = std::filesystem;
+
+// A safetensors file whose header is `header` (JSON), followed by `data_bytes` zero bytes.
+void write_safetensors(const fs::path& file, const std::string& header, std::size_t data_bytes) {
+  std::ofstream out(file, std::ios::binary);
+  for (int byte = 0; byte < 8; ++byte) out.put(static_cast<char>((std::uint64_t{header.size()} >> (8 * byte)) & 0xff));
+  out << header << std::string(data_bytes, '\0');
+}
+
+// A model saved as two shards (7 and 10 parameters) with their index, as save_model and Hugging
+// Face write sharded checkpoints, and a single-file model of 17 parameters beside it.
+struct SavedModels {
+  fs::path folder = fs::temp_directory_path() / ("acc_estimate_memory_" + std::to_string(getpid()));
+  SavedModels() {
+    fs::remove_all(folder);
+    fs::create_directories(folder / "sharded");
+    write_safetensors(
+        folder / "sharded" / "model-00001-of-00002.safetensors",
+        R"({"__metadata__":{"format":"pt"},"a.weight":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},)"
+        R"("a.bias":{"dtype":"F32","shape":[1],"data_offsets":[24,28]}})",
+        28);
+    write_safetensors(folder / "sharded" / "model-00002-of-00002.safetensors",
+                      R"({"b.weight":{"dtype":"BF16","shape":[5,2],"data_offsets":[0,20]}})", 20);
+    std::ofstream(folder / "sharded" / "model.safetensors.index.json")
+        << R"({"metadata":{"total_size":48},"weight_map":{"a.weight":"model-00001-of-00002.safetensors",)"
+        << R"("a.bias":"model-00001-of-00002.safetensors","b.weight":"model-00002-of-00002.safetensors"}})";
+    fs::create_directories(folder / "single");
+    write_safetensors(folder / "single" / "model.safetensors",
+                      R"({"w":{"dtype":"F32","shape":[4,4],"data_offsets":[0,64]},)"
+                      R"("s":{"dtype":"F32","shape":[],"data_offsets":[64,68]}})",
+                      68);
+  }
+  ~SavedModels() { fs::remove_all(folder); }
+  SavedModels(const SavedModels&) = delete;
+  SavedModels& operator=(const SavedModels&) = delete;
+};
 
 }  // namespace
 
@@ -96,8 +138,8 @@ TEST_CASE("estimate-memory: bad input is a usage error naming the flag and what 
     return result.err;
   };
   CHECK(error_of({}) ==
-        "acc estimate-memory: --num_parameters is required: the model's parameter count, such as 7B or "
-        "125000000\n");
+        "acc estimate-memory: give a model (a safetensors file, index or folder) or --num_parameters, the model's "
+        "parameter count, such as 7B or 125000000\n");
   for (const std::string bad : {"7X", "0", "1.5", "-3", "1e9", "B", "2000T", ".5B"}) {
     CAPTURE(bad);
     CHECK(error_of({"--num_parameters", bad})
@@ -113,7 +155,10 @@ TEST_CASE("estimate-memory: bad input is a usage error naming the flag and what 
               .find("--num_processes '" + bad + "' is not a list of process counts") != std::string::npos);
   }
   CHECK(error_of({"--num_parameters", "7B", "--model", "gpt2"}).find("unknown flag --model") != std::string::npos);
-  CHECK(error_of({"gpt2"}).find("unexpected argument 'gpt2'") != std::string::npos);
+  CHECK(error_of({"model.safetensors", "gpt2"}).find("unexpected argument 'gpt2': give one model") !=
+        std::string::npos);
+  CHECK(error_of({"model.safetensors", "--num_parameters", "7B"}).find("either a model or --num_parameters") !=
+        std::string::npos);
 }
 
 TEST_CASE("estimate-memory --help documents the formulas") {
@@ -121,4 +166,55 @@ TEST_CASE("estimate-memory --help documents the formulas") {
   CHECK(result.exit_code == 0);
   CHECK(result.out.find("FSDP FULL_SHARD     4S                              4S          8S") != std::string::npos);
   CHECK(result.out.find("S = ceil(N / W)") != std::string::npos);
+}
+
+TEST_CASE("estimate-memory MODEL counts the parameters in a safetensors file, a sharded model's index or its folder") {
+  const SavedModels models;
+  const auto counted_as = [](const std::string& count) { return estimate({"--num_parameters", count}); };
+  // A scalar is one parameter: 4 x 4 + 1.
+  CHECK(estimate({(models.folder / "single" / "model.safetensors").string()}) == counted_as("17"));
+  CHECK(estimate({(models.folder / "single").string()}) == counted_as("17"));
+  // Both shards of the index, the bf16 one included: 2 x 3 + 1 + 5 x 2.
+  const std::string index = (models.folder / "sharded" / "model.safetensors.index.json").string();
+  CHECK(estimate({index, "--num_processes", "3"}) == estimate({"--num_parameters", "17", "--num_processes", "3"}));
+  CHECK(estimate({(models.folder / "sharded").string()}) == counted_as("17"));
+  const LauncherResult result = run_acc({"estimate-memory", index, "--num_processes", "1"}, {}, 10s);
+  CHECK(result.out.rfind("Memory per process to train 17 parameters (" + index + ", 2 safetensors files) in float32",
+                         0) == 0);
+}
+
+TEST_CASE("estimate-memory MODEL: a missing or malformed file is an error naming it") {
+  const SavedModels models;
+  const auto error_of = [](const fs::path& model) {
+    const LauncherResult result = run_acc({"estimate-memory", model.string()}, {}, 10s);
+    REQUIRE(result.finished_in_time);
+    CHECK(result.exit_code == 1);
+    CHECK(result.out.empty());
+    return result.err;
+  };
+  const fs::path missing = models.folder / "missing.safetensors";
+  CHECK(error_of(missing) == "acc estimate-memory: " + missing.string() +
+                                 " does not exist; give a .safetensors file, an index or a folder holding them\n");
+  CHECK(error_of(models.folder)
+            .find(models.folder.string() + " holds neither model.safetensors nor model.safetensors.index.json") !=
+        std::string::npos);
+  const fs::path text = models.folder / "notes.safetensors";
+  std::ofstream(text) << "not a model at all";
+  CHECK(error_of(text).find(text.string() + " is not a safetensors file: its header length") != std::string::npos);
+  const fs::path short_file = models.folder / "short.safetensors";
+  std::ofstream(short_file) << "abc";
+  CHECK(error_of(short_file).find("shorter than the 8-byte header length") != std::string::npos);
+  const fs::path no_shape = models.folder / "no_shape.safetensors";
+  write_safetensors(no_shape, R"({"w":{"dtype":"F32","data_offsets":[0,4]}})", 4);
+  CHECK(error_of(no_shape).find("tensor 'w' has no shape in the header") != std::string::npos);
+  const fs::path empty = models.folder / "empty.safetensors";
+  write_safetensors(empty, R"({"__metadata__":{}})", 0);
+  CHECK(error_of(empty).find("holds 0 parameters") != std::string::npos);
+
+  const fs::path index = models.folder / "sharded" / "model.safetensors.index.json";
+  fs::remove(models.folder / "sharded" / "model-00002-of-00002.safetensors");
+  CHECK(error_of(index).find("model-00002-of-00002.safetensors cannot be opened") != std::string::npos);
+  CHECK(error_of(index).find("(a shard named by " + index.string() + ")") != std::string::npos);
+  std::ofstream(index) << R"({"metadata":{}})";
+  CHECK(error_of(index).find("has no \"weight_map\" object naming the shard files") != std::string::npos);
 }
