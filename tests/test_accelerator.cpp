@@ -254,6 +254,26 @@ TEST_CASE("gradient_accumulation_steps: the optimizer and scheduler step every k
   for (std::size_t i = 0; i < ours.size(); ++i) CHECK(at::allclose(ours[i], theirs[i], 1e-5, 1e-6));
 }
 
+TEST_CASE("sync_with_dataloader off: a loader's last batch does not end the accumulation cycle") {
+  acc::Accelerator<> accelerator(cpu_options().gradient_accumulation_steps(3));
+  CHECK(accelerator.sync_with_dataloader());
+  accelerator.sync_with_dataloader(false);
+  CHECK_FALSE(accelerator.sync_with_dataloader());
+  auto loader = accelerator.prepare(acc::DataLoader(Blobs{}, 8));  // 10 batches an epoch
+  std::vector<bool> synced;
+  for (int epoch = 0; epoch < 2; ++epoch)
+    for (auto& b : loader) {
+      (void)b;
+      auto step = accelerator.accumulate();
+      synced.push_back(accelerator.sync_gradients());
+    }
+  // Every third of the 20 micro-batches, across the epochs' boundary (on by default, the 10th
+  // would synchronize and the count start again).
+  std::vector<bool> expected(20, false);
+  for (std::size_t i = 2; i < expected.size(); i += 3) expected[i] = true;
+  CHECK(synced == expected);
+}
+
 TEST_CASE("prepare() again for a new model and optimizer: save_state holds the live ones, never freed ones") {
   TempDir dir;
   acc::Accelerator<> accelerator(cpu_options());

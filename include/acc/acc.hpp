@@ -11,7 +11,7 @@
 //   6 strategy/ fsdp/
 //   7 prepared/ checkpoint/
 //   8 accelerator_options.hpp accelerator.hpp
-//   9 run.hpp local_sgd/
+//   9 run.hpp local_sgd/ join/
 //   10 acc.hpp
 #pragma once
 
@@ -29,6 +29,7 @@
 #include <acc/error.hpp>
 #include <acc/fsdp/sharding.hpp>
 #include <acc/fsdp/unit.hpp>
+#include <acc/join/join_uneven_inputs.hpp>
 #include <acc/local_sgd/local_sgd.hpp>
 #include <acc/memory/find_executable_batch_size.hpp>
 #include <acc/memory/free_memory.hpp>

@@ -34,6 +34,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -126,6 +127,7 @@ class Accelerator {
   // Backward of the loss (divided by gradient_accumulation_steps), then, on a synchronizing step,
   // gradients averaged across processes.
   void backward(const at::Tensor& loss) {
+    if (before_backward_) before_backward_(communicates());
     const auto steps = options_.gradient_accumulation_steps();
     const auto averaged = steps > 1 ? loss / static_cast<double>(steps) : loss;
     strategy_.backward(scaler_.scale(averaged));
@@ -140,6 +142,19 @@ class Accelerator {
     check_accumulation_steps(steps);
     options_.gradient_accumulation_steps(steps);
     training_.micro_step = 0;
+  }
+
+  // Python's GradientAccumulationPlugin fields, also after construction (acc::run builds the
+  // Accelerator from the config): see AcceleratorOptions. They take effect at the next accumulate().
+  bool sync_with_dataloader() const { return options_.sync_with_dataloader(); }
+  void sync_with_dataloader(bool enabled) { options_.sync_with_dataloader(enabled); }
+  bool sync_each_batch() const { return options_.sync_each_batch(); }
+  void sync_each_batch(bool enabled) { options_.sync_each_batch(enabled); }
+
+  // Called at the start of every backward with whether it averages gradients across processes
+  // (acc::JoinUnevenInputs counts the processes still training this way); nullptr: nothing.
+  void before_backward(std::function<void(bool averages_gradients)> observer) {
+    before_backward_ = std::move(observer);
   }
 
   // Whether the current step synchronizes gradients and steps the optimizer.
@@ -170,13 +185,14 @@ class Accelerator {
   };
   // Scope of one micro-batch: gradients are synchronized and the prepared optimizer and
   // scheduler step only on every gradient_accumulation_steps-th one, and on the last batch of the
-  // prepared loader in use. Inside no_sync() backward still does not communicate.
+  // prepared loader in use (unless sync_with_dataloader is off); with sync_each_batch, gradients are
+  // synchronized on every one. Inside no_sync() backward still does not communicate.
   // `{ auto step = accelerator.accumulate(model); ... }`
   template <class... Models>
   GradientSyncScope accumulate(const Models&...) {
     bool sync;
     const auto* loader = active_loaders_->innermost();
-    if (loader && loader->end_of_dataloader) {
+    if (loader && loader->end_of_dataloader && options_.sync_with_dataloader()) {
       training_.micro_step = 0;
       sync = true;
     } else {
@@ -519,7 +535,7 @@ class Accelerator {
       int64_t samples = -1;  // a stream's size is unknown
       if constexpr (!detail::is_stream<std::decay_t<decltype(object.dataset())>>::value)
         samples = static_cast<int64_t>(detail::dataset_size(object.dataset()));
-      checkpoints_.track_loader(placed.position(), object.options().batch_size(), samples);
+      checkpoints_.track_loader(placed.position(), object.options().batch_size(), samples, sharding.split_batches);
       return placed;
     } else {
       static_assert(!std::is_same_v<T, T>,
@@ -559,8 +575,9 @@ class Accelerator {
       return parameters;
   }
 
-  // backward communicates on a synchronizing step outside no_sync.
-  void communicate_when_synchronizing() { strategy_.set_gradient_sync(sync_gradients_ && !local_only_); }
+  // backward communicates on a synchronizing step (on every one with sync_each_batch) outside no_sync.
+  bool communicates() const { return (sync_gradients_ || options_.sync_each_batch()) && !local_only_; }
+  void communicate_when_synchronizing() { strategy_.set_gradient_sync(communicates()); }
 
   AcceleratorOptions options_;
   ProcessEnvironment environment_;  // options_.environment(), else this process's
@@ -568,6 +585,7 @@ class Accelerator {
   c10::Device device_;
   std::shared_ptr<ActiveLoaders> active_loaders_;
   bool step_skipped_ = false;
+  std::function<void(bool)> before_backward_;
   bool sync_gradients_ = true;
   bool local_only_ = false;  // inside no_sync
   bool trigger_ = false;     // set_trigger since the last check_trigger

@@ -35,6 +35,13 @@ class AcceleratorOptions {
   // Micro-batches per optimizer step: gradients are accumulated locally and synchronized on the
   // last one (see Accelerator::accumulate).
   TORCH_ARG(int64_t, gradient_accumulation_steps) = 1;
+  // The last batch of the prepared loader in use ends an accumulation cycle early (Python's
+  // GradientAccumulationPlugin.sync_with_dataloader).
+  TORCH_ARG(bool, sync_with_dataloader) = true;
+  // Gradients are synchronized after every micro-batch, the optimizer still steps every
+  // gradient_accumulation_steps-th: more communication, but FSDP then holds sharded gradients
+  // only, not the full model's (Python's GradientAccumulationPlugin.sync_each_batch).
+  TORCH_ARG(bool, sync_each_batch) = false;
   // Each strategy takes its part: DDP ddp() and process_group(), FSDP fsdp() and process_group().
   TORCH_ARG(DDPOptions, ddp) = {};
   TORCH_ARG(FSDPOptions, fsdp) = {};

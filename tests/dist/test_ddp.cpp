@@ -213,6 +213,41 @@ TEST_CASE("gradient accumulation: k micro-batches equal one batch k times larger
   });
 }
 
+TEST_CASE("sync_each_batch: every micro-batch is all-reduced, and k of them still equal one batch k times larger") {
+  with_accelerator([](auto& accelerator) {
+    const int rank = accelerator.process_index(), world = accelerator.num_processes();
+    constexpr int k = 3, steps = 6;
+    const Data data;
+    const auto reference = single_process(data, world, k, steps, accelerator.device());
+
+    torch::manual_seed(5);
+    Mlp net;
+    net->to(at::kDouble);
+    torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(kLr));
+    auto [model, optimizer] = accelerator.prepare(net, opt);
+    auto& strategy = accelerator.strategy();
+    accelerator.gradient_accumulation_steps(k);
+    accelerator.sync_each_batch(true);
+    for (int step = 0; step < steps; ++step)
+      for (int m = 0; m < k; ++m) {
+        const auto x = rows(data.x, step, k, m, rank, world).to(accelerator.device());
+        const auto y = rows(data.y, step, k, m, rank, world).to(accelerator.device());
+        auto micro_step = accelerator.accumulate(model);
+        CHECK(accelerator.sync_gradients() == (m + 1 == k));  // the optimizer still steps every k-th
+        const auto before = strategy.gradient_collectives();
+        accelerator.backward(loss_of(*net, model(x), y));
+        if (world > 1) CHECK(strategy.gradient_collectives() > before);  // alone, nothing is sent
+        optimizer.step();
+        optimizer.zero_grad();
+      }
+    accelerator.sync_each_batch(false);
+    accelerator.gradient_accumulation_steps(1);
+    // The averages of earlier micro-batches are equal on every rank, so averaging them again with
+    // the next one's gradients changes them only by rounding: AdamW's float64 drift bounds it.
+    CHECK(largest_difference(parameters_of(net), reference) < adamw_float64_drift(steps, kLr));
+  });
+}
+
 TEST_CASE("clip_grad_norm_ sees the synchronized gradients and returns the total norm") {
   with_accelerator([](auto& accelerator) {
     const int rank = accelerator.process_index();

@@ -96,3 +96,59 @@ TEST_CASE(
     CHECK(same_on_every_rank());  // leaving the scope averaged
   });
 }
+
+TEST_CASE("join_uneven_inputs: ranks out of batches average zeros until the last is done, then all hold its weights") {
+  with_accelerator([](auto& accelerator) {
+    constexpr int64_t kRows = 4;
+    constexpr double kLr = 1e-2;
+    const int rank = accelerator.process_index(), world = accelerator.num_processes();
+    const Blobs data;
+    // Rank r has 5 - r batches (at least one); the s-th one of rank r is its own block of rows.
+    const auto batches_of = [](int r) { return std::max(1, 5 - r); };
+    const auto rows = [&](const at::Tensor& all, int r, int s) {
+      return all.narrow(0, (s * world + r) * kRows % (64 - kRows + 1), kRows);
+    };
+    const auto loss_of = [](torch::nn::Linear& net, const at::Tensor& x, const at::Tensor& y) {
+      return torch::nn::functional::cross_entropy(net(x.to(at::kDouble)), y);
+    };
+
+    // One process: the step s gradient is the sum of the gradients of the ranks that still have a
+    // batch s, over all ranks (those that are done add zeros).
+    torch::manual_seed(3);
+    torch::nn::Linear reference(8, 3);
+    reference->to(at::kDouble);
+    torch::optim::AdamW reference_opt(reference->parameters(), torch::optim::AdamWOptions(kLr));
+    for (int s = 0; s < batches_of(0); ++s) {
+      reference_opt.zero_grad();
+      at::Tensor loss = at::zeros({}, at::kDouble);
+      for (int r = 0; r < world; ++r)
+        if (s < batches_of(r)) loss = loss + loss_of(reference, rows(data.x, r, s), rows(data.y, r, s)) / world;
+      loss.backward();
+      reference_opt.step();
+    }
+
+    torch::manual_seed(3);
+    torch::nn::Linear net(8, 3);
+    net->to(at::kDouble);
+    torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(kLr));
+    auto [model, optimizer] = accelerator.prepare(net, opt);
+    {
+      acc::JoinUnevenInputs join(accelerator, model);
+      for (int s = 0; s < batches_of(rank); ++s) {
+        const auto device = accelerator.device();
+        accelerator.backward(loss_of(net, rows(data.x, rank, s).to(device), rows(data.y, rank, s).to(device)));
+        optimizer.step();
+        optimizer.zero_grad();
+      }
+    }
+    for (const auto& p : net->parameters()) {
+      const auto all = accelerator.gather(p.detach().reshape({1, -1}));
+      for (int64_t r = 1; r < all.size(0); ++r) CHECK(at::equal(all[r], all[0]));  // broadcast copies
+    }
+    // float64 on both sides: they differ by summation order only, which AdamW's drift bound covers.
+    const auto ours = net->parameters();
+    const auto theirs = reference->parameters();
+    for (std::size_t i = 0; i < ours.size(); ++i)
+      CHECK((ours[i].cpu() - theirs[i]).abs().max().template item<double>() < adamw_float64_drift(batches_of(0), kLr));
+  });
+}

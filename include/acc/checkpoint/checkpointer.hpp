@@ -132,7 +132,8 @@ class CheckpointerCore {
   using Registration = std::shared_ptr<const void>;
   Registration track_optimizer(torch::optim::Optimizer& optimizer) { return track(optimizers_, optimizer); }
   Registration track_scheduler(torch::optim::LRScheduler& scheduler) { return track(schedulers_, scheduler); }
-  void track_loader(const std::shared_ptr<LoaderPosition>& position, int64_t batch_size, int64_t dataset_size);
+  void track_loader(const std::shared_ptr<LoaderPosition>& position, int64_t batch_size, int64_t dataset_size,
+                    bool split_batches);
   // Accelerator::free_memory: no prepared object is saved or loaded any more (registered objects stay).
   void forget_prepared();
   template <class T>
@@ -167,6 +168,7 @@ class CheckpointerCore {
     std::shared_ptr<LoaderPosition> position;  // shared by the loader's copies
     int64_t batch_size;
     int64_t dataset_size;  // -1: a stream
+    bool split_batches;    // a batch is split across the processes (its position counts global batches)
     bool gone() const { return position.use_count() == 1; }
   };
   struct RegisteredObject {
@@ -181,7 +183,7 @@ class CheckpointerCore {
     std::vector<int64_t> scheduler_steps;
     std::vector<torch::serialize::InputArchive> schedulers;  // whole states, for optim::WarmupSchedule
     std::optional<GradScaler::State> scaler;
-    RngState rng;
+    std::optional<RngState> rng;  // none for a process the checkpoint's job did not have
     std::map<std::string, at::Tensor> gradients;
   };
 
@@ -209,6 +211,12 @@ class CheckpointerCore {
     return registration;
   }
 
+  // Where this process goes on with a loader whose processes had `saved` (epoch, batches) each: as
+  // saved with as many processes; saved by another number, the batches of the latest epoch that
+  // all processes had together, dealt out again (rounded down: none is skipped, fewer than
+  // world_size are read twice). Split batches are global batches: their count stays.
+  static std::pair<int64_t, int64_t> resumed_position(const std::vector<std::pair<int64_t, int64_t>>& saved,
+                                                      int world_size, int rank, bool split_batches);
   static std::string numbered(const std::string& stem, std::size_t i, const std::string& extension) {
     return i == 0 ? stem + extension : stem + "_" + std::to_string(i) + extension;
   }

@@ -87,6 +87,12 @@ class DDP : public ReplicatedModel {
     for (auto& b : buckets_) b.buckets->finish();
   }
 
+  // For a process that is out of batches (acc::JoinUnevenInputs): the collectives of one step's
+  // gradient averaging, on zeros, matching those of the processes still training.
+  void average_zero_gradients() {
+    for (auto& b : buckets_) b.buckets->average_zeros();
+  }
+
   void set_gradient_sync(bool enabled) {
     for (auto& b : buckets_) b.buckets->set_enabled(enabled);
   }

@@ -11,6 +11,7 @@
 #include <acc/strategy/ddp_options.hpp>
 
 #include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
@@ -103,6 +104,17 @@ class GradientBuckets {
     for (auto& bucket : buckets_)
       if (bucket.work) bucket.work->wait();
     reset();
+  }
+
+  // The collectives of one synchronizing step, in the same order, on zeros (the share of a
+  // process that has no batch left; see DDP::average_zero_gradients).
+  void average_zeros() {
+    if (comm_.world_size() == 1) return;
+    for (auto& bucket : buckets_) {
+      auto zeros = at::zeros_like(bucket.buffer);
+      hook_(comm_, zeros).wait();
+      ++collectives_started_;
+    }
   }
 
   // Drops the gradients. The next backward then hands each parameter a fresh gradient, which its

@@ -7,9 +7,9 @@
 namespace acc::detail {
 
 ACC_DECL void CheckpointerCore::track_loader(const std::shared_ptr<LoaderPosition>& position, int64_t batch_size,
-                                             int64_t dataset_size) {
+                                             int64_t dataset_size, bool split_batches) {
   forget_gone();
-  loaders_.push_back({position, batch_size, dataset_size});
+  loaders_.push_back({position, batch_size, dataset_size, split_batches});
 }
 
 ACC_DECL void CheckpointerCore::forget_prepared() {
@@ -112,8 +112,8 @@ ACC_DECL std::filesystem::path CheckpointerCore::save(const std::filesystem::pat
             if (const auto* schedule = dynamic_cast<const optim::WarmupSchedule*>(schedulers_[i].object))
               schedule->save(archive);
             else
-              archive.write("step_count", c10::IValue(static_cast<int64_t>(
-                                              detail::SchedulerStepCount::of(*schedulers_[i].object))));
+              archive.write("step_count",
+                            c10::IValue(static_cast<int64_t>(detail::SchedulerStepCount::of(*schedulers_[i].object))));
             write_archive(numbered("scheduler", i, ".bin"), archive);
             stage_done("scheduler");
           }
@@ -201,6 +201,16 @@ ACC_DECL void CheckpointerCore::forget_gone() {
   forget(optimizers_);
   forget(schedulers_);
   forget(loaders_);
+}
+
+ACC_DECL std::pair<int64_t, int64_t> CheckpointerCore::resumed_position(
+    const std::vector<std::pair<int64_t, int64_t>>& saved, int world_size, int rank, bool split_batches) {
+  if (static_cast<int>(saved.size()) == world_size) return saved[static_cast<std::size_t>(rank)];
+  const int64_t epoch = std::max_element(saved.begin(), saved.end())->first;
+  int64_t batches = 0;
+  for (const auto& [saved_epoch, saved_batches] : saved)
+    if (saved_epoch == epoch) batches = split_batches ? std::max(batches, saved_batches) : batches + saved_batches;
+  return {epoch, split_batches ? batches : batches / world_size};
 }
 
 ACC_DECL std::string CheckpointerCore::optimizer_file(const std::string& name, int rank) const {
@@ -341,9 +351,20 @@ ACC_DECL CheckpointerCore::Loaded CheckpointerCore::read(const std::filesystem::
   m = CheckpointMetadata::read(source);
   const auto described = "'" + (source / CheckpointMetadata::file_name).string() + "'";
   const auto mismatch = [&](const std::string& problem) { throw Error(described + ": " + problem); };
-  if (m.world_size != world_size)
-    mismatch("the checkpoint was saved by " + std::to_string(m.world_size) + " processes, and this job has " +
-             std::to_string(world_size) + "; resume with as many processes");
+  // Another number of processes (Python allows it): the model, optimizer and scheduler states are
+  // whole, and the loaders' positions are dealt out again in apply(). Not so for what is per process.
+  if (m.world_size != world_size) {
+    const auto saved_by = "the checkpoint was saved by " + std::to_string(m.world_size) +
+                          " processes, and this job has " + std::to_string(world_size);
+    if (subject_.sharded_optimizer)
+      mismatch(saved_by + ", whose optimizer state is sharded by rank (" + std::string(subject_.strategy) +
+               "); resume with " + std::to_string(m.world_size) + " processes");
+    if (!m.gradients.empty())
+      mismatch(saved_by +
+               " in the middle of a gradient accumulation cycle, whose gradients are each process's "
+               "own; resume with " +
+               std::to_string(m.world_size) + " processes, or from a checkpoint saved after an optimizer step");
+  }
   if (const auto problem = m.strategy_mismatch(subject_.strategy, subject_.layout); !problem.empty()) mismatch(problem);
   const auto count = [&](const char* what, std::size_t saved, std::size_t here, const char* how) {
     if (saved != here)
@@ -433,9 +454,12 @@ ACC_DECL CheckpointerCore::Loaded CheckpointerCore::read(const std::filesystem::
     });
   }
   for (const auto& name : m.custom_objects) loaded.objects.push_back(archive_of(need(name)));
-  const auto rng = need(m.random_states[rank]);
-  auto rng_archive = archive_of(rng);
-  detail::read_from(rng.first, [&] { loaded.rng.load(rng_archive); });
+  if (rank < m.random_states.size()) {
+    const auto rng = need(m.random_states[rank]);
+    auto rng_archive = archive_of(rng);
+    loaded.rng.emplace();
+    detail::read_from(rng.first, [&] { loaded.rng->load(rng_archive); });
+  }
   if (!m.gradients.empty()) loaded.gradients = tensors(need(m.gradients[rank]));
   return loaded;
 }
@@ -458,10 +482,18 @@ ACC_DECL void CheckpointerCore::apply(const std::filesystem::path& source, Loade
   if (scaler && loaded.scaler) scaler->load(*loaded.scaler);
   for (std::size_t i = 0; i < objects_.size(); ++i)
     detail::read_from(source / m.custom_objects[i], [&] { objects_[i].load(loaded.objects[i]); });
-  const auto rank = static_cast<std::size_t>(subject_.environment.rank);
+  const auto& environment = subject_.environment;
+  const auto rank = static_cast<std::size_t>(environment.rank);
   for (std::size_t i = 0; i < loaders_.size(); ++i) {
     const auto& d = m.data_loaders[i];
-    *loaders_[i].position = {d.seed, d.positions[rank].first, d.positions[rank].second, true};
+    const auto [epoch, batches] =
+        resumed_position(d.positions, environment.world_size, environment.rank, loaders_[i].split_batches);
+    *loaders_[i].position = {d.seed, epoch, batches, true};
+    if (m.world_size != environment.world_size && environment.is_main_process())
+      std::cerr << "acc: " << source.string() << " was saved by " << m.world_size
+                << (m.world_size == 1 ? " process" : " processes") << " and is loaded by " << environment.world_size
+                << ": data loader " << i << " goes on in epoch " << epoch << " after batch " << batches
+                << " of each process\n";
   }
   if (!m.gradients.empty()) detail::read_from(source / m.gradients[rank], [&] { restore_gradients(loaded.gradients); });
   subject_.training.micro_step = m.step;
@@ -469,7 +501,10 @@ ACC_DECL void CheckpointerCore::apply(const std::filesystem::path& source, Loade
     std::cerr << "acc: " << source.string() << " was saved with mixed precision " << m.precision
               << " and is loaded with " << subject_.precision << "; the loss scaler is "
               << (loaded.scaler ? "restored" : "left as it is") << "\n";
-  loaded.rng.restore();
+  if (loaded.rng) loaded.rng->restore();
+  if (m.world_size < environment.world_size && environment.is_main_process())
+    std::cerr << "acc: " << source.string() << " holds no random state for processes " << m.world_size << " to "
+              << environment.world_size - 1 << "; they keep their own\n";
 }
 
 }  // namespace acc::detail
