@@ -67,6 +67,13 @@ std::pair<Selection, Selection> split(const examples::Points& points, const std:
   return {train, held_out};
 }
 
+// Every process gathered the same, so every process fails here at once.
+int gathered_wrongly(const std::string& what, const at::Tensor& gathered, const at::Tensor& expected) {
+  std::cerr << "cross_validation: " << what << " gathered " << gathered.numel() << " examples; expected its "
+            << expected.numel() << ", once each and in order\n";
+  return 1;
+}
+
 template <class Accelerator>
 int cross_validate(Accelerator& accelerator, const Settings& s) {
   const auto seed = static_cast<uint64_t>(s.seed);
@@ -74,7 +81,6 @@ int cross_validate(Accelerator& accelerator, const Settings& s) {
   const auto fold_of = stratified_folds(data.labels, s.num_folds);
   accelerator.set_seed(seed);
   std::vector<at::Tensor> test_logits;  // one per fold, of the whole test set
-  bool gathered_exactly = true;
   for (int64_t fold = 0; fold < s.num_folds; ++fold) {
     auto [train_set, held_out] = split(data, fold_of, fold);
     const auto held_out_labels = data.labels.index_select(0, at::tensor(held_out.indices));
@@ -99,11 +105,12 @@ int cross_validate(Accelerator& accelerator, const Settings& s) {
         predictions.push_back(accelerator.gather_for_metrics(model(batch.data).argmax(1)));  // acc
         labels.push_back(accelerator.gather_for_metrics(batch.target));                      // acc
       }
-      const auto gathered = at::cat(labels).cpu();
-      gathered_exactly = gathered_exactly && gathered.equal(held_out_labels);
+      const auto predicted = at::cat(predictions).cpu(), gathered = at::cat(labels).cpu();
+      if (predicted.numel() != gathered.numel() || !gathered.equal(held_out_labels))
+        return gathered_wrongly("fold " + std::to_string(fold) + "'s evaluation", gathered, held_out_labels);
       accelerator.print("fold", fold, "epoch", epoch, "held-out accuracy",
-                        acc::item<double>(at::cat(predictions).cpu().eq(gathered).to(at::kDouble).mean()), "over",
-                        gathered.numel(), "examples");
+                        acc::item<double>(predicted.eq(gathered).to(at::kDouble).mean()), "over", gathered.numel(),
+                        "examples");
     }
 
     at::NoGradGuard no_grad;
@@ -112,8 +119,10 @@ int cross_validate(Accelerator& accelerator, const Settings& s) {
       logits.push_back(accelerator.gather_for_metrics(model(batch.data)).cpu());  // acc
       labels.push_back(accelerator.gather_for_metrics(batch.target).cpu());       // acc
     }
-    gathered_exactly = gathered_exactly && at::cat(labels).equal(test_set.labels);
+    const auto gathered = at::cat(labels);
     test_logits.push_back(at::cat(logits));
+    if (test_logits.back().size(0) != gathered.numel() || !gathered.equal(test_set.labels))
+      return gathered_wrongly("fold " + std::to_string(fold) + "'s test predictions", gathered, test_set.labels);
     accelerator.free_memory();  // acc: the next fold prepares a fresh model, optimizer and loaders
   }
 
@@ -121,13 +130,11 @@ int cross_validate(Accelerator& accelerator, const Settings& s) {
   const double accuracy = acc::item<double>(averaged.argmax(1).eq(test_set.labels).to(at::kDouble).mean());
   accelerator.print("test accuracy of the", s.num_folds, "folds' averaged predictions:", accuracy, "on",
                     accelerator.num_processes(),
-                    "processes; every gather held its fold's or the test set's examples once each, in order:",
-                    gathered_exactly ? "yes" : "no");
+                    "processes; every gather held its fold's or the test set's examples once each, in order");
   // Chance is 0.25 (4 classes); the classes are linear in the inputs, which each fold's model
   // learns to well above 0.8 in these epochs.
-  if (!gathered_exactly || accuracy < 0.8) {
-    std::cerr << "cross_validation: expected every gather to hold its examples exactly once and an accuracy of at "
-                 "least 0.8\n";
+  if (accuracy < 0.8) {
+    std::cerr << "cross_validation: expected an accuracy of at least 0.8 from the folds' averaged predictions\n";
     return 1;
   }
   return 0;
