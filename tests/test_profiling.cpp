@@ -119,7 +119,8 @@ TEST_CASE("record_shapes and with_flops put the inputs' shapes and the FLOPs of 
   at::mm(a, b);
   session.stop();
   bool found = false;
-  for (const auto& event : read_trace(dir.path / "profile_0.json").at("traceEvents"))
+  const auto trace = read_trace(dir.path / "profile_0.json");
+  for (const auto& event : trace.at("traceEvents"))
     if (event.value("name", "") == "aten::mm") {
       found = true;
       CHECK(event.at("args").at("Input Dims") == nlohmann::json::parse("[[4, 8], [8, 3]]"));

@@ -72,7 +72,7 @@ class ProfilerSession {
   bool prepared_ = false;
   bool recording_ = false;
   bool stopped_ = false;
-  std::unique_ptr<at::RecordFunction> step_annotation_;  // ProfilerStep#<n> around each recorded step
+  std::unique_ptr<at::RecordFunction> step_annotation_;  // ProfilerStep#<n> around each scheduled step
   std::vector<ProfiledEvent> events_;
 };
 

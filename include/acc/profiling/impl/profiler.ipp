@@ -162,7 +162,8 @@ ACC_DECL void ProfilerSession::enter(ProfilerAction next) {
   if (prepared_ && !recording_ && next == ProfilerAction::none) end_window(/*keep=*/false);
   if (next != ProfilerAction::none && !prepared_) prepare();
   if (records && !recording_) start();
-  if (recording_) annotate_step();
+  // torch marks the steps only when it has a schedule to count them by.
+  if (recording_ && options_.schedule()) annotate_step();
 }
 
 ACC_DECL void ProfilerSession::prepare() {
