@@ -24,6 +24,9 @@
 #include <acc/optim/impl/adamw.ipp>
 #include <acc/optim/impl/schedules.ipp>
 #include <acc/precision/impl/grad_scaler.ipp>
+#include <acc/profiling/impl/key_averages.ipp>
+#include <acc/profiling/impl/profile_options.ipp>
+#include <acc/profiling/impl/profiler.ipp>
 #include <acc/tracking/impl/csv_tracker.ipp>
 #include <acc/tracking/impl/jsonl_tracker.ipp>
 #include <acc/tracking/impl/logger.ipp>

@@ -7,7 +7,7 @@
 //   2 detail/
 //   3 config/
 //   4 comm/
-//   5 precision/ data/ ops/ tracking/ optim/ memory/
+//   5 precision/ data/ ops/ tracking/ optim/ memory/ profiling/
 //   6 strategy/ fsdp/
 //   7 prepared/ checkpoint/
 //   8 accelerator_options.hpp accelerator.hpp
@@ -43,6 +43,9 @@
 #include <acc/precision/fp32.hpp>
 #include <acc/precision/grad_scaler.hpp>
 #include <acc/precision/true_half.hpp>
+#include <acc/profiling/key_averages.hpp>
+#include <acc/profiling/profile_options.hpp>
+#include <acc/profiling/profiler.hpp>
 #include <acc/run.hpp>
 #include <acc/strategy/ddp.hpp>
 #include <acc/strategy/fsdp.hpp>
