@@ -21,7 +21,8 @@ else
   echo "== collective faults over NCCL: not run, they need 2 GPUs (NCCL allows one rank per GPU)"
 fi
 echo "== by-feature examples over NCCL, $gpus GPUs (each checks what its Accelerate script shows)"
-for example in early_stopping gradient_accumulation local_sgd multi_process_metrics; do
+for example in automatic_gradient_accumulation cross_validation ddp_comm_hook early_stopping gradient_accumulation \
+  local_sgd memory multi_process_metrics profiler tracking; do
   timeout 120 $build/bin/acc launch --multi_gpu --num_processes "$gpus" --main_process_port 0 $build/bin/$example |
     tail -1 || status=1
 done
