@@ -45,6 +45,7 @@ ours, theirs = read("/tmp/acc_bw.txt"), read("/tmp/torch_bw.txt")
 print("size_mib  acc_busbw_GBps  torch_busbw_GBps  ratio")
 for size in sorted(ours):
     if size in theirs:
-        print(f"{size:8d}  {ours[size]:14.1f}  {theirs[size]:16.1f}  {ours[size] / theirs[size]:5.2f}")
+        ratio = f"{ours[size] / theirs[size]:5.2f}" if theirs[size] > 0 else "  n/a"  # one GPU moves nothing
+        print(f"{size:8d}  {ours[size]:14.1f}  {theirs[size]:16.1f}  {ratio}")
 PY
 exit $status

@@ -70,11 +70,12 @@ int train(Accelerator& accelerator, const Settings& s) {
   accelerator.set_seed(seed);
   torch::nn::Sequential net(torch::nn::Linear(8, 64), torch::nn::ReLU(), torch::nn::Linear(64, 4));
   torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(s.lr));
-  // Python's get_linear_schedule_with_warmup; its whole state is in each checkpoint.
-  const int64_t per_step = s.batch_size * accelerator.num_processes();
-  const int64_t steps_per_epoch = (s.train_size + per_step - 1) / per_step;
+  // Python's get_linear_schedule_with_warmup; its whole state is in each checkpoint. The prepared
+  // scheduler steps once per process and optimizer step, so the schedule counts batches of one
+  // process's size whatever the number of processes (and a checkpoint resumes with another).
+  const int64_t batches_per_epoch = (s.train_size + s.batch_size - 1) / s.batch_size;
   acc::optim::LinearSchedule sched(
-      opt, acc::optim::WarmupOptions().warmup_steps(10).total_steps(s.epochs * steps_per_epoch));
+      opt, acc::optim::WarmupOptions().warmup_steps(10).total_steps(s.epochs * batches_per_epoch));
   const auto options = acc::DataLoaderOptions(s.batch_size).seed(seed);
   auto [model, optimizer, train_loader, eval_loader, scheduler] = accelerator.prepare(  // acc
       net, opt, acc::DataLoader(examples::Points(s.train_size, seed + 1), options),
