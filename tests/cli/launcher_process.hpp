@@ -3,8 +3,10 @@
 #pragma once
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -20,6 +22,24 @@ struct LauncherResult {
   int exit_code = -1;             // 128 + signal when a signal ended it
   std::string out, err;
   double seconds = 0;  // from start to exit
+};
+
+// A fresh folder under the temporary directory, named after the test and this process, removed
+// afterwards.
+class TempFolder {
+ public:
+  explicit TempFolder(const std::string& name)
+      : path_(std::filesystem::temp_directory_path() / (name + "_" + std::to_string(getpid()))) {
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempFolder() { std::filesystem::remove_all(path_); }
+  TempFolder(const TempFolder&) = delete;
+  TempFolder& operator=(const TempFolder&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
 };
 
 // Where every process of a probe job writes its pid (ACC_PROBE_PID_FILE); removed afterwards, and

@@ -17,22 +17,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempFolder {
- public:
-  explicit TempFolder(const std::string& name)
-      : path_(fs::temp_directory_path() / (name + "_" + std::to_string(getpid()))) {
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempFolder() { fs::remove_all(path_); }
-  TempFolder(const TempFolder&) = delete;
-  TempFolder& operator=(const TempFolder&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
 // `acc test --config_file` with `yaml`, in a folder whose HF_HOME holds no default config.
 LauncherResult acc_test_with(const TempFolder& folder, const std::string& yaml) {
   const fs::path file = folder.path() / "config.yaml";

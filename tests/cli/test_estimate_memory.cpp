@@ -4,8 +4,6 @@
 
 #include <doctest/doctest.h>
 
-#include <unistd.h>
-
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -60,9 +58,9 @@ void write_safetensors(const fs::path& file, const std::string& header, std::siz
 // A model saved as two shards (7 and 10 parameters) with their index, as save_model and Hugging
 // Face write sharded checkpoints, and a single-file model of 17 parameters beside it.
 struct SavedModels {
-  fs::path folder = fs::temp_directory_path() / ("acc_estimate_memory_" + std::to_string(getpid()));
+  TempFolder temp{"acc_estimate_memory"};
+  fs::path folder = temp.path();
   SavedModels() {
-    fs::remove_all(folder);
     fs::create_directories(folder / "sharded");
     write_safetensors(
         folder / "sharded" / "model-00001-of-00002.safetensors",
@@ -80,9 +78,6 @@ struct SavedModels {
                       R"("s":{"dtype":"F32","shape":[],"data_offsets":[64,68]}})",
                       68);
   }
-  ~SavedModels() { fs::remove_all(folder); }
-  SavedModels(const SavedModels&) = delete;
-  SavedModels& operator=(const SavedModels&) = delete;
 };
 
 }  // namespace

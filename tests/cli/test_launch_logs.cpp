@@ -20,23 +20,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A fresh folder under /tmp, removed afterwards.
-class TempFolder {
- public:
-  explicit TempFolder(const std::string& name)
-      : path_(fs::temp_directory_path() / (name + "_" + std::to_string(getpid()))) {
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempFolder() { fs::remove_all(path_); }
-  TempFolder(const TempFolder&) = delete;
-  TempFolder& operator=(const TempFolder&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
 std::string read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   REQUIRE(in.good());

@@ -172,42 +172,49 @@ TEST_CASE("DDP through prepare: the shuffled, sharded loader and the accelerator
   });
 }
 
+// Trains a float64 Mlp, started as the one-process reference is, for `steps` optimizer steps of
+// k micro-batches per rank, `micro_batch(model, optimizer, x, y, m)` running micro-batch m; returns
+// the largest difference from the reference (one batch k times larger per step).
+template <class Accelerator, class MicroBatch>
+double micro_batches_against_reference(Accelerator& accelerator, int k, int steps, MicroBatch&& micro_batch) {
+  const int rank = accelerator.process_index(), world = accelerator.num_processes();
+  const Data data;
+  const auto reference = single_process(data, world, k, steps, accelerator.device());
+  torch::manual_seed(5);
+  Mlp net;
+  net->to(at::kDouble);
+  torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(kLr));
+  auto [model, optimizer] = accelerator.prepare(net, opt);
+  for (int step = 0; step < steps; ++step)
+    for (int m = 0; m < k; ++m)
+      micro_batch(model, optimizer, rows(data.x, step, k, m, rank, world).to(accelerator.device()),
+                  rows(data.y, step, k, m, rank, world).to(accelerator.device()), m);
+  return largest_difference(parameters_of(net), reference);
+}
+
 TEST_CASE("gradient accumulation: k micro-batches equal one batch k times larger; no_sync sends nothing") {
   with_accelerator([](auto& accelerator) {
-    const int rank = accelerator.process_index(), world = accelerator.num_processes();
     constexpr int k = 3, steps = 6;
-    const Data data;
-    const auto reference = single_process(data, world, k, steps, accelerator.device());
-
-    torch::manual_seed(5);
-    Mlp net;
-    net->to(at::kDouble);
-    torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(kLr));
-    auto [model, optimizer] = accelerator.prepare(net, opt);
     auto& strategy = accelerator.strategy();
-    for (int step = 0; step < steps; ++step) {
-      // the accelerator's own accumulation (gradient_accumulation_steps) is shown in the next
-      // test; here no_sync carries the micro-steps and the loss is averaged by hand
-      for (int m = 0; m < k; ++m) {
-        const auto x = rows(data.x, step, k, m, rank, world).to(accelerator.device());
-        const auto y = rows(data.y, step, k, m, rank, world).to(accelerator.device());
-        const auto before = strategy.gradient_collectives();
-        if (m + 1 < k) {
-          auto local = accelerator.no_sync(model);
-          CHECK(accelerator.sync_gradients());  // no_sync holds back communication, not the step
-          accelerator.backward(loss_of(*net, model(x), y) / k);
-          CHECK(strategy.gradient_collectives() == before);  // nothing was sent
-        } else {
-          accelerator.backward(loss_of(*net, model(x), y) / k);
-          CHECK(strategy.gradient_collectives() > before);
-          optimizer.step();
-          optimizer.zero_grad();
-        }
-      }
-    }
-    const double difference = largest_difference(parameters_of(net), reference);
-    if (rank == 0)
-      std::cout << "gradient accumulation: " << world << " ranks x " << k
+    // no_sync carries the micro-steps and the loss is averaged by hand (the accelerator's own
+    // accumulation is the next test's)
+    const double difference = micro_batches_against_reference(
+        accelerator, k, steps, [&](auto& model, auto& optimizer, auto x, auto y, int m) {
+          const auto before = strategy.gradient_collectives();
+          if (m + 1 < k) {
+            auto local = accelerator.no_sync(model);
+            CHECK(accelerator.sync_gradients());  // no_sync holds back communication, not the step
+            accelerator.backward(torch::nn::functional::cross_entropy(model(x), y) / k);
+            CHECK(strategy.gradient_collectives() == before);  // nothing was sent
+          } else {
+            accelerator.backward(torch::nn::functional::cross_entropy(model(x), y) / k);
+            CHECK(strategy.gradient_collectives() > before);
+            optimizer.step();
+            optimizer.zero_grad();
+          }
+        });
+    if (accelerator.is_main_process())
+      std::cout << "gradient accumulation: " << accelerator.num_processes() << " ranks x " << k
                 << " micro-batches, largest difference: " << difference << "\n";
     CHECK(difference < adamw_float64_drift(steps, kLr));
   });
@@ -215,36 +222,26 @@ TEST_CASE("gradient accumulation: k micro-batches equal one batch k times larger
 
 TEST_CASE("sync_each_batch: every micro-batch is all-reduced, and k of them still equal one batch k times larger") {
   with_accelerator([](auto& accelerator) {
-    const int rank = accelerator.process_index(), world = accelerator.num_processes();
     constexpr int k = 3, steps = 6;
-    const Data data;
-    const auto reference = single_process(data, world, k, steps, accelerator.device());
-
-    torch::manual_seed(5);
-    Mlp net;
-    net->to(at::kDouble);
-    torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(kLr));
-    auto [model, optimizer] = accelerator.prepare(net, opt);
     auto& strategy = accelerator.strategy();
+    const bool several = accelerator.num_processes() > 1;
     accelerator.gradient_accumulation_steps(k);
     accelerator.sync_each_batch(true);
-    for (int step = 0; step < steps; ++step)
-      for (int m = 0; m < k; ++m) {
-        const auto x = rows(data.x, step, k, m, rank, world).to(accelerator.device());
-        const auto y = rows(data.y, step, k, m, rank, world).to(accelerator.device());
-        auto micro_step = accelerator.accumulate(model);
-        CHECK(accelerator.sync_gradients() == (m + 1 == k));  // the optimizer still steps every k-th
-        const auto before = strategy.gradient_collectives();
-        accelerator.backward(loss_of(*net, model(x), y));
-        if (world > 1) CHECK(strategy.gradient_collectives() > before);  // alone, nothing is sent
-        optimizer.step();
-        optimizer.zero_grad();
-      }
+    const double difference = micro_batches_against_reference(
+        accelerator, k, steps, [&](auto& model, auto& optimizer, auto x, auto y, int m) {
+          auto micro_step = accelerator.accumulate(model);
+          CHECK(accelerator.sync_gradients() == (m + 1 == k));  // the optimizer still steps every k-th
+          const auto before = strategy.gradient_collectives();
+          accelerator.backward(torch::nn::functional::cross_entropy(model(x), y));
+          if (several) CHECK(strategy.gradient_collectives() > before);  // alone, nothing is sent
+          optimizer.step();
+          optimizer.zero_grad();
+        });
     accelerator.sync_each_batch(false);
     accelerator.gradient_accumulation_steps(1);
     // The averages of earlier micro-batches are equal on every rank, so averaging them again with
     // the next one's gradients changes them only by rounding: AdamW's float64 drift bounds it.
-    CHECK(largest_difference(parameters_of(net), reference) < adamw_float64_drift(steps, kLr));
+    CHECK(difference < adamw_float64_drift(steps, kLr));
   });
 }
 
