@@ -140,6 +140,34 @@ void matches_ddp(Accelerator& accelerator) {
   CHECK(!at::allclose(ddp.parameters.at("block1.a.weight"), fresh_float64_net()->blocks[1]->a->weight));
 }
 
+// 5 steps of 2 micro-batches through accumulate(), with sync_each_batch as given: the parameters
+// in full, and whether the model's parameters held gradients between synchronizing micro-batches.
+struct Accumulated {
+  std::map<std::string, at::Tensor> parameters;
+  bool held_gradients = false;
+};
+template <class Accelerator>
+Accumulated train_accumulated(Accelerator& accelerator, bool sync_each_batch) {
+  constexpr int k = 2;
+  accelerator.gradient_accumulation_steps(k);
+  accelerator.sync_each_batch(sync_each_batch);
+  auto net = fresh_float64_net();
+  torch::optim::AdamW adamw(net->parameters(), torch::optim::AdamWOptions(kLr));
+  auto [model, optimizer] = accelerator.prepare(net, adamw);
+  Accumulated out;
+  for (int micro_batch = 0; micro_batch < 5 * k; ++micro_batch) {
+    const auto [x, y] = batch(micro_batch, accelerator);
+    auto scope = accelerator.accumulate(model);
+    accelerator.backward(torch::nn::functional::cross_entropy(model(x.to(at::kDouble)), y));
+    if (!accelerator.sync_gradients())
+      for (const auto& p : net->parameters()) out.held_gradients = out.held_gradients || p.grad().defined();
+    optimizer.step();
+    optimizer.zero_grad();
+  }
+  for (auto& [name, value] : accelerator.strategy().full_state(net)) out.parameters[name] = value.to(at::kCPU).clone();
+  return out;
+}
+
 #if ACC_HAS_NCCL
 // fp16 on GPUs: units gathered in half precision with fp32 shards, the loss scaled, an overflow on
 // any rank skipping the step everywhere. DDP in fp16 is the reference; the two reduce gradients in
@@ -179,6 +207,20 @@ TEST_SUITE("fsdp") {
   }
   TEST_CASE("FSDP NO_SHARD matches DDP after 20 AdamW steps with clipping") {
     with_fsdp<acc::NoShard>([](auto& accelerator) { matches_ddp(accelerator); });
+  }
+  TEST_CASE("FSDP sync_each_batch reduces every micro-batch into the shards, and trains as accumulating locally") {
+    Accumulated local, each;
+    with_fsdp<acc::FullShard>([&](auto& accelerator) { local = train_accumulated(accelerator, false); });
+    with_fsdp<acc::FullShard>([&](auto& accelerator) { each = train_accumulated(accelerator, true); });
+    CHECK(local.held_gradients);       // full gradients wait for the last micro-batch
+    CHECK_FALSE(each.held_gradients);  // reduced at once: only the shards' gradients remain
+    REQUIRE(each.parameters.size() == local.parameters.size());
+    // Summing then reducing, or reducing then summing: float64 rounding, within AdamW's drift bound.
+    for (const auto& [name, value] : local.parameters) {
+      CAPTURE(name);
+      CHECK(at::allclose(each.parameters.at(name), value, /*rtol=*/0, /*atol=*/adamw_float64_drift(5, kLr)));
+    }
+    CHECK(!at::allclose(local.parameters.at("block1.a.weight"), fresh_float64_net()->blocks[1]->a->weight));
   }
   // On GPUs the shards, their gradients and AdamW's state move to pinned host memory and the
   // optimizer steps there; on CPU ranks they are there already and nothing changes.
