@@ -196,6 +196,7 @@ TEST_CASE("gradient accumulation: k micro-batches equal one batch k times larger
   with_accelerator([](auto& accelerator) {
     constexpr int k = 3, steps = 6;
     auto& strategy = accelerator.strategy();
+    const bool several = accelerator.num_processes() > 1;
     // no_sync carries the micro-steps and the loss is averaged by hand (the accelerator's own
     // accumulation is the next test's)
     const double difference = micro_batches_against_reference(
@@ -208,7 +209,7 @@ TEST_CASE("gradient accumulation: k micro-batches equal one batch k times larger
             CHECK(strategy.gradient_collectives() == before);  // nothing was sent
           } else {
             accelerator.backward(torch::nn::functional::cross_entropy(model(x), y) / k);
-            CHECK(strategy.gradient_collectives() > before);
+            if (several) CHECK(strategy.gradient_collectives() > before);  // alone, nothing is sent
             optimizer.step();
             optimizer.zero_grad();
           }
