@@ -222,6 +222,22 @@ TEST_SUITE("fsdp") {
     }
     CHECK(!at::allclose(local.parameters.at("block1.a.weight"), fresh_float64_net()->blocks[1]->a->weight));
   }
+  TEST_CASE("join_uneven_inputs under FSDP is an error naming why and what to do instead") {
+    with_fsdp<acc::FullShard>([](auto& accelerator) {
+      auto net = fresh_net();
+      auto model = accelerator.prepare(net);
+      using Join = acc::JoinUnevenInputs<std::decay_t<decltype(accelerator)>, decltype(model)>;
+      if (accelerator.num_processes() == 1) {  // alone there is nothing to join, and nothing refused
+        CHECK_NOTHROW(Join(accelerator, model));
+        return;
+      }
+      CHECK_THROWS_WITH_AS(Join(accelerator, model),
+                           "join_uneven_inputs joins DDP's gradient averaging, and FSDP has other collectives (FSDP "
+                           "gathers parameters in forward): give every process the same number of batches "
+                           "(even_batches on), or train with distributed_type MULTI_CPU or MULTI_GPU",
+                           acc::Error);
+    });
+  }
   // On GPUs the shards, their gradients and AdamW's state move to pinned host memory and the
   // optimizer steps there; on CPU ranks they are there already and nothing changes.
   TEST_CASE("FSDP with offload_params matches DDP (FULL_SHARD, NO_SHARD); shards and AdamW state in host memory") {
