@@ -78,7 +78,7 @@ class JoinUnevenInputs {
   // one sum over all processes of (training, averaging gradients in this backward).
   at::Tensor count(int64_t training, bool averaging) {
     const auto mine = at::tensor({training, averaging ? int64_t{1} : int64_t{0}}, at::kLong);
-    return accelerator_.reduce(mine.to(accelerator_.device()), ReduceOp::sum).cpu();
+    return accelerator_.reduce(mine.to(accelerator_.device()), ReduceOp::sum);
   }
 
   void announce(bool averaging) {
@@ -87,7 +87,8 @@ class JoinUnevenInputs {
   }
 
   void join() {
-    for (auto counts = count(0, false); counts[0].template item<int64_t>() > 0; counts = count(0, false))
+    // Only a process that is done reads the counts: one still training never waits for them.
+    for (auto counts = count(0, false).cpu(); counts[0].template item<int64_t>() > 0; counts = count(0, false).cpu())
       if constexpr (detail::joins_gradient_averaging<typename Accelerator::strategy_type>::value)
         if (counts[1].template item<int64_t>() > 0) accelerator_.strategy().average_zero_gradients();
     // The process that ran the most backwards (the lowest rank among equals) holds the weights
