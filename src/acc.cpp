@@ -7,6 +7,7 @@
     "src/acc.cpp is the separately compiled library: compile it, and every file that uses acc, with -DACC_SEPARATE_COMPILATION"
 #endif
 
+#include <acc/activation_checkpointing/impl/checkpoint.ipp>
 #include <acc/checkpoint/impl/checkpoint_io.ipp>
 #include <acc/checkpoint/impl/checkpointer.ipp>
 #include <acc/checkpoint/impl/metadata.ipp>

@@ -7,7 +7,7 @@
 //   2 detail/
 //   3 config/
 //   4 comm/
-//   5 precision/ data/ ops/ tracking/ optim/ memory/ profiling/
+//   5 precision/ data/ ops/ tracking/ optim/ memory/ profiling/ activation_checkpointing/
 //   6 strategy/ fsdp/
 //   7 prepared/ checkpoint/
 //   8 accelerator_options.hpp accelerator.hpp
@@ -16,6 +16,7 @@
 #pragma once
 
 #include <acc/accelerator.hpp>
+#include <acc/activation_checkpointing/checkpoint.hpp>
 #include <acc/comm/gloo.hpp>
 #include <acc/comm/local.hpp>
 #include <acc/comm/nccl.hpp>

@@ -8,6 +8,7 @@
 #include <acc/data/dataloader.hpp>
 #include <acc/data/sampler.hpp>
 #include <acc/error.hpp>
+#include <acc/fsdp/unit.hpp>
 #include <acc/memory/free_memory.hpp>
 #include <acc/ops/collectives.hpp>
 #include <acc/precision/fp32.hpp>
@@ -518,6 +519,11 @@ class Accelerator {
       T module = object;
       Precision::prepare_module(*module);  // before the strategy buckets or shards its parameters
       strategy_.prepare_model(module, device_);
+      if (options_.activation_checkpointing() && checkpoint_units(module) == 0)
+        throw Error(
+            "activation checkpointing is on (AcceleratorOptions::activation_checkpointing, or the config's "
+            "fsdp_activation_checkpointing) but the model prepared has no units to checkpoint: hold its blocks "
+            "through acc::Unit<...> (include/acc/fsdp/unit.hpp) or make it a torch::nn::Sequential");
       checkpoints_.track_model(module);
       return PreparedModel<T, Accelerator>(std::move(module), *this);
     } else if constexpr (std::is_base_of_v<torch::optim::Optimizer, T>) {

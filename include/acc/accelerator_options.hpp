@@ -42,6 +42,10 @@ class AcceleratorOptions {
   // gradient_accumulation_steps-th: more communication, but FSDP then holds sharded gradients
   // only, not the full model's (Python's GradientAccumulationPlugin.sync_each_batch).
   TORCH_ARG(bool, sync_each_batch) = false;
+  // Activation checkpointing: the model's units (acc::Unit, a Sequential's children) keep no
+  // activations in forward and recompute them in backward (acc::checkpoint_units). The config's
+  // fsdp_activation_checkpointing sets it under FSDP.
+  TORCH_ARG(bool, activation_checkpointing) = false;
   // Each strategy takes its part: DDP ddp() and process_group(), FSDP fsdp() and process_group().
   TORCH_ARG(DDPOptions, ddp) = {};
   TORCH_ARG(FSDPOptions, fsdp) = {};
@@ -95,6 +99,7 @@ inline AcceleratorOptions accelerator_options(const Config& config) {
       .even_batches(config.even_batches)
       .split_batches(config.split_batches)
       .log_with(config.log_with)
+      .activation_checkpointing(config.distributed_type == "FSDP" && config.fsdp.activation_checkpointing)
       .ddp(DDPOptions()
                .bucket_cap_mb(config.bucket_cap_mb)
                .first_bucket_cap_mb(config.first_bucket_cap_mb)

@@ -36,6 +36,21 @@ void with_fsdp(Fn&& fn, const acc::AcceleratorOptions& options = {}) {
   }
 }
 
+template <class Fn>
+void with_ddp(Fn&& fn, const acc::AcceleratorOptions& options) {
+  if (nccl_backend()) {
+#if ACC_HAS_NCCL
+    acc::Accelerator<acc::DDP<acc::Nccl>> accelerator(options);
+    fn(accelerator);
+#endif
+  } else {
+#if ACC_HAS_GLOO
+    acc::Accelerator<acc::DDP<acc::Gloo>> accelerator(options);
+    fn(accelerator);
+#endif
+  }
+}
+
 acc::AcceleratorOptions offloaded() { return acc::AcceleratorOptions().fsdp(acc::FSDPOptions().offload_params(true)); }
 
 constexpr int kSteps = 20;
@@ -44,8 +59,12 @@ constexpr double kLr = 0.01;
 struct BlockImpl : torch::nn::Module {
   BlockImpl()
       : a(register_module("a", torch::nn::Linear(32, 32))), b(register_module("b", torch::nn::Linear(32, 32))) {}
-  at::Tensor forward(const at::Tensor& x) { return x + b(torch::tanh(a(x))); }
+  at::Tensor forward(const at::Tensor& x) {
+    ++calls;
+    return x + b(torch::tanh(a(x)));
+  }
   torch::nn::Linear a, b;
+  int calls = 0;  // forwards run, recomputes included
 };
 TORCH_MODULE(Block);
 
@@ -140,6 +159,37 @@ void matches_ddp(Accelerator& accelerator) {
   CHECK(!at::allclose(ddp.parameters.at("block1.a.weight"), fresh_float64_net()->blocks[1]->a->weight));
 }
 
+// Activation checkpointing recomputes every gradient term as the first forward computed it, and
+// each unit's reduction sums the same terms: training is bit for bit the same with it and without.
+// run(options, calls) trains and sets calls to the forwards block0 ran (recomputes included).
+template <class Run>
+void checkpointing_changes_nothing(Run&& run) {
+  int plain_calls = 0, recomputed_calls = 0;
+  const Trained plain = run(acc::AcceleratorOptions(), plain_calls);
+  const Trained recomputed = run(acc::AcceleratorOptions().activation_checkpointing(true), recomputed_calls);
+  CHECK(plain_calls == kSteps);
+  CHECK(recomputed_calls == 2 * kSteps);
+  REQUIRE(recomputed.parameters.size() == plain.parameters.size());
+  for (const auto& [name, value] : plain.parameters) {
+    CAPTURE(name);
+    CHECK(at::equal(recomputed.parameters.at(name), value));
+  }
+  CHECK(recomputed.norms == plain.norms);
+}
+
+template <class Sharding>
+Trained train_fsdp(const acc::AcceleratorOptions& options, int& calls) {
+  Trained trained;
+  with_fsdp<Sharding>(
+      [&](auto& accelerator) {
+        auto net = fresh_float64_net();
+        trained = train(accelerator, net, [&] { return accelerator.strategy().full_state(net); });
+        calls = net->blocks[0]->calls;
+      },
+      options);
+  return trained;
+}
+
 // 5 steps of 2 micro-batches through accumulate(), with sync_each_batch as given: the parameters
 // in full, and whether the model's parameters held gradients between synchronizing micro-batches.
 struct Accumulated {
@@ -207,6 +257,21 @@ TEST_SUITE("fsdp") {
   }
   TEST_CASE("FSDP NO_SHARD matches DDP after 20 AdamW steps with clipping") {
     with_fsdp<acc::NoShard>([](auto& accelerator) { matches_ddp(accelerator); });
+  }
+  TEST_CASE("activation checkpointing: FSDP FULL_SHARD, SHARD_GRAD_OP and DDP train bit for bit as without it") {
+    checkpointing_changes_nothing(train_fsdp<acc::FullShard>);
+    checkpointing_changes_nothing(train_fsdp<acc::ShardGradOp>);
+    checkpointing_changes_nothing([](const acc::AcceleratorOptions& options, int& calls) {
+      Trained trained;
+      with_ddp(
+          [&](auto& accelerator) {
+            auto net = fresh_float64_net();
+            trained = train(accelerator, net, [&] { return acc::detail::module_state(*net); });
+            calls = net->blocks[0]->calls;
+          },
+          options);
+      return trained;
+    });
   }
   TEST_CASE("FSDP sync_each_batch reduces every micro-batch into the shards, and trains as accumulating locally") {
     Accumulated local, each;

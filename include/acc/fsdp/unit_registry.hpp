@@ -1,7 +1,8 @@
-// Which modules are FSDP units, and what runs around their forward. libtorch's C++ modules have no
+// Which modules are units, and what runs around their forward. libtorch's C++ modules have no
 // forward hooks, so a unit is called through acc::Unit (include/acc/fsdp/unit.hpp), which looks
-// its module up here: modules declared as units are recorded when their acc::Unit is made, and
-// the FSDP strategy installs hooks for the ones it wraps.
+// its module up here: modules declared as units are recorded when their acc::Unit is made, the
+// FSDP strategy installs hooks for the ones it wraps, and activation checkpointing marks those
+// whose forward recomputes in backward.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -22,6 +23,12 @@ class UnitHooks {
   virtual ~UnitHooks() = default;
   virtual void before_forward() = 0;
   virtual void after_forward(const std::vector<at::Tensor>& outputs) = 0;
+};
+
+// What a unit's call does besides its forward.
+struct UnitCall {
+  UnitHooks* hooks = nullptr;  // the FSDP strategy's, if it wraps the unit
+  bool recompute = false;      // activation checkpointing (acc::checkpoint around the forward)
 };
 
 class UnitRegistry {
@@ -45,13 +52,23 @@ class UnitRegistry {
       hooks_[&module] = hooks;
     else
       hooks_.erase(&module);
-    installed_ = hooks_.size();
+    installed_ = hooks_.size() + recompute_.size();
   }
-  UnitHooks* hooks(const torch::nn::Module& module) {
-    if (installed_ == 0) return nullptr;  // no FSDP in this process: no lock on every unit call
+  void recompute(const std::shared_ptr<torch::nn::Module>& module, bool enabled) {
     std::lock_guard<std::mutex> lock(mutex_);
-    const auto found = hooks_.find(&module);
-    return found == hooks_.end() ? nullptr : found->second;
+    if (enabled)
+      recompute_[module.get()] = module;
+    else
+      recompute_.erase(module.get());
+    installed_ = hooks_.size() + recompute_.size();
+  }
+  UnitCall call(const torch::nn::Module& module) {
+    if (installed_ == 0) return {};  // no FSDP, no checkpointing in this process: no lock on every unit call
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto hooks = hooks_.find(&module);
+    const auto recompute = recompute_.find(&module);
+    return {hooks == hooks_.end() ? nullptr : hooks->second,
+            recompute != recompute_.end() && !recompute->second.expired()};
   }
 
  private:
@@ -59,6 +76,7 @@ class UnitRegistry {
   // Weak: a module that is gone must not make a new one at its address look declared.
   std::unordered_map<const torch::nn::Module*, std::weak_ptr<torch::nn::Module>> declared_;
   std::unordered_map<const torch::nn::Module*, UnitHooks*> hooks_;
+  std::unordered_map<const torch::nn::Module*, std::weak_ptr<torch::nn::Module>> recompute_;
   std::atomic<std::size_t> installed_{0};
 };
 

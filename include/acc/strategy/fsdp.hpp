@@ -22,6 +22,7 @@
 #include <acc/fsdp/flat_unit.hpp>
 #include <acc/fsdp/options.hpp>
 #include <acc/fsdp/sharding.hpp>
+#include <acc/fsdp/unit.hpp>
 #include <acc/fsdp/unit_registry.hpp>
 #include <acc/strategy/process_group.hpp>
 
@@ -102,7 +103,7 @@ class FSDP {
     module->to(device);
     if (options_.sync_module_states()) detail::broadcast_module_state(comm(), *module);
     // Units: the chosen modules by qualified name; each trained parameter goes to the innermost.
-    const auto chosen = choose_units(*module, is_sequential<Holder>());
+    const auto chosen = choose_units(*module, detail::is_sequential_v<Holder>);
     std::vector<std::vector<std::pair<std::string, at::Tensor>>> members(chosen.size() + 1);
     for (const auto& p : module->named_parameters()) {
       if (!p.value().requires_grad()) continue;  // frozen: stays replicated, as it is
@@ -155,16 +156,10 @@ class FSDP {
     forward_order_.clear();
     if (root_) units_[*root_].flat->gather();
     note_gathered();
-    if constexpr (is_sequential<Holder>()) {
-      auto& children = *module;
-      auto it = children.begin();
-      if (it == children.end()) return module->forward(std::forward<Args>(args)...);
-      auto value = call_child(*it, std::forward<Args>(args)...);
-      for (++it; it != children.end(); ++it) value = call_child(*it, std::move(value));
-      return value.template get<at::Tensor>();
-    } else {
+    if constexpr (detail::is_sequential_v<Holder>)
+      return detail::forward_sequential(module, std::forward<Args>(args)...);
+    else
       return module->forward(std::forward<Args>(args)...);
-    }
   }
 
   void backward(const at::Tensor& loss) {
@@ -339,23 +334,6 @@ class FSDP {
     std::unique_ptr<ChildHooks> hooks;
     std::size_t ready = 0;  // parameters whose gradient arrived in this backward
   };
-
-  template <class Holder>
-  static constexpr bool is_sequential() {
-    return std::is_base_of_v<torch::nn::SequentialImpl, typename Holder::ContainedType>;
-  }
-
-  template <class Value>
-  torch::nn::AnyValue call_child(torch::nn::AnyModule& child, Value&& value) {
-    auto* hooks = detail::UnitRegistry::instance().hooks(*child.ptr());
-    if (hooks) hooks->before_forward();
-    auto output = child.any_forward(std::forward<Value>(value));
-    if (hooks) {
-      const auto* tensor = output.template try_get<at::Tensor>();
-      hooks->after_forward(tensor ? std::vector<at::Tensor>{*tensor} : std::vector<at::Tensor>{});
-    }
-    return output;
-  }
 
   // Class names match with or without namespace and libtorch's "Impl" suffix.
   static bool class_matches(const torch::nn::Module& module, const std::vector<std::string>& classes) {

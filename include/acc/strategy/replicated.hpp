@@ -1,9 +1,10 @@
 // What the strategies that hold the whole model on every rank (Single, DDP) share: the forward is
-// the model's own, and a checkpoint's model state is each rank's parameters and buffers (the main
+// the model's own (a Sequential model's children called as units, for activation checkpointing), and a checkpoint's model state is each rank's parameters and buffers (the main
 // process writes them), loaded as it is.
 #pragma once
 
 #include <acc/detail/module_state.hpp>
+#include <acc/fsdp/unit.hpp>
 
 #include <ATen/core/Tensor.h>
 
@@ -21,7 +22,10 @@ struct ReplicatedModel {
 
   template <class Holder, class... Args>
   static auto forward(Holder& module, Args&&... args) {
-    return module->forward(std::forward<Args>(args)...);
+    if constexpr (detail::is_sequential_v<Holder>)
+      return detail::forward_sequential(module, std::forward<Args>(args)...);
+    else
+      return module->forward(std::forward<Args>(args)...);
   }
   template <class Holder>
   static std::vector<std::pair<std::string, at::Tensor>> full_state(const Holder& module) {

@@ -248,7 +248,9 @@ ACC_DECL const std::vector<ConfigKey>& config_keys() {
              fsdp_field<&FsdpConfig::use_orig_params>),
         fsdp("fsdp_cpu_ram_efficient_loading", "FSDP_CPU_RAM_EFFICIENT_LOADING", T::flag, "accepted for compatibility",
              fsdp_field<&FsdpConfig::cpu_ram_efficient_loading>),
-        fsdp("fsdp_activation_checkpointing", "FSDP_ACTIVATION_CHECKPOINTING", T::flag, "accepted for compatibility",
+        fsdp("fsdp_activation_checkpointing", "FSDP_ACTIVATION_CHECKPOINTING", T::flag,
+             "each unit recomputes its forward in backward instead of keeping its activations "
+             "([activation_checkpointing.md](activation_checkpointing.md))",
              fsdp_field<&FsdpConfig::activation_checkpointing>),
         with_range(fsdp("fsdp_version", "", T::integer, "accepted", nullptr), 1, 2),
 
