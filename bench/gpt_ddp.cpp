@@ -13,6 +13,7 @@
 
 #include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <torch/cuda.h>
 #include <torch/nn/functional/loss.h>
 
 #include <algorithm>
@@ -33,6 +34,8 @@ struct Settings {
   std::string precision = "bf16";
   std::string strategy = "ddp";  // with more than one process; fsdp: FULL_SHARD, one unit per block
   bool offload = false;          // FSDP's offload_params: shards and AdamW state in host memory
+  bool activation_checkpointing = false;  // every block recomputes its forward in backward
+  bool largest_batch = false;             // one process: search the largest batch a step fits with
   bench::GptConfig model;
 };
 
@@ -56,8 +59,9 @@ double ms_per_step(Accelerator& accelerator, int warmup, int steps, int repeats,
 
 template <class Strategy, class Precision>
 int run(const Settings& s) {
-  acc::Accelerator<Strategy, Precision> accelerator(
-      acc::AcceleratorOptions().fsdp(acc::FSDPOptions().offload_params(s.offload)));
+  acc::Accelerator<Strategy, Precision> accelerator(acc::AcceleratorOptions()
+                                                        .fsdp(acc::FSDPOptions().offload_params(s.offload))
+                                                        .activation_checkpointing(s.activation_checkpointing));
   accelerator.set_seed(0);
   const bench::GptConfig config = s.model;
   bench::Gpt net(config);
@@ -110,7 +114,45 @@ int run(const Settings& s) {
   accelerator.print("acc gpt ranks=" + std::to_string(world), "precision=" + std::string(Precision::name),
                     "layers=" + std::to_string(config.layers), "ms_per_step=" + std::to_string(ms),
                     "tokens_per_s=" + std::to_string(tokens_per_s), "peak_gib=" + std::to_string(peak_gib),
-                    "strategy=" + std::string(Strategy::name) + (s.offload ? "_offload" : ""));
+                    "strategy=" + std::string(Strategy::name) + (s.offload ? "_offload" : ""),
+                    "batch=" + std::to_string(s.batch),
+                    "activation_checkpointing=" + std::to_string(static_cast<int>(s.activation_checkpointing)));
+  if (s.largest_batch) {
+    // Doubling from --batch until a step runs out of memory, then halving the gap: the largest batch
+    // whose step (forward, backward, AdamW) fits, within 1/16 of it. One process only: an
+    // out-of-memory error on one rank of several would leave the others in a collective.
+    if (world != 1) throw acc::Error("gpt_ddp --largest_batch 1 runs on one process");
+    auto fits = [&](int64_t batch) {
+      try {
+        const auto more = torch::randint(0, config.vocab, {batch, config.seq + 1},
+                                         at::TensorOptions(accelerator.device()).dtype(at::kLong));
+        optimizer.zero_grad();
+        auto logits = model(more.narrow(1, 0, config.seq));
+        accelerator.backward(torch::nn::functional::cross_entropy(logits.view({-1, config.vocab}),
+                                                                  more.narrow(1, 1, config.seq).reshape({-1})));
+        optimizer.step();
+        torch::cuda::synchronize();
+        return true;
+      } catch (const c10::Error& error) {
+        if (!acc::detail::is_out_of_memory(error)) throw;
+        optimizer.zero_grad();
+        acc::free_memory();
+        return false;
+      }
+    };
+    int64_t good = 0, bad = s.batch;
+    while (fits(bad)) {
+      good = bad;
+      bad *= 2;
+    }
+    while (good > 0 && bad - good > std::max<int64_t>(1, good / 16)) {
+      const int64_t middle = (good + bad) / 2;
+      (fits(middle) ? good : bad) = middle;
+    }
+    accelerator.print("acc gpt largest_batch=" + std::to_string(good),
+                      "activation_checkpointing=" + std::to_string(static_cast<int>(s.activation_checkpointing)),
+                      "layers=" + std::to_string(config.layers));
+  }
 
   if constexpr (std::is_same_v<Strategy, acc::DDP<acc::Nccl>>) {
     // The same step without communication: forward and backward under no_sync, plus the
@@ -166,6 +208,9 @@ int main(int argc, char** argv) {
       {"--heads", [&](const std::string& v) { s.model.heads = std::stoll(v); }},
       {"--strategy", [&](const std::string& v) { s.strategy = v; }},
       {"--offload", [&](const std::string& v) { s.offload = v == "1" || v == "true"; }},
+      {"--activation_checkpointing",
+       [&](const std::string& v) { s.activation_checkpointing = v == "1" || v == "true"; }},
+      {"--largest_batch", [&](const std::string& v) { s.largest_batch = v == "1" || v == "true"; }},
   };
   for (int i = 1; i + 1 < argc; i += 2) {
     const auto flag = flags.find(argv[i]);
@@ -173,7 +218,7 @@ int main(int argc, char** argv) {
       std::cerr << "gpt_ddp: unknown flag " << argv[i]
                 << " (use --steps, --warmup, --repeats, --breakdown, --batch, --precision no|fp16|bf16, --layers, "
                    "--seq, --vocab, --dim, "
-                   "--heads, --strategy ddp|fsdp, --offload 0|1)\n";
+                   "--heads, --strategy ddp|fsdp, --offload 0|1, --activation_checkpointing 0|1, --largest_batch 0|1)\n";
       return 2;
     }
     flag->second(argv[i + 1]);
