@@ -32,8 +32,8 @@ struct Settings {
   int steps = 30, warmup = 5, repeats = 1, breakdown = 10;  // breakdown: steps timed phase by phase
   int64_t batch = 16;
   std::string precision = "bf16";
-  std::string strategy = "ddp";  // with more than one process; fsdp: FULL_SHARD, one unit per block
-  bool offload = false;          // FSDP's offload_params: shards and AdamW state in host memory
+  std::string strategy = "ddp";           // with more than one process; fsdp: FULL_SHARD, one unit per block
+  bool offload = false;                   // FSDP's offload_params: shards and AdamW state in host memory
   bool activation_checkpointing = false;  // every block recomputes its forward in backward
   bool largest_batch = false;             // one process: search the largest batch a step fits with
   bench::GptConfig model;
@@ -215,10 +215,11 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const auto flag = flags.find(argv[i]);
     if (flag == flags.end()) {
-      std::cerr << "gpt_ddp: unknown flag " << argv[i]
-                << " (use --steps, --warmup, --repeats, --breakdown, --batch, --precision no|fp16|bf16, --layers, "
-                   "--seq, --vocab, --dim, "
-                   "--heads, --strategy ddp|fsdp, --offload 0|1, --activation_checkpointing 0|1, --largest_batch 0|1)\n";
+      std::cerr
+          << "gpt_ddp: unknown flag " << argv[i]
+          << " (use --steps, --warmup, --repeats, --breakdown, --batch, --precision no|fp16|bf16, --layers, "
+             "--seq, --vocab, --dim, "
+             "--heads, --strategy ddp|fsdp, --offload 0|1, --activation_checkpointing 0|1, --largest_batch 0|1)\n";
       return 2;
     }
     flag->second(argv[i + 1]);

@@ -1,5 +1,5 @@
-#include "pch.hpp"  // first: libtorch, then doctest
 #include "error_of.hpp"
+#include "pch.hpp"  // first: libtorch, then doctest
 
 #include <acc/accelerator.hpp>
 #include <acc/activation_checkpointing/checkpoint.hpp>
@@ -63,7 +63,9 @@ std::size_t heap_bytes_in_use() {
 
 }  // namespace
 
-TEST_CASE("acc::checkpoint gives the plain forward's output and gradients bit for bit, and runs the forward again in backward") {
+TEST_CASE(
+    "acc::checkpoint gives the plain forward's output and gradients bit for bit, and runs the forward again in "
+    "backward") {
   torch::manual_seed(0);
   Block block(16);
   const auto input = torch::randn({8, 16});
@@ -87,7 +89,9 @@ TEST_CASE("acc::checkpoint gives the plain forward's output and gradients bit fo
   CHECK(at::equal(y.grad(), plain_input_grad));
 }
 
-TEST_CASE("acc::checkpoint: parameters get gradients when no input requires one, and only inputs that require one get theirs") {
+TEST_CASE(
+    "acc::checkpoint: parameters get gradients when no input requires one, and only inputs that require one get "
+    "theirs") {
   torch::manual_seed(1);
   Block block(8);
   const auto a = torch::randn({4, 8}), b = torch::randn({4, 8});
@@ -117,7 +121,8 @@ TEST_CASE("acc::checkpoint: parameters get gradients when no input requires one,
   check_equal(gradients(*block), plain);
 }
 
-TEST_CASE("acc::checkpoint: dropout recomputes the same mask, and the caller's generator moves as without checkpointing") {
+TEST_CASE(
+    "acc::checkpoint: dropout recomputes the same mask, and the caller's generator moves as without checkpointing") {
   Block block(16, /*dropout=*/0.5);
   const auto input = torch::ones({8, 16});
 
@@ -141,7 +146,8 @@ TEST_CASE("acc::checkpoint: a bf16 autocast forward recomputes under the same au
   const auto input = torch::randn({16, 32});
   auto loss_of = [&](bool checkpointed) {
     acc::AutocastGuard autocast(c10::DeviceType::CPU, at::kBFloat16);
-    const auto out = checkpointed ? acc::checkpoint([&](const at::Tensor& t) { return block(t); }, input) : block(input);
+    const auto out =
+        checkpointed ? acc::checkpoint([&](const at::Tensor& t) { return block(t); }, input) : block(input);
     return out.to(at::kFloat).square().sum();
   };
   loss_of(false).backward();  // outside autocast, as a training loop does
@@ -172,9 +178,7 @@ TEST_CASE("acc::checkpoint nests: the inner segment recomputes inside the outer 
   inner->calls = 0;
 
   const auto out = acc::checkpoint(
-      [&](const at::Tensor& x) {
-        return outer(acc::checkpoint([&](const at::Tensor& t) { return inner(t); }, x));
-      },
+      [&](const at::Tensor& x) { return outer(acc::checkpoint([&](const at::Tensor& t) { return inner(t); }, x)); },
       input);
   out.sum().backward();
   // Forward (grad off, so the inner checkpoint just runs), the outer recompute, the inner recompute.
@@ -243,7 +247,7 @@ TEST_CASE("acc::checkpoint: the memory held between forward and backward drops t
   const double checkpointed = held(true, checkpointed_grads);
   const double activation = 128.0 * 256 * sizeof(float);
   MESSAGE("held between forward and backward: plain " << plain / activation << " activations, checkpointed "
-                                                       << checkpointed / activation);
+                                                      << checkpointed / activation);
   CHECK(plain >= 16 * activation);
   CHECK(checkpointed < plain / 4);
   check_equal(checkpointed_grads, plain_grads);

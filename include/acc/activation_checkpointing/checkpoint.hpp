@@ -82,7 +82,8 @@ auto checkpoint(Fn fn, const Inputs&... inputs) {
   // are kept once, by the autograd node, and passed back in.
   auto shapes = std::make_shared<std::tuple<Inputs...>>(detail::without_tensors(inputs)...);
   auto output_shape = std::make_shared<std::optional<Output>>();
-  detail::FlatForward forward = [fn = std::move(fn), shapes, output_shape](const std::vector<at::Tensor>& tensors) mutable {
+  detail::FlatForward forward = [fn = std::move(fn), shapes,
+                                 output_shape](const std::vector<at::Tensor>& tensors) mutable {
     std::size_t next = 0;
     auto rebuilt = std::apply(
         [&](const auto&... shape) { return std::tuple<Inputs...>{detail::with_tensors(shape, tensors, next)...}; },

@@ -117,7 +117,8 @@ class Unit : public Holder {
     const auto call = detail::UnitRegistry::instance().call(*this->get());
     if (!call.hooks && !call.recompute) return Holder::operator()(std::forward<Args>(args)...);
     if (call.hooks) call.hooks->before_forward();
-    auto output = call.recompute ? recomputed(std::forward<Args>(args)...) : Holder::operator()(std::forward<Args>(args)...);
+    auto output =
+        call.recompute ? recomputed(std::forward<Args>(args)...) : Holder::operator()(std::forward<Args>(args)...);
     if (call.hooks) detail::after_unit_forward(*call.hooks, output);
     return output;
   }

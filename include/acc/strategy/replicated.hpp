@@ -1,6 +1,6 @@
 // What the strategies that hold the whole model on every rank (Single, DDP) share: the forward is
-// the model's own (a Sequential model's children called as units, for activation checkpointing), and a checkpoint's model state is each rank's parameters and buffers (the main
-// process writes them), loaded as it is.
+// the model's own (a Sequential model's children called as units, for activation checkpointing), and a checkpoint's
+// model state is each rank's parameters and buffers (the main process writes them), loaded as it is.
 #pragma once
 
 #include <acc/detail/module_state.hpp>
