@@ -94,6 +94,30 @@ TEST_CASE("hand-written variants, legacy spellings and our own section") {
   CHECK(acc::Config::from_yaml("").distributed_type == "NO");
 }
 
+TEST_CASE("parallelism_config: more than one replica makes FSDP's sharding hybrid, as FSDP2's HSDP") {
+  const auto hsdp = acc::Config::from_yaml(
+      "distributed_type: FSDP\nnum_processes: 4\nparallelism_config:\n  parallelism_config_dp_replicate_size: 2\n"
+      "  parallelism_config_dp_shard_size: 2\n");
+  CHECK(hsdp.dp_replicate_size == 2);
+  CHECK(hsdp.dp_shard_size == 2);
+  CHECK(acc::fsdp_sharding_strategy(hsdp) == "HYBRID_SHARD");
+  auto zero2 = hsdp;
+  zero2.fsdp.sharding_strategy = "SHARD_GRAD_OP";
+  CHECK(acc::fsdp_sharding_strategy(zero2) == "HYBRID_SHARD_ZERO2");
+  // One replica, or none given: the strategy as fsdp_sharding_strategy says.
+  CHECK(acc::fsdp_sharding_strategy(acc::Config::from_yaml(
+            "parallelism_config:\n  parallelism_config_dp_replicate_size: 1\n")) == "FULL_SHARD");
+  CHECK(acc::fsdp_sharding_strategy(acc::Config::from_yaml(
+            "fsdp_config:\n  fsdp_sharding_strategy: HYBRID_SHARD\n")) == "HYBRID_SHARD");
+  // Written back under its own section, and only when set.
+  CHECK(hsdp.to_yaml().find("parallelism_config:\n  parallelism_config_cp_size: 1\n  "
+                            "parallelism_config_dp_replicate_size: 2\n  parallelism_config_dp_shard_size: 2\n") !=
+        std::string::npos);
+  CHECK(acc::Config().to_yaml().find("parallelism_config") == std::string::npos);
+  CHECK(error_of("parallelism_config:\n  parallelism_config_tp_size: 2\n") ==
+        "my.yaml:2: 'parallelism_config.parallelism_config_tp_size' is '2'; allowed values: an integer from 1 to 1");
+}
+
 TEST_CASE("bad keys and values name the file, line, key and the allowed values") {
   CHECK(error_of("num_processes: 2\nmixed_precison: bf16\n") ==
         "my.yaml:2: unknown key 'mixed_precison'; did you mean 'mixed_precision'?");

@@ -67,8 +67,10 @@ class AcceleratorOptions {
   static AcceleratorOptions from_environment();
 };
 
-// FSDP's options as the config's fsdp_config says (its sharding strategy picks the policy).
-inline FSDPOptions fsdp_options(const FsdpConfig& fsdp) {
+// FSDP's options as the config's fsdp_config and parallelism_config say (the sharding strategy
+// picks the policy).
+inline FSDPOptions fsdp_options(const Config& config) {
+  const auto& fsdp = config.fsdp;
   using Wrap = FSDPOptions::AutoWrap;
   using Prefetch = FSDPOptions::BackwardPrefetch;
   const auto wrap = fsdp.auto_wrap_policy == "TRANSFORMER_BASED_WRAP" ? Wrap::transformer_based
@@ -84,7 +86,9 @@ inline FSDPOptions fsdp_options(const FsdpConfig& fsdp) {
       .backward_prefetch(prefetch)
       .forward_prefetch(fsdp.forward_prefetch)
       .sync_module_states(fsdp.sync_module_states)
-      .offload_params(fsdp.offload_params);
+      .offload_params(fsdp.offload_params)
+      .shard_group_size(config.dp_shard_size.value_or(0))
+      .replica_count(config.dp_replicate_size.value_or(0));
 }
 
 // The Accelerator's options as the config says.
@@ -93,7 +97,7 @@ inline AcceleratorOptions accelerator_options(const Config& config) {
   if (config.collective_timeout) process_group.timeout(std::chrono::seconds(*config.collective_timeout));
   return AcceleratorOptions()
       .process_group(process_group)
-      .fsdp(fsdp_options(config.fsdp))
+      .fsdp(fsdp_options(config))
       .cpu(config.use_cpu)
       .gradient_accumulation_steps(config.gradient_accumulation_steps)
       .even_batches(config.even_batches)

@@ -190,6 +190,24 @@ Trained train_fsdp(const acc::AcceleratorOptions& options, int& calls) {
   return trained;
 }
 
+// HSDP: units sharded within shard groups, replicated across them. After training, the ranks that
+// hold the same shard in different groups hold the same values (every rank's shards gathered and
+// compared), and each rank's shards are 1/group of the model.
+template <class Accelerator>
+void hybrid_matches_ddp(Accelerator& accelerator, int64_t group) {
+  CHECK(accelerator.strategy().shard_comm().world_size() == group);
+  matches_ddp(accelerator);
+  const int world = accelerator.num_processes();
+  for (auto& shard : accelerator.strategy().trained_parameters()) {
+    const auto all = accelerator.gather(shard.detach().to(accelerator.device()).reshape({1, -1}));
+    REQUIRE(all.size(0) == world);
+    for (int r = 0; r < world; ++r) {
+      CAPTURE(r);
+      CHECK(at::equal(all[r], all[r % group]));
+    }
+  }
+}
+
 // 5 steps of 2 micro-batches through accumulate(), with sync_each_batch as given: the parameters
 // in full, and whether the model's parameters held gradients between synchronizing micro-batches.
 struct Accumulated {
@@ -272,6 +290,28 @@ TEST_SUITE("fsdp") {
           options);
       return trained;
     });
+  }
+  // Shard groups of 2 where the world is even (2 x 2 on 4 ranks, one group of 2 on 2), of 1 on 3
+  // ranks (three replicas, nothing sharded); and by default one machine's processes.
+  TEST_CASE("HYBRID_SHARD and HYBRID_SHARD_ZERO2 match DDP after 20 AdamW steps with clipping") {
+    const auto env = acc::ProcessEnvironment::from_environment();
+    const int64_t group = env.world_size % 2 == 0 ? 2 : 1;
+    const auto sized = acc::AcceleratorOptions().fsdp(acc::FSDPOptions().shard_group_size(group));
+    with_fsdp<acc::HybridShard>([&](auto& accelerator) { hybrid_matches_ddp(accelerator, group); }, sized);
+    with_fsdp<acc::HybridShardZero2>([&](auto& accelerator) { hybrid_matches_ddp(accelerator, group); }, sized);
+    with_fsdp<acc::HybridShard>([&](auto& accelerator) { hybrid_matches_ddp(accelerator, env.local_world_size); });
+    // FSDP2's spelling: replicas, the shard group size following.
+    const auto replicated = acc::AcceleratorOptions().fsdp(acc::FSDPOptions().replica_count(env.world_size / group));
+    with_fsdp<acc::HybridShard>([&](auto& accelerator) { hybrid_matches_ddp(accelerator, group); }, replicated);
+  }
+  TEST_CASE("HYBRID_SHARD with a shard group size that does not divide the world names the settings") {
+    const auto env = acc::ProcessEnvironment::from_environment();
+    const auto options =
+        acc::AcceleratorOptions().fsdp(acc::FSDPOptions().shard_group_size(env.world_size + 1));
+    const std::string expected = "hybrid sharding shards over groups of " + std::to_string(env.world_size + 1) +
+                                 " ranks, which does not divide the " + std::to_string(env.world_size) + " processes";
+    CHECK_THROWS_WITH_AS(with_fsdp<acc::HybridShard>([](auto&) {}, options),
+                         doctest::Contains(expected.c_str()), acc::Error);
   }
   TEST_CASE("FSDP sync_each_batch reduces every micro-batch into the shards, and trains as accumulating locally") {
     Accumulated local, each;

@@ -61,6 +61,12 @@ struct Config {
   bool debug = false;
   int gradient_accumulation_steps = 1;
   FsdpConfig fsdp;
+  // parallelism_config (Accelerate 1.x's ParallelismConfig): data-parallel replicas and the ranks
+  // each shards over; with FSDP and more than one replica, hybrid sharding. Unset: not given.
+  std::optional<int> dp_replicate_size;
+  std::optional<int> dp_shard_size;
+  int tp_size = 1;  // tensor and context parallelism: not built yet, only 1
+  int cp_size = 1;
   // The `acc:` section.
   double bucket_cap_mb = 25.0;
   double first_bucket_cap_mb = 1.0;
@@ -89,6 +95,17 @@ struct Config {
   std::string to_yaml() const;
 };
 
+// The FSDP sharding strategy the config asks for: fsdp_sharding_strategy, made hybrid by FSDP2's
+// spelling, parallelism_config_dp_replicate_size above 1 (FULL_SHARD is then HYBRID_SHARD,
+// SHARD_GRAD_OP HYBRID_SHARD_ZERO2).
+inline std::string fsdp_sharding_strategy(const Config& config) {
+  const auto& strategy = config.fsdp.sharding_strategy;
+  if (config.dp_replicate_size.value_or(1) <= 1) return strategy;
+  if (strategy == "FULL_SHARD") return "HYBRID_SHARD";
+  if (strategy == "SHARD_GRAD_OP") return "HYBRID_SHARD_ZERO2";
+  return strategy;
+}
+
 // --- The schema: one row per key.
 
 enum class ConfigType {
@@ -98,7 +115,7 @@ enum class ConfigType {
   integer,      // from `min` to `max`
   number,       // a real number of at least `min`
   names,        // a list, or names separated by commas; each one of `allowed` when there are any
-  mapping,      // a section of keys (fsdp_config, acc)
+  mapping,      // a section of keys (fsdp_config, parallelism_config, acc)
   ignored,      // Accelerate's, for features a C++ program has no use for: any value
   unsupported,  // an error unless empty (deepspeed_config)
 };

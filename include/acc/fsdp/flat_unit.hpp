@@ -40,9 +40,11 @@ struct FlatUnitSettings {
 template <class Comm>
 class FlatUnit {
  public:
+  // Sharded over `comm`'s ranks; with `replicas` (hybrid sharding) the shard's gradient is also
+  // averaged with the ranks that hold the same shard in the other shard groups.
   FlatUnit(std::string name, const std::vector<std::pair<std::string, at::Tensor>>& parameters, Comm& comm,
-           FlatUnitSettings settings)
-      : name_(std::move(name)), comm_(comm), settings_(settings) {
+           FlatUnitSettings settings, Comm* replicas = nullptr)
+      : name_(std::move(name)), comm_(comm), replicas_(replicas), settings_(settings) {
     const auto& first = parameters.front().second;
     for (const auto& [param_name, tensor] : parameters) {
       if (tensor.scalar_type() != first.scalar_type())
@@ -153,12 +155,13 @@ class FlatUnit {
     }
   }
   bool reducing() const { return pending_reduce_.has_value(); }
-  // Waits for the reduction and adds it to the shard's gradient.
+  // Waits for the reduction (and averages it across replicas) and adds it to the shard's gradient.
   void finish_gradients() {
     if (!pending_reduce_) return;
     pending_reduce_->wait();
     pending_reduce_.reset();
     at::NoGradGuard no_grad;
+    if (replicas_) replicas_->all_reduce(reduced_grad_, ReduceOp::mean);
     auto& grad = shard_.mutable_grad();
     auto reduced = reduced_grad_.to(shard_.device(), shard_.scalar_type());
     if (grad.defined())
@@ -251,6 +254,7 @@ class FlatUnit {
 
   std::string name_;
   Comm& comm_;
+  Comm* replicas_;
   FlatUnitSettings settings_;
   std::vector<Member> members_;
   int64_t total_ = 0, shard_numel_ = 0, padded_ = 0;

@@ -33,6 +33,13 @@ class FSDPOptions {
   // Shards, their gradients and the optimizer's state in host memory, the step on the CPU (the
   // YAML's fsdp_offload_params): GPU memory holds only gathered units. No effect on CPU ranks.
   TORCH_ARG(bool, offload_params) = false;
+  // HYBRID_SHARD: the ranks a unit is sharded over, consecutive global ranks (0 .. n-1, n .. 2n-1,
+  // ...). 0: replica_count's share of the world if that is set, else the processes of one machine
+  // (the launcher's local world size). The config's parallelism_config_dp_shard_size.
+  TORCH_ARG(int64_t, shard_group_size) = 0;
+  // HYBRID_SHARD: how many copies of the sharded model there are (the world over the shard group
+  // size; 0: whatever that is). The config's parallelism_config_dp_replicate_size.
+  TORCH_ARG(int64_t, replica_count) = 0;
 };
 
 }  // namespace acc

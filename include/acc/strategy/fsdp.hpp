@@ -8,8 +8,9 @@
 //     filtered by FSDPOptions::auto_wrap_policy (the YAML's fsdp_auto_wrap_policy): all of them,
 //     those whose class is in transformer_layer_cls_to_wrap, those with min_num_params or more,
 //     or none. A class named for wrapping that is not declared is an error saying how to declare it.
-// A nested unit's parameters belong to the innermost unit. Room for HYBRID_SHARD: a sharding policy
-// with a shard group smaller than the world, the units then all-reducing across groups.
+// A nested unit's parameters belong to the innermost unit. With a hybrid sharding policy the units
+// are sharded over a shard group (fsdp/hybrid_groups.hpp) and their shards' gradients averaged
+// across the groups.
 #pragma once
 
 #include <acc/comm/comm.hpp>
@@ -20,6 +21,7 @@
 #include <acc/detail/module_state.hpp>
 #include <acc/error.hpp>
 #include <acc/fsdp/flat_unit.hpp>
+#include <acc/fsdp/hybrid_groups.hpp>
 #include <acc/fsdp/options.hpp>
 #include <acc/fsdp/sharding.hpp>
 #include <acc/fsdp/unit.hpp>
@@ -62,7 +64,8 @@ struct FSDPMemory {
 template <class Comm, class Sharding = FullShard>
 class FSDP {
   static_assert(is_sharding_policy_v<Sharding>,
-                "FSDP's second parameter must be a sharding policy: acc::FullShard, acc::ShardGradOp or acc::NoShard");
+                "FSDP's second parameter must be a sharding policy: acc::FullShard, acc::ShardGradOp, acc::NoShard, "
+                "acc::HybridShard or acc::HybridShardZero2 (include/acc/fsdp/sharding.hpp)");
   static constexpr bool on_cpu = Comm::device_type == c10::DeviceType::CPU;
 
  public:
@@ -72,10 +75,11 @@ class FSDP {
   static constexpr std::string_view checkpoint_layout = Sharding::shards_parameters ? "flat_shards" : "flat_units";
   using options_type = std::tuple<FSDPOptions, ProcessGroupOptions>;
 
-  // distributed_type FSDP, its fsdp_sharding_strategy, and use_cpu where Comm's tensors live.
+  // distributed_type FSDP, its sharding strategy (fsdp_sharding_strategy, or FSDP2's spelling,
+  // see fsdp_sharding_strategy), and use_cpu where Comm's tensors live.
   template <class Config>
   static bool matches(const Config& config) {
-    return config.distributed_type == name && config.fsdp.sharding_strategy == Sharding::name &&
+    return config.distributed_type == name && fsdp_sharding_strategy(config) == Sharding::name &&
            config.use_cpu == on_cpu;
   }
   static std::string spelling() {
@@ -84,12 +88,18 @@ class FSDP {
   }
 
   FSDP(FSDPOptions options, ProcessGroupOptions process_group)
-      : options_(std::move(options)), group_("FSDP<" + std::string(Comm::name) + ">", std::move(process_group)) {}
+      : options_(std::move(options)),
+        process_group_(process_group),
+        group_("FSDP<" + std::string(Comm::name) + ">", std::move(process_group)) {}
   FSDP(const FSDP&) = delete;
   FSDP& operator=(const FSDP&) = delete;
   ~FSDP() { release(); }
 
-  c10::Device device(const ProcessEnvironment& env, bool force_cpu) { return group_.join(env, force_cpu); }
+  c10::Device device(const ProcessEnvironment& env, bool force_cpu) {
+    const auto device = group_.join(env, force_cpu);
+    if constexpr (Sharding::replicates) hybrid_.emplace(env, process_group_, options_, comm());
+    return device;
+  }
 
   // Mixed precision: the dtype units are gathered in (their shards stay in the parameters' dtype).
   void compute_dtype(std::optional<at::ScalarType> dtype) { compute_dtype_ = dtype; }
@@ -125,8 +135,9 @@ class FSDP {
       if (members[i].empty()) continue;
       UnitState unit;
       unit.module = i == 0 ? nullptr : chosen[i - 1].second;
-      unit.flat = std::make_unique<detail::FlatUnit<Comm>>(i == 0 ? "(model)" : chosen[i - 1].first, members[i], comm(),
-                                                           settings);
+      unit.flat = std::make_unique<detail::FlatUnit<Comm>>(i == 0 ? "(model)" : chosen[i - 1].first, members[i],
+                                                           shard_comm(), settings,
+                                                           hybrid_ ? hybrid_->replicas() : nullptr);
       units_.push_back(std::move(unit));
     }
     for (std::size_t i = 0; i < units_.size(); ++i) {
@@ -234,7 +245,8 @@ class FSDP {
     const at::Tensor local = norms.empty() ? at::zeros({1}, at::TensorOptions(comm().device()))
                                            : at::stack(norms).to(comm().device(), at::kFloat);
     at::Tensor total = infinity ? local.max().reshape({1}) : local.pow(norm_type).sum().reshape({1});
-    if (Sharding::shards_parameters) comm().all_reduce(total, infinity ? ReduceOp::max : ReduceOp::sum);
+    // Every shard once: over the shard group (replicas hold the same shards).
+    if (Sharding::shards_parameters) shard_comm().all_reduce(total, infinity ? ReduceOp::max : ReduceOp::sum);
     const double norm = infinity ? total.item<double>() : std::pow(total.item<double>(), 1.0 / norm_type);
     const double coefficient = max_norm / (norm + 1e-6);
     if (coefficient < 1)
@@ -244,6 +256,8 @@ class FSDP {
   }
 
   Comm& comm() { return group_.comm(); }
+  // The ranks units are sharded over: every rank, or with hybrid sharding this rank's shard group.
+  Comm& shard_comm() { return hybrid_ ? hybrid_->shard() : comm(); }
 
   // Checkpoints. full_state gathers every unit into host memory, one after the other (a
   // collective: all ranks call it); load_full_state takes each rank's slices of a full state.
@@ -451,7 +465,9 @@ class FSDP {
   }
 
   FSDPOptions options_;
+  ProcessGroupOptions process_group_;
   detail::ProcessGroup<Comm> group_;
+  std::optional<detail::HybridGroups<Comm>> hybrid_;
   std::optional<at::ScalarType> compute_dtype_;
   std::vector<UnitState> units_;
   std::optional<std::size_t> root_;

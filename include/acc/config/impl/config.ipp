@@ -31,6 +31,9 @@ ConfigField fsdp_field(Config& config) {
 }
 inline bool never_written(const Config&) { return false; }
 inline bool for_fsdp(const Config& config) { return config.distributed_type == "FSDP"; }
+inline bool for_parallelism(const Config& config) {
+  return config.dp_replicate_size || config.dp_shard_size || config.tp_size != 1 || config.cp_size != 1;
+}
 
 inline ConfigKey key_of(std::string_view section, std::string_view name, std::string_view variable, ConfigType type,
                         std::string_view help, ConfigField (*field)(Config&)) {
@@ -202,11 +205,39 @@ ACC_DECL const std::vector<ConfigKey>& config_keys() {
         key_of("", "fsdp_config", "", T::mapping, "FSDP's settings (below)", nullptr),
         key_of("", "deepspeed_config", "", T::unsupported, "not supported: a non-empty one is an error", nullptr),
         key_of("", "megatron_lm_config", "", T::unsupported, "not supported: a non-empty one is an error", nullptr),
+        only_when(key_of("", "parallelism_config", "", T::mapping,
+                         "Accelerate 1.x's parallelism sizes (below); written when one is set",
+                         nullptr),
+                  detail::for_parallelism),
         key_of("", "acc", "", T::mapping, "accelerate-cpp's own settings (below)", nullptr),
 
+        only_when(with_range(key_of("parallelism_config", "parallelism_config_dp_replicate_size",
+                                    "PARALLELISM_CONFIG_DP_REPLICATE_SIZE", T::integer,
+                                    "copies of the sharded model: above 1, FSDP's `FULL_SHARD` is `HYBRID_SHARD` and "
+                                    "`SHARD_GRAD_OP` `HYBRID_SHARD_ZERO2` (FSDP2's HSDP)",
+                                    config_field<&Config::dp_replicate_size>),
+                             1, 1 << 20),
+                  detail::for_parallelism),
+        only_when(with_range(key_of("parallelism_config", "parallelism_config_dp_shard_size",
+                                    "PARALLELISM_CONFIG_DP_SHARD_SIZE", T::integer,
+                                    "the ranks each hybrid-sharded unit is sharded over (unset: the processes over "
+                                    "the replicas, else one machine's)",
+                                    config_field<&Config::dp_shard_size>),
+                             1, 1 << 20),
+                  detail::for_parallelism),
+        only_when(with_range(key_of("parallelism_config", "parallelism_config_tp_size", "", T::integer,
+                                    "tensor parallelism: not built yet, only 1", config_field<&Config::tp_size>),
+                             1, 1),
+                  detail::for_parallelism),
+        only_when(with_range(key_of("parallelism_config", "parallelism_config_cp_size", "", T::integer,
+                                    "context parallelism: not built yet, only 1", config_field<&Config::cp_size>),
+                             1, 1),
+                  detail::for_parallelism),
+
         reading(with_allowed(fsdp("fsdp_sharding_strategy", "FSDP_SHARDING_STRATEGY", T::choice,
-                                  "the `Sharding` policy: `FullShard`, `ShardGradOp`, `NoShard` (hybrid ones are not "
-                                  "built); 1-5 are older Accelerate's numbers for them",
+                                  "the `Sharding` policy: `FullShard`, `ShardGradOp`, `NoShard`, `HybridShard`, "
+                                  "`HybridShardZero2` (the hybrid ones sharded within a machine, see [fsdp.md](fsdp.md)); "
+                                  "1-5 are older Accelerate's numbers for them",
                                   fsdp_field<&FsdpConfig::sharding_strategy>),
                              sharding_strategies),
                 detail::read_sharding_strategy),
@@ -297,8 +328,7 @@ ACC_DECL const std::vector<ConfigKey>& config_keys() {
                                                                     {"ipex_config", ""},
                                                                     {"mpirun_config", ""},
                                                                     {"enable_cpu_affinity", ""},
-                                                                    {"fp8_config", ""},
-                                                                    {"parallelism_config", ""}})
+                                                                    {"fp8_config", ""}})
       rows.push_back(detail::ignored_key(name, fixed));
     return rows;
   }();
@@ -693,6 +723,7 @@ ACC_DECL std::string Config::to_yaml() const {
     return out.empty() ? std::string(" {}") : out;
   };
   top["fsdp_config"] = nested(entries("fsdp_config"));
+  if (const auto sizes = entries("parallelism_config"); !sizes.empty()) top["parallelism_config"] = nested(sizes);
   if (const auto ours = entries("acc"); !ours.empty()) top["acc"] = nested(ours);
   std::string yaml;
   for (const auto& [name, value] : top)
@@ -703,7 +734,7 @@ ACC_DECL std::string Config::to_yaml() const {
 ACC_DECL std::string config_reference() {
   const Config defaults;
   std::string out;
-  for (const std::string_view section : {"", "fsdp_config", "acc"}) {
+  for (const std::string_view section : {"", "fsdp_config", "parallelism_config", "acc"}) {
     out += section.empty() ? "## Top level\n\n" : "\n## " + std::string(section) + "\n\n";
     out += "| key | environment variable | values | default | what it does |\n| --- | --- | --- | --- | --- |\n";
     std::string ignored;
