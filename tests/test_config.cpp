@@ -107,8 +107,8 @@ TEST_CASE("parallelism_config: more than one replica makes FSDP's sharding hybri
   // One replica, or none given: the strategy as fsdp_sharding_strategy says.
   CHECK(acc::fsdp_sharding_strategy(acc::Config::from_yaml(
             "parallelism_config:\n  parallelism_config_dp_replicate_size: 1\n")) == "FULL_SHARD");
-  CHECK(acc::fsdp_sharding_strategy(acc::Config::from_yaml(
-            "fsdp_config:\n  fsdp_sharding_strategy: HYBRID_SHARD\n")) == "HYBRID_SHARD");
+  CHECK(acc::fsdp_sharding_strategy(acc::Config::from_yaml("fsdp_config:\n  fsdp_sharding_strategy: HYBRID_SHARD\n")) ==
+        "HYBRID_SHARD");
   // Written back under its own section, and only when set.
   CHECK(hsdp.to_yaml().find("parallelism_config:\n  parallelism_config_cp_size: 1\n  "
                             "parallelism_config_dp_replicate_size: 2\n  parallelism_config_dp_shard_size: 2\n") !=

@@ -306,12 +306,11 @@ TEST_SUITE("fsdp") {
   }
   TEST_CASE("HYBRID_SHARD with a shard group size that does not divide the world names the settings") {
     const auto env = acc::ProcessEnvironment::from_environment();
-    const auto options =
-        acc::AcceleratorOptions().fsdp(acc::FSDPOptions().shard_group_size(env.world_size + 1));
+    const auto options = acc::AcceleratorOptions().fsdp(acc::FSDPOptions().shard_group_size(env.world_size + 1));
     const std::string expected = "hybrid sharding shards over groups of " + std::to_string(env.world_size + 1) +
                                  " ranks, which does not divide the " + std::to_string(env.world_size) + " processes";
-    CHECK_THROWS_WITH_AS(with_fsdp<acc::HybridShard>([](auto&) {}, options),
-                         doctest::Contains(expected.c_str()), acc::Error);
+    CHECK_THROWS_WITH_AS(with_fsdp<acc::HybridShard>([](auto&) {}, options), doctest::Contains(expected.c_str()),
+                         acc::Error);
   }
   TEST_CASE("FSDP sync_each_batch reduces every micro-batch into the shards, and trains as accumulating locally") {
     Accumulated local, each;

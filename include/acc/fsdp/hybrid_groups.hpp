@@ -25,10 +25,11 @@ inline int64_t shard_group_size(const FSDPOptions& options, int64_t world, int64
   const int64_t replicas = options.replica_count();
   int64_t size = options.shard_group_size();
   if (size == 0) size = replicas > 0 && world % replicas == 0 ? world / replicas : local;
-  const std::string settings = "(parallelism_config_dp_shard_size, FSDPOptions::shard_group_size: " +
-                               std::to_string(options.shard_group_size()) +
-                               "; parallelism_config_dp_replicate_size, FSDPOptions::replica_count: " +
-                               std::to_string(replicas) + "; 0 is unset)";
+  const std::string settings =
+      "(parallelism_config_dp_shard_size, FSDPOptions::shard_group_size: " +
+      std::to_string(options.shard_group_size()) +
+      "; parallelism_config_dp_replicate_size, FSDPOptions::replica_count: " + std::to_string(replicas) +
+      "; 0 is unset)";
   if (size < 1 || world % size != 0)
     throw Error("hybrid sharding shards over groups of " + std::to_string(size) + " ranks, which does not divide the " +
                 std::to_string(world) + " processes " + settings +

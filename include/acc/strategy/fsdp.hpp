@@ -135,9 +135,9 @@ class FSDP {
       if (members[i].empty()) continue;
       UnitState unit;
       unit.module = i == 0 ? nullptr : chosen[i - 1].second;
-      unit.flat = std::make_unique<detail::FlatUnit<Comm>>(i == 0 ? "(model)" : chosen[i - 1].first, members[i],
-                                                           shard_comm(), settings,
-                                                           hybrid_ ? hybrid_->replicas() : nullptr);
+      unit.flat =
+          std::make_unique<detail::FlatUnit<Comm>>(i == 0 ? "(model)" : chosen[i - 1].first, members[i], shard_comm(),
+                                                   settings, hybrid_ ? hybrid_->replicas() : nullptr);
       units_.push_back(std::move(unit));
     }
     for (std::size_t i = 0; i < units_.size(); ++i) {

@@ -206,8 +206,7 @@ ACC_DECL const std::vector<ConfigKey>& config_keys() {
         key_of("", "deepspeed_config", "", T::unsupported, "not supported: a non-empty one is an error", nullptr),
         key_of("", "megatron_lm_config", "", T::unsupported, "not supported: a non-empty one is an error", nullptr),
         only_when(key_of("", "parallelism_config", "", T::mapping,
-                         "Accelerate 1.x's parallelism sizes (below); written when one is set",
-                         nullptr),
+                         "Accelerate 1.x's parallelism sizes (below); written when one is set", nullptr),
                   detail::for_parallelism),
         key_of("", "acc", "", T::mapping, "accelerate-cpp's own settings (below)", nullptr),
 
@@ -234,13 +233,14 @@ ACC_DECL const std::vector<ConfigKey>& config_keys() {
                              1, 1),
                   detail::for_parallelism),
 
-        reading(with_allowed(fsdp("fsdp_sharding_strategy", "FSDP_SHARDING_STRATEGY", T::choice,
-                                  "the `Sharding` policy: `FullShard`, `ShardGradOp`, `NoShard`, `HybridShard`, "
-                                  "`HybridShardZero2` (the hybrid ones sharded within a machine, see [fsdp.md](fsdp.md)); "
-                                  "1-5 are older Accelerate's numbers for them",
-                                  fsdp_field<&FsdpConfig::sharding_strategy>),
-                             sharding_strategies),
-                detail::read_sharding_strategy),
+        reading(
+            with_allowed(fsdp("fsdp_sharding_strategy", "FSDP_SHARDING_STRATEGY", T::choice,
+                              "the `Sharding` policy: `FullShard`, `ShardGradOp`, `NoShard`, `HybridShard`, "
+                              "`HybridShardZero2` (the hybrid ones sharded within a machine, see [fsdp.md](fsdp.md)); "
+                              "1-5 are older Accelerate's numbers for them",
+                              fsdp_field<&FsdpConfig::sharding_strategy>),
+                         sharding_strategies),
+            detail::read_sharding_strategy),
         alias(fsdp("fsdp_reshard_after_forward", "", T::flag,
                    "FSDP2's spelling: `true` is `FULL_SHARD`, `false` `SHARD_GRAD_OP`", nullptr),
               detail::read_reshard_after_forward),
