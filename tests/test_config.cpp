@@ -290,6 +290,8 @@ acc::Config every_key_set() {
       "  fsdp_forward_prefetch: true\n  fsdp_state_dict_type: SHARDED_STATE_DICT\n  fsdp_offload_params: true\n"
       "  fsdp_sync_module_states: false\n  fsdp_use_orig_params: false\n  fsdp_cpu_ram_efficient_loading: false\n"
       "  fsdp_activation_checkpointing: true\n"
+      "parallelism_config:\n  parallelism_config_dp_replicate_size: 2\n  parallelism_config_dp_shard_size: 4\n"
+      "  parallelism_config_tp_size: 1\n  parallelism_config_cp_size: 1\n"
       "acc:\n  bucket_cap_mb: 12.5\n  first_bucket_cap_mb: 0.25\n  find_unused_parameters: true\n"
       "  collective_timeout: 60\n  sampler: shuffled\n  even_batches: false\n  split_batches: true\n"
       "  log_with: [jsonl, csv]\n",
@@ -306,12 +308,13 @@ TEST_CASE("to_yaml writes what from_yaml reads back, key by key") {
     if (!value) continue;  // a key without a field (fp16, tpu_env)
     CAPTURE(key.qualified());
     CHECK(acc::config_value(key, again) == value);
-    // Every key is set, but for the one with a single value and the one TRANSFORMER_BASED_WRAP leaves out.
-    if (key.name != "compute_environment" && key.name != "fsdp_min_num_params")
+    // Every key is set, but for those with a single value and the one TRANSFORMER_BASED_WRAP leaves out.
+    if (key.name != "compute_environment" && key.name != "fsdp_min_num_params" &&
+        key.name != "parallelism_config_tp_size" && key.name != "parallelism_config_cp_size")
       CHECK(value != acc::config_value(key, defaults));
     ++compared;
   }
-  CHECK(compared == 37);
+  CHECK(compared == 41);
   // min_num_params is written for SIZE_BASED_WRAP only, as Accelerate writes it.
   auto size_based = acc::Config::from_yaml(
       "distributed_type: FSDP\nfsdp_config:\n  fsdp_auto_wrap_policy: "
