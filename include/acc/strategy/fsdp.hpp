@@ -61,6 +61,10 @@ struct FSDPMemory {
   std::size_t peak_gathered_bytes = 0;  // most full parameters held at once since reset_peak()
 };
 
+// What one rank's units gave their collectives since prepare (for benchmarks and tests of hybrid
+// sharding: under HYBRID_SHARD only `replicas` crosses machines).
+using FSDPTraffic = detail::CollectiveBytes;
+
 template <class Comm, class Sharding = FullShard>
 class FSDP {
   static_assert(is_sharding_policy_v<Sharding>,
@@ -333,6 +337,14 @@ class FSDP {
     return m;
   }
   void reset_peak() { peak_gathered_bytes_ = 0; }
+  FSDPTraffic traffic() const {
+    FSDPTraffic total;
+    for (const auto& unit : units_) {
+      total.shard_group += unit.flat->traffic().shard_group;
+      total.replicas += unit.flat->traffic().replicas;
+    }
+    return total;
+  }
 
  private:
   struct ChildHooks final : detail::UnitHooks {
