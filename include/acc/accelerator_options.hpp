@@ -80,7 +80,9 @@ inline FSDPOptions fsdp_options(const FsdpConfig& fsdp) {
       .backward_prefetch(prefetch)
       .forward_prefetch(fsdp.forward_prefetch)
       .sync_module_states(fsdp.sync_module_states)
-      .offload_params(fsdp.offload_params);
+      .offload_params(fsdp.offload_params)
+      .state_dict_type(fsdp.state_dict_type == "SHARDED_STATE_DICT" ? FSDPOptions::StateDictType::sharded
+                                                                    : FSDPOptions::StateDictType::full);
 }
 
 // The Accelerator's options as the config says.
