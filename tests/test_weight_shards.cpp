@@ -61,7 +61,7 @@ TEST_SUITE("weight_shards") {
     CHECK(contains(error_of([] { acc::ShardSize(-3); }), "max_shard_size -3"));
   }
 
-  TEST_CASE("shards are filled in order; a tensor larger than the limit gets a file of its own") {
+  TEST_CASE("shards are filled in order, and a tensor larger than the limit gets a file of its own") {
     using Plan = std::vector<std::vector<std::size_t>>;
     CHECK(acc::weights::plan_shards({4, 4, 4}, 8) == Plan{{0, 1}, {2}});
     CHECK(acc::weights::plan_shards({3, 3, 2}, 8) == Plan{{0, 1, 2}});
@@ -73,7 +73,7 @@ TEST_SUITE("weight_shards") {
     CHECK(acc::weights::shard_file_name(11, 12) == "model-00012-of-00012.safetensors");
   }
 
-  TEST_CASE("save_model above max_shard_size: shards and an index as Hugging Face's; load_model reads both forms") {
+  TEST_CASE("save_model above max_shard_size: shards and an index as Hugging Face's, and load_model reads both forms") {
     TempDir dir;
     acc::Accelerator<> accelerator(cpu_options());
     torch::manual_seed(1);
@@ -191,7 +191,7 @@ TEST_SUITE("weight_shards") {
     CHECK(contains(error_of([&] { acc::ShardedStateLayout::from_json("[]", "here"); }), "here: its sharded state"));
   }
 
-  TEST_CASE("fsdp_state_dict_type: SHARDED_STATE_DICT reaches FSDPOptions; FULL_STATE_DICT is the default") {
+  TEST_CASE("fsdp_state_dict_type: SHARDED_STATE_DICT reaches FSDPOptions, FULL_STATE_DICT is the default") {
     const auto sharded = acc::Config::from_yaml(
         "distributed_type: FSDP\nfsdp_config:\n  fsdp_state_dict_type: SHARDED_STATE_DICT\n", "sharded.yaml");
     CHECK((acc::accelerator_options(sharded).fsdp().state_dict_type() == acc::FSDPOptions::StateDictType::sharded));

@@ -123,7 +123,7 @@ TEST_CASE("merge-weights: the full tensors of every rank's shards, as save_model
   CHECK(merged.header["w"]["data_offsets"] == nlohmann::json::array({28, 52}));
 }
 
-TEST_CASE("merge-weights --max_shard_size: shards and an index; a second merge replaces them") {
+TEST_CASE("merge-weights --max_shard_size: shards and an index, which a second merge replaces") {
   ShardedCheckpoint saved;
   const auto out = saved.temp.path() / "merged";
   // w (24 bytes), b (12), buf (16): at most 30 bytes a file.
