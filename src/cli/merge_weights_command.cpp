@@ -4,12 +4,14 @@
 #include "launch.hpp"
 
 #include <acc/checkpoint/weight_shards.hpp>
+#include <acc/detail/crc32c.hpp>
 #include <acc/detail/files.hpp>
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -34,7 +36,8 @@ process's shards in CHECKPOINT_DIR/model_rank<r>.safetensors) into full weights 
 save_model writes them: model.safetensors or, with --max_shard_size when the weights are larger,
 model-00001-of-0000N.safetensors ... and model.safetensors.index.json. load_model, Python's
 safetensors and transformers read them. It needs no GPU and no libtorch: each tensor is copied
-from the processes' files a piece at a time.
+from the processes' files a piece at a time, after every file's size and CRC-32C are checked
+against acc_state.json.
 
   CHECKPOINT_DIR         a directory save_state wrote (it holds acc_state.json)
   OUTPUT_DIR             where the weights go (created; an earlier save's weights there are
@@ -151,6 +154,23 @@ std::vector<OutputTensor> plan_tensors(const fs::path& checkpoint, std::size_t m
         manifest["files"][name].value("size", uint64_t{0}) != fs::file_size(file, ec))
       fail("'" + file.string() + "' is " + std::to_string(fs::file_size(file, ec)) + " bytes but was saved with " +
            std::to_string(manifest["files"][name].value("size", uint64_t{0})) + " (truncated or overwritten)");
+    // The CRC-32C acc_state.json recorded: a file altered since the save is named, not merged.
+    if (manifest.contains("files") && manifest["files"].contains(name) && manifest["files"][name].contains("crc32c") &&
+        manifest["files"][name]["crc32c"].is_string()) {
+      const auto recorded = manifest["files"][name]["crc32c"].get<std::string>();
+      std::ifstream in(file, std::ios::binary);
+      std::vector<char> buffer(std::size_t{1} << 22);
+      uint32_t crc = 0;
+      while (in) {
+        in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+        crc = acc::detail::crc32c_extend(crc, buffer.data(), static_cast<std::size_t>(in.gcount()));
+      }
+      char text[9];
+      std::snprintf(text, sizeof text, "%08x", static_cast<unsigned>(crc));
+      if (recorded != text)
+        fail("'" + file.string() + "' has CRC-32C " + text + " but was saved with " + recorded +
+             " (altered or damaged since the save)");
+    }
     headers.push_back(read_header(file));
     const auto found = headers.back().metadata.find(ShardedStateLayout::metadata_key);
     if (found == headers.back().metadata.end())

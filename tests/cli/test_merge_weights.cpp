@@ -4,10 +4,12 @@
 #include "launcher_process.hpp"
 
 #include <doctest/doctest.h>
+#include <acc/detail/crc32c.hpp>
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -195,4 +197,30 @@ TEST_CASE("merge-weights: help, bad flags, missing directories and full checkpoi
   result = run_acc({"merge-weights", sharded.checkpoint.string(), (temp.path() / "out").string(), "--model", "1"});
   CHECK(result.exit_code == 1);
   CHECK(contains(result.err, "the checkpoint holds 1 model (give 0)"));
+}
+
+TEST_CASE("merge-weights: a rank's file altered since the save (its CRC-32C in acc_state.json) is named") {
+  ShardedCheckpoint saved;
+  const auto record = [&](const std::string& name) {
+    const auto bytes = read_file(saved.checkpoint / name);
+    char crc[9];
+    std::snprintf(crc, sizeof crc, "%08x", static_cast<unsigned>(acc::detail::crc32c(bytes)));
+    return nlohmann::json{{"size", bytes.size()}, {"crc32c", crc}};
+  };
+  auto manifest = nlohmann::json::parse(read_file(saved.checkpoint / "acc_state.json"));
+  manifest["files"]["model_rank0.safetensors"] = record("model_rank0.safetensors");
+  manifest["files"]["model_rank1.safetensors"] = record("model_rank1.safetensors");
+  std::ofstream(saved.checkpoint / "acc_state.json") << manifest.dump();
+  const auto out = saved.temp.path() / "merged";
+  auto result = run_acc({"merge-weights", saved.checkpoint.string(), out.string()}, {}, 20s);
+  REQUIRE_MESSAGE(result.exit_code == 0, result.err);
+
+  auto bytes = read_file(saved.checkpoint / "model_rank1.safetensors");
+  bytes.back() = static_cast<char>(bytes.back() ^ 0x5a);
+  std::ofstream(saved.checkpoint / "model_rank1.safetensors", std::ios::binary) << bytes;
+  result = run_acc({"merge-weights", saved.checkpoint.string(), (saved.temp.path() / "again").string()}, {}, 20s);
+  CHECK(result.exit_code == 1);
+  CHECK(contains(result.err, "model_rank1.safetensors' has CRC-32C "));
+  CHECK(contains(result.err, "altered or damaged since the save"));
+  CHECK(!fs::exists(saved.temp.path() / "again"));
 }
