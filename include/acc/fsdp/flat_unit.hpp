@@ -37,6 +37,21 @@ struct FlatUnitSettings {
   bool offload = false;                       // shards and their gradients in host memory
 };
 
+// Where a unit's parameters lie in its flat buffer and how the buffer is split: what a
+// SHARDED_STATE_DICT checkpoint records to rebuild the full tensors from the shards.
+struct FlatUnitLayout {
+  struct Member {
+    std::string name;
+    std::vector<int64_t> shape;
+    int64_t offset = 0, numel = 0;
+  };
+  std::string name;
+  at::ScalarType dtype = at::kFloat;
+  int64_t shards = 1;  // ranks the buffer is split over (1: NO_SHARD, each holds it all)
+  int64_t padded_numel = 0, shard_numel = 0;
+  std::vector<Member> members;
+};
+
 // The bytes a unit's collectives carry (each collective's full buffer: an all-gather's output, a
 // reduce-scatter's input, an all-reduce's tensor), by the group they run in: the ranks the unit is
 // sharded over, and under hybrid sharding the replicas of its shard in the other shard groups.
@@ -219,6 +234,12 @@ class FlatUnit {
 
   const std::string& name() const { return name_; }
   at::Tensor& shard() { return shard_; }
+  FlatUnitLayout layout() const {
+    FlatUnitLayout layout{name_,   shard_.scalar_type(), settings_.shard ? comm_.world_size() : 1,
+                          padded_, shard_numel_,         {}};
+    for (const auto& m : members_) layout.members.push_back({m.name, m.param.sizes().vec(), m.offset, m.numel});
+    return layout;
+  }
   const std::vector<std::string> parameter_names() const {
     std::vector<std::string> names;
     for (const auto& m : members_) names.push_back(m.name);

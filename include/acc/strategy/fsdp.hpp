@@ -295,6 +295,15 @@ class FSDP {
     for (auto& unit : units_) state.emplace_back(unit.flat->name() + ".flat_shard", unit.flat->shard().detach());
     return state;
   }
+  // Where each unit's parameters lie in its shards (the layout a SHARDED_STATE_DICT file records).
+  std::vector<detail::FlatUnitLayout> sharded_layout() const {
+    std::vector<detail::FlatUnitLayout> layouts;
+    for (const auto& unit : units_) layouts.push_back(unit.flat->layout());
+    return layouts;
+  }
+  // Whether save_state writes sharded_state() (fsdp_state_dict_type SHARDED_STATE_DICT) rather
+  // than the gathered full state.
+  bool sharded_checkpoints() const { return options_.state_dict_type() == FSDPOptions::StateDictType::sharded; }
   void load_sharded_state(const std::map<std::string, at::Tensor>& state) {
     for (auto& unit : units_) {
       const auto key = unit.flat->name() + ".flat_shard";
