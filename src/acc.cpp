@@ -12,6 +12,7 @@
 #include <acc/checkpoint/impl/checkpointer.ipp>
 #include <acc/checkpoint/impl/metadata.ipp>
 #include <acc/checkpoint/impl/safetensors.ipp>
+#include <acc/checkpoint/impl/weight_shards.ipp>
 #include <acc/comm/impl/collective_ledger.ipp>
 #include <acc/comm/impl/gloo.ipp>
 #include <acc/comm/impl/nccl.ipp>

@@ -420,10 +420,14 @@ class Accelerator {
   }
 
   // The model's weights alone, consolidated, as dir/model.safetensors (for inference, or Python's
-  // safetensors.torch.load_file); load_model reads such a file (or a directory holding one).
+  // safetensors.torch.load_file), or, when they are larger than max_shard_size (bytes, or "10GB",
+  // "500MB", "2GiB", ...; see acc::ShardSize), as model-00001-of-0000N.safetensors ... with
+  // model.safetensors.index.json, as Python's save_model writes them. load_model reads a file, or
+  // a directory holding either form.
   template <class Model>
-  void save_model(const Model& model, const std::filesystem::path& dir) {
-    checkpoints_.save_model(holder_of(model), dir);
+  void save_model(const Model& model, const std::filesystem::path& dir,
+                  const ShardSize& max_shard_size = weights::kDefaultMaxShardSize) {
+    checkpoints_.save_model(holder_of(model), dir, max_shard_size);
   }
   template <class Model>
   void load_model(Model& model, const std::filesystem::path& path) {

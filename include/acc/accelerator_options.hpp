@@ -88,7 +88,9 @@ inline FSDPOptions fsdp_options(const Config& config) {
       .sync_module_states(fsdp.sync_module_states)
       .offload_params(fsdp.offload_params)
       .shard_group_size(config.dp_shard_size.value_or(0))
-      .replica_count(config.dp_replicate_size.value_or(0));
+      .replica_count(config.dp_replicate_size.value_or(0))
+      .state_dict_type(fsdp.state_dict_type == "SHARDED_STATE_DICT" ? FSDPOptions::StateDictType::sharded
+                                                                    : FSDPOptions::StateDictType::full);
 }
 
 // The Accelerator's options as the config says.

@@ -1,9 +1,10 @@
-// The `acc` command-line tool: `acc launch`, `acc config`, `acc env`, `acc estimate-memory` and
-// `acc test`.
+// The `acc` command-line tool: `acc launch`, `acc config`, `acc env`, `acc estimate-memory`,
+// `acc merge-weights` and `acc test`.
 #include "config_command.hpp"
 #include "env_command.hpp"
 #include "estimate_memory_command.hpp"
 #include "launch.hpp"
+#include "merge_weights_command.hpp"
 #include "output_stream.hpp"
 #include "test_command.hpp"
 
@@ -24,6 +25,8 @@ commands:
   env         print the versions, devices and config for a bug report (acc env --help)
   estimate-memory
               the memory training takes per process, by strategy (acc estimate-memory --help)
+  merge-weights
+              full weights from a checkpoint saved with SHARDED_STATE_DICT (acc merge-weights --help)
   test        check that training works with the config: a small built-in program under
               acc launch (acc test --help)
 
@@ -41,7 +44,9 @@ int fail(const std::string& line) {
 int main(int argc, char** argv) {
   const std::vector<std::string> arguments(argv + 1, argv + argc);
   if (arguments.empty())
-    return fail("acc: no command given; valid commands: launch, config, env, estimate-memory, test (acc --help)");
+    return fail(
+        "acc: no command given; valid commands: launch, config, env, estimate-memory, merge-weights, test (acc "
+        "--help)");
 
   const std::string& command = arguments.front();
   if (command == "-h" || command == "--help") {
@@ -56,7 +61,8 @@ int main(int argc, char** argv) {
   if (command == "config") return acc::cli::config_command({arguments.begin() + 1, arguments.end()});
   if (command == "env") return acc::cli::env_command({arguments.begin() + 1, arguments.end()});
   if (command == "test") return acc::cli::test_command({arguments.begin() + 1, arguments.end()});
+  if (command == "merge-weights") return acc::cli::merge_weights_command({arguments.begin() + 1, arguments.end()});
   if (command == "estimate-memory") return acc::cli::estimate_memory_command({arguments.begin() + 1, arguments.end()});
   return fail("acc: unknown command '" + command +
-              "'; valid commands: launch, config, env, estimate-memory, test (acc --help)");
+              "'; valid commands: launch, config, env, estimate-memory, merge-weights, test (acc --help)");
 }

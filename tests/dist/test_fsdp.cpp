@@ -197,6 +197,14 @@ template <class Accelerator>
 void hybrid_matches_ddp(Accelerator& accelerator, int64_t group) {
   CHECK(accelerator.strategy().shard_comm().world_size() == group);
   matches_ddp(accelerator);
+  // Between shard groups only the shards' gradients travel: one all-reduce of every unit's shard
+  // (float64) per step, kSteps steps; nothing when there is one group.
+  std::size_t shard_bytes = 0;
+  for (const auto& shard : accelerator.strategy().trained_parameters()) shard_bytes += shard.nbytes();
+  const auto traffic = accelerator.strategy().traffic();
+  const bool replicated = group < accelerator.num_processes();
+  CHECK(traffic.replicas == (replicated ? kSteps * shard_bytes : 0));
+  CHECK(traffic.shard_group > 0);
   const int world = accelerator.num_processes();
   for (auto& shard : accelerator.strategy().trained_parameters()) {
     const auto all = accelerator.gather(shard.detach().to(accelerator.device()).reshape({1, -1}));

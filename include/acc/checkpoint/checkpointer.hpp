@@ -3,6 +3,9 @@
 //
 //   model.safetensors, model_1.safetensors, ...   each prepared model's parameters and buffers,
 //                                                  from the strategy's full_state (main process)
+//   model_rank<r>.safetensors, ...                instead, with FSDP's SHARDED_STATE_DICT: each
+//                                                  rank's own flat shards and their layout (no
+//                                                  gather; see checkpoint/weight_shards.hpp)
 //   optimizer.bin, optimizer_1.bin, ...           each prepared optimizer (torch archive, main); with
 //                                                 FSDP each rank's shards' state: optimizer_rank<r>.bin
 //   scheduler.bin, scheduler_1.bin, ...           each prepared LR scheduler's step count (main); an
@@ -37,6 +40,7 @@
 #include <acc/checkpoint/project_configuration.hpp>
 #include <acc/checkpoint/rng_state.hpp>
 #include <acc/checkpoint/safetensors.hpp>
+#include <acc/checkpoint/weight_shards.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/data/dataloader.hpp>
 #include <acc/detail/files.hpp>
@@ -50,6 +54,8 @@
 #include <acc/version.hpp>
 
 #include <ATen/core/Tensor.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/empty.h>
 #include <c10/core/Device.h>
 #include <c10/util/Exception.h>
 #include <torch/optim/optimizer.h>
@@ -68,6 +74,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -105,7 +112,22 @@ struct CheckpointSubject {
   std::string_view sampler;
 };
 
+// One model's SHARDED_STATE_DICT part on this rank: its flat shards, the entries kept whole
+// (written by the main process only) and their layout (world_size and rank filled in by the writer).
+struct ShardedModelState {
+  ShardedStateLayout layout;
+  std::vector<std::pair<std::string, at::Tensor>> shards;  // "<unit>.flat_shard" -> this rank's shard
+  std::vector<std::pair<std::string, at::Tensor>> whole;   // buffers and parameters of no unit
+};
+
 namespace detail {
+
+// A strategy whose checkpoints may hold each rank's shards (FSDP's SHARDED_STATE_DICT).
+template <class S, class = void>
+struct has_sharded_checkpoints : std::false_type {};
+template <class S>
+struct has_sharded_checkpoints<S, std::void_t<decltype(std::declval<const S&>().sharded_checkpoints()),
+                                              decltype(std::declval<S&>().sharded_layout())>> : std::true_type {};
 
 // What the checkpointer's core needs of the strategy besides the subject: its names, whether each
 // rank's optimizer holds shards (a file per rank then), and two collectives over bytes. With these,
@@ -114,6 +136,7 @@ struct CheckpointContext : CheckpointSubject {
   std::string_view strategy;  // Strategy::name and Strategy::checkpoint_layout, in acc_state.json
   std::string_view layout;
   bool sharded_optimizer;
+  bool sharded_model;  // save_state writes each rank's model shards (SHARDED_STATE_DICT)
   std::function<std::vector<std::string>(const std::string&)> gather;  // every rank's bytes, by rank
   std::function<std::string(const std::string&)> broadcast;            // the main process's bytes
 };
@@ -156,6 +179,10 @@ class CheckpointerCore {
     std::function<std::vector<std::pair<std::string, at::Tensor>>()> full_state;
     std::function<void(const std::map<std::string, at::Tensor>&)> load_full_state;
     std::function<std::vector<std::pair<std::string, at::Tensor>>()> parameters;  // this process's
+    // With a strategy that has them (FSDP): this rank's shards, and loading them back (shards by
+    // their keys and the whole entries by name, in one map).
+    std::function<ShardedModelState()> sharded_state;
+    std::function<void(const std::map<std::string, at::Tensor>&)> load_sharded_state;
     bool gone() const { return module.expired(); }
   };
   template <class T>
@@ -268,6 +295,7 @@ class Checkpointer : public detail::CheckpointerCore {
   Checkpointer(Strategy& strategy, const CheckpointSubject& subject)
       : CheckpointerCore(
             {subject, Strategy::name, Strategy::checkpoint_layout, shards_model_v<Strategy>,
+             sharded_checkpoints(strategy),
              [&strategy](const std::string& bytes) { return ops::gather_object(strategy.comm(), bytes); },
              [&strategy](const std::string& bytes) { return ops::broadcast_object(strategy.comm(), bytes); }}),
         strategy_(strategy) {}
@@ -278,7 +306,8 @@ class Checkpointer : public detail::CheckpointerCore {
     forget_gone();
     const std::weak_ptr<Module> weak = module.ptr();
     const auto held = [weak] { return Holder(weak.lock()); };  // alive: forget_gone() runs first
-    TrackedModel tracked{weak, [this, held] { return strategy_.full_state(held()); },
+    TrackedModel tracked{weak,
+                         [this, held] { return strategy_.full_state(held()); },
                          [this, held](const std::map<std::string, at::Tensor>& state) {
                            auto module = held();
                            strategy_.load_full_state(module, state);
@@ -287,7 +316,15 @@ class Checkpointer : public detail::CheckpointerCore {
                            std::vector<std::pair<std::string, at::Tensor>> parameters;
                            for (const auto& p : held()->named_parameters()) parameters.emplace_back(p.key(), p.value());
                            return parameters;
-                         }};
+                         },
+                         {},
+                         {}};
+    if constexpr (detail::has_sharded_checkpoints<Strategy>::value) {
+      tracked.sharded_state = [this, held] { return sharded_state_of(*held()); };
+      tracked.load_sharded_state = [this, held](const std::map<std::string, at::Tensor>& state) {
+        load_sharded_state_into(*held(), state);
+      };
+    }
     for (auto& model : models_)
       if (model.module.lock() == module.ptr()) {
         model = std::move(tracked);
@@ -296,39 +333,142 @@ class Checkpointer : public detail::CheckpointerCore {
     models_.push_back(std::move(tracked));
   }
 
-  // --- save_model / load_model: model.safetensors alone, for inference or another program.
+  // --- save_model / load_model: the weights alone, for inference or another program, as Python's
+  // save_model writes them: dir/model.safetensors, or, when the state is larger than
+  // max_shard_size, model-00001-of-0000N.safetensors ... and model.safetensors.index.json (see
+  // checkpoint/weight_shards.hpp). Files of an earlier save there with another layout are removed.
   template <class Holder>
-  void save_model(const Holder& module, const std::filesystem::path& dir) {
+  void save_model(const Holder& module, const std::filesystem::path& dir, const ShardSize& max_shard_size) {
     auto state = strategy_.full_state(module);
     const auto directory = directory_path(dir);
     together("save_model('" + directory.string() + "') failed", [&] {
       if (subject_.environment.is_main_process()) {
+        std::vector<uint64_t> bytes;
+        uint64_t total = 0;
+        for (const auto& entry : state) {
+          bytes.push_back(static_cast<uint64_t>(entry.second.numel()) * entry.second.element_size());
+          total += bytes.back();
+        }
+        const auto plan = weights::plan_shards(bytes, static_cast<uint64_t>(max_shard_size.bytes()));
+        std::vector<std::string> names;
+        std::map<std::string, std::string> weight_map;
+        for (std::size_t s = 0; s < plan.size(); ++s) {
+          names.push_back(plan.size() == 1 ? weights::kSingleFile : weights::shard_file_name(s, plan.size()));
+          for (const auto i : plan[s]) weight_map[state[i].first] = names.back();
+        }
         std::filesystem::create_directories(directory);
-        const auto file = directory / kModelFile;
-        detail::remove_stale_staging(file);
-        const auto staged = detail::staging_path(file, ::getpid());
-        safetensors::save_file(state, staged, {{"format", "pt"}});
-        std::filesystem::rename(staged, file);
-        detail::fsync_path(directory);
+        detail::require_free_space(directory, total, "save_model('" + directory.string() + "')");
+        weights::write_model_files(
+            directory, names,
+            [&](std::size_t s, const std::filesystem::path& staged) {
+              std::vector<std::pair<std::string, at::Tensor>> tensors;
+              for (const auto i : plan[s]) tensors.push_back(state[i]);
+              safetensors::save_file(tensors, staged, {{"format", "pt"}});
+            },
+            plan.size() > 1 ? weights::index_json(total, weight_map) : std::string());
       }
       return std::string();
     });
   }
 
-  // `path` is a safetensors file or a directory holding model.safetensors.
+  // `path` is a safetensors file, or a directory holding model.safetensors or
+  // model.safetensors.index.json (read one shard file at a time where the strategy allows it).
   template <class Holder>
   void load_model(Holder& module, const std::filesystem::path& path) {
-    std::error_code ec;
-    const auto file = std::filesystem::is_directory(path, ec) ? path / kModelFile : path;
-    safetensors::Contents contents;
-    together("load_model('" + file.string() + "') failed", [&] {
-      contents = safetensors::load_file(file);
+    std::vector<std::filesystem::path> files;
+    together("load_model('" + path.string() + "') failed", [&] {
+      files = weights::model_files(path);
       return std::string();
     });
-    detail::read_from(file, [&] { strategy_.load_full_state(module, contents.tensors); });
+    if constexpr (shards_model_v<Strategy>) {
+      // A sharding strategy takes its slices of the full state at once.
+      std::map<std::string, at::Tensor> state;
+      together("load_model('" + path.string() + "') failed", [&] {
+        for (const auto& file : files) state.merge(safetensors::load_file(file).tensors);
+        return std::string();
+      });
+      detail::read_from(path, [&] { strategy_.load_full_state(module, state); });
+    } else {
+      // Every entry is checked against the files' headers first; then the files are copied in one
+      // at a time, so that the host holds one file's tensors.
+      auto own = detail::module_state(*module);
+      together("load_model('" + path.string() + "') failed", [&] {
+        std::map<std::string, at::Tensor> shapes;
+        for (const auto& file : files) {
+          const safetensors::File header(file);
+          for (const auto& [name, info] : header.tensors())
+            shapes.emplace(name, at::empty(info.shape, at::TensorOptions().device(at::kMeta).dtype(info.dtype)));
+        }
+        // Errors name the file, or the index of several.
+        detail::read_from(files.size() == 1 ? files.front() : files.front().parent_path() / weights::kIndexFile,
+                          [&] { detail::check_state_fits(own, shapes); });
+        return std::string();
+      });
+      std::map<std::string, at::Tensor*> by_name;
+      for (auto& [name, tensor] : own) by_name[name] = &tensor;
+      at::NoGradGuard no_grad;
+      for (const auto& file : files) {
+        safetensors::Contents contents;
+        together("load_model('" + file.string() + "') failed", [&] {
+          contents = safetensors::load_file(file);
+          return std::string();
+        });
+        detail::read_from(file, [&] {
+          for (const auto& [name, tensor] : contents.tensors)
+            if (const auto it = by_name.find(name); it != by_name.end()) it->second->copy_(tensor);
+        });
+      }
+    }
   }
 
  private:
+  static bool sharded_checkpoints(const Strategy& strategy) {
+    if constexpr (detail::has_sharded_checkpoints<Strategy>::value)
+      return strategy.sharded_checkpoints();
+    else
+      return false;
+  }
+
+  ShardedModelState sharded_state_of(const torch::nn::Module& module) {
+    ShardedModelState out;
+    std::set<std::string> in_units;
+    for (const auto& unit : strategy_.sharded_layout()) {
+      ShardedStateLayout::Unit u{unit.name,   unit.name + ".flat_shard", safetensors::dtype_name(unit.dtype),
+                                 unit.shards, unit.padded_numel,         unit.shard_numel,
+                                 {}};
+      for (const auto& m : unit.members) {
+        u.members.push_back({m.name, m.shape, m.offset, m.numel});
+        in_units.insert(m.name);
+      }
+      out.layout.units.push_back(std::move(u));
+    }
+    out.shards = strategy_.sharded_state();
+    for (auto& [name, tensor] : detail::module_state(module)) {
+      out.layout.order.push_back(name);
+      if (in_units.count(name)) continue;
+      out.layout.whole.push_back(name);
+      out.whole.emplace_back(name, tensor);
+    }
+    return out;
+  }
+
+  void load_sharded_state_into(torch::nn::Module& module, const std::map<std::string, at::Tensor>& state) {
+    std::set<std::string> in_units;
+    for (const auto& unit : strategy_.sharded_layout())
+      for (const auto& m : unit.members) in_units.insert(m.name);
+    // The whole entries first checked, then everything changed.
+    std::vector<std::pair<std::string, at::Tensor>> whole;
+    std::map<std::string, at::Tensor> saved_whole;
+    for (auto& entry : detail::module_state(module))
+      if (!in_units.count(entry.first)) whole.push_back(entry);
+    for (const auto& [name, tensor] : state)
+      if (name.size() < 11 || name.compare(name.size() - 11, 11, ".flat_shard") != 0) saved_whole.emplace(name, tensor);
+    detail::check_state_fits(whole, saved_whole);
+    strategy_.load_sharded_state(state);
+    at::NoGradGuard no_grad;
+    for (auto& [name, tensor] : whole) tensor.copy_(saved_whole.at(name));
+  }
+
   Strategy& strategy_;
 };
 

@@ -59,6 +59,9 @@ struct CheckpointMetadata {
   std::string layout;
   int64_t step = 0;  // micro-steps of gradient accumulation done
   std::vector<std::string> models, optimizers, schedulers, custom_objects, random_states;
+  // FULL_STATE_DICT: models lists each model's full state (model.safetensors); SHARDED_STATE_DICT:
+  // each model's state is in one file per rank (model_rank<r>.safetensors, see weight_shards.hpp).
+  std::string state_dict_type = "FULL_STATE_DICT";
   std::vector<std::string> gradients;  // per rank, when saved in the middle of gradient accumulation
   std::optional<std::string> scaler;
   std::vector<DataLoader> data_loaders;

@@ -59,6 +59,41 @@ ACC_DECL Contents load_file(const std::filesystem::path& file);
 // The same from the bytes of a whole safetensors file (Python's safetensors.torch.load).
 ACC_DECL Contents load(std::string_view bytes);
 
+// The safetensors name of a dtype ("F32", "BF16", ...); an acc::Error for one the format here lacks.
+ACC_DECL std::string dtype_name(at::ScalarType type);
+
+// What the header says of one tensor; begin and end are byte offsets in the file.
+struct TensorInfo {
+  at::ScalarType dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;
+};
+
+// A safetensors file read a tensor (or a piece of one) at a time (Python's safe_open): the header
+// is read and checked when it opens, as load_file checks it; the bytes are read on demand.
+//
+//   acc::safetensors::File file("model_rank1.safetensors");
+//   auto slice = file.read_elements("layer.flat_shard", 100, 50);  // elements 100..149, flattened
+class File {
+ public:
+  ACC_DECL explicit File(const std::filesystem::path& file);
+  const std::filesystem::path& path() const { return path_; }
+  const Metadata& metadata() const { return metadata_; }
+  const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
+  bool contains(const std::string& name) const { return tensors_.count(name) > 0; }
+  // Throws an acc::Error naming the file when it has no tensor `name`.
+  ACC_DECL const TensorInfo& info(const std::string& name) const;
+  // The whole tensor, on the CPU.
+  ACC_DECL at::Tensor read(const std::string& name) const;
+  // Elements [offset, offset + numel) of the tensor in its flattened order, as a 1-D CPU tensor.
+  ACC_DECL at::Tensor read_elements(const std::string& name, int64_t offset, int64_t numel) const;
+
+ private:
+  std::filesystem::path path_;
+  Metadata metadata_;
+  std::map<std::string, TensorInfo> tensors_;
+};
+
 }  // namespace acc::safetensors
 
 #if !defined(ACC_SEPARATE_COMPILATION)

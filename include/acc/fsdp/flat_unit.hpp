@@ -37,6 +37,29 @@ struct FlatUnitSettings {
   bool offload = false;                       // shards and their gradients in host memory
 };
 
+// Where a unit's parameters lie in its flat buffer and how the buffer is split: what a
+// SHARDED_STATE_DICT checkpoint records to rebuild the full tensors from the shards.
+struct FlatUnitLayout {
+  struct Member {
+    std::string name;
+    std::vector<int64_t> shape;
+    int64_t offset = 0, numel = 0;
+  };
+  std::string name;
+  at::ScalarType dtype = at::kFloat;
+  int64_t shards = 1;  // ranks the buffer is split over (1: NO_SHARD, each holds it all)
+  int64_t padded_numel = 0, shard_numel = 0;
+  std::vector<Member> members;
+};
+
+// The bytes a unit's collectives carry (each collective's full buffer: an all-gather's output, a
+// reduce-scatter's input, an all-reduce's tensor), by the group they run in: the ranks the unit is
+// sharded over, and under hybrid sharding the replicas of its shard in the other shard groups.
+struct CollectiveBytes {
+  std::size_t shard_group = 0;
+  std::size_t replicas = 0;
+};
+
 template <class Comm>
 class FlatUnit {
  public:
@@ -104,6 +127,7 @@ class FlatUnit {
     allocate_gathered();
     at::NoGradGuard no_grad;
     if (settings_.shard) {
+      traffic_.shard_group += gathered_bytes_;
       gather_input_ = shard_.detach().to(gathered_.device(), settings_.compute_dtype, /*non_blocking=*/true);
       pending_gather_.emplace(comm_.all_gather_into_async(gathered_, gather_input_));
     } else {
@@ -146,6 +170,7 @@ class FlatUnit {
         slice.zero_();
       m.param.mutable_grad().reset();
     }
+    traffic_.shard_group += flat_grad_.nbytes();
     if (settings_.shard) {
       reduced_grad_ = at::empty({shard_numel_}, gathered_.options());
       pending_reduce_.emplace(comm_.reduce_scatter_async(reduced_grad_, flat_grad_, ReduceOp::mean));
@@ -161,7 +186,10 @@ class FlatUnit {
     pending_reduce_->wait();
     pending_reduce_.reset();
     at::NoGradGuard no_grad;
-    if (replicas_) replicas_->all_reduce(reduced_grad_, ReduceOp::mean);
+    if (replicas_) {
+      replicas_->all_reduce(reduced_grad_, ReduceOp::mean);
+      traffic_.replicas += reduced_grad_.nbytes();
+    }
     auto& grad = shard_.mutable_grad();
     auto reduced = reduced_grad_.to(shard_.device(), shard_.scalar_type());
     if (grad.defined())
@@ -206,6 +234,12 @@ class FlatUnit {
 
   const std::string& name() const { return name_; }
   at::Tensor& shard() { return shard_; }
+  FlatUnitLayout layout() const {
+    FlatUnitLayout layout{name_,   shard_.scalar_type(), settings_.shard ? comm_.world_size() : 1,
+                          padded_, shard_numel_,         {}};
+    for (const auto& m : members_) layout.members.push_back({m.name, m.param.sizes().vec(), m.offset, m.numel});
+    return layout;
+  }
   const std::vector<std::string> parameter_names() const {
     std::vector<std::string> names;
     for (const auto& m : members_) names.push_back(m.name);
@@ -222,6 +256,8 @@ class FlatUnit {
   // Bytes of the full parameters when gathered, and whether they are now.
   std::size_t gathered_bytes() const { return aliased_ ? 0 : gathered_bytes_; }
   std::size_t gathered_bytes_held() const { return aliased_ ? 0 : gathered_.storage().nbytes(); }
+  // What the unit gave its collectives since it was made.
+  const CollectiveBytes& traffic() const { return traffic_; }
 
  private:
   struct Member {
@@ -261,6 +297,7 @@ class FlatUnit {
   at::Tensor shard_, gathered_, gather_input_, flat_grad_, reduced_grad_;
   std::size_t gathered_bytes_ = 0;
   bool aliased_ = false, is_gathered_ = false;
+  CollectiveBytes traffic_;
   std::optional<typename Comm::Pending> pending_gather_, pending_reduce_;
 };
 

@@ -19,6 +19,11 @@ class FSDPOptions {
     no_wrap             // none: the whole model is one unit
   };
   enum class BackwardPrefetch { backward_pre, backward_post, none };
+  // What save_state writes of the model (the YAML's fsdp_state_dict_type): the full state, gathered
+  // onto the main process (FULL_STATE_DICT), or each rank's own shards with their layout
+  // (SHARDED_STATE_DICT: no gather; loads on the same number of processes; `acc merge-weights`
+  // makes full weights of it).
+  enum class StateDictType { full, sharded };
   TORCH_ARG(AutoWrap, auto_wrap_policy) = AutoWrap::declared_units;
   // Class names as Module::name() gives them; "Block" also matches "BlockImpl" and "ns::Block".
   TORCH_ARG(std::vector<std::string>, transformer_layer_cls_to_wrap) = {};
@@ -40,6 +45,7 @@ class FSDPOptions {
   // HYBRID_SHARD: how many copies of the sharded model there are (the world over the shard group
   // size; 0: whatever that is). The config's parallelism_config_dp_replicate_size.
   TORCH_ARG(int64_t, replica_count) = 0;
+  TORCH_ARG(StateDictType, state_dict_type) = StateDictType::full;
 };
 
 }  // namespace acc

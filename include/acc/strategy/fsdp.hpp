@@ -61,6 +61,10 @@ struct FSDPMemory {
   std::size_t peak_gathered_bytes = 0;  // most full parameters held at once since reset_peak()
 };
 
+// What one rank's units gave their collectives since prepare (for benchmarks and tests of hybrid
+// sharding: under HYBRID_SHARD only `replicas` crosses machines).
+using FSDPTraffic = detail::CollectiveBytes;
+
 template <class Comm, class Sharding = FullShard>
 class FSDP {
   static_assert(is_sharding_policy_v<Sharding>,
@@ -291,6 +295,15 @@ class FSDP {
     for (auto& unit : units_) state.emplace_back(unit.flat->name() + ".flat_shard", unit.flat->shard().detach());
     return state;
   }
+  // Where each unit's parameters lie in its shards (the layout a SHARDED_STATE_DICT file records).
+  std::vector<detail::FlatUnitLayout> sharded_layout() const {
+    std::vector<detail::FlatUnitLayout> layouts;
+    for (const auto& unit : units_) layouts.push_back(unit.flat->layout());
+    return layouts;
+  }
+  // Whether save_state writes sharded_state() (fsdp_state_dict_type SHARDED_STATE_DICT) rather
+  // than the gathered full state.
+  bool sharded_checkpoints() const { return options_.state_dict_type() == FSDPOptions::StateDictType::sharded; }
   void load_sharded_state(const std::map<std::string, at::Tensor>& state) {
     for (auto& unit : units_) {
       const auto key = unit.flat->name() + ".flat_shard";
@@ -333,6 +346,14 @@ class FSDP {
     return m;
   }
   void reset_peak() { peak_gathered_bytes_ = 0; }
+  FSDPTraffic traffic() const {
+    FSDPTraffic total;
+    for (const auto& unit : units_) {
+      total.shard_group += unit.flat->traffic().shard_group;
+      total.replicas += unit.flat->traffic().replicas;
+    }
+    return total;
+  }
 
  private:
   struct ChildHooks final : detail::UnitHooks {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <acc/checkpoint/checkpointer.hpp>
+#include <acc/checkpoint/impl/safetensors.ipp>
 #include <acc/optim/schedules.hpp>
 
 namespace acc::detail {
@@ -39,9 +40,17 @@ ACC_DECL std::filesystem::path CheckpointerCore::save(const std::filesystem::pat
   };
   const auto stage_done = [&](const char* stage) { detail::fail_save_at(stage, rank); };
 
-  // Collective parts first: a sharding strategy gathers the weights; every rank's positions.
+  // Collective parts first: a sharding strategy gathers the weights (unless each rank writes its
+  // own shards); every rank's positions.
+  const bool sharded = subject_.sharded_model;
   std::vector<std::vector<std::pair<std::string, at::Tensor>>> model_states;
-  for (auto& model : models_) model_states.push_back(model.full_state());
+  std::vector<ShardedModelState> sharded_states;
+  for (auto& model : models_) {
+    if (sharded)
+      sharded_states.push_back(model.sharded_state());
+    else
+      model_states.push_back(model.full_state());
+  }
   std::vector<int64_t> mine;
   for (const auto& loader : loaders_) {
     mine.push_back(loader.position->epoch);
@@ -81,6 +90,10 @@ ACC_DECL std::filesystem::path CheckpointerCore::save(const std::filesystem::pat
         };
         if (main)
           for (const auto& state : model_states) add(state);
+        for (const auto& state : sharded_states) {
+          add(state.shards);
+          if (main) add(state.whole);
+        }
         if (gradients) add(local_gradients());
         detail::require_free_space(detail::parent_directory(target), needed, "this process's part of the checkpoint");
 
@@ -100,8 +113,19 @@ ACC_DECL std::filesystem::path CheckpointerCore::save(const std::filesystem::pat
             write_archive(optimizer_file(numbered("optimizer", i, ".bin"), rank), archive);
             stage_done("optimizer");
           }
+        // SHARDED_STATE_DICT: every rank its shards and their layout, rank 0 the whole entries too.
+        for (std::size_t i = 0; i < sharded_states.size(); ++i) {
+          auto& state = sharded_states[i];
+          state.layout.world_size = subject_.environment.world_size;
+          state.layout.rank = rank;
+          auto tensors = state.shards;
+          if (main) tensors.insert(tensors.end(), state.whole.begin(), state.whole.end());
+          write_tensors(sharded_state_file(i, rank), tensors,
+                        {{"format", "pt"}, {ShardedStateLayout::metadata_key, state.layout.to_json()}});
+          stage_done("model");
+        }
         if (main) {
-          for (std::size_t i = 0; i < models_.size(); ++i) {
+          for (std::size_t i = 0; i < model_states.size(); ++i) {
             write_tensors(numbered("model", i, ".safetensors"), model_states[i], {{"format", "pt"}});
             stage_done("model");
           }
@@ -325,6 +349,7 @@ ACC_DECL CheckpointMetadata CheckpointerCore::describe(const std::vector<std::ve
   m.sampler = std::string(subject_.sampler);
   m.step = subject_.training.micro_step;
   for (std::size_t i = 0; i < models_.size(); ++i) m.models.push_back(numbered("model", i, ".safetensors"));
+  if (subject_.sharded_model) m.state_dict_type = "SHARDED_STATE_DICT";
   for (std::size_t i = 0; i < optimizers_.size(); ++i) m.optimizers.push_back(numbered("optimizer", i, ".bin"));
   for (std::size_t i = 0; i < schedulers_.size(); ++i) m.schedulers.push_back(numbered("scheduler", i, ".bin"));
   if (with_scaler) m.scaler = kScalerFile;
@@ -356,6 +381,13 @@ ACC_DECL CheckpointerCore::Loaded CheckpointerCore::read(const std::filesystem::
   if (m.world_size != world_size) {
     const auto saved_by = "the checkpoint was saved by " + std::to_string(m.world_size) +
                           " processes, and this job has " + std::to_string(world_size);
+    if (m.state_dict_type == "SHARDED_STATE_DICT")
+      mismatch(saved_by +
+               ", with fsdp_state_dict_type SHARDED_STATE_DICT: each process's file holds its shards "
+               "of the model; resume with " +
+               std::to_string(m.world_size) +
+               " processes, or merge the shards into full weights with `acc merge-weights " + source.string() +
+               " OUTPUT_DIR` (then load_model), or save with FULL_STATE_DICT, which loads on any number");
     if (subject_.sharded_optimizer)
       mismatch(saved_by + ", whose optimizer state is sharded by rank (" + std::string(subject_.strategy) +
                "); resume with " + std::to_string(m.world_size) + " processes");
@@ -365,6 +397,14 @@ ACC_DECL CheckpointerCore::Loaded CheckpointerCore::read(const std::filesystem::
                "own; resume with " +
                std::to_string(m.world_size) + " processes, or from a checkpoint saved after an optimizer step");
   }
+  // Shards only FSDP loads: another strategy gets the way to full weights rather than the layouts.
+  if (m.state_dict_type == "SHARDED_STATE_DICT")
+    for (const auto& model : models_)
+      if (!model.load_sharded_state)
+        mismatch(
+            "its models are saved as each process's FSDP shards (fsdp_state_dict_type SHARDED_STATE_DICT), "
+            "which only FSDP loads; merge them into full weights with `acc merge-weights " +
+            source.string() + " OUTPUT_DIR` and load those with load_model");
   if (const auto problem = m.strategy_mismatch(subject_.strategy, subject_.layout); !problem.empty()) mismatch(problem);
   const auto count = [&](const char* what, std::size_t saved, std::size_t here, const char* how) {
     if (saved != here)
@@ -424,7 +464,30 @@ ACC_DECL CheckpointerCore::Loaded CheckpointerCore::read(const std::filesystem::
   const auto archive_of = [&](const Needed& needed, std::optional<c10::Device> device = std::nullopt) {
     return detail::load_archive(needed.first, needed.second, device);
   };
-  for (const auto& name : m.models) loaded.models.push_back(tensors(need(name)));
+  if (m.state_dict_type == "SHARDED_STATE_DICT") {
+    for (std::size_t i = 0; i < m.models.size(); ++i) {
+      // This rank's file whole (its CRC checked as it is read); rank 0's whole entries.
+      auto state = tensors(need(sharded_state_file(i, static_cast<int64_t>(rank))));
+      if (rank != 0) {
+        const auto first = need(sharded_state_file(i, 0));
+        try {
+          const safetensors::File file(first.first);
+          const auto layout = ShardedStateLayout::from_json(file.metadata().count(ShardedStateLayout::metadata_key)
+                                                                ? file.metadata().at(ShardedStateLayout::metadata_key)
+                                                                : std::string(),
+                                                            "'" + first.first.string() + "'");
+          for (const auto& name : layout.whole) state[name] = file.read(name);
+        } catch (const DamagedCheckpoint&) {
+          throw;
+        } catch (const Error& e) {
+          throw DamagedCheckpoint(e.what());
+        }
+      }
+      loaded.models.push_back(std::move(state));
+    }
+  } else {
+    for (const auto& name : m.models) loaded.models.push_back(tensors(need(name)));
+  }
   for (const auto& name : m.optimizers)
     loaded.optimizers.push_back(archive_of(need(optimizer_file(name, static_cast<int>(rank))), subject_.device));
   for (std::size_t i = 0; i < m.schedulers.size(); ++i) {  // as many as schedulers_ (counted above)
@@ -466,8 +529,13 @@ ACC_DECL CheckpointerCore::Loaded CheckpointerCore::read(const std::filesystem::
 
 ACC_DECL void CheckpointerCore::apply(const std::filesystem::path& source, Loaded& loaded, GradScaler* scaler) {
   const auto& m = loaded.metadata;
-  for (std::size_t i = 0; i < models_.size(); ++i)
-    detail::read_from(source / m.models[i], [&] { models_[i].load_full_state(loaded.models[i]); });
+  for (std::size_t i = 0; i < models_.size(); ++i) {
+    if (m.state_dict_type == "SHARDED_STATE_DICT")
+      detail::read_from(source / sharded_state_file(i, subject_.environment.rank),
+                        [&] { models_[i].load_sharded_state(loaded.models[i]); });
+    else
+      detail::read_from(source / m.models[i], [&] { models_[i].load_full_state(loaded.models[i]); });
+  }
   for (std::size_t i = 0; i < optimizers_.size(); ++i)
     detail::read_from(source / optimizer_file(m.optimizers[i], subject_.environment.rank),
                       [&] { detail::load_optimizer(*optimizers_[i].object, loaded.optimizers[i]); });

@@ -123,6 +123,7 @@ ACC_DECL std::string CheckpointMetadata::to_json() const {
   j["sampler"] = sampler;
   j["step"] = step;
   j["models"] = models;
+  j["state_dict_type"] = state_dict_type;
   j["optimizers"] = optimizers;
   j["schedulers"] = schedulers;
   j["scaler"] = scaler ? nlohmann::ordered_json(*scaler) : nlohmann::ordered_json(nullptr);
@@ -185,6 +186,12 @@ ACC_DECL CheckpointMetadata CheckpointMetadata::read(const std::filesystem::path
   m.sampler = r.text(r.at(j, "sampler", ""), "sampler");
   m.step = r.integer(r.at(j, "step", ""), "step", 0, kMax);
   m.models = r.file_names(r.at(j, "models", ""), "models");
+  if (j.contains("state_dict_type")) {
+    m.state_dict_type = r.text(j.at("state_dict_type"), "state_dict_type");
+    if (m.state_dict_type != "FULL_STATE_DICT" && m.state_dict_type != "SHARDED_STATE_DICT")
+      r.fail("state_dict_type", "is " + detail::ManifestReader::shown(j.at("state_dict_type")) +
+                                    "; allowed: \"FULL_STATE_DICT\", \"SHARDED_STATE_DICT\"");
+  }
   m.optimizers = r.file_names(r.at(j, "optimizers", ""), "optimizers");
   m.schedulers = r.file_names(r.at(j, "schedulers", ""), "schedulers");
   if (const auto& scaler = r.at(j, "scaler", ""); !scaler.is_null()) m.scaler = r.file_name(scaler, "scaler");

@@ -106,6 +106,32 @@ class Reader {
  public:
   explicit Reader(std::string origin) : origin_(std::move(origin)) {}
 
+  // The header's entries (checked, with offsets relative to the data section), its metadata and
+  // where the data section starts; reads nothing else.
+  template <class Bytes>
+  std::vector<Entry> read_header(Bytes& bytes, Metadata& metadata, uint64_t& data_start) {
+    const uint64_t total_size = bytes.size();
+    if (total_size < 8)
+      fail("it is " + std::to_string(total_size) + " bytes, too short for the 8-byte header length (truncated?)");
+    unsigned char length_bytes[8];
+    if (!bytes.read_at(0, length_bytes, 8)) fail("cannot read the header length (the file changed?)");
+    uint64_t header_size = 0;
+    for (int i = 7; i >= 0; --i) header_size = header_size << 8 | length_bytes[i];
+    if (header_size > total_size - 8)
+      fail("its header length is " + std::to_string(header_size) + " bytes but the file has only " +
+           std::to_string(total_size - 8) + " bytes after the length (truncated, or not a safetensors file)");
+    if (header_size > kMaxHeaderSize)
+      fail("its header length " + std::to_string(header_size) + " exceeds the limit of " +
+           std::to_string(kMaxHeaderSize) + " bytes");
+    std::string header(static_cast<std::size_t>(header_size), '\0');
+    if (!bytes.read_at(8, header.data(), header.size())) fail("cannot read the header (the file changed?)");
+    const uint64_t data_size = total_size - 8 - header_size;
+    auto entries = parse(header, data_size, metadata);
+    check_layout(entries, data_size);
+    data_start = 8 + header_size;
+    return entries;
+  }
+
   template <class Bytes>
   Contents read(Bytes& bytes) {
     const uint64_t total_size = bytes.size();
@@ -314,6 +340,59 @@ ACC_DECL Contents load_file(const std::filesystem::path& file) {
   detail::FileBytes bytes(file);
   if (!bytes.is_open()) throw Error(origin + ": cannot open it: " + acc::detail::system_error_text(errno));
   return detail::Reader(origin).read(bytes);
+}
+
+ACC_DECL std::string dtype_name(at::ScalarType type) {
+  const auto name = detail::dtype_name(type);
+  if (!name)
+    throw Error(std::string("dtype ") + c10::toString(type) + " has no safetensors name here (there are " +
+                detail::supported_dtypes() + ")");
+  return std::string(*name);
+}
+
+ACC_DECL File::File(const std::filesystem::path& file) : path_(file) {
+  const std::string origin = "safetensors file '" + file.string() + "'";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(file, ec))
+    throw Error(origin + ": " + (std::filesystem::exists(file, ec) ? "it is not a regular file" : "it does not exist"));
+  detail::FileBytes bytes(file);
+  if (!bytes.is_open()) throw Error(origin + ": cannot open it: " + acc::detail::system_error_text(errno));
+  uint64_t data_start = 0;
+  for (auto& e : detail::Reader(origin).read_header(bytes, metadata_, data_start))
+    tensors_.emplace(std::move(e.name),
+                     TensorInfo{e.type, std::move(e.shape), data_start + e.begin, data_start + e.end});
+}
+
+ACC_DECL const TensorInfo& File::info(const std::string& name) const {
+  const auto it = tensors_.find(name);
+  if (it == tensors_.end()) throw Error("safetensors file '" + path_.string() + "' has no tensor '" + name + "'");
+  return it->second;
+}
+
+ACC_DECL at::Tensor File::read(const std::string& name) const {
+  const auto& t = info(name);
+  int64_t numel = 1;
+  for (const auto d : t.shape) numel *= d;
+  return read_elements(name, 0, numel).view(t.shape);
+}
+
+ACC_DECL at::Tensor File::read_elements(const std::string& name, int64_t offset, int64_t numel) const {
+  const auto& t = info(name);
+  const auto element = static_cast<uint64_t>(c10::elementSize(t.dtype));
+  const uint64_t available = (t.end - t.begin) / element;
+  if (offset < 0 || numel < 0 || static_cast<uint64_t>(offset) > available ||
+      static_cast<uint64_t>(numel) > available - static_cast<uint64_t>(offset))
+    throw Error("safetensors file '" + path_.string() + "': elements [" + std::to_string(offset) + ", " +
+                std::to_string(offset + numel) + ") lie outside tensor '" + name + "' of " + std::to_string(available) +
+                " elements");
+  auto out = at::empty({numel}, at::TensorOptions().dtype(t.dtype));
+  if (numel == 0) return out;
+  detail::FileBytes bytes(path_);
+  if (!bytes.is_open() || !bytes.read_at(t.begin + static_cast<uint64_t>(offset) * element, out.data_ptr(),
+                                         static_cast<std::size_t>(numel) * element))
+    throw Error("safetensors file '" + path_.string() + "': cannot read tensor '" + name +
+                "' (the file changed or went?)");
+  return out;
 }
 
 ACC_DECL Contents load(std::string_view bytes) {

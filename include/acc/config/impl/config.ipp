@@ -268,7 +268,10 @@ ACC_DECL const std::vector<ConfigKey>& config_keys() {
         fsdp("fsdp_forward_prefetch", "FSDP_FORWARD_PREFETCH", T::flag,
              "start the next unit's all-gather as a unit's forward begins", fsdp_field<&FsdpConfig::forward_prefetch>),
         with_allowed(fsdp("fsdp_state_dict_type", "FSDP_STATE_DICT_TYPE", T::choice,
-                          "read; checkpoints save the full model and each rank's optimizer shards",
+                          "what save_state writes of the model: FULL_STATE_DICT (and LOCAL_STATE_DICT) the full "
+                          "model, gathered onto rank 0; SHARDED_STATE_DICT each rank's own shards, loaded back on "
+                          "as many processes (`acc merge-weights` makes full weights of them); each rank's "
+                          "optimizer shards either way",
                           fsdp_field<&FsdpConfig::state_dict_type>),
                      {"FULL_STATE_DICT", "SHARDED_STATE_DICT", "LOCAL_STATE_DICT"}),
         fsdp("fsdp_offload_params", "FSDP_OFFLOAD_PARAMS", T::flag,
