@@ -68,6 +68,8 @@ int write(const fs::path& dir) {
   }
   auto model = accelerator.prepare(net);
   accelerator.save_model(model, dir / "cpp");
+  // Shards of at most 64 bytes: fc1 (48 + 12 bytes) in the first, fc2 (24 + 8) in the second.
+  accelerator.save_model(model, dir / "cpp_sharded", 64);
   accelerator.save_state(dir / "checkpoint");
   std::cout << "interop-write: " << dir / "cpp"
             << " and " << dir / "checkpoint"

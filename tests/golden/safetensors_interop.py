@@ -2,10 +2,12 @@
 # Python has torch and safetensors, the GPU machines):
 #   python3 tests/golden/safetensors_interop.py DIR
 # DIR was written by `acc_dist_worker interop-write DIR` (tests/dist/interop.cpp). This reads
-# DIR/cpp/dtypes.safetensors, DIR/cpp/model.safetensors (acc's save_model) and
-# DIR/checkpoint/model.safetensors (acc's save_state) with safetensors.torch.load_file and
+# DIR/cpp/dtypes.safetensors, DIR/cpp/model.safetensors (acc's save_model), DIR/cpp_sharded (its
+# shards and model.safetensors.index.json, read as transformers reads them: the index's weight_map,
+# then each file) and DIR/checkpoint/model.safetensors (acc's save_state) with safetensors and
 # compares them with the formulas, then writes DIR/python/{dtypes,model}.safetensors from the same
 # formulas with safetensors.torch.save_file for `acc_dist_worker interop-read DIR/python`.
+import json
 import pathlib
 import sys
 
@@ -62,11 +64,41 @@ def check(path, expected, metadata):
     return not problems
 
 
+def check_sharded(directory, expected):
+    index = json.loads((directory / "model.safetensors.index.json").read_text())
+    files = sorted(set(index["weight_map"].values()))
+    problems = []
+    if files != ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]:
+        problems.append(f"files {files}")
+    loaded = {}
+    for name in files:
+        loaded.update(load_file(str(directory / name)))
+    for name, file in index["weight_map"].items():
+        with safe_open(str(directory / file), framework="pt") as f:
+            if name not in f.keys():
+                problems.append(f"{name} is not in {file}")
+    total = sum(t.numel() * t.element_size() for t in expected.values())
+    if index["metadata"].get("total_size") != total:
+        problems.append(f"total_size {index['metadata'].get('total_size')} != {total}")
+    if sorted(loaded) != sorted(expected) or sorted(index["weight_map"]) != sorted(expected):
+        problems.append(f"names {sorted(loaded)} != {sorted(expected)}")
+    for name, want in expected.items():
+        got = loaded.get(name)
+        if got is None or got.dtype != want.dtype or not torch.equal(got, want):
+            problems.append(f"{name} differs")
+    print(f"python: {directory}: {len(files)} shards, {len(loaded)} tensors, total_size {index['metadata'].get('total_size')}: "
+          f"{'OK' if not problems else 'MISMATCH'}")
+    for p in problems:
+        print(f"  {p}")
+    return not problems
+
+
 def main():
     root = pathlib.Path(sys.argv[1])
     print(f"python: torch {torch.__version__}")
     ok = check(root / "cpp" / "dtypes.safetensors", expected_dtypes(), {"writer": "acc"})
     ok &= check(root / "cpp" / "model.safetensors", expected_model(), {"format": "pt"})
+    ok &= check_sharded(root / "cpp_sharded", expected_model())
     ok &= check(root / "checkpoint" / "model.safetensors", expected_model(), {"format": "pt"})
     out = root / "python"
     out.mkdir(parents=True, exist_ok=True)
