@@ -100,6 +100,9 @@ class FSDP {
   ~FSDP() { release(); }
 
   c10::Device device(const ProcessEnvironment& env, bool force_cpu) {
+    // A bad shard group size fails on every rank before any rank connects: a rank that failed
+    // after connecting would close its connections under peers still making theirs.
+    if constexpr (Sharding::replicates) (void)detail::shard_group_size(options_, env.world_size, env.local_world_size);
     const auto device = group_.join(env, force_cpu);
     if constexpr (Sharding::replicates) hybrid_.emplace(env, process_group_, options_, comm());
     return device;
