@@ -483,6 +483,10 @@ class FSDP {
     auto& unit = units_[index];
     if (++unit.ready < unit.flat->size()) return;
     unit.flat->reduce_gradients_async();
+    // The reductions started before this one have had a unit's backward to finish: finishing them
+    // now gives their full gradients' memory back during backward, not at its end.
+    for (std::size_t other = 0; other < units_.size(); ++other)
+      if (other != index && units_[other].flat->reducing()) units_[other].flat->finish_gradients();
     if (Sharding::shards_parameters && unit.module) unit.flat->release();
     if (options_.backward_prefetch() == FSDPOptions::BackwardPrefetch::backward_post && unit.module)
       if (const auto previous = neighbour(index, -1)) units_[*previous].flat->gather_async();
