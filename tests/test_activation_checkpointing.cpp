@@ -7,6 +7,9 @@
 #include <acc/precision/autocast.hpp>
 
 #include <malloc.h>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/allocator_interface.h>
+#endif
 
 #if ACC_HAS_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -57,8 +60,12 @@ void check_equal(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>
 // Bytes the C library's allocator hands out now (libtorch's CPU tensors come from it): its arenas'
 // blocks in use plus the large blocks it maps on its own.
 std::size_t heap_bytes_in_use() {
+#if defined(__SANITIZE_ADDRESS__)
+  return __sanitizer_get_current_allocated_bytes();  // AddressSanitizer's allocator replaces glibc's
+#else
   const auto info = mallinfo2();
   return info.uordblks + info.hblkhd;
+#endif
 }
 
 }  // namespace
