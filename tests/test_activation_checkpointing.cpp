@@ -8,7 +8,8 @@
 
 #include <malloc.h>
 #if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/allocator_interface.h>
+// From AddressSanitizer's runtime (its allocator_interface.h is not installed everywhere).
+extern "C" std::size_t __sanitizer_get_current_allocated_bytes();
 #endif
 
 #if ACC_HAS_CUDA
