@@ -241,6 +241,9 @@ class Accelerator {
 
   // Whether loaders prepared from now on give every process the same number of batches.
   void set_even_batches(bool even) { options_.even_batches(even); }
+  // Whether the main process reads the batches of loaders prepared from now on and sends each
+  // process its own (unset: streams only).
+  void set_dispatch_batches(std::optional<bool> dispatch) { options_.dispatch_batches(dispatch); }
 
   // The scope the precision runs the forward in (autocast, or nothing), for code outside the
   // prepared model's forward.
@@ -538,10 +541,13 @@ class Accelerator {
       static_assert(is_lvalue, "pass the scheduler to prepare() as an lvalue: the prepared scheduler refers to it");
       return PreparedScheduler<T, Accelerator>(object, *this, checkpoints_.track_scheduler(object));
     } else if constexpr (detail::is_data_loader<T>::value) {
-      const Sharding sharding{process_index(), num_processes(), options_.even_batches(), options_.split_batches()};
+      const Sharding sharding{process_index(), num_processes(), options_.even_batches(), options_.split_batches(),
+                              options_.dispatch_batches()};
       // Rank 0's seed, so that every rank draws the same order even if their seeds differ.
       const auto seed = broadcast_object(object.options().seed());
-      auto placed = object.template placed<Sampler>({sharding, device_, seed, active_loaders_});
+      const MainProcessBroadcast broadcast{[this](at::Tensor& t) { strategy_.comm().broadcast(t, 0); },
+                                           strategy_.comm().device()};
+      auto placed = object.template placed<Sampler>({sharding, device_, seed, active_loaders_, broadcast});
       int64_t samples = -1;  // a stream's size is unknown
       if constexpr (!detail::is_stream<std::decay_t<decltype(object.dataset())>>::value)
         samples = static_cast<int64_t>(detail::dataset_size(object.dataset()));

@@ -32,6 +32,9 @@ class AcceleratorOptions {
   TORCH_ARG(bool, even_batches) = true;
   // A loader's batch_size is the global batch, split across processes.
   TORCH_ARG(bool, split_batches) = false;
+  // The main process reads every loader's batches and sends each process its own (see
+  // acc::Sharding); unset: streams are dispatched, random-access datasets are not.
+  TORCH_ARG(std::optional<bool>, dispatch_batches) = std::nullopt;
   // Micro-batches per optimizer step: gradients are accumulated locally and synchronized on the
   // last one (see Accelerator::accumulate).
   TORCH_ARG(int64_t, gradient_accumulation_steps) = 1;

@@ -2,7 +2,12 @@
 #include "worker.hpp"
 
 #include <algorithm>
+#include <map>
+#include <memory>
 #include <numeric>
+#include <optional>
+#include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -128,5 +133,163 @@ TEST_CASE("gather_for_metrics drops only the duplicates of the loader that produ
     const auto everything = at::arange(10, at::TensorOptions(accelerator.device()).dtype(at::kLong));
     const auto mine = accelerator.split_between_processes(everything);
     CHECK(int_values(accelerator.gather_for_metrics(mine)) == iota(10));
+  });
+}
+
+namespace {
+
+// Example i: its index and i % 3 + 1 values, so that batches hold vectors of tensors of several
+// shapes; counts the examples it hands out.
+struct CountedRagged {
+  int64_t count;
+  std::shared_ptr<int64_t> reads = std::make_shared<int64_t>(0);
+  std::size_t size() const { return static_cast<std::size_t>(count); }
+  std::pair<int64_t, at::Tensor> get(std::size_t i) const {
+    ++*reads;
+    const auto index = static_cast<int64_t>(i);
+    return {index, at::full({index % 3 + 1}, static_cast<double>(index), at::kDouble)};
+  }
+};
+
+// A batch that exercises every part of a dispatched batch's layout: a stacked tensor, a vector
+// whose length is the batch's, tensors of differing shapes, and a string-keyed map.
+using RaggedBatch = std::pair<at::Tensor, std::vector<std::map<std::string, at::Tensor>>>;
+struct CollateRagged {
+  RaggedBatch operator()(const std::vector<std::pair<int64_t, at::Tensor>>& examples) const {
+    std::vector<int64_t> indices;
+    std::vector<std::map<std::string, at::Tensor>> values;
+    for (const auto& [index, value] : examples) {
+      indices.push_back(index);
+      values.push_back({{"values", value}, {"is_even", at::scalar_tensor(index % 2 == 0, at::kBool)}});
+    }
+    return {at::tensor(indices, at::kLong), values};
+  }
+};
+
+// A batch as plain numbers: the indices, then every value and flag in order.
+std::vector<double> numbers_of(const RaggedBatch& batch) {
+  std::vector<double> out;
+  for (const auto i : int_values(batch.first)) out.push_back(static_cast<double>(i));
+  for (const auto& fields : batch.second) {
+    const auto values = fields.at("values").cpu().contiguous();
+    out.push_back(static_cast<double>(values.numel()));
+    out.insert(out.end(), values.data_ptr<double>(), values.data_ptr<double>() + values.numel());
+    out.push_back(fields.at("is_even").cpu().item<bool>() ? 1 : 0);
+  }
+  return out;
+}
+
+// A stream of the numbers 0 .. count-1 that counts what it hands out.
+struct CountedStream {
+  int64_t count;
+  int64_t next_value = 0;
+  std::shared_ptr<int64_t> reads = std::make_shared<int64_t>(0);
+  std::optional<at::Tensor> next() {
+    if (next_value == count) return std::nullopt;
+    ++*reads;
+    return at::scalar_tensor(next_value++, at::kLong);
+  }
+  void reset() { next_value = 0; }
+};
+
+// The loader placed for this process as Accelerator::prepare places it, with `sharding`.
+template <class Accelerator, class Loader>
+auto placed(Accelerator& accelerator, const Loader& loader, const acc::Sharding& sharding) {
+  auto& comm = accelerator.strategy().comm();
+  const acc::MainProcessBroadcast broadcast{[&comm](at::Tensor& t) { comm.broadcast(t, 0); }, comm.device()};
+  return loader.template placed<acc::Sequential>({sharding, accelerator.device(), 0, nullptr, broadcast});
+}
+
+// This process's batches in two epochs (the first resumed after one batch), as numbers.
+template <class Accelerator, class Loader, class Numbers>
+std::vector<std::vector<double>> two_epochs(Accelerator& accelerator, Loader& loader, Numbers numbers) {
+  std::vector<std::vector<double>> batches;
+  for (int epoch = 0; epoch < 2; ++epoch)
+    for (auto& batch : epoch == 0 ? loader.skip_first_batches(1) : loader) {
+      acc::detail::for_each_tensor(batch, [&](const at::Tensor& t) { CHECK(t.device() == accelerator.device()); });
+      batches.push_back(numbers(batch));
+    }
+  return batches;
+}
+
+}  // namespace
+
+TEST_CASE("dispatch_batches: each process gets the batches it would have read, and only the main process reads") {
+  with_accelerator([](auto& accelerator) {
+    const int rank = accelerator.process_index(), world = accelerator.num_processes();
+    // 25 samples end mid-round, 12 * world on a round's boundary, 1 before the first round is full
+    for (const int64_t samples : {int64_t{25}, int64_t{12} * world, int64_t{1}}) {
+      for (const bool even : {true, false}) {
+        for (const bool split : {false, true}) {
+          for (const bool drop_last : {false, true}) {
+            CAPTURE(samples);
+            CAPTURE(even);
+            CAPTURE(split);
+            CAPTURE(drop_last);
+            // 6 is a multiple of 1, 2 and 3 processes, as split_batches needs
+            const auto options = acc::DataLoaderOptions(split ? 6 : 2).drop_last(drop_last);
+            const auto run = [&](bool dispatch) {
+              CountedRagged dataset{samples};
+              auto loader = placed(accelerator, acc::DataLoader(dataset, options, CollateRagged{}),
+                                   acc::Sharding{rank, world, even, split, dispatch});
+              return std::pair(two_epochs(accelerator, loader, numbers_of), *dataset.reads);
+            };
+            const auto [own, own_reads] = run(false);
+            const auto [sent, sent_reads] = run(true);
+            CHECK(sent == own);
+            const auto all_reads = accelerator.gather_object(own_reads);
+            int64_t everyone = 0;
+            for (const auto reads : all_reads) everyone += reads;
+            // the main process reads what all processes read between them, the others nothing
+            CHECK(sent_reads == (rank == 0 ? everyone : 0));
+          }
+        }
+      }
+    }
+  });
+}
+
+TEST_CASE("dispatch_batches: a prepared stream is read by the main process alone, unless turned off") {
+  with_accelerator([](auto& accelerator) {
+    const bool main_process = accelerator.is_main_process();
+    const int world = accelerator.num_processes();
+    const auto numbers = [](const at::Tensor& batch) {
+      std::vector<double> out;
+      for (const auto v : int_values(batch)) out.push_back(static_cast<double>(v));
+      return out;
+    };
+    for (const int64_t samples : {int64_t{17}, int64_t{3} * world}) {
+      for (const bool even : {true, false}) {
+        CAPTURE(samples);
+        CAPTURE(even);
+        accelerator.set_even_batches(even);
+        const auto run = [&](std::optional<bool> dispatch) {
+          CountedStream stream{samples};
+          accelerator.set_dispatch_batches(dispatch);
+          auto loader = accelerator.prepare(acc::DataLoader(stream, 3));
+          accelerator.set_dispatch_batches(std::nullopt);
+          return std::pair(two_epochs(accelerator, loader, numbers), *stream.reads);
+        };
+        const auto [own, own_reads] = run(false);
+        const auto [sent, sent_reads] = run(std::nullopt);  // Accelerate's default dispatches streams
+        CHECK(sent == own);
+        CHECK(own_reads > 0);  // with dispatch off every process reads the stream
+        CHECK(sent_reads == (main_process ? own_reads : 0));
+      }
+    }
+    accelerator.set_even_batches(true);
+  });
+}
+
+TEST_CASE("gather_for_metrics over dispatched loaders returns exactly the dataset") {
+  with_accelerator([](auto& accelerator) {
+    accelerator.set_dispatch_batches(true);
+    for (const auto& [samples, batch] : std::vector<std::pair<int64_t, int64_t>>{{10, 3}, {1, 2}, {23, 4}}) {
+      CAPTURE(samples);
+      auto seen = gathered_epoch(accelerator, samples, batch);
+      std::sort(seen.begin(), seen.end());
+      CHECK(seen == iota(samples));
+    }
+    accelerator.set_dispatch_batches(std::nullopt);
   });
 }

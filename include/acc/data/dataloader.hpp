@@ -3,6 +3,7 @@
 // processes and moved to the accelerator's device one batch ahead of use.
 #pragma once
 
+#include <acc/data/batch_dispatch.hpp>
 #include <acc/data/collate.hpp>
 #include <acc/data/sampler.hpp>
 #include <acc/detail/linkage.hpp>
@@ -51,6 +52,10 @@ struct Sharding {
   bool even_batches = true;
   // batch_size is the global batch: each process takes a 1/world_size slice of every batch.
   bool split_batches = false;
+  // The main process reads the dataset and sends every process its batches (Accelerate's
+  // dispatch_batches), which are those the process would have read itself. Unset: streams are
+  // dispatched and random-access datasets read by every process, as in Accelerate.
+  std::optional<bool> dispatch_batches = std::nullopt;
 };
 
 // Where the iteration of a prepared loader stands; gather_for_metrics reads it to drop the
@@ -163,15 +168,16 @@ class PlannedBatches {
   std::size_t position_ = 0;
 };
 
-// This process's batches of a stream: every process reads the whole stream, a round (one batch
-// per process, or one global batch with split_batches) at a time, and keeps its own part; so
-// each process skips the others' batches. Evening out the last round reuses the first one's
-// examples, like even_batches for random-access datasets.
+// The rounds of a stream, in its order: one batch per process, or one global batch with
+// split_batches. Evening out the last round reuses the first one's examples, like even_batches
+// for random-access datasets.
 template <class Dataset, class Example>
-class StreamedBatches {
+class StreamedRounds {
  public:
-  StreamedBatches(std::shared_ptr<Dataset> stream, const DataLoaderOptions& options, const Sharding& shard)
+  StreamedRounds(std::shared_ptr<Dataset> stream, const DataLoaderOptions& options, const Sharding& shard)
       : stream_(std::move(stream)), options_(options), shard_(shard) {}
+  // The next round's examples; nullopt past the end (finished() says whether the stream ended in
+  // the round just read).
   std::optional<std::vector<Example>> next() {
     const int64_t world = shard_.world_size, batch = options_.batch_size();
     const int64_t round_size = shard_.split_batches ? batch : batch * world;
@@ -194,13 +200,18 @@ class StreamedBatches {
       }
     }
     if (first_round_.empty() && shard_.even_batches && world > 1) first_round_ = round;
-    const int64_t size = static_cast<int64_t>(round.size());
-    const int64_t begin = shard_.split_batches ? size * shard_.rank / world : std::min(size, batch * shard_.rank);
-    const int64_t end = shard_.split_batches ? size * (shard_.rank + 1) / world : std::min(size, begin + batch);
-    if (begin >= end) return std::nullopt;
-    return std::vector<Example>(round.begin() + begin, round.begin() + end);
+    return round;
   }
+  // Process `rank`'s part of a round of `size` examples, as [begin, end).
+  std::pair<int64_t, int64_t> part(int64_t size, int rank) const {
+    const int64_t world = shard_.world_size, batch = options_.batch_size();
+    const int64_t begin = shard_.split_batches ? size * rank / world : std::min(size, batch * rank);
+    const int64_t end = shard_.split_batches ? size * (rank + 1) / world : std::min(size, begin + batch);
+    return {begin, end};
+  }
+  bool finished() const { return finished_; }
   int64_t duplicates() const { return duplicates_; }
+  int world_size() const { return shard_.world_size; }
 
  private:
   std::shared_ptr<Dataset> stream_;
@@ -209,6 +220,44 @@ class StreamedBatches {
   std::vector<Example> first_round_;
   bool finished_ = false;
   int64_t duplicates_ = 0;
+};
+
+// This process's batches of a stream that every process reads: each keeps its part of every
+// round, so each process skips the others' batches.
+template <class Dataset, class Example>
+class StreamedBatches {
+ public:
+  StreamedBatches(std::shared_ptr<Dataset> stream, const DataLoaderOptions& options, const Sharding& shard)
+      : rounds_(std::move(stream), options, shard), rank_(shard.rank) {}
+  std::optional<std::vector<Example>> next() {
+    auto round = rounds_.next();
+    if (!round) return std::nullopt;
+    const auto [begin, end] = rounds_.part(static_cast<int64_t>(round->size()), rank_);
+    if (begin >= end) return std::nullopt;
+    return std::vector<Example>(std::make_move_iterator(round->begin() + begin),
+                                std::make_move_iterator(round->begin() + end));
+  }
+  int64_t duplicates() const { return rounds_.duplicates(); }
+
+ private:
+  StreamedRounds<Dataset, Example> rounds_;
+  int rank_;
+};
+
+// Batches made by collating (and placing) what an example source hands out.
+template <class Batch, class Examples, class Load>
+class LoadedBatches : public BatchSource<Batch> {
+ public:
+  LoadedBatches(Examples examples, Load load) : examples_(std::move(examples)), load_(std::move(load)) {}
+  std::optional<Batch> next() override {
+    if (auto examples = examples_.next()) return load_(*examples);
+    return std::nullopt;
+  }
+  int64_t duplicates() const override { return examples_.duplicates(); }
+
+ private:
+  Examples examples_;
+  Load load_;
 };
 
 }  // namespace detail
@@ -239,8 +288,7 @@ class DataLoader {
   }
 
   class iterator {
-    using Source = std::conditional_t<streaming, detail::StreamedBatches<Dataset, Example>,
-                                      detail::PlannedBatches<Dataset, Example>>;
+    using Source = detail::BatchSource<Batch>;
 
    public:
     using iterator_category = std::input_iterator_tag;
@@ -267,7 +315,7 @@ class DataLoader {
    private:
     friend class DataLoader;
     iterator(const DataLoader* loader, std::shared_ptr<Source> source) : loader_(loader), source_(std::move(source)) {
-      if (auto examples = source_->next()) current_ = loader_->load(*examples);
+      current_ = source_->next();
       prefetch();
       if (loader_->active_ && !at_end()) progress_ = ActiveLoaders::enter(loader_->active_);
       report();
@@ -276,8 +324,7 @@ class DataLoader {
     bool at_end() const { return !current_.has_value(); }
     // Starts the next batch's copy to the device while the caller works on the current one.
     void prefetch() {
-      if (!current_) return;
-      if (auto examples = source_->next()) next_.emplace(loader_->load(*examples));
+      if (current_) next_ = source_->next();
     }
     // Past the last batch the iteration is over, and no longer the active one.
     void report() {
@@ -320,27 +367,46 @@ class DataLoader {
     epochs.current = epochs.next++;
     position_->epoch = epochs.current;
     position_->batches = 0;
-    iterator it;
+    const bool main_process = shard_.rank == 0;
     if constexpr (streaming) {
       if (epochs.current > 0) {
-        if constexpr (detail::has_reset<Dataset>::value)
-          dataset_->reset();
-        else
+        if constexpr (detail::has_reset<Dataset>::value) {
+          if (main_process || !dispatching()) dataset_->reset();
+        } else {
           throw Error(
               "this streaming dataset has no reset(), so it can be read for one epoch only; add a reset() "
               "that starts it over");
+        }
       }
-      it = iterator(this, std::make_shared<detail::StreamedBatches<Dataset, Example>>(dataset_, options_, shard_));
+      iterator it(this, dispatching() ? dispatched(main_process ? stream_rounds() : nullptr)
+                                      : loaded(detail::StreamedBatches<Dataset, Example>(dataset_, options_, shard_)));
+      for (std::size_t i = 0; i < skip && it != end(); ++i) ++it;
+      return it;
     } else {
-      auto plan = detail::plan_batches(order(epochs.current), options_, shard_);
-      auto& batches = plan.batches;
-      const auto skipped = std::min(skip, batches.size());
-      batches.erase(batches.begin(), batches.begin() + static_cast<std::ptrdiff_t>(skipped));
-      position_->batches = static_cast<int64_t>(skipped);
-      return iterator(this, std::make_shared<detail::PlannedBatches<Dataset, Example>>(dataset_, std::move(plan)));
+      const auto epoch_order = order(epochs.current);
+      const auto skip_in = [&](detail::BatchPlan& plan) {
+        const auto skipped = std::min(skip, plan.batches.size());
+        plan.batches.erase(plan.batches.begin(), plan.batches.begin() + static_cast<std::ptrdiff_t>(skipped));
+        return skipped;
+      };
+      if (!dispatching()) {
+        auto plan = detail::plan_batches(epoch_order, options_, shard_);
+        position_->batches = static_cast<int64_t>(skip_in(plan));
+        return iterator(this, loaded(detail::PlannedBatches<Dataset, Example>(dataset_, std::move(plan))));
+      }
+      // The main process plans every process's batches; each process counts what it skipped.
+      std::vector<detail::BatchPlan> plans;
+      for (int rank = 0; rank < shard_.world_size; ++rank) {
+        if (rank != shard_.rank && !main_process) continue;
+        auto sharding = shard_;
+        sharding.rank = rank;
+        plans.push_back(detail::plan_batches(epoch_order, options_, sharding));
+        const auto skipped = skip_in(plans.back());
+        if (rank == shard_.rank) position_->batches = static_cast<int64_t>(skipped);
+      }
+      if (!main_process) plans.clear();
+      return iterator(this, dispatched(main_process ? planned_rounds(std::move(plans)) : nullptr));
     }
-    for (std::size_t i = 0; i < skip && it != end(); ++i) ++it;
-    return it;
   }
   iterator end() const { return {}; }
 
@@ -387,6 +453,7 @@ class DataLoader {
     c10::Device device;
     uint64_t seed;
     std::shared_ptr<ActiveLoaders> active;
+    MainProcessBroadcast broadcast = {};  // dispatch_batches sends the batches through it
   };
   template <class DefaultSampler>
   using placed_sampler = std::conditional_t<std::is_same_v<Sampler, DefaultOrder>, DefaultSampler, Sampler>;
@@ -399,6 +466,16 @@ class DataLoader {
     out.epochs_->next = epochs_->next;
     *out.position_ = {placement.seed, epochs_->next, 0, false};
     out.active_ = placement.active;
+    out.broadcast_ = placement.broadcast;
+    if (out.dispatching() && !out.broadcast_.send)
+      throw Error("dispatch_batches needs the job's communicator: prepare the loader with Accelerator::prepare");
+    if constexpr (!detail::is_tensor_tree_v<Batch>)
+      if (out.dispatching())
+        throw Error(
+            "dispatch_batches sends batches made of tensors (at::Tensor, torch::data::Example, std::vector, "
+            "std::pair, std::tuple, std::map<std::string, ...> of them), and this loader's collate returns "
+            "something else; turn dispatch_batches off (AcceleratorOptions::dispatch_batches(false)) so that "
+            "every process reads its own batches");
     return out;
   }
 
@@ -419,6 +496,60 @@ class DataLoader {
     if (const auto& shuffle = options_.shuffle())
       return *shuffle ? Shuffled::indices(size, seed, epoch) : Sequential::indices(size, seed, epoch);
     return Sampler::indices(size, seed, epoch);
+  }
+
+  // Whether the main process reads this loader's batches for every process.
+  bool dispatching() const { return shard_.world_size > 1 && shard_.dispatch_batches.value_or(streaming); }
+
+  template <class Examples>
+  std::shared_ptr<detail::BatchSource<Batch>> loaded(Examples examples) const {
+    auto load = [this](const std::vector<Example>& batch) { return this->load(batch); };
+    return std::make_shared<detail::LoadedBatches<Batch, Examples, decltype(load)>>(std::move(examples), load);
+  }
+  std::shared_ptr<detail::BatchSource<Batch>> dispatched(detail::NextRound<Batch> next_round) const {
+    if constexpr (detail::is_tensor_tree_v<Batch>)  // placed() refuses to dispatch other batches
+      return std::make_shared<detail::DispatchedBatches<Batch>>(std::move(next_round), broadcast_, shard_.rank,
+                                                                shard_.world_size, device_);
+    else
+      return nullptr;
+  }
+  // The main process's rounds of a dispatched stream: every process's part, collated.
+  detail::NextRound<Batch> stream_rounds() const {
+    auto rounds = std::make_shared<detail::StreamedRounds<Dataset, Example>>(dataset_, options_, shard_);
+    return [this, rounds]() -> std::optional<detail::CollatedRound<Batch>> {
+      auto round = rounds->next();
+      if (!round) return std::nullopt;
+      detail::CollatedRound<Batch> out{{}, rounds->finished(), rounds->duplicates()};
+      for (int rank = 0; rank < shard_.world_size; ++rank) {
+        const auto [begin, end] = rounds->part(static_cast<int64_t>(round->size()), rank);
+        if (begin < end)
+          out.parts.emplace_back(collate_(std::vector<Example>(round->begin() + begin, round->begin() + end)));
+        else
+          out.parts.emplace_back();
+      }
+      return out;
+    };
+  }
+  // The main process's rounds of a dispatched random-access dataset, from every process's plan.
+  detail::NextRound<Batch> planned_rounds(std::vector<detail::BatchPlan> plans) const {
+    std::size_t rounds = 0;
+    for (const auto& plan : plans) rounds = std::max(rounds, plan.batches.size());
+    return [this, plans = std::move(plans), rounds,
+            round = std::size_t{0}]() mutable -> std::optional<detail::CollatedRound<Batch>> {
+      if (round == rounds) return std::nullopt;
+      detail::CollatedRound<Batch> out{{}, round + 1 == rounds, plans[0].duplicates};
+      for (const auto& plan : plans) {
+        if (round >= plan.batches.size()) {
+          out.parts.emplace_back();
+          continue;
+        }
+        std::vector<Example> examples;
+        for (const auto index : plan.batches[round]) examples.push_back(dataset_->get(static_cast<std::size_t>(index)));
+        out.parts.emplace_back(collate_(examples));
+      }
+      ++round;
+      return out;
+    };
   }
 
   Batch load(const std::vector<Example>& examples) const {
@@ -448,6 +579,7 @@ class DataLoader {
   std::shared_ptr<Epochs> epochs_ = std::make_shared<Epochs>();
   std::size_t skip_ = 0;
   std::shared_ptr<ActiveLoaders> active_;  // a prepared loader's Accelerator's
+  MainProcessBroadcast broadcast_;         // a prepared loader's, for dispatch_batches
   std::shared_ptr<LoaderPosition> position_ = std::make_shared<LoaderPosition>();
 };
 
