@@ -59,9 +59,12 @@ double ms_per_step(Accelerator& accelerator, int warmup, int steps, int repeats,
 
 template <class Strategy, class Precision>
 int run(const Settings& s) {
-  acc::Accelerator<Strategy, Precision> accelerator(acc::AcceleratorOptions()
-                                                        .fsdp(acc::FSDPOptions().offload_params(s.offload))
-                                                        .activation_checkpointing(s.activation_checkpointing));
+  // Gradients reduce in the compute dtype, as Python Accelerate's FSDP plugin sets reduce_dtype
+  // under mixed_precision (our default reduces in the shards' float32).
+  acc::Accelerator<Strategy, Precision> accelerator(
+      acc::AcceleratorOptions()
+          .fsdp(acc::FSDPOptions().offload_params(s.offload).reduce_dtype(Precision::compute_dtype))
+          .activation_checkpointing(s.activation_checkpointing));
   accelerator.set_seed(0);
   const bench::GptConfig config = s.model;
   bench::Gpt net(config);

@@ -7,8 +7,13 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/adamw.h>
 
+#include <torch/optim/sgd.h>
+
+#include <cmath>
 #include <map>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 // FSDP against DDP, on every rank of the launch (2, 3 and 4 ranks: 3 leaves padding in every
@@ -244,10 +249,39 @@ Accumulated train_accumulated(Accelerator& accelerator, bool sync_each_batch) {
   return out;
 }
 
+// One SGD step (lr 1) of a float64 model under FSDP FULL_SHARD with `reduce_dtype`: the step is
+// the gradient as averaged across ranks; and the bytes its collectives carried.
+struct ReducedStep {
+  std::map<std::string, at::Tensor> step;
+  std::size_t traffic = 0;       // all-gathers and gradient reductions, in the shard group
+  std::size_t padded_numel = 0;  // of all units' flat buffers
+};
+ReducedStep fsdp_step(std::optional<at::ScalarType> reduce_dtype) {
+  ReducedStep out;
+  with_fsdp<acc::FullShard>(
+      [&](auto& accelerator) {
+        auto net = fresh_float64_net();
+        const auto before = acc::detail::module_state(*net);
+        torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(1.0));
+        auto [model, optimizer] = accelerator.prepare(net, sgd);
+        const auto gathered_bytes = accelerator.strategy().traffic().shard_group;
+        const auto [x, y] = batch(0, accelerator);
+        accelerator.backward(torch::nn::functional::cross_entropy(model(x.to(at::kDouble)), y));
+        optimizer.step();
+        out.traffic = accelerator.strategy().traffic().shard_group - gathered_bytes;
+        for (const auto& layout : accelerator.strategy().sharded_layout())
+          out.padded_numel += static_cast<std::size_t>(layout.padded_numel);
+        for (auto& [name, value] : accelerator.strategy().full_state(net))
+          out.step[name] = before.at(name) - value.to(at::kCPU);
+      },
+      acc::AcceleratorOptions().fsdp(acc::FSDPOptions().reduce_dtype(reduce_dtype)));
+  return out;
+}
+
 #if ACC_HAS_NCCL
 // fp16 on GPUs: units gathered in half precision with fp32 shards, the loss scaled, an overflow on
-// any rank skipping the step everywhere. DDP in fp16 is the reference; the two reduce gradients in
-// different precisions (FSDP in fp16, DDP in fp32), hence the looser tolerance.
+// any rank skipping the step everywhere. DDP in fp16 is the reference; FSDP computes with weights
+// rounded to fp16 where DDP's autocast rounds each op's inputs, hence the looser tolerance.
 void fp16_matches_ddp() {
   acc::Accelerator<acc::FSDP<acc::Nccl, acc::FullShard>, acc::FP16> fsdp_accelerator;
   acc::Accelerator<acc::DDP<acc::Nccl>, acc::FP16> ddp_accelerator;
@@ -458,6 +492,50 @@ void state_dicts_round_trip(Accelerator& accelerator) {
 TEST_SUITE("fsdp") {
   TEST_CASE("FSDP FULL_SHARD holds 1/N of DDP's parameters, gradients and AdamW state, plus gathered units") {
     with_fsdp<acc::FullShard>([](auto& accelerator) { holds_a_share(accelerator); });
+  }
+
+  TEST_CASE("FSDP reduce_dtype: gradients average in the shards' dtype, or in float32 or bf16 at fewer bytes") {
+    // The exact average: every rank's own gradient (a plain float64 copy of the model), averaged
+    // in float64, and the largest of their magnitudes, element by element.
+    std::map<std::string, at::Tensor> mean, largest;
+    int world = 1;
+    with_accelerator([&](auto& accelerator) {
+      world = accelerator.num_processes();
+      auto net = fresh_float64_net();
+      const auto [x, y] = batch(0, accelerator);
+      torch::nn::functional::cross_entropy(net(x.cpu().to(at::kDouble)), y.cpu()).backward();
+      for (const auto& p : net->named_parameters()) {
+        const auto grad = p.value().grad().to(accelerator.device());
+        mean[p.key()] = accelerator.reduce(grad, acc::ReduceOp::mean).cpu();
+        largest[p.key()] = accelerator.reduce(grad.abs(), acc::ReduceOp::max).cpu();
+      }
+    });
+    const auto exact = fsdp_step(std::nullopt);
+    for (const auto& [dtype, roundoff, element_bytes] : std::vector<std::tuple<at::ScalarType, double, std::size_t>>{
+             {at::kFloat, std::ldexp(1.0, -24), 4}, {at::kBFloat16, std::ldexp(1.0, -8), 2}}) {
+      CAPTURE(dtype);
+      const auto rounded = fsdp_step(dtype);
+      // Averaged in a dtype of unit roundoff u, each rank's gradient rounds once when cast, each of
+      // the world - 1 partial sums and the division once more: at most (world + 1) u max_r |g_r|
+      // per element. The float64 reference and the subtraction p - (p - g) add about 1e-16 |p|.
+      bool changed = false;
+      for (const auto& [name, step] : rounded.step) {
+        CAPTURE(name);
+        const auto error = (step - mean.at(name)).abs();
+        const auto bound = (world + 1) * roundoff * largest.at(name) + 1e-12;
+        CHECK(at::le(error, bound).all().item<bool>());
+        changed = changed || !at::equal(step, exact.step.at(name));
+      }
+      CHECK(changed);  // the reduction did run in the lower precision
+      // The all-gathers are float64 either way; each unit's reduce-scatter carries its padded
+      // flat gradient in the reduction's dtype.
+      CHECK(exact.traffic - rounded.traffic == exact.padded_numel * (sizeof(double) - element_bytes));
+    }
+    // Unset, the gradients average in float64, the shards' dtype: as exact as the reference.
+    for (const auto& [name, step] : exact.step) {
+      CAPTURE(name);
+      CHECK(at::allclose(step, mean.at(name), /*rtol=*/0, /*atol=*/1e-12));
+    }
   }
 
   TEST_CASE("FSDP state dicts: full and sharded round-trip; a full one loads into a plain model") {

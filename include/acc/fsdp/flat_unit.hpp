@@ -32,9 +32,10 @@ namespace acc::detail {
 
 // How a unit keeps its parameters between uses.
 struct FlatUnitSettings {
-  bool shard = true;                          // false: NO_SHARD, every rank holds all of it
-  at::ScalarType compute_dtype = at::kFloat;  // what forward and backward see (bf16/fp16 gathers)
-  bool offload = false;                       // shards and their gradients in host memory
+  bool shard = true;                           // false: NO_SHARD, every rank holds all of it
+  at::ScalarType compute_dtype = at::kFloat;   // what forward and backward see (bf16/fp16 gathers)
+  bool offload = false;                        // shards and their gradients in host memory
+  std::optional<at::ScalarType> reduce_dtype;  // gradients are averaged in; unset: the shard's dtype
 };
 
 // Where a unit's parameters lie in its flat buffer and how the buffer is split: what a
@@ -160,7 +161,7 @@ class FlatUnit {
   // average across ranks into this rank's shard.
   void reduce_gradients_async() {
     at::NoGradGuard no_grad;
-    flat_grad_ = at::empty({padded_}, gathered_.options());
+    flat_grad_ = at::empty({padded_}, gathered_.options().dtype(settings_.reduce_dtype.value_or(shard_.scalar_type())));
     if (padded_ > total_) flat_grad_.narrow(0, total_, padded_ - total_).zero_();
     for (auto& m : members_) {
       auto slice = flat_grad_.narrow(0, m.offset, m.numel);
@@ -172,7 +173,7 @@ class FlatUnit {
     }
     traffic_.shard_group += flat_grad_.nbytes();
     if (settings_.shard) {
-      reduced_grad_ = at::empty({shard_numel_}, gathered_.options());
+      reduced_grad_ = at::empty({shard_numel_}, flat_grad_.options());
       pending_reduce_.emplace(comm_.reduce_scatter_async(reduced_grad_, flat_grad_, ReduceOp::mean));
     } else {
       reduced_grad_ = flat_grad_;

@@ -2,9 +2,11 @@
 // sharding strategy itself is the FSDP policy's second parameter, see fsdp/sharding.hpp).
 #pragma once
 
+#include <c10/core/ScalarType.h>
 #include <torch/arg.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +48,11 @@ class FSDPOptions {
   // size; 0: whatever that is). The config's parallelism_config_dp_replicate_size.
   TORCH_ARG(int64_t, replica_count) = 0;
   TORCH_ARG(StateDictType, state_dict_type) = StateDictType::full;
+  // The dtype gradients are averaged in across ranks (Python's MixedPrecision.reduce_dtype).
+  // Unset: the shards' own (float32 master weights reduce in float32, however low the compute
+  // dtype); at::kBFloat16 halves the reduce-scatter's bytes at bf16's 8-bit mantissa, as Python
+  // Accelerate's FSDP does under mixed_precision: bf16.
+  TORCH_ARG(std::optional<at::ScalarType>, reduce_dtype) = std::nullopt;
 };
 
 }  // namespace acc

@@ -137,7 +137,7 @@ class FSDP {
     const detail::FlatUnitSettings settings{
         Sharding::shards_parameters,
         compute_dtype_.value_or(module->parameters().empty() ? at::kFloat : module->parameters().front().scalar_type()),
-        options_.offload_params()};
+        options_.offload_params(), options_.reduce_dtype()};
     for (std::size_t i = 0; i <= chosen.size(); ++i) {
       if (members[i].empty()) continue;
       UnitState unit;
