@@ -244,6 +244,8 @@ TEST_CASE("a streaming dataset: batches in stream order, a new pass per epoch th
   CHECK_THROWS_WITH_AS(epoch(once), doctest::Contains("has no reset()"), acc::Error);
 }
 
+// Without dispatch_batches (which needs a communicator: tests/dist/test_data.cpp), every rank
+// reads the stream.
 TEST_CASE("a stream sharded across ranks: each rank keeps its batch of every round, like a map-style loader") {
   for (const int world : {2, 3, 4}) {
     for (const bool even : {true, false}) {
@@ -251,13 +253,16 @@ TEST_CASE("a stream sharded across ranks: each rank keeps its batch of every rou
         CAPTURE(world);
         CAPTURE(rank);
         CAPTURE(even);
-        const acc::Sharding sharding{rank, world, even};
+        const acc::Sharding sharding{rank, world, even, /*split_batches=*/false, /*dispatch_batches=*/false};
         CHECK(stream_epoch(Counter{10}, 3, sharding) == plan(10, 3, sharding));
         CHECK(stream_epoch(Counter{10}, 3, sharding) == plan(10, 3, sharding));
         CHECK(stream_epoch(Counter{10}, 2, sharding) == plan(10, 2, sharding));
       }
     }
   }
-  const acc::Sharding split{1, 2, true, true};
+  const acc::Sharding split{1, 2, true, true, /*dispatch_batches=*/false};
   CHECK(stream_epoch(Counter{6}, 4, split) == plan(6, 4, split));
+  // A stream placed by hand for several processes, without the communicator dispatching needs.
+  CHECK_THROWS_WITH_AS(stream_epoch(Counter{6}, 4, acc::Sharding{1, 2}),
+                       doctest::Contains("prepare the loader with Accelerator::prepare"), acc::Error);
 }

@@ -261,7 +261,8 @@ ReducedStep fsdp_step(std::optional<at::ScalarType> reduce_dtype) {
   with_fsdp<acc::FullShard>(
       [&](auto& accelerator) {
         auto net = fresh_float64_net();
-        const auto before = acc::detail::module_state(*net);
+        std::map<std::string, at::Tensor> before;
+        for (const auto& [name, value] : acc::detail::module_state(*net)) before[name] = value.clone();
         torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(1.0));
         auto [model, optimizer] = accelerator.prepare(net, sgd);
         const auto gathered_bytes = accelerator.strategy().traffic().shard_group;

@@ -55,30 +55,33 @@ struct CollatedRound {
 template <class Batch>
 using NextRound = std::function<std::optional<CollatedRound<Batch>>()>;
 
-// A batch's structure as int64s, in for_each_tensor's order: a vector's length, a map's keys,
-// each tensor's dtype and sizes. read_layout builds the same structure back from it.
+// A batch's structure as int64s: a vector's length, a map's keys, each tensor's dtype and sizes;
+// its tensors, contiguous on the CPU, in the same order. read_layout builds the structure back
+// from it, in that order (for_each_tensor's order is the compiler's order of constructor
+// arguments, which may differ).
 template <class T>
-void write_layout(const T& value, std::vector<int64_t>& out) {
+void write_layout(const T& value, std::vector<int64_t>& out, std::vector<at::Tensor>& tensors) {
   if constexpr (std::is_same_v<T, at::Tensor>) {
     out.push_back(static_cast<int64_t>(value.scalar_type()));
     out.push_back(value.dim());
     for (const auto size : value.sizes()) out.push_back(size);
+    tensors.push_back(value.cpu().contiguous());
   } else if constexpr (is_example<T>::value) {
-    write_layout(value.data, out);
+    write_layout(value.data, out, tensors);
     if constexpr (!std::is_same_v<typename T::TargetType, torch::data::example::NoTarget>)
-      write_layout(value.target, out);
+      write_layout(value.target, out, tensors);
   } else if constexpr (is_vector<T>::value) {
     out.push_back(static_cast<int64_t>(value.size()));
-    for (const auto& item : value) write_layout(item, out);
+    for (const auto& item : value) write_layout(item, out, tensors);
   } else if constexpr (is_string_map<T>::value) {
     out.push_back(static_cast<int64_t>(value.size()));
     for (const auto& [key, item] : value) {
       out.push_back(static_cast<int64_t>(key.size()));
       for (const char c : key) out.push_back(static_cast<unsigned char>(c));
-      write_layout(item, out);
+      write_layout(item, out, tensors);
     }
   } else {  // pair or tuple
-    std::apply([&](const auto&... items) { (write_layout(items, out), ...); }, value);
+    std::apply([&](const auto&... items) { (write_layout(items, out, tensors), ...); }, value);
   }
 }
 
@@ -165,8 +168,7 @@ class DispatchedBatches : public BatchSource<Batch> {
         for (const auto& part : round->parts) {
           layout.push_back(part.has_value());
           if (!part) continue;
-          write_layout(*part, layout);
-          for_each_tensor(*part, [&](const at::Tensor& t) { tensors.push_back(t.cpu().contiguous()); });
+          write_layout(*part, layout, tensors);
         }
         mine = std::move(round->parts[0]);
       }
