@@ -226,8 +226,8 @@ TEST_CASE("dispatch_batches: each process gets the batches it would have read, a
             CAPTURE(even);
             CAPTURE(split);
             CAPTURE(drop_last);
-            // 6 is a multiple of 1, 2 and 3 processes, as split_batches needs
-            const auto options = acc::DataLoaderOptions(split ? 6 : 2).drop_last(drop_last);
+            // 12 is a multiple of 1 to 4 processes, as split_batches needs
+            const auto options = acc::DataLoaderOptions(split ? 12 : 2).drop_last(drop_last);
             const auto run = [&](bool dispatch) {
               CountedRagged dataset{samples};
               auto loader = placed(accelerator, acc::DataLoader(dataset, options, CollateRagged{}),
