@@ -218,6 +218,7 @@ class CheckpointerCore {
     std::optional<GradScaler::State> scaler;
     std::optional<RngState> rng;  // none for a process the checkpoint's job did not have
     std::map<std::string, at::Tensor> gradients;
+    std::string copied_optimizer_state;  // dealt out: what every rank must have copied alike
   };
 
   // Forgets the prepared objects that are gone, so that a save never reads one.

@@ -8,13 +8,14 @@
 //
 // Why per-rank files dealt out at load rather than a full optimizer state gathered at save (as
 // Python's FULL_STATE_DICT does): a save stays free of collectives and no rank ever holds more than
-// the files overlapping its own slices (about its share when the job shrinks, at most two saved
-// shards per unit when it grows), where a gathered state would sit whole on the main process at
-// every save and on every rank at a load.
+// the saved files overlapping its own slices (about its share of the state when the job shrinks,
+// two or three saved ranks' shares when it grows), where a gathered state would sit whole on the
+// main process at every save and on every rank at a load.
 //
 // State with no element per parameter element (AdamW's step count, a scalar tensor) must be the same
-// in every saved file a rank reads (the ranks stepped together): it is checked and copied. So is the
-// state of a parameter the optimizer holds whole (one of no unit).
+// in every saved file (the ranks stepped together): each rank checks the files it reads and copies
+// it, and the checkpointer compares what the ranks copied. So is the state of a parameter the
+// optimizer holds whole (one of no unit).
 #pragma once
 
 #include <acc/checkpoint/metadata.hpp>
@@ -26,6 +27,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 namespace acc::detail {
@@ -40,15 +42,23 @@ struct OptimizerShard {
 // The units of this job, split as they are.
 ACC_DECL std::vector<CheckpointMetadata::FlatUnit> units_of(const std::vector<OptimizerShard>& here);
 
-// This rank's state of `optimizer` (whose parameter groups hold `here`'s tensors), as an archive
-// that detail::load_optimizer reads, from what save_optimizer wrote on the saving job's ranks, whose
-// units were split as `saved` says: saved_archive(r) reads rank r's archive, for the ranks
-// 0 .. shards - 1 whose shards overlap this rank's slices (at least one). The state goes to each
-// parameter's device. An acc::Error names the unit, parameter or entry that does not fit.
-ACC_DECL torch::serialize::InputArchive deal_optimizer_state(
-    const std::vector<CheckpointMetadata::FlatUnit>& saved, const std::vector<OptimizerShard>& here,
-    const torch::optim::Optimizer& optimizer,
-    const std::function<torch::serialize::InputArchive(int64_t rank)>& saved_archive);
+// What deal_optimizer_state makes.
+struct DealtOptimizerState {
+  torch::serialize::InputArchive archive;  // what detail::load_optimizer reads
+  // The state copied rather than dealt, one line per entry ("<group>.<parameter>.<entry>=<value>",
+  // a tensor by its dtype, shape and CRC-32C): the same on every rank of a job reading one checkpoint.
+  std::string copied;
+};
+
+// This rank's state of `optimizer` (whose parameter groups hold `here`'s tensors), from what
+// save_optimizer wrote on the saving job's ranks, whose units were split as `saved` says:
+// saved_archive(r) reads rank r's archive, for the ranks 0 .. shards - 1 whose shards overlap this
+// rank's slices (at least one). The state goes to each parameter's device. An acc::Error names the
+// unit, parameter or entry that does not fit.
+ACC_DECL DealtOptimizerState
+deal_optimizer_state(const std::vector<CheckpointMetadata::FlatUnit>& saved, const std::vector<OptimizerShard>& here,
+                     const torch::optim::Optimizer& optimizer,
+                     const std::function<torch::serialize::InputArchive(int64_t rank)>& saved_archive);
 
 }  // namespace acc::detail
 

@@ -271,10 +271,18 @@ ACC_DECL void CheckpointerCore::restore_gradients(const std::map<std::string, at
 
 ACC_DECL std::filesystem::path CheckpointerCore::load_from(const std::filesystem::path& source, GradScaler* scaler) {
   Loaded loaded;
-  together("load_state('" + source.string() + "') failed and changed nothing", [&] {
+  const auto failed = "load_state('" + source.string() + "') failed and changed nothing";
+  const auto copied = together(failed, [&] {
     loaded = read(source, scaler != nullptr);
-    return std::string();
+    return loaded.copied_optimizer_state;
   });
+  // Every rank compared the saved files it read; this compares what they read with each other.
+  for (std::size_t r = 1; r < copied.size(); ++r)
+    if (copied[r] != copied[0])
+      throw Error(failed + ": '" + (source / CheckpointMetadata::file_name).string() +
+                  "': the optimizer state that is the same on every saving rank (as AdamW's step count) differs "
+                  "between the saved files that rank 0 and rank " +
+                  std::to_string(r) + " of this job read:\n" + copied[0] + "against\n" + copied[r]);
   apply(source, loaded, scaler);
   return source;
 }
@@ -504,10 +512,11 @@ ACC_DECL CheckpointerCore::Loaded CheckpointerCore::read(const std::filesystem::
       continue;
     }
     try {
-      loaded.optimizers.push_back(
-          deal_optimizer_state(m.flat_units, shards, *optimizers_[i].object, [&](int64_t saved_rank) {
-            return archive_of(need(optimizer_file(name, static_cast<int>(saved_rank))), c10::Device(c10::kCPU));
-          }));
+      auto dealt = deal_optimizer_state(m.flat_units, shards, *optimizers_[i].object, [&](int64_t saved_rank) {
+        return archive_of(need(optimizer_file(name, static_cast<int>(saved_rank))), c10::Device(c10::kCPU));
+      });
+      loaded.optimizers.push_back(std::move(dealt.archive));
+      loaded.copied_optimizer_state += name + ":\n" + dealt.copied;
     } catch (const DamagedCheckpoint&) {
       throw;
     } catch (const Error& e) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <acc/checkpoint/optimizer_shards.hpp>
+#include <acc/detail/crc32c.hpp>
 #include <acc/error.hpp>
 
 #include <ATen/ops/equal.h>
@@ -100,6 +101,21 @@ inline bool same_value(const c10::IValue& a, const c10::IValue& b) {
   return !a.isTensor() && !b.isTensor() && a == b;
 }
 
+// A copied value as DealtOptimizerState::copied lists it.
+inline std::string copied_text(const c10::IValue& value) {
+  std::ostringstream text;
+  if (value.isTensor()) {
+    const auto tensor = value.toTensor().cpu().contiguous();
+    text << tensor.scalar_type() << tensor.sizes() << " crc32c "
+         << crc32c_extend(0, tensor.data_ptr(), tensor.numel() * tensor.element_size());
+  } else if (value.isDouble()) {
+    text << std::hexfloat << value.toDouble();
+  } else {
+    text << value;
+  }
+  return text.str();
+}
+
 // The part [first, last) of a unit's flat parameter that shard `index` holds, padding left out.
 inline std::pair<int64_t, int64_t> slice_of(const CheckpointMetadata::FlatUnit& unit, int64_t index) {
   const int64_t first = std::min(index * unit.shard_numel, unit.numel);
@@ -137,10 +153,10 @@ ACC_DECL std::vector<CheckpointMetadata::FlatUnit> units_of(const std::vector<Op
   return units;
 }
 
-ACC_DECL torch::serialize::InputArchive deal_optimizer_state(
-    const std::vector<CheckpointMetadata::FlatUnit>& saved, const std::vector<OptimizerShard>& here,
-    const torch::optim::Optimizer& optimizer,
-    const std::function<torch::serialize::InputArchive(int64_t rank)>& saved_archive) {
+ACC_DECL DealtOptimizerState
+deal_optimizer_state(const std::vector<CheckpointMetadata::FlatUnit>& saved, const std::vector<OptimizerShard>& here,
+                     const torch::optim::Optimizer& optimizer,
+                     const std::function<torch::serialize::InputArchive(int64_t rank)>& saved_archive) {
   using dealing::Entries;
   const auto needed = dealing::saved_shards_needed(saved, here);
   std::vector<dealing::SavedOptimizer> files;
@@ -163,6 +179,7 @@ ACC_DECL torch::serialize::InputArchive deal_optimizer_state(
 
   // libtorch's archive again (optim/serialize.h), with this rank's states: keys are numbers, as
   // libtorch 2.2 and later read them back.
+  std::ostringstream copied;
   torch::serialize::OutputArchive out;
   const auto unit = out.compilation_unit();
   torch::serialize::OutputArchive states(unit), param_groups(unit);
@@ -230,6 +247,7 @@ ACC_DECL torch::serialize::InputArchive deal_optimizer_state(
             throw Error(entry + " differs between " + shard_text(0) + " file and " + shard_text(k) +
                         ", and it must be the same on every rank (they step together)");
         dealt.emplace(name, value.isTensor() ? c10::IValue(value.toTensor().to(param.device())) : value);
+        copied << g << "." << p << "." << name << "=" << dealing::copied_text(value) << "\n";
       }
       torch::serialize::OutputArchive state(unit);
       dealing::write_entries(dealt, state);
@@ -251,9 +269,10 @@ ACC_DECL torch::serialize::InputArchive deal_optimizer_state(
   std::ostringstream bytes;
   out.save_to(bytes);
   std::istringstream in(bytes.str());
-  torch::serialize::InputArchive archive;
-  archive.load_from(in);
-  return archive;
+  DealtOptimizerState dealt;
+  dealt.archive.load_from(in);
+  dealt.copied = copied.str();
+  return dealt;
 }
 
 }  // namespace acc::detail
