@@ -11,6 +11,7 @@
 #include <acc/checkpoint/impl/checkpoint_io.ipp>
 #include <acc/checkpoint/impl/checkpointer.ipp>
 #include <acc/checkpoint/impl/metadata.ipp>
+#include <acc/checkpoint/impl/optimizer_shards.ipp>
 #include <acc/checkpoint/impl/safetensors.ipp>
 #include <acc/checkpoint/impl/weight_shards.ipp>
 #include <acc/comm/impl/collective_ledger.ipp>

@@ -7,7 +7,9 @@
 //                                                  rank's own flat shards and their layout (no
 //                                                  gather; see checkpoint/weight_shards.hpp)
 //   optimizer.bin, optimizer_1.bin, ...           each prepared optimizer (torch archive, main); with
-//                                                 FSDP each rank's shards' state: optimizer_rank<r>.bin
+//                                                 FSDP each rank's shards' state: optimizer_rank<r>.bin,
+//                                                 dealt out again on another number of processes
+//                                                 (checkpoint/optimizer_shards.hpp)
 //   scheduler.bin, scheduler_1.bin, ...           each prepared LR scheduler's step count (main); an
 //                                                 acc::optim::WarmupSchedule's whole state (save())
 //   scaler.pt                                     the GradScaler's scale and growth tracker (main)
@@ -17,8 +19,8 @@
 //                                                  cycle: every process's accumulated gradients
 //   acc_state.json                                written last: world size, strategy, precision,
 //                                                  every file's size and CRC-32C, the gradient
-//                                                  accumulation step and every prepared loader's
-//                                                  seed and position
+//                                                  accumulation step, every prepared loader's seed
+//                                                  and position, and with FSDP how each unit is split
 //
 // A save is atomic: everything goes into a temporary sibling directory, is synced to disk, and
 // the directory is renamed over the target; a failure on any rank (a full disk among them, named
@@ -37,6 +39,7 @@
 
 #include <acc/checkpoint/checkpoint_io.hpp>
 #include <acc/checkpoint/metadata.hpp>
+#include <acc/checkpoint/optimizer_shards.hpp>
 #include <acc/checkpoint/project_configuration.hpp>
 #include <acc/checkpoint/rng_state.hpp>
 #include <acc/checkpoint/safetensors.hpp>
@@ -130,8 +133,9 @@ struct has_sharded_checkpoints<S, std::void_t<decltype(std::declval<const S&>().
                                               decltype(std::declval<S&>().sharded_layout())>> : std::true_type {};
 
 // What the checkpointer's core needs of the strategy besides the subject: its names, whether each
-// rank's optimizer holds shards (a file per rank then), and two collectives over bytes. With these,
-// one non-template body serves every strategy (compiled once with ACC_SEPARATE_COMPILATION).
+// rank's optimizer holds shards (a file per rank then) and how they are split, and two collectives
+// over bytes. With these, one non-template body serves every strategy (compiled once with
+// ACC_SEPARATE_COMPILATION).
 struct CheckpointContext : CheckpointSubject {
   std::string_view strategy;  // Strategy::name and Strategy::checkpoint_layout, in acc_state.json
   std::string_view layout;
@@ -139,6 +143,8 @@ struct CheckpointContext : CheckpointSubject {
   bool sharded_model;  // save_state writes each rank's model shards (SHARDED_STATE_DICT)
   std::function<std::vector<std::string>(const std::string&)> gather;  // every rank's bytes, by rank
   std::function<std::string(const std::string&)> broadcast;            // the main process's bytes
+  // With sharded_optimizer: the units, in order, each with this rank's shard, which the optimizer steps.
+  std::function<std::vector<OptimizerShard>()> optimizer_shards;
 };
 
 // Everything of a Checkpointer but the models' full states, which need the module's type.
@@ -212,6 +218,7 @@ class CheckpointerCore {
     std::optional<GradScaler::State> scaler;
     std::optional<RngState> rng;  // none for a process the checkpoint's job did not have
     std::map<std::string, at::Tensor> gradients;
+    std::string copied_optimizer_state;  // dealt out: what every rank must have copied alike
   };
 
   // Forgets the prepared objects that are gone, so that a save never reads one.
@@ -297,7 +304,8 @@ class Checkpointer : public detail::CheckpointerCore {
             {subject, Strategy::name, Strategy::checkpoint_layout, shards_model_v<Strategy>,
              sharded_checkpoints(strategy),
              [&strategy](const std::string& bytes) { return ops::gather_object(strategy.comm(), bytes); },
-             [&strategy](const std::string& bytes) { return ops::broadcast_object(strategy.comm(), bytes); }}),
+             [&strategy](const std::string& bytes) { return ops::broadcast_object(strategy.comm(), bytes); },
+             optimizer_shards(strategy)}),
         strategy_(strategy) {}
 
   template <class Holder>
@@ -427,6 +435,23 @@ class Checkpointer : public detail::CheckpointerCore {
       return strategy.sharded_checkpoints();
     else
       return false;
+  }
+
+  static std::function<std::vector<detail::OptimizerShard>()> optimizer_shards(Strategy& strategy) {
+    if constexpr (shards_model_v<Strategy>) {
+      return [&strategy] {
+        const auto layouts = strategy.sharded_layout();
+        const auto tensors = strategy.trained_parameters();  // one per unit, in the same order
+        std::vector<detail::OptimizerShard> shards;
+        for (std::size_t u = 0; u < layouts.size(); ++u) {
+          const auto& l = layouts[u];
+          shards.push_back({{l.name, l.numel, l.shard_numel, l.shards}, l.index, tensors[u]});
+        }
+        return shards;
+      };
+    } else {
+      return {};
+    }
   }
 
   ShardedModelState sharded_state_of(const torch::nn::Module& module) {

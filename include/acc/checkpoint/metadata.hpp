@@ -41,6 +41,19 @@ struct CheckpointMetadata {
   static constexpr const char* file_name = "acc_state.json";
   static constexpr int64_t current_format = 2;  // 2: files with CRC-32C
 
+  // How FSDP split one unit's flat parameter across the saving job's ranks: what each rank's
+  // optimizer file (optimizer_rank<r>.bin) holds the state of, so that a job with another number of
+  // processes can deal that state out again (checkpoint/optimizer_shards.hpp).
+  struct FlatUnit {
+    std::string name;
+    int64_t numel = 0;        // the unit's parameters, flattened, without the padding
+    int64_t shard_numel = 0;  // each rank's slice: numel / shards rounded up (the last ones padded)
+    int64_t shards = 1;       // the ranks it is split over (1: NO_SHARD, every rank holds all of it)
+    bool operator==(const FlatUnit& other) const {
+      return name == other.name && numel == other.numel && shard_numel == other.shard_numel && shards == other.shards;
+    }
+  };
+
   struct DataLoader {
     uint64_t seed = 0;
     int64_t batch_size = 0;
@@ -65,6 +78,9 @@ struct CheckpointMetadata {
   std::vector<std::string> gradients;  // per rank, when saved in the middle of gradient accumulation
   std::optional<std::string> scaler;
   std::vector<DataLoader> data_loaders;
+  // FSDP: every unit, in order, as its optimizer state is split in the per-rank files; empty for
+  // the other strategies and in checkpoints written before it was recorded.
+  std::vector<FlatUnit> flat_units;
   std::map<std::string, CheckpointFile> files;  // every file of the checkpoint but this one
 
   ACC_DECL std::string to_json() const;

@@ -39,7 +39,8 @@ struct FlatUnitSettings {
 };
 
 // Where a unit's parameters lie in its flat buffer and how the buffer is split: what a
-// SHARDED_STATE_DICT checkpoint records to rebuild the full tensors from the shards.
+// SHARDED_STATE_DICT checkpoint records to rebuild the full tensors from the shards, and what any
+// checkpoint records to deal the optimizer's state of the shards out to another number of ranks.
 struct FlatUnitLayout {
   struct Member {
     std::string name;
@@ -51,6 +52,8 @@ struct FlatUnitLayout {
   int64_t shards = 1;  // ranks the buffer is split over (1: NO_SHARD, each holds it all)
   int64_t padded_numel = 0, shard_numel = 0;
   std::vector<Member> members;
+  int64_t numel = 0;  // the members' elements: padded_numel without the padding
+  int64_t index = 0;  // this rank's shard, [index * shard_numel, (index + 1) * shard_numel)
 };
 
 // The bytes a unit's collectives carry (each collective's full buffer: an all-gather's output, a
@@ -239,6 +242,8 @@ class FlatUnit {
     FlatUnitLayout layout{name_,   shard_.scalar_type(), settings_.shard ? comm_.world_size() : 1,
                           padded_, shard_numel_,         {}};
     for (const auto& m : members_) layout.members.push_back({m.name, m.param.sizes().vec(), m.offset, m.numel});
+    layout.numel = total_;
+    layout.index = settings_.shard ? comm_.rank() : 0;
     return layout;
   }
   const std::vector<std::string> parameter_names() const {

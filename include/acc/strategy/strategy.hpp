@@ -36,7 +36,10 @@
 //   void prepare_optimizer(torch::optim::Optimizer&);   // swaps the parameters for its shards
 //   std::vector<at::Tensor> trained_parameters();       // what the optimizer steps (to unscale)
 //   double clip_grad_norm_(double max_norm, double norm_type);  // the norm over all shards
-// Optimizer state is saved from the main process's optimizer, as replicated strategies hold it;
+//   std::vector<detail::FlatUnitLayout> sharded_layout() const;  // how each unit of
+//                                                       // trained_parameters() is split (fsdp/flat_unit.hpp)
+// Optimizer state is saved from the main process's optimizer, as replicated strategies hold it (a
+// sharding strategy's from every rank, dealt out again on another number: checkpoint/optimizer_shards.hpp);
 // gradients saved in the middle of an accumulation cycle are each process's parameters' .grad.
 // The strategies: Single (single.hpp), DDP<Comm, Hook> and CPU (ddp.hpp), FSDP<Comm, Sharding>
 // (fsdp.hpp). A new one is a file of its own here plus its name in acc::run's default list.

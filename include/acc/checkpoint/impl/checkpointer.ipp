@@ -271,10 +271,18 @@ ACC_DECL void CheckpointerCore::restore_gradients(const std::map<std::string, at
 
 ACC_DECL std::filesystem::path CheckpointerCore::load_from(const std::filesystem::path& source, GradScaler* scaler) {
   Loaded loaded;
-  together("load_state('" + source.string() + "') failed and changed nothing", [&] {
+  const auto failed = "load_state('" + source.string() + "') failed and changed nothing";
+  const auto copied = together(failed, [&] {
     loaded = read(source, scaler != nullptr);
-    return std::string();
+    return loaded.copied_optimizer_state;
   });
+  // Every rank compared the saved files it read; this compares what they read with each other.
+  for (std::size_t r = 1; r < copied.size(); ++r)
+    if (copied[r] != copied[0])
+      throw Error(failed + ": '" + (source / CheckpointMetadata::file_name).string() +
+                  "': the optimizer state that is the same on every saving rank (as AdamW's step count) differs "
+                  "between the saved files that rank 0 and rank " +
+                  std::to_string(r) + " of this job read:\n" + copied[0] + "against\n" + copied[r]);
   apply(source, loaded, scaler);
   return source;
 }
@@ -350,6 +358,7 @@ ACC_DECL CheckpointMetadata CheckpointerCore::describe(const std::vector<std::ve
   m.step = subject_.training.micro_step;
   for (std::size_t i = 0; i < models_.size(); ++i) m.models.push_back(numbered("model", i, ".safetensors"));
   if (subject_.sharded_model) m.state_dict_type = "SHARDED_STATE_DICT";
+  if (subject_.sharded_optimizer) m.flat_units = units_of(subject_.optimizer_shards());
   for (std::size_t i = 0; i < optimizers_.size(); ++i) m.optimizers.push_back(numbered("optimizer", i, ".bin"));
   for (std::size_t i = 0; i < schedulers_.size(); ++i) m.schedulers.push_back(numbered("scheduler", i, ".bin"));
   if (with_scaler) m.scaler = kScalerFile;
@@ -377,7 +386,8 @@ ACC_DECL CheckpointerCore::Loaded CheckpointerCore::read(const std::filesystem::
   const auto described = "'" + (source / CheckpointMetadata::file_name).string() + "'";
   const auto mismatch = [&](const std::string& problem) { throw Error(described + ": " + problem); };
   // Another number of processes (Python allows it): the model, optimizer and scheduler states are
-  // whole, and the loaders' positions are dealt out again in apply(). Not so for what is per process.
+  // whole, or dealt out again (a sharding strategy's optimizer state, below), and so are the
+  // loaders' positions in apply(). Not so for the model's shards and gradients, which are per process.
   if (m.world_size != world_size) {
     const auto saved_by = "the checkpoint was saved by " + std::to_string(m.world_size) +
                           " processes, and this job has " + std::to_string(world_size);
@@ -388,9 +398,10 @@ ACC_DECL CheckpointerCore::Loaded CheckpointerCore::read(const std::filesystem::
                std::to_string(m.world_size) +
                " processes, or merge the shards into full weights with `acc merge-weights " + source.string() +
                " OUTPUT_DIR` (then load_model), or save with FULL_STATE_DICT, which loads on any number");
-    if (subject_.sharded_optimizer)
+    if (subject_.sharded_optimizer && !m.optimizers.empty() && m.flat_units.empty())
       mismatch(saved_by + ", whose optimizer state is sharded by rank (" + std::string(subject_.strategy) +
-               "); resume with " + std::to_string(m.world_size) + " processes");
+               ") and which does not record how (saved by an older accelerate-cpp); resume with " +
+               std::to_string(m.world_size) + " processes");
     if (!m.gradients.empty())
       mismatch(saved_by +
                " in the middle of a gradient accumulation cycle, whose gradients are each process's "
@@ -488,8 +499,31 @@ ACC_DECL CheckpointerCore::Loaded CheckpointerCore::read(const std::filesystem::
   } else {
     for (const auto& name : m.models) loaded.models.push_back(tensors(need(name)));
   }
-  for (const auto& name : m.optimizers)
-    loaded.optimizers.push_back(archive_of(need(optimizer_file(name, static_cast<int>(rank))), subject_.device));
+  // Each rank's optimizer state of its shards, split as this job splits the units: dealt out again
+  // from the saved ranks' files when the checkpoint split them otherwise (another number of
+  // processes, or of ranks per hybrid shard group).
+  const auto shards = subject_.sharded_optimizer ? subject_.optimizer_shards() : std::vector<OptimizerShard>();
+  const bool deal = subject_.sharded_optimizer &&
+                    (m.world_size != world_size || (!m.flat_units.empty() && m.flat_units != units_of(shards)));
+  for (std::size_t i = 0; i < m.optimizers.size(); ++i) {
+    const auto& name = m.optimizers[i];
+    if (!deal) {
+      loaded.optimizers.push_back(archive_of(need(optimizer_file(name, static_cast<int>(rank))), subject_.device));
+      continue;
+    }
+    try {
+      auto dealt = deal_optimizer_state(m.flat_units, shards, *optimizers_[i].object, [&](int64_t saved_rank) {
+        return archive_of(need(optimizer_file(name, static_cast<int>(saved_rank))), c10::Device(c10::kCPU));
+      });
+      loaded.optimizers.push_back(std::move(dealt.archive));
+      loaded.copied_optimizer_state += name + ":\n" + dealt.copied;
+    } catch (const DamagedCheckpoint&) {
+      throw;
+    } catch (const Error& e) {
+      mismatch("the state of " + name + ", one file per rank of the " + std::to_string(m.world_size) +
+               " that saved it, does not deal out to this job's " + std::to_string(world_size) + ": " + e.what());
+    }
+  }
   for (std::size_t i = 0; i < m.schedulers.size(); ++i) {  // as many as schedulers_ (counted above)
     const auto needed = need(m.schedulers[i]);
     const auto& file = needed.first;

@@ -137,6 +137,10 @@ ACC_DECL std::string CheckpointMetadata::to_json() const {
     j["data_loaders"].push_back(
         {{"seed", d.seed}, {"batch_size", d.batch_size}, {"dataset_size", d.dataset_size}, {"positions", positions}});
   }
+  j["flat_units"] = nlohmann::ordered_json::array();
+  for (const auto& u : flat_units)
+    j["flat_units"].push_back(
+        {{"name", u.name}, {"numel", u.numel}, {"shard_numel", u.shard_numel}, {"shards", u.shards}});
   j["files"] = nlohmann::ordered_json::object();
   for (const auto& [name, file] : files) j["files"][name] = {{"size", file.size}, {"crc32c", crc32c_text(file.crc32c)}};
   return j.dump(2) + "\n";
@@ -227,6 +231,23 @@ ACC_DECL CheckpointMetadata CheckpointMetadata::read(const std::filesystem::path
       loader.positions.emplace_back(epoch, batches);
     }
     m.data_loaders.push_back(std::move(loader));
+  }
+  if (j.contains("flat_units")) {  // recorded since FSDP checkpoints resume with another number of processes
+    const auto& units = r.array(j.at("flat_units"), "flat_units");
+    for (std::size_t i = 0; i < units.size(); ++i) {
+      const auto key = "flat_units[" + std::to_string(i) + "]";
+      FlatUnit unit;
+      unit.name = r.text(r.at(units[i], "name", key), key + ".name");
+      unit.numel = r.integer(r.at(units[i], "numel", key), key + ".numel", 1, kMax);
+      unit.shards = r.integer(r.at(units[i], "shards", key), key + ".shards", 1, m.world_size);
+      if (m.world_size % unit.shards != 0)
+        r.fail(key + ".shards", "is " + std::to_string(unit.shards) + "; allowed: a divisor of world_size (" +
+                                    std::to_string(m.world_size) + ")");
+      // Each slice is numel / shards rounded up: the layout fsdp/flat_unit.hpp makes.
+      const int64_t slice = unit.numel / unit.shards + (unit.numel % unit.shards != 0);
+      unit.shard_numel = r.integer(r.at(units[i], "shard_numel", key), key + ".shard_numel", slice, slice);
+      m.flat_units.push_back(std::move(unit));
+    }
   }
   const auto& files = r.at(j, "files", "");
   if (!files.is_object()) r.fail("files", "is " + detail::ManifestReader::shown(files) + "; allowed: an object");
