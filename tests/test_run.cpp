@@ -1,6 +1,7 @@
 #include "pch.hpp"  // first: libtorch, then doctest
 
 #include <acc/run.hpp>
+#include <acc/strategy/power_sgd_hook.hpp>
 
 #include <string>
 
@@ -72,6 +73,33 @@ TEST_CASE("a combination left out of the lists is an error that lists those buil
       "ACC_PRECISIONS, ACC_SAMPLERS in CMake)",
       acc::Error);
 }
+
+#if ACC_HAS_GLOO
+TEST_CASE("the config's acc.ddp_comm_hook picks the DDP whose hook has that name, with its options") {
+  const auto hooked = [](const acc::Config& config) {
+    return acc::run(
+        config,
+        [](auto& accelerator) -> int64_t {
+          using Strategy = typename std::decay_t<decltype(accelerator)>::strategy_type;
+          if constexpr (std::is_same_v<Strategy, acc::DDP<acc::Gloo, acc::PowerSGDHook>>)
+            return accelerator.strategy().hook().options().matrix_approximation_rank();
+          else
+            return 0;
+        },
+        acc::strategies<acc::DDP<acc::Gloo>, acc::DDP<acc::Gloo, acc::PowerSGDHook>>, acc::precisions<acc::FP32>,
+        acc::samplers<acc::Sequential>);
+  };
+  CHECK(hooked(config_of("distributed_type: MULTI_CPU\n")) == 0);
+  CHECK(hooked(config_of("distributed_type: MULTI_CPU\nacc: {ddp_comm_hook: power_sgd, power_sgd_rank: 3}\n")) == 3);
+  CHECK_THROWS_WITH_AS(
+      hooked(config_of("distributed_type: MULTI_CPU\nacc: {ddp_comm_hook: fp16}\n")),
+      doctest::Contains("distributed_type=MULTI_CPU ddp_comm_hook=fp16 mixed_precision=no sampler=sequential (from "
+                        "test.yaml and the environment); it was built with:\n"
+                        "  distributed_type=MULTI_CPU mixed_precision=no sampler=sequential\n"
+                        "  distributed_type=MULTI_CPU ddp_comm_hook=power_sgd mixed_precision=no"),
+      acc::Error);
+}
+#endif
 
 // Found: `acc launch --multi_gpu` on a machine without a GPU said "no Accelerator for
 // distributed_type=MULTI_GPU", as if the program lacked a combination.

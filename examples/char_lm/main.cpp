@@ -14,6 +14,8 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 #include <torch/optim/adamw.h>
+#include <boost/hana/flatten.hpp>
+#include <boost/hana/tuple.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -200,8 +202,8 @@ int train(Accelerator& accelerator, const Settings& s) {
       accelerator.prepare(net, opt, acc::DataLoader(windows, acc::DataLoaderOptions(s.batch_size).seed(s.seed)));
 
   accelerator.print("char_lm:", text.size(), "bytes,", windows.size(), "windows of", s.block_size, "on",
-                    accelerator.num_processes(), "x", accelerator.device(), "strategy", Strategy::name, "precision",
-                    Precision::name);
+                    accelerator.num_processes(), "x", accelerator.device(), "strategy", Strategy::spelling(),
+                    "precision", Precision::name);
   accelerator.init_trackers(s.run_name, {{"lr", s.lr},  // acc: the run's settings, for the trackers
                                          {"batch_size", s.batch_size},
                                          {"block_size", s.block_size},
@@ -246,6 +248,20 @@ int train(Accelerator& accelerator, const Settings& s) {
   return 0;
 }
 
+// Every strategy of this build, and DDP with PowerSGD's gradient compression (the config's
+// acc.ddp_comm_hook: power_sgd).
+constexpr auto kStrategies =
+    boost::hana::flatten(boost::hana::make_tuple(acc::strategies<ACC_DEFAULT_STRATEGIES>
+#if ACC_HAS_GLOO
+                                                 ,
+                                                 acc::strategies<acc::DDP<acc::Gloo, acc::PowerSGDHook>>
+#endif
+#if ACC_HAS_NCCL
+                                                 ,
+                                                 acc::strategies<acc::DDP<acc::Nccl, acc::PowerSGDHook>>
+#endif
+                                                 ));
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -258,8 +274,8 @@ int main(int argc, char** argv) {
     config.sampler = "shuffled";
     if (!settings.log_with.empty()) config.log_with = settings.log_with;
     return acc::run(  // acc
-        config, [&](auto& accelerator) { return train(accelerator, settings); },
-        acc::strategies<ACC_DEFAULT_STRATEGIES>, acc::precisions<acc::FP32, acc::BF16>, acc::samplers<acc::Shuffled>);
+        config, [&](auto& accelerator) { return train(accelerator, settings); }, kStrategies,
+        acc::precisions<acc::FP32, acc::BF16>, acc::samplers<acc::Shuffled>);
   } catch (const std::exception& e) {
     std::cerr << "char_lm: " << e.what() << "\n";
     return 1;

@@ -50,6 +50,7 @@
 #include <acc/run.hpp>
 #include <acc/strategy/ddp.hpp>
 #include <acc/strategy/fsdp.hpp>
+#include <acc/strategy/power_sgd_hook.hpp>
 #include <acc/strategy/single.hpp>
 #include <acc/tracking/logger.hpp>
 #include <acc/tracking/progress_bar.hpp>

@@ -112,7 +112,13 @@ inline AcceleratorOptions accelerator_options(const Config& config) {
       .ddp(DDPOptions()
                .bucket_cap_mb(config.bucket_cap_mb)
                .first_bucket_cap_mb(config.first_bucket_cap_mb)
-               .find_unused_parameters(config.find_unused_parameters));
+               .find_unused_parameters(config.find_unused_parameters)
+               .power_sgd(PowerSGDOptions()
+                              .matrix_approximation_rank(config.power_sgd_rank)
+                              .start_iter(config.power_sgd_start_iter)
+                              .min_compression_rate(config.power_sgd_min_compression_rate)
+                              .warm_start(config.power_sgd_warm_start)
+                              .use_error_feedback(config.power_sgd_error_feedback)));
 }
 
 inline AcceleratorOptions AcceleratorOptions::from_environment() {

@@ -110,6 +110,7 @@ int run(const Config& config, Fn&& fn, Strategies strategy_list = {}, Precisions
                 "MULTI_CPU in the config");
   if (!found)
     throw Error("this program has no Accelerator for distributed_type=" + config.distributed_type +
+                (config.ddp_comm_hook == hook_name_v<AllReduceHook> ? "" : " ddp_comm_hook=" + config.ddp_comm_hook) +
                 " mixed_precision=" + config.mixed_precision + " sampler=" + config.sampler + " (from " +
                 config.source + " and the environment); it was built with:" + built +
                 "\nchoose one of these, or add the policies to the lists given to acc::run (ACC_STRATEGIES, "

@@ -71,6 +71,14 @@ struct Config {
   double bucket_cap_mb = 25.0;
   double first_bucket_cap_mb = 1.0;
   bool find_unused_parameters = false;
+  // DDP's communication hook (the name of one acc::run was given: no, fp16, bf16, power_sgd,
+  // batched_power_sgd, or a user hook's), and PowerSGD's settings (acc::PowerSGDOptions).
+  std::string ddp_comm_hook = "no";
+  int power_sgd_rank = 1;
+  int power_sgd_start_iter = 1000;
+  double power_sgd_min_compression_rate = 2.0;
+  bool power_sgd_warm_start = true;
+  bool power_sgd_error_feedback = true;
   std::optional<int> collective_timeout;  // seconds; unset: ProcessGroupOptions' default
   std::string sampler = "sequential";
   bool even_batches = true;

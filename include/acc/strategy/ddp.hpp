@@ -33,22 +33,28 @@ namespace acc {
 template <class Comm, class Hook = AllReduceHook>
 class DDP : public ReplicatedModel {
   static_assert(!detail::comm_is_built<Comm>::value || is_ddp_hook_v<Hook, Comm>,
-                "DDP's second parameter must be a communication hook: a default-constructible type whose "
-                "operator()(comm, bucket) starts the bucket's averaging and returns a handle with wait() (see "
-                "include/acc/strategy/ddp_hook.hpp)");
+                "DDP's second parameter must be a communication hook: a type, default-constructible or "
+                "constructible from DDPOptions, whose operator()(comm, bucket) starts the bucket's averaging and "
+                "returns a handle with wait() (see include/acc/strategy/ddp_hook.hpp)");
 
  public:
   static constexpr std::string_view name = Comm::device_type == c10::DeviceType::CPU ? "MULTI_CPU" : "MULTI_GPU";
   using options_type = std::tuple<DDPOptions, ProcessGroupOptions>;
 
+  // The config's distributed_type, and its acc.ddp_comm_hook naming this hook.
   template <class Config>
   static bool matches(const Config& config) {
-    return config.distributed_type == name;
+    return config.distributed_type == name && config.ddp_comm_hook == hook_name_v<Hook>;
   }
-  static std::string spelling() { return std::string(name); }
+  static std::string spelling() {
+    return std::string(name) +
+           (hook_name_v<Hook> == hook_name_v<AllReduceHook> ? "" : " ddp_comm_hook=" + std::string(hook_name_v<Hook>));
+  }
 
   DDP(DDPOptions options, ProcessGroupOptions process_group)
-      : options_(std::move(options)), group_("DDP<" + std::string(Comm::name) + ">", std::move(process_group)) {}
+      : options_(std::move(options)),
+        group_("DDP<" + std::string(Comm::name) + ">", std::move(process_group)),
+        hook_(detail::make_hook<Hook>(options_)) {}
 
   // Joins the job: rendezvous (an in-process store when alone), then the communicator.
   c10::Device device(const ProcessEnvironment& env, bool force_cpu) { return group_.join(env, force_cpu); }
@@ -69,12 +75,17 @@ class DDP : public ReplicatedModel {
     std::vector<std::pair<std::string, at::Tensor>> trained;
     for (const auto& p : module->named_parameters())
       if (p.value().requires_grad()) trained.emplace_back(p.key(), p.value());
-    if (!trained.empty())
-      buckets_.push_back(
-          {module.ptr(), std::make_unique<detail::GradientBuckets<Comm, Hook>>(comm(), hook_, trained, options_)});
+    if (trained.empty()) return;
+    // Bucket indices are never reused, so that a hook's state for a bucket stays that bucket's.
+    buckets_.push_back({module.ptr(), std::make_unique<detail::GradientBuckets<Comm, Hook>>(
+                                          comm(), hook_, trained, options_, next_bucket_index_)});
+    next_bucket_index_ += buckets_.back().buckets->bucket_count();
   }
-  // Accelerator::free_memory: every model's buckets go.
-  void release() { buckets_.clear(); }
+  // Accelerator::free_memory: every model's buckets go, and the hook's state with them.
+  void release() {
+    buckets_.clear();
+    hook_ = detail::make_hook<Hook>(options_);
+  }
 
   void backward(const at::Tensor& loss) {
     for (auto& b : buckets_) b.buckets->prepare_for_backward(loss);
@@ -122,6 +133,7 @@ class DDP : public ReplicatedModel {
   DDPOptions options_;
   detail::ProcessGroup<Comm> group_;
   Hook hook_;
+  std::size_t next_bucket_index_ = 0;
   struct ModelBuckets {
     std::weak_ptr<torch::nn::Module> model;
     std::unique_ptr<detail::GradientBuckets<Comm, Hook>> buckets;

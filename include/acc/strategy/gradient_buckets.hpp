@@ -2,12 +2,13 @@
 // a small first bucket), each parameter's .grad a view into its bucket's flat buffer, and a
 // bucket handed to the communication hook (an all-reduce by default, strategy/ddp_hook.hpp) from
 // an autograd hook the moment its last gradient has been accumulated, so communication overlaps
-// the rest of backward. Buckets start in index order on
-// every rank, whatever order their gradients arrive in, so that the collectives match.
+// the rest of backward. Buckets start in index order on every rank, whatever order their
+// gradients arrive in, so that the collectives match.
 #pragma once
 
 #include <acc/comm/comm.hpp>
 #include <acc/error.hpp>
+#include <acc/strategy/ddp_hook.hpp>
 #include <acc/strategy/ddp_options.hpp>
 
 #include <ATen/ops/zeros.h>
@@ -30,8 +31,9 @@ namespace acc::detail {
 template <class Comm, class Hook>
 class GradientBuckets {
  public:
+  // The buckets' indices, as the hook sees them, start at first_index.
   GradientBuckets(Comm& comm, Hook& hook, const std::vector<std::pair<std::string, at::Tensor>>& parameters,
-                  const DDPOptions& options)
+                  const DDPOptions& options, std::size_t first_index)
       : comm_(comm), hook_(hook), find_unused_(options.find_unused_parameters()) {
     constexpr double kMiB = 1024.0 * 1024.0;
     // Gradients arrive roughly in reverse registration order, so buckets are filled from the end.
@@ -49,8 +51,12 @@ class GradientBuckets {
       bucket.numel += tensor.numel();
       bucket.bytes += tensor.nbytes();
     }
-    for (auto& bucket : buckets_)
-      bucket.buffer = at::zeros({bucket.numel}, at::TensorOptions(bucket.device).dtype(bucket.dtype));
+    for (std::size_t b = 0; b < buckets_.size(); ++b) {
+      auto& bucket = buckets_[b];
+      bucket.grad.index = first_index + b;
+      bucket.grad.buffer = at::zeros({bucket.numel}, at::TensorOptions(bucket.device).dtype(bucket.dtype));
+      for (const auto member : bucket.members) bucket.grad.gradients.push_back(view_of(params_[member]));
+    }
     for (std::size_t i = 0; i < params_.size(); ++i) {
       attach_view(params_[i]);
       if (!params_[i].accumulator)
@@ -111,8 +117,9 @@ class GradientBuckets {
   void average_zeros() {
     if (comm_.world_size() == 1) return;
     for (auto& bucket : buckets_) {
-      auto zeros = at::zeros_like(bucket.buffer);
-      hook_(comm_, zeros).wait();
+      GradBucket zeros{bucket.grad.index, at::zeros_like(bucket.grad.buffer), {}};
+      for (const auto member : bucket.members) zeros.gradients.push_back(view_in(zeros.buffer, params_[member]));
+      call_hook(hook_, comm_, zeros).wait();
       ++collectives_started_;
     }
   }
@@ -136,9 +143,9 @@ class GradientBuckets {
     std::vector<std::size_t> members;
     int64_t numel = 0;
     std::size_t bytes = 0;
-    at::Tensor buffer;
+    GradBucket grad;  // what the hook is given: the flat buffer and its gradients' views
     std::size_t pending = 0;
-    std::optional<std::invoke_result_t<Hook&, Comm&, at::Tensor&>> work;
+    std::optional<decltype(call_hook(std::declval<Hook&>(), std::declval<Comm&>(), std::declval<GradBucket&>()))> work;
   };
   struct Param {
     std::string name;
@@ -161,9 +168,10 @@ class GradientBuckets {
     std::size_t index;
   };
 
-  at::Tensor view_of(const Param& p) const {
-    return buckets_[p.bucket].buffer.narrow(0, p.offset, p.tensor.numel()).view(p.tensor.sizes());
+  static at::Tensor view_in(const at::Tensor& buffer, const Param& p) {
+    return buffer.narrow(0, p.offset, p.tensor.numel()).view(p.tensor.sizes());
   }
+  at::Tensor view_of(const Param& p) const { return view_in(buckets_[p.bucket].grad.buffer, p); }
 
   // Makes the parameter's .grad the view into its bucket, holding the gradient it has (zero if
   // it has none).
@@ -192,7 +200,7 @@ class GradientBuckets {
     while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
       auto& ready = buckets_[next_launch_++];
       if (comm_.world_size() == 1) continue;  // alone, the local gradient is the average
-      ready.work.emplace(hook_(comm_, ready.buffer));
+      ready.work.emplace(call_hook(hook_, comm_, ready.grad));
       ++collectives_started_;
     }
   }

@@ -15,6 +15,7 @@
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <type_traits>
 
@@ -299,6 +300,29 @@ ACC_DECL const std::vector<ConfigKey>& config_keys() {
         key_of("acc", "find_unused_parameters", "", T::flag,
                "allow parameters without a gradient in a step (else such a parameter is an error naming it)",
                config_field<&Config::find_unused_parameters>),
+        with_values(key_of("acc", "ddp_comm_hook", "ACC_DDP_COMM_HOOK", T::text,
+                           "DDP's communication hook: `no` (all-reduce), `fp16`, `bf16` (all-reduce in that type), "
+                           "`power_sgd`, `batched_power_sgd`, or a user hook's `name`; `acc::run` must have been "
+                           "given `acc::DDP<Comm, Hook>` with it ([policies.md](policies.md#ddp-communication-hooks))",
+                           config_field<&Config::ddp_comm_hook>),
+                    "`no`, `fp16`, `bf16`, `power_sgd`, `batched_power_sgd`, or a hook's name"),
+        with_range(key_of("acc", "power_sgd_rank", "", T::integer,
+                          "PowerSGD's matrix approximation rank (PyTorch's `matrix_approximation_rank`)",
+                          config_field<&Config::power_sgd_rank>),
+                   1, 1 << 16),
+        with_range(key_of("acc", "power_sgd_start_iter", "", T::integer,
+                          "steps of plain all-reduce before PowerSGD compresses (PyTorch's `start_powerSGD_iter`)",
+                          config_field<&Config::power_sgd_start_iter>),
+                   0, std::numeric_limits<int>::max()),
+        with_range(key_of("acc", "power_sgd_min_compression_rate", "", T::number,
+                          "PowerSGD compresses a gradient only if its factors are this many times smaller",
+                          config_field<&Config::power_sgd_min_compression_rate>),
+                   0, 0),
+        key_of("acc", "power_sgd_warm_start", "", T::flag, "PowerSGD starts each step from the last step's factors",
+               config_field<&Config::power_sgd_warm_start>),
+        key_of("acc", "power_sgd_error_feedback", "", T::flag,
+               "PowerSGD adds what compression lost to the next step's gradient",
+               config_field<&Config::power_sgd_error_feedback>),
         with_range(key_of("acc", "collective_timeout", "ACC_COLLECTIVE_TIMEOUT", T::integer,
                           "seconds a collective may take: one not done by then fails, naming the rank (unset: 1800)",
                           config_field<&Config::collective_timeout>),
