@@ -294,7 +294,8 @@ acc::Config every_key_set() {
       "  parallelism_config_tp_size: 1\n  parallelism_config_cp_size: 1\n"
       "acc:\n  bucket_cap_mb: 12.5\n  first_bucket_cap_mb: 0.25\n  find_unused_parameters: true\n"
       "  collective_timeout: 60\n  sampler: shuffled\n  even_batches: false\n  split_batches: true\n"
-      "  log_with: [jsonl, csv]\n",
+      "  log_with: [jsonl, csv]\n  ddp_comm_hook: power_sgd\n  power_sgd_rank: 4\n  power_sgd_start_iter: 10\n"
+      "  power_sgd_min_compression_rate: 1.5\n  power_sgd_warm_start: false\n  power_sgd_error_feedback: false\n",
       "every.yaml");
 }
 
@@ -314,7 +315,7 @@ TEST_CASE("to_yaml writes what from_yaml reads back, key by key") {
       CHECK(value != acc::config_value(key, defaults));
     ++compared;
   }
-  CHECK(compared == 41);
+  CHECK(compared == 47);
   // min_num_params is written for SIZE_BASED_WRAP only, as Accelerate writes it.
   auto size_based = acc::Config::from_yaml(
       "distributed_type: FSDP\nfsdp_config:\n  fsdp_auto_wrap_policy: "

@@ -40,8 +40,13 @@ struct GptBlockImpl : torch::nn::Module {
         out(register_module("out", torch::nn::Linear(4 * c.dim, c.dim))) {}
   at::Tensor forward(at::Tensor x) {
     const auto b = x.size(0), t = x.size(1), d = x.size(2);
-    auto split = dense(qkv, ln1(x)).view({b, t, 3, heads, d / heads}).permute({2, 0, 3, 1, 4});
-    auto y = acc::compat::causal_attention(split[0], split[1], split[2]).transpose(1, 2).reshape({b, t, d});
+    // q, k and v as three slices of the projection, each viewed as heads: a step took 22.4 ms this
+    // way and 24.5 ms with one permute of a (b, t, 3, h, d/h) view (Python, one H200, 2026-11-30).
+    const auto parts = dense(qkv, ln1(x)).split(d, 2);
+    const auto as_heads = [&](const at::Tensor& part) { return part.view({b, t, heads, d / heads}).transpose(1, 2); };
+    auto y = acc::compat::causal_attention(as_heads(parts[0]), as_heads(parts[1]), as_heads(parts[2]))
+                 .transpose(1, 2)
+                 .reshape({b, t, d});
     x = x + dense(proj, y);
     return x + dense(out, torch::gelu(dense(fc, ln2(x))));
   }

@@ -33,7 +33,7 @@ class GradientBuckets {
  public:
   // The buckets' indices, as the hook sees them, start at first_index.
   GradientBuckets(Comm& comm, Hook& hook, const std::vector<std::pair<std::string, at::Tensor>>& parameters,
-                  const DDPOptions& options, std::size_t first_index)
+                  const DDPOptions& options, std::size_t first_index = 0)
       : comm_(comm), hook_(hook), find_unused_(options.find_unused_parameters()) {
     constexpr double kMiB = 1024.0 * 1024.0;
     // Gradients arrive roughly in reverse registration order, so buckets are filled from the end.
