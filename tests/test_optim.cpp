@@ -4,6 +4,11 @@
 
 #include <torch/cuda.h>
 #include <torch/optim/adamw.h>
+#include <torch/serialize/output-archive.h>
+
+#if ACC_HAS_CUDA
+#include "no_host_sync.hpp"
+#endif
 
 #include <vector>
 
@@ -91,3 +96,43 @@ TEST_CASE("CUDA: acc::optim::AdamW's fused kernel stays within rounding of torch
     CHECK(at::allclose(ours.params[i], theirs.params[i], /*rtol=*/1e-5, /*atol=*/1e-6));
   }
 }
+
+#if ACC_HAS_CUDA
+TEST_CASE("CUDA: step_unless takes the fused step where found_inf is 0, changes nothing where it is 1, and never "
+          "waits for the GPU" *
+          doctest::skip(!torch::cuda::is_available())) {
+  const c10::Device cuda(c10::kCUDA, 0);
+  Problem masked(cuda), plain(cuda);
+  acc::optim::AdamW ours(masked.groups(), options), reference(plain.groups(), options);
+  const auto flag = [&](float value) { return at::full({1}, value, at::TensorOptions(cuda).dtype(at::kFloat)); };
+  const auto no_overflow = flag(0), overflow = flag(1);
+  for (int step = 0; step < 12; ++step) {
+    CAPTURE(step);
+    masked.set_gradients(step);
+    plain.set_gradients(step);
+    if (step % 4 == 2) {  // an overflow: nothing moves, the step does not count
+      std::vector<at::Tensor> before;
+      for (const auto& p : masked.params) before.push_back(p.detach().clone());
+      {
+        NoHostSync no_sync;
+        ours.step_unless(overflow);
+      }
+      for (std::size_t i = 0; i < before.size(); ++i) CHECK(at::equal(before[i], masked.params[i]));
+      continue;
+    }
+    {
+      NoHostSync no_sync;
+      ours.step_unless(no_overflow);
+    }
+    reference.step();
+  }
+  // The same fused kernel with the same step counts: the same bits.
+  for (std::size_t i = 0; i < masked.params.size(); ++i) CHECK(at::equal(masked.params[i], plain.params[i]));
+  // Saving copies the device's counts to the host; a plain step then goes on from them exactly.
+  torch::serialize::OutputArchive archive;
+  ours.save(archive);
+  train_both(
+      masked, plain, 12, 14, [&] { ours.step(); }, reference);
+  for (std::size_t i = 0; i < masked.params.size(); ++i) CHECK(at::equal(masked.params[i], plain.params[i]));
+}
+#endif

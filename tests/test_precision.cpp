@@ -9,6 +9,10 @@
 #include <torch/optim/schedulers/step_lr.h>
 #include <torch/optim/sgd.h>
 
+#if ACC_HAS_CUDA
+#include "no_host_sync.hpp"
+#endif
+
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -216,6 +220,33 @@ TEST_CASE("CUDA: fp32, fp16 (with loss scaling) and bf16 train; an fp16 overflow
   CHECK(at::equal(before, net->weight));
   CHECK(accelerator.scaler()->scale_value() == 32768.0);
 }
+
+#if ACC_HAS_CUDA
+TEST_CASE("CUDA: FP16 with acc::optim::AdamW checks for overflow and skips on the GPU: a step never waits for it" *
+          doctest::skip(!torch::cuda::is_available())) {
+  acc::Accelerator<acc::Single, acc::FP16> accelerator(
+      acc::AcceleratorOptions().environment(acc::ProcessEnvironment{}));
+  torch::nn::Linear net(16, 4);
+  acc::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-3));
+  auto [model, optimizer] = accelerator.prepare(net, opt);
+  const auto x = at::randn({8, 16}, at::TensorOptions(accelerator.device()));
+  for (int step = 0; step < 4; ++step) {
+    CAPTURE(step);
+    const bool overflows = step == 1;  // an inf input makes every gradient inf or NaN
+    const auto before = net->weight.detach().clone();
+    const double scale = accelerator.scaler()->scale_value();
+    {
+      NoHostSync no_sync;
+      optimizer.zero_grad();
+      accelerator.backward(model(overflows ? x * std::numeric_limits<double>::infinity() : x).pow(2).mean());
+      optimizer.step();
+    }
+    CHECK(optimizer.step_was_skipped() == overflows);
+    CHECK(at::equal(before, net->weight) == overflows);
+    CHECK(accelerator.scaler()->scale_value() == (overflows ? scale / 2 : scale));
+  }
+}
+#endif
 
 namespace {
 

@@ -67,6 +67,16 @@ template <class T, class = void>
 struct has_unwrap : std::false_type {};
 template <class T>
 struct has_unwrap<T, std::void_t<decltype(std::declval<const T&>().unwrap())>> : std::true_type {};
+// A loss scaler that can leave its overflow flag on the device, and an optimizer that skips on it.
+template <class Scaler, class Optimizer, class Comm, class = void>
+struct skips_on_device : std::false_type {};
+template <class Scaler, class Optimizer, class Comm>
+struct skips_on_device<Scaler, Optimizer, Comm,
+                       std::void_t<decltype(std::declval<Optimizer&>().step_unless(
+                           std::declval<Scaler&>().found_inf_on_any_rank(std::declval<Comm&>())))>> : std::true_type {
+};
+template <class Scaler, class Optimizer, class Comm>
+inline constexpr bool skips_on_device_v = skips_on_device<Scaler, Optimizer, Comm>::value;
 }  // namespace detail
 
 template <class Strategy = Single, class Precision = FP32, class Sampler = Sequential>
@@ -447,6 +457,7 @@ class Accelerator {
     strategy_.release();
     training_ = {};
     step_skipped_ = false;
+    skipped_on_device_.reset();
     acc::free_memory();
   }
 
@@ -466,7 +477,13 @@ class Accelerator {
   // To add trackers of the program's own before init_trackers.
   Trackers& trackers() { return trackers_; }
 
-  bool optimizer_step_was_skipped() const { return step_skipped_; }
+  bool optimizer_step_was_skipped() const {
+    if (skipped_on_device_.defined()) {  // read only when asked: a sync-free step left it on the device
+      step_skipped_ = skipped_on_device_.item<float>() > 0;
+      skipped_on_device_.reset();
+    }
+    return step_skipped_;
+  }
 
   // Called by the prepared optimizer and scheduler only (they hold the key).
   // Between synchronizing steps (gradient accumulation) the optimizer neither steps nor zeroes.
@@ -481,6 +498,18 @@ class Accelerator {
         for (const auto& p : group.params()) parameters.push_back(p);
       return parameters;
     });
+    skipped_on_device_.reset();
+    using Comm = std::decay_t<decltype(strategy_.comm())>;
+    if constexpr (detail::skips_on_device_v<typename Precision::loss_scaler, Optimizer, Comm>) {
+      if (device_.is_cuda()) {  // overflow checked and the step skipped on the GPU: no host sync
+        const auto& found_inf = scaler_.found_inf_on_any_rank(strategy_.comm());
+        optimizer.step_unless(found_inf);
+        skipped_on_device_ = found_inf.clone();
+        scaler_.update();
+        unscaled_ = false;
+        return;
+      }
+    }
     step_skipped_ = scaler_.skips_step(strategy_.comm());
     if (!step_skipped_) optimizer.step();
     scaler_.update();
@@ -600,7 +629,8 @@ class Accelerator {
   Strategy strategy_;
   c10::Device device_;
   std::shared_ptr<ActiveLoaders> active_loaders_;
-  bool step_skipped_ = false;
+  mutable bool step_skipped_ = false;
+  mutable at::Tensor skipped_on_device_;  // the last step's overflow flag, until the host reads it
   std::function<void(bool)> before_backward_;
   bool sync_gradients_ = true;
   bool local_only_ = false;  // inside no_sync

@@ -14,6 +14,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -156,16 +157,18 @@ typename StateMap::key_type optimizer_state_key(const at::Tensor& parameter) {
 // ATen's one-kernel AdamW over many CUDA tensors (what Python's AdamW(fused=True) calls) came
 // with 2.1. `steps` are the steps after this one, as float tensors on the parameters' device.
 inline constexpr bool has_fused_adamw = ACC_TORCH_AT_LEAST(2, 1);
+// With found_inf (one float32 element on the parameters' device), the kernel leaves everything
+// unchanged where it is nonzero.
 inline void fused_adamw(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
                         const std::vector<at::Tensor>& exp_avgs, const std::vector<at::Tensor>& exp_avg_sqs,
                         const std::vector<at::Tensor>& steps, double lr, double beta1, double beta2,
-                        double weight_decay, double eps) {
+                        double weight_decay, double eps, const std::optional<at::Tensor>& found_inf = std::nullopt) {
 #if ACC_TORCH_AT_LEAST(2, 1)
   at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, lr, beta1, beta2, weight_decay,
-                    eps, /*amsgrad=*/false, /*maximize=*/false);
+                    eps, /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt, found_inf);
 #else
   (void)params, (void)grads, (void)exp_avgs, (void)exp_avg_sqs, (void)steps, (void)lr, (void)beta1, (void)beta2,
-      (void)weight_decay, (void)eps;
+      (void)weight_decay, (void)eps, (void)found_inf;
   TORCH_CHECK(false, "fused AdamW needs libtorch 2.1 or newer");
 #endif
 }

@@ -13,6 +13,7 @@
 #include <torch/optim/adamw.h>
 
 #include <cstdint>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -33,15 +34,33 @@ class AdamW : public torch::optim::AdamW {
 
   at::Tensor step(LossClosure closure = nullptr) override;
 
+  // A step, unless `found_inf` (one float32 element, on the parameters' device) is nonzero: FP16's
+  // step after an overflow check. With the fused kernel (CUDA) the kernel skips itself and each
+  // parameter's step count stays on the device, so the host never waits for the GPU (the counts
+  // are copied back when the optimizer is saved or steps plainly); elsewhere the host reads it.
+  void step_unless(const at::Tensor& found_inf);
+
+  // The step counts are the device's, if it has them.
+  void save(torch::serialize::OutputArchive& archive) const override;
+  void load(torch::serialize::InputArchive& archive) override;
+
  private:
   struct Tensors {
-    std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs;
+    std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+  };
+  struct DeviceStep {
+    at::Tensor param;
+    at::Tensor step;  // float32, one element, on the parameter's device
   };
 
   torch::optim::AdamWParamState& state_of(const at::Tensor& p);
   void update(const Tensors& t, int64_t step, const torch::optim::AdamWOptions& options);
+  bool fuses(const at::Tensor& p) const;
+  // Copies the device's step counts into the parameters' states, and forgets them.
+  void settle_steps();
 
   Kernel kernel_;
+  std::unordered_map<const c10::TensorImpl*, DeviceStep> device_steps_;
 };
 
 }  // namespace acc::optim

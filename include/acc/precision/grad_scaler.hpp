@@ -62,8 +62,14 @@ class GradScaler {
   // rank calls it after unscale, and all decide alike).
   template <class Comm>
   bool skips_step(Comm& comm) {
+    return found_inf_on_any_rank(comm).item().toFloat() > 0;
+  }
+  // The same, left on the device for an optimizer that skips there (acc::optim::AdamW::step_unless):
+  // 1 if any rank found inf or NaN, else 0. The host does not wait for it.
+  template <class Comm>
+  const at::Tensor& found_inf_on_any_rank(Comm& comm) {
     comm.all_reduce(found_inf_, ReduceOp::max);
-    return found_inf_.item().toFloat() > 0;
+    return found_inf_;
   }
 
   // After the step (taken or skipped): back off or grow.

@@ -8,6 +8,7 @@
 #include <ATen/ops/_foreach_addcmul.h>
 #include <ATen/ops/_foreach_div.h>
 #include <ATen/ops/_foreach_mul.h>
+#include <ATen/ops/_foreach_sub.h>
 #include <ATen/ops/_foreach_sqrt.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/zeros_like.h>
@@ -21,6 +22,7 @@
 namespace acc::optim {
 
 ACC_DECL at::Tensor AdamW::step(LossClosure closure) {
+  settle_steps();
   at::NoGradGuard no_grad;
   at::Tensor loss;
   if (closure) {
@@ -51,6 +53,68 @@ ACC_DECL at::Tensor AdamW::step(LossClosure closure) {
   return loss;
 }
 
+ACC_DECL void AdamW::step_unless(const at::Tensor& found_inf) {
+  at::NoGradGuard no_grad;
+  bool on_device = found_inf.is_cuda();
+  for (const auto& group : param_groups()) {
+    on_device = on_device && !static_cast<const torch::optim::AdamWOptions&>(group.options()).amsgrad();
+    for (const auto& p : group.params()) on_device = on_device && (!p.grad().defined() || fuses(p));
+  }
+  if (!on_device) {
+    if (found_inf.item<float>() == 0) step();
+    return;
+  }
+  for (auto& group : param_groups()) {
+    const auto& options = static_cast<const torch::optim::AdamWOptions&>(group.options());
+    std::map<std::tuple<c10::DeviceIndex, at::ScalarType>, Tensors> batches;  // the fused kernel's groups
+    for (const auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      TORCH_CHECK(!p.grad().is_sparse(), "AdamW does not support sparse gradients");
+      auto& state = state_of(p);
+      auto found = device_steps_.find(p.unsafeGetTensorImpl());
+      if (found == device_steps_.end()) {
+        const auto count = at::full({1}, static_cast<double>(state.step()), p.options().dtype(at::kFloat));
+        found = device_steps_.emplace(p.unsafeGetTensorImpl(), DeviceStep{p, count}).first;
+      }
+      auto& batch = batches[{p.device().index(), p.scalar_type()}];
+      batch.params.push_back(p);
+      batch.grads.push_back(p.grad());
+      batch.exp_avgs.push_back(state.exp_avg());
+      batch.exp_avg_sqs.push_back(state.exp_avg_sq());
+      batch.steps.push_back(found->second.step);
+    }
+    const auto [beta1, beta2] = options.betas();
+    for (auto& [key, batch] : batches) {
+      // Counted as taken, then taken back where skipped: as Python's fused AdamW under a GradScaler.
+      at::_foreach_add_(batch.steps, 1.0);
+      compat::fused_adamw(batch.params, batch.grads, batch.exp_avgs, batch.exp_avg_sqs, batch.steps, options.lr(),
+                          beta1, beta2, options.weight_decay(), options.eps(), found_inf);
+      at::_foreach_sub_(batch.steps, std::vector<at::Tensor>(batch.steps.size(), found_inf));
+    }
+  }
+}
+
+ACC_DECL void AdamW::settle_steps() {
+  for (const auto& [impl, device] : device_steps_)
+    state_of(device.param).step(static_cast<int64_t>(device.step.item<float>()));
+  device_steps_.clear();
+}
+
+ACC_DECL void AdamW::save(torch::serialize::OutputArchive& archive) const {
+  // The device's counts are the true ones; the states' are a copy made when needed.
+  const_cast<AdamW*>(this)->settle_steps();
+  torch::optim::AdamW::save(archive);
+}
+
+ACC_DECL void AdamW::load(torch::serialize::InputArchive& archive) {
+  torch::optim::AdamW::load(archive);
+  device_steps_.clear();  // the loaded counts are the true ones now
+}
+
+ACC_DECL bool AdamW::fuses(const at::Tensor& p) const {
+  return compat::has_fused_adamw && kernel_ == Kernel::fastest && p.is_cuda();
+}
+
 ACC_DECL torch::optim::AdamWParamState& AdamW::state_of(const at::Tensor& p) {
   const auto key = compat::optimizer_state_key<std::decay_t<decltype(state())>>(p);
   auto found = state().find(key);
@@ -65,7 +129,7 @@ ACC_DECL torch::optim::AdamWParamState& AdamW::state_of(const at::Tensor& p) {
 
 ACC_DECL void AdamW::update(const Tensors& t, int64_t step, const torch::optim::AdamWOptions& options) {
   const auto [beta1, beta2] = options.betas();
-  if (compat::has_fused_adamw && kernel_ == Kernel::fastest && t.params.front().is_cuda()) {
+  if (fuses(t.params.front())) {
     const auto steps = at::full({}, static_cast<double>(step), t.params.front().options().dtype(at::kFloat));
     compat::fused_adamw(t.params, t.grads, t.exp_avgs, t.exp_avg_sqs, std::vector<at::Tensor>(t.params.size(), steps),
                         options.lr(), beta1, beta2, options.weight_decay(), options.eps());
