@@ -9,6 +9,7 @@
 #include <cmath>
 #include <iostream>
 #include <numeric>
+#include <set>
 #include <vector>
 
 namespace {
@@ -601,4 +602,69 @@ TEST_CASE("PowerSGD's options out of range are errors that name them") {
   CHECK_THROWS_WITH_AS(make(acc::PowerSGDOptions().start_iter(-1)),
                        doctest::Contains("start_iter(-1): the steps before compression must be 0 or more"), acc::Error);
   CHECK_NOTHROW(make(acc::PowerSGDOptions().start_iter(0)));
+}
+
+namespace {
+
+// A head registered before the body it follows: its gradients arrive first in backward, though
+// reverse registration order (DDP's first layout) puts them in the last buckets.
+struct HeadFirstImpl : torch::nn::Module {
+  HeadFirstImpl()
+      : head(register_module("head", torch::nn::Linear(64, 3))),
+        body(register_module("body", torch::nn::Linear(8, 64))) {}
+  at::Tensor forward(const at::Tensor& x) { return head(torch::tanh(body(x))); }
+  torch::nn::Linear head, body;
+};
+TORCH_MODULE(HeadFirst);
+
+}  // namespace
+
+TEST_CASE("after the first step DDP lays its buckets out in the order the gradients arrived, keeping them") {
+  with_accelerator([](auto& shared) {
+    using Comm = std::decay_t<decltype(shared.strategy().comm())>;
+    // A bucket per parameter: the layout is the order in which buckets start.
+    acc::Accelerator<acc::DDP<Comm>> accelerator(
+        acc::AcceleratorOptions().ddp(acc::DDPOptions().bucket_cap_mb(0).first_bucket_cap_mb(0)));
+    torch::manual_seed(3);
+    HeadFirst net;
+    torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-2));
+    auto [model, optimizer] = accelerator.prepare(net, opt);
+    const auto first_of = [&] {
+      const auto layout = accelerator.strategy().bucket_parameters();
+      return std::set<std::string>{layout[0].front(), layout[1].front()};
+    };
+    CHECK(first_of() == std::set<std::string>{"body.weight", "body.bias"});  // reverse registration order
+    const auto x = (at::randn({kBatch, 8}) * (accelerator.process_index() + 1)).to(accelerator.device());
+    // This rank's own gradients, from a copy of the same weights, to check the average against.
+    HeadFirst local;
+    local->to(accelerator.device());
+    {
+      at::NoGradGuard no_grad;
+      for (std::size_t i = 0; i < net->parameters().size(); ++i) local->parameters()[i].copy_(net->parameters()[i]);
+    }
+    local(x).pow(2).sum().backward();
+    optimizer.zero_grad();
+    accelerator.backward(model(x).pow(2).sum());
+    const bool alone = accelerator.num_processes() == 1;  // alone, nothing is sent: the layout stays
+    CHECK(first_of() == (alone ? std::set<std::string>{"body.weight", "body.bias"}
+                               : std::set<std::string>{"head.weight", "head.bias"}));
+    // The averaged gradients moved into the new buckets with the parameters: within the all-reduce's
+    // rounding of the ranks' mean (world * 2^-24 of the sum of their |gradients|, as above).
+    const double world = accelerator.num_processes();
+    for (std::size_t i = 0; i < net->parameters().size(); ++i) {
+      const auto all = accelerator.gather(local->parameters()[i].grad().reshape({1, -1})).to(at::kCPU, at::kDouble);
+      const auto averaged = net->parameters()[i].grad().reshape({-1}).to(at::kCPU, at::kDouble);
+      CHECK((averaged - all.mean(0)).abs().le(all.abs().sum(0) * (world * std::ldexp(1.0, -24))).all().item<bool>());
+    }
+    optimizer.step();
+    for (int step = 0; step < 3; ++step) {  // the new layout trains: every rank keeps the same weights
+      optimizer.zero_grad();
+      accelerator.backward(model(x).pow(2).sum());
+      optimizer.step();
+    }
+    for (const auto& p : net->parameters()) {
+      const auto all = accelerator.gather(p.detach().reshape({1, -1}));
+      for (int64_t r = 1; r < all.size(0); ++r) CHECK(all[r].equal(all[0]));
+    }
+  });
 }

@@ -78,8 +78,7 @@ class DDP : public ReplicatedModel {
     if (trained.empty()) return;
     // Bucket indices are never reused, so that a hook's state for a bucket stays that bucket's.
     buckets_.push_back({module.ptr(), std::make_unique<detail::GradientBuckets<Comm, Hook>>(
-                                          comm(), hook_, trained, options_, next_bucket_index_)});
-    next_bucket_index_ += buckets_.back().buckets->bucket_count();
+                                          comm(), hook_, trained, options_, &next_bucket_index_)});
   }
   // Accelerator::free_memory: every model's buckets go, and the hook's state with them.
   void release() {
@@ -122,6 +121,13 @@ class DDP : public ReplicatedModel {
     int64_t count = 0;
     for (const auto& b : buckets_) count += b.buckets->collectives_started();
     return count;
+  }
+  // The parameters' names, bucket by bucket, of every prepared model (the order buckets start in).
+  std::vector<std::vector<std::string>> bucket_parameters() const {
+    std::vector<std::vector<std::string>> layout;
+    for (const auto& b : buckets_)
+      for (auto& bucket : b.buckets->bucket_parameters()) layout.push_back(std::move(bucket));
+    return layout;
   }
   std::size_t bucket_count() const {
     std::size_t count = 0;

@@ -1,9 +1,13 @@
-// DDP's gradient synchronization: parameters grouped into buckets (reverse registration order,
-// a small first bucket), each parameter's .grad a view into its bucket's flat buffer, and a
-// bucket handed to the communication hook (an all-reduce by default, strategy/ddp_hook.hpp) from
-// an autograd hook the moment its last gradient has been accumulated, so communication overlaps
-// the rest of backward. Buckets start in index order on every rank, whatever order their
-// gradients arrive in, so that the collectives match.
+// DDP's gradient synchronization: parameters grouped into buckets, each parameter's .grad a view
+// into its bucket's flat buffer, and a bucket handed to the communication hook (an all-reduce by
+// default, strategy/ddp_hook.hpp) from an autograd hook the moment its last gradient has been
+// accumulated, so communication overlaps the rest of backward. Buckets start in index order on
+// every rank, whatever order their gradients arrive in, so that the collectives match.
+// The first layout follows reverse registration order (a small first bucket), the order
+// gradients usually arrive in; after the first synchronized step the buckets are laid out again
+// in the order the gradients did arrive (rank 0's, broadcast), as PyTorch's DDP does, so that a
+// parameter registered early but used late (a tied or shared embedding) no longer holds back an
+// early bucket.
 #pragma once
 
 #include <acc/comm/comm.hpp>
@@ -11,6 +15,7 @@
 #include <acc/strategy/ddp_hook.hpp>
 #include <acc/strategy/ddp_options.hpp>
 
+#include <ATen/ops/from_blob.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/csrc/autograd/function.h>
@@ -31,39 +36,25 @@ namespace acc::detail {
 template <class Comm, class Hook>
 class GradientBuckets {
  public:
-  // The buckets' indices, as the hook sees them, start at first_index.
+  // The buckets' indices, as the hook sees them, are taken from *next_index (counting on from
+  // it; an own counter from 0 if null), so that they stay unique across models and layouts.
   GradientBuckets(Comm& comm, Hook& hook, const std::vector<std::pair<std::string, at::Tensor>>& parameters,
-                  const DDPOptions& options, std::size_t first_index = 0)
-      : comm_(comm), hook_(hook), find_unused_(options.find_unused_parameters()) {
-    constexpr double kMiB = 1024.0 * 1024.0;
-    // Gradients arrive roughly in reverse registration order, so buckets are filled from the end.
-    for (auto it = parameters.rbegin(); it != parameters.rend(); ++it) {
-      const at::Tensor& tensor = it->second;
-      const double cap = (buckets_.size() <= 1 ? options.first_bucket_cap_mb() : options.bucket_cap_mb()) * kMiB;
-      const bool fits = !buckets_.empty() && buckets_.back().dtype == tensor.scalar_type() &&
-                        buckets_.back().device == tensor.device() && options.bucket_cap_mb() > 0 &&
-                        static_cast<double>(buckets_.back().bytes + tensor.nbytes()) <= cap;
-      if (!fits) buckets_.emplace_back(tensor.scalar_type(), tensor.device());
-      auto& bucket = buckets_.back();
-      params_.push_back(
-          Param{it->first, tensor, torch::autograd::impl::grad_accumulator(tensor), buckets_.size() - 1, bucket.numel});
-      bucket.members.push_back(params_.size() - 1);
-      bucket.numel += tensor.numel();
-      bucket.bytes += tensor.nbytes();
-    }
-    for (std::size_t b = 0; b < buckets_.size(); ++b) {
-      auto& bucket = buckets_[b];
-      bucket.grad.index = first_index + b;
-      bucket.grad.buffer = at::zeros({bucket.numel}, at::TensorOptions(bucket.device).dtype(bucket.dtype));
-      for (const auto member : bucket.members) bucket.grad.gradients.push_back(view_of(params_[member]));
-    }
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      attach_view(params_[i]);
-      if (!params_[i].accumulator)
-        throw Error("parameter '" + params_[i].name +
-                    "' has no gradient accumulator (is it a view of another tensor?)");
+                  const DDPOptions& options, std::size_t* next_index = nullptr)
+      : comm_(comm),
+        hook_(hook),
+        options_(options),
+        next_index_(next_index ? next_index : &own_next_index_),
+        laid_out_by_arrival_(comm.world_size() == 1) {  // alone, no bucket is ever sent
+    for (auto it = parameters.rbegin(); it != parameters.rend(); ++it)
+      params_.push_back(Param{it->first, it->second, torch::autograd::impl::grad_accumulator(it->second)});
+    for (const auto& p : params_)
+      if (!p.accumulator)
+        throw Error("parameter '" + p.name + "' has no gradient accumulator (is it a view of another tensor?)");
+    std::vector<std::size_t> reverse_registration(params_.size());
+    for (std::size_t i = 0; i < params_.size(); ++i) reverse_registration[i] = i;
+    lay_out(reverse_registration);
+    for (std::size_t i = 0; i < params_.size(); ++i)
       params_[i].hook = params_[i].accumulator->add_post_hook(std::make_unique<ReadyHook>(this, i));
-    }
     reset();
   }
   GradientBuckets(const GradientBuckets&) = delete;
@@ -77,7 +68,7 @@ class GradientBuckets {
 
   // Before backward: with find_unused_parameters, parameters the loss does not reach are ready now.
   void prepare_for_backward(const at::Tensor& loss) {
-    if (!enabled_ || !find_unused_ || !loss.grad_fn()) return;
+    if (!enabled_ || !options_.find_unused_parameters() || !loss.grad_fn()) return;
     std::unordered_set<const torch::autograd::Node*> reached;
     std::vector<torch::autograd::Node*> stack{loss.grad_fn().get()};
     while (!stack.empty()) {
@@ -109,6 +100,7 @@ class GradientBuckets {
     }
     for (auto& bucket : buckets_)
       if (bucket.work) bucket.work->wait();
+    if (!laid_out_by_arrival_) lay_out_by_arrival();
     reset();
   }
 
@@ -122,6 +114,7 @@ class GradientBuckets {
       call_hook(hook_, comm_, zeros).wait();
       ++collectives_started_;
     }
+    if (!laid_out_by_arrival_) lay_out_by_arrival();  // rank 0's order, as the training ranks get it
   }
 
   // Drops the gradients. The next backward then hands each parameter a fresh gradient, which its
@@ -132,6 +125,15 @@ class GradientBuckets {
   }
 
   std::size_t bucket_count() const { return buckets_.size(); }
+  // The parameters' names, bucket by bucket (in the order the buckets start).
+  std::vector<std::vector<std::string>> bucket_parameters() const {
+    std::vector<std::vector<std::string>> names;
+    for (const auto& bucket : buckets_) {
+      auto& of_bucket = names.emplace_back();
+      for (const auto member : bucket.members) of_bucket.push_back(params_[member].name);
+    }
+    return names;
+  }
   // Number of buckets handed to the hook so far (each bucket of each synchronized step).
   int64_t collectives_started() const { return collectives_started_; }
 
@@ -151,11 +153,62 @@ class GradientBuckets {
     std::string name;
     at::Tensor tensor;
     std::shared_ptr<torch::autograd::Node> accumulator;  // the tensor holds it only weakly
-    std::size_t bucket;
-    int64_t offset;
+    std::size_t bucket = 0;
+    int64_t offset = 0;
     uintptr_t hook = 0;
     bool ready = false;
   };
+
+  // Fills buckets with the parameters in `order` (indices into params_; the first bucket small),
+  // gives each a new index, and moves every gradient into its new place.
+  void lay_out(const std::vector<std::size_t>& order) {
+    constexpr double kMiB = 1024.0 * 1024.0;
+    buckets_.clear();
+    for (const auto i : order) {
+      auto& p = params_[i];
+      const double cap = (buckets_.size() <= 1 ? options_.first_bucket_cap_mb() : options_.bucket_cap_mb()) * kMiB;
+      const bool fits = !buckets_.empty() && buckets_.back().dtype == p.tensor.scalar_type() &&
+                        buckets_.back().device == p.tensor.device() && options_.bucket_cap_mb() > 0 &&
+                        static_cast<double>(buckets_.back().bytes + p.tensor.nbytes()) <= cap;
+      if (!fits) buckets_.emplace_back(p.tensor.scalar_type(), p.tensor.device());
+      auto& bucket = buckets_.back();
+      p.bucket = buckets_.size() - 1;
+      p.offset = bucket.numel;
+      bucket.members.push_back(i);
+      bucket.numel += p.tensor.numel();
+      bucket.bytes += p.tensor.nbytes();
+    }
+    for (auto& bucket : buckets_) {
+      bucket.grad.index = (*next_index_)++;
+      bucket.grad.buffer = at::zeros({bucket.numel}, at::TensorOptions(bucket.device).dtype(bucket.dtype));
+      for (const auto member : bucket.members) bucket.grad.gradients.push_back(view_of(params_[member]));
+    }
+    for (auto& p : params_) attach_view(p);
+  }
+
+  // Once, after the first synchronized step: the layout of the order in which rank 0's gradients
+  // arrived (a collective), unless that is the layout already or rank 0 saw no whole step.
+  void lay_out_by_arrival() {
+    laid_out_by_arrival_ = true;
+    const auto n = static_cast<int64_t>(params_.size());
+    std::vector<int64_t> values(params_.size(), -1);
+    for (std::size_t k = 0; k < arrival_.size() && k < values.size(); ++k)
+      values[k] = static_cast<int64_t>(arrival_[k]);
+    at::Tensor shared = at::from_blob(values.data(), {n}, at::TensorOptions(at::kLong)).to(buckets_.front().device);
+    comm_.broadcast(shared, 0);
+    const at::Tensor order = shared.to(at::kCPU).contiguous();
+    std::vector<std::size_t> arrived;
+    std::vector<bool> seen(params_.size(), false);
+    for (int64_t k = 0; k < n; ++k) {
+      const auto i = order.data_ptr<int64_t>()[k];
+      if (i < 0 || i >= n || seen[static_cast<std::size_t>(i)]) return;  // not a whole step's order
+      seen[static_cast<std::size_t>(i)] = true;
+      arrived.push_back(static_cast<std::size_t>(i));
+    }
+    std::vector<std::size_t> current;
+    for (const auto& bucket : buckets_) current.insert(current.end(), bucket.members.begin(), bucket.members.end());
+    if (arrived != current) lay_out(arrived);
+  }
 
   struct ReadyHook : torch::autograd::FunctionPostHook {
     ReadyHook(GradientBuckets* owner, std::size_t index) : owner(owner), index(index) {}
@@ -194,6 +247,7 @@ class GradientBuckets {
                   "step, or inside accelerator.no_sync()/accumulate() for the steps that only accumulate");
     p.ready = true;
     dirty_ = true;
+    if (!laid_out_by_arrival_) arrival_.push_back(index);
     attach_view(p);  // the fresh gradient of this step goes into the bucket
     auto& bucket = buckets_[p.bucket];
     if (--bucket.pending > 0) return;
@@ -211,13 +265,18 @@ class GradientBuckets {
       bucket.work.reset();
     }
     for (auto& p : params_) p.ready = false;
+    arrival_.clear();
     next_launch_ = 0;
     dirty_ = false;
   }
 
   Comm& comm_;
   Hook& hook_;
-  bool find_unused_;
+  DDPOptions options_;
+  std::size_t own_next_index_ = 0;
+  std::size_t* next_index_;
+  bool laid_out_by_arrival_;
+  std::vector<std::size_t> arrival_;  // params_ indices, in the order their gradients arrived
   bool enabled_ = true;
   bool dirty_ = false;
   std::size_t next_launch_ = 0;
