@@ -25,6 +25,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -110,9 +111,15 @@ class BasicPowerSGDHook {
 
   template <class Comm>
   Pending<Comm> operator()(Comm& comm, const GradBucket& bucket) {
-    auto& state = buckets_[bucket.index];
-    if (!state.planned) detail::plan_low_rank(state, bucket, options_, Batched);
-    if (state.rounds++ < options_.start_iter() || state.matrices.empty()) {
+    // Steps are counted per bucket; a bucket made later (DDP's layout after the first step, a
+    // model prepared later) starts at the count of the furthest one.
+    auto [found, fresh] = buckets_.try_emplace(bucket.index);
+    auto& state = found->second;
+    if (fresh) state.rounds = rounds_;
+    rounds_ = std::max(rounds_, ++state.rounds);
+    const bool plain = state.rounds <= options_.start_iter();
+    if (!plain && !state.planned) detail::plan_low_rank(state, bucket, options_, Batched);
+    if (plain || state.matrices.empty()) {
       auto buffer = bucket.buffer;  // the same storage: the all-reduce averages the bucket
       return Pending<Comm>(comm.all_reduce_async(buffer, ReduceOp::mean));
     }
@@ -141,6 +148,7 @@ class BasicPowerSGDHook {
  private:
   PowerSGDOptions options_;
   std::map<std::size_t, detail::LowRankBucket> buckets_;  // by bucket index; nodes stay put
+  int64_t rounds_ = 0;                                    // the most steps any bucket has seen
   int64_t elements_uncompressed_ = 0;
   int64_t elements_sent_ = 0;
 };
