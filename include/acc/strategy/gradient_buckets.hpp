@@ -5,9 +5,9 @@
 // every rank, whatever order their gradients arrive in, so that the collectives match.
 // The first layout follows reverse registration order (a small first bucket), the order
 // gradients usually arrive in; after the first synchronized step the buckets are laid out again
-// in the order the gradients did arrive (rank 0's, broadcast), as PyTorch's DDP does, so that a
-// parameter registered early but used late (a tied or shared embedding) no longer holds back an
-// early bucket.
+// in the order the gradients did arrive (rank 0's, broadcast), as PyTorch's DDP does: a module
+// declared before the ones it follows (a head declared first) would otherwise sit in the last
+// bucket while the first one waits for the end of backward, and buckets start in order.
 #pragma once
 
 #include <acc/comm/comm.hpp>
