@@ -654,7 +654,7 @@ TEST_CASE("after the first step DDP lays its buckets out in the order the gradie
     for (std::size_t i = 0; i < net->parameters().size(); ++i) {
       const auto all = accelerator.gather(local->parameters()[i].grad().reshape({1, -1})).to(at::kCPU, at::kDouble);
       const auto averaged = net->parameters()[i].grad().reshape({-1}).to(at::kCPU, at::kDouble);
-      CHECK((averaged - all.mean(0)).abs().le(all.abs().sum(0) * (world * std::ldexp(1.0, -24))).all().item<bool>());
+      CHECK((averaged - all.mean(0)).abs().le(all.abs().sum(0) * (world * std::ldexp(1.0, -24))).all().item().toBool());
     }
     optimizer.step();
     for (int step = 0; step < 3; ++step) {  // the new layout trains: every rank keeps the same weights
