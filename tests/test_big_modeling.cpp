@@ -315,6 +315,15 @@ TEST_SUITE("big_modeling") {
     CHECK(growth < model_bytes + layer_bytes / 2);
   }
 
+  TEST_CASE("fsdp_cpu_ram_efficient_loading reaches FSDPOptions; without the key it is off, as in Python") {
+    const auto with = acc::Config::from_yaml(
+        "distributed_type: FSDP\nfsdp_config:\n  fsdp_cpu_ram_efficient_loading: true\n", "with.yaml");
+    CHECK(acc::accelerator_options(with).fsdp().cpu_ram_efficient_loading());
+    const auto without = acc::Config::from_yaml("distributed_type: FSDP\n", "without.yaml");
+    CHECK_FALSE(acc::accelerator_options(without).fsdp().cpu_ram_efficient_loading());
+    CHECK_FALSE(acc::FSDPOptions().cpu_ram_efficient_loading());
+  }
+
   TEST_CASE("one process refuses a model built empty, naming how to fill it") {
     acc::Accelerator<> accelerator(cpu_options());
     auto net = empty_net();
