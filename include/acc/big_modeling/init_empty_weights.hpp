@@ -38,7 +38,7 @@ namespace acc {
 // whole set is saved and restored, since taking Meta out again with DispatchKeySet's subtraction
 // (as IncludeDispatchKeyGuard does) leaves its backend bit behind, and every later operation would
 // still run on Meta.
-class EmptyWeightsScope {
+class [[nodiscard]] EmptyWeightsScope {
  public:
   EmptyWeightsScope() : restore_(with_meta(c10::impl::tls_local_dispatch_key_set())) {}
   EmptyWeightsScope(const EmptyWeightsScope&) = delete;
@@ -53,7 +53,8 @@ class EmptyWeightsScope {
   c10::impl::ForceDispatchKeyGuard restore_;  // sets its argument, restores what was there before
 };
 
-// The scope starts here (on this thread) and ends with the returned object.
-inline EmptyWeightsScope init_empty_weights() { return {}; }
+// The scope starts here (on this thread) and ends with the returned object: keep it in a variable
+// (a discarded one would end the scope at once, and the compiler warns).
+[[nodiscard]] inline EmptyWeightsScope init_empty_weights() { return {}; }
 
 }  // namespace acc
