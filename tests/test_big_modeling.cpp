@@ -285,8 +285,9 @@ TEST_SUITE("big_modeling") {
 
   TEST_CASE("load_checkpoint_in_model: the host holds the model once, not a second copy beside it") {
     // 8 layers of 3072 x 3072 float32, 36 MiB each: above glibc's largest mmap threshold (32 MiB),
-    // so each comes from fresh pages, never from freed memory still resident, and the resident
-    // memory grows by exactly what is written.
+    // so each weight comes from fresh pages, never from freed memory still resident, and the
+    // resident memory grows by at least what is written into them. (The 12 KiB biases may land in
+    // freed heap memory that is resident already.)
     TempDir dir;
     constexpr int64_t kLayers = 8, kWidth = 3072;
     const auto layer_bytes = kWidth * kWidth * 4, model_bytes = kLayers * (layer_bytes + kWidth * 4);
@@ -311,7 +312,7 @@ TEST_SUITE("big_modeling") {
     // Each tensor read from the file becomes the parameter's storage: the growth is the model, plus
     // page rounding and the reader's small buffers. A second copy of a layer in flight beside the
     // model would add 36 MiB, of the model 288 MiB: the bound is the model plus half a layer.
-    CHECK(growth >= model_bytes);
+    CHECK(growth >= kLayers * layer_bytes);
     CHECK(growth < model_bytes + layer_bytes / 2);
   }
 
