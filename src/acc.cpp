@@ -8,8 +8,10 @@
 #endif
 
 #include <acc/activation_checkpointing/impl/checkpoint.ipp>
+#include <acc/big_modeling/impl/materialize.ipp>
 #include <acc/checkpoint/impl/checkpoint_io.ipp>
 #include <acc/checkpoint/impl/checkpointer.ipp>
+#include <acc/checkpoint/impl/load_checkpoint_in_model.ipp>
 #include <acc/checkpoint/impl/metadata.ipp>
 #include <acc/checkpoint/impl/optimizer_shards.ipp>
 #include <acc/checkpoint/impl/safetensors.ipp>

@@ -288,7 +288,7 @@ acc::Config every_key_set() {
       "fsdp_config:\n  fsdp_sharding_strategy: NO_SHARD\n  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP\n"
       "  fsdp_transformer_layer_cls_to_wrap: Block, acc::Attention\n  fsdp_backward_prefetch: NO_PREFETCH\n"
       "  fsdp_forward_prefetch: true\n  fsdp_state_dict_type: SHARDED_STATE_DICT\n  fsdp_offload_params: true\n"
-      "  fsdp_sync_module_states: false\n  fsdp_use_orig_params: false\n  fsdp_cpu_ram_efficient_loading: false\n"
+      "  fsdp_sync_module_states: false\n  fsdp_use_orig_params: false\n  fsdp_cpu_ram_efficient_loading: true\n"
       "  fsdp_activation_checkpointing: true\n"
       "parallelism_config:\n  parallelism_config_dp_replicate_size: 2\n  parallelism_config_dp_shard_size: 4\n"
       "  parallelism_config_tp_size: 1\n  parallelism_config_cp_size: 1\n"

@@ -7,7 +7,7 @@
 //   2 detail/
 //   3 config/
 //   4 comm/
-//   5 precision/ data/ ops/ tracking/ optim/ memory/ profiling/ activation_checkpointing/
+//   5 precision/ data/ ops/ tracking/ optim/ memory/ profiling/ activation_checkpointing/ big_modeling/
 //   6 strategy/ fsdp/
 //   7 prepared/ checkpoint/
 //   8 accelerator_options.hpp accelerator.hpp
@@ -17,6 +17,9 @@
 
 #include <acc/accelerator.hpp>
 #include <acc/activation_checkpointing/checkpoint.hpp>
+#include <acc/big_modeling/init_empty_weights.hpp>
+#include <acc/big_modeling/materialize.hpp>
+#include <acc/checkpoint/load_checkpoint_in_model.hpp>
 #include <acc/comm/gloo.hpp>
 #include <acc/comm/local.hpp>
 #include <acc/comm/nccl.hpp>

@@ -89,6 +89,7 @@ inline FSDPOptions fsdp_options(const Config& config) {
       .backward_prefetch(prefetch)
       .forward_prefetch(fsdp.forward_prefetch)
       .sync_module_states(fsdp.sync_module_states)
+      .cpu_ram_efficient_loading(fsdp.cpu_ram_efficient_loading)
       .offload_params(fsdp.offload_params)
       .shard_group_size(config.dp_shard_size.value_or(0))
       .replica_count(config.dp_replicate_size.value_or(0))

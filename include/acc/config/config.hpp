@@ -36,7 +36,7 @@ struct FsdpConfig {
   bool offload_params = false;
   bool sync_module_states = true;
   bool use_orig_params = true;
-  bool cpu_ram_efficient_loading = true;
+  bool cpu_ram_efficient_loading = false;  // as Python's plugin when the key is absent
   bool activation_checkpointing = false;
 };
 

@@ -9,6 +9,7 @@
 // gradients being reduced take GPU memory.
 #pragma once
 
+#include <acc/big_modeling/materialize.hpp>
 #include <acc/comm/comm.hpp>
 #include <acc/error.hpp>
 
@@ -68,11 +69,16 @@ template <class Comm>
 class FlatUnit {
  public:
   // Sharded over `comm`'s ranks; with `replicas` (hybrid sharding) the shard's gradient is also
-  // averaged with the ranks that hold the same shard in the other shard groups.
+  // averaged with the ranks that hold the same shard in the other shard groups. With
+  // `values_from_rank0_of`, the unit's values are those of that communicator's rank 0, broadcast
+  // into its device (FSDPOptions::cpu_ram_efficient_loading): the other ranks' parameters may be
+  // meta tensors, and get their storage here. Either way the unit's full flat copy lasts only until
+  // this rank's shard is cut from it.
   FlatUnit(std::string name, const std::vector<std::pair<std::string, at::Tensor>>& parameters, Comm& comm,
-           FlatUnitSettings settings, Comm* replicas = nullptr)
+           FlatUnitSettings settings, Comm* replicas = nullptr, Comm* values_from_rank0_of = nullptr)
       : name_(std::move(name)), comm_(comm), replicas_(replicas), settings_(settings) {
     const auto& first = parameters.front().second;
+    const auto options = first.options().device(values_from_rank0_of ? values_from_rank0_of->device() : first.device());
     for (const auto& [param_name, tensor] : parameters) {
       if (tensor.scalar_type() != first.scalar_type())
         throw Error("FSDP unit '" + name_ + "' mixes parameter dtypes (" + param_name + " is " +
@@ -86,18 +92,24 @@ class FlatUnit {
     padded_ = settings_.shard ? shard_numel_ * world : total_;
 
     at::NoGradGuard no_grad;
-    auto flat = at::zeros({padded_}, first.options());
-    for (const auto& m : members_) flat.narrow(0, m.offset, m.numel).copy_(m.param.reshape({-1}));
-    shard_ = settings_.shard ? flat.narrow(0, comm_.rank() * shard_numel_, shard_numel_).clone() : flat;
+    {
+      auto flat = at::empty({padded_}, options);
+      if (padded_ > total_) flat.narrow(0, total_, padded_ - total_).zero_();
+      if (!values_from_rank0_of || values_from_rank0_of->rank() == 0)
+        for (const auto& m : members_) flat.narrow(0, m.offset, m.numel).copy_(m.param.reshape({-1}));
+      if (values_from_rank0_of) values_from_rank0_of->broadcast(flat, 0);
+      shard_ = settings_.shard ? flat.narrow(0, comm_.rank() * shard_numel_, shard_numel_).clone() : flat;
+    }  // the full copy goes before the gathered buffer comes
     if (settings_.offload && !shard_.is_cpu()) shard_ = shard_.to(at::kCPU).pin_memory();  // pinned: async copies
     shard_.set_requires_grad(true);
     // NO_SHARD in the parameters' own dtype computes on the shard itself; otherwise a buffer.
-    aliased_ = !settings_.shard && settings_.compute_dtype == shard_.scalar_type() && shard_.device() == first.device();
-    gathered_ = aliased_ ? shard_.detach() : at::empty({padded_}, first.options().dtype(settings_.compute_dtype));
+    aliased_ =
+        !settings_.shard && settings_.compute_dtype == shard_.scalar_type() && shard_.device() == options.device();
+    gathered_ = aliased_ ? shard_.detach() : at::empty({padded_}, options.dtype(settings_.compute_dtype));
     gathered_bytes_ = gathered_.nbytes();
     for (auto& m : members_) {
       const auto shape = m.param.sizes().vec();
-      m.param.set_data(gathered_.narrow(0, m.offset, m.numel).view(shape));
+      assign_in_place(m.param, gathered_.narrow(0, m.offset, m.numel).view(shape));
       // The accumulator exists from here on: the dtype above no longer changes.
       m.accumulator = torch::autograd::impl::grad_accumulator(m.param);
       if (!m.accumulator)

@@ -37,6 +37,12 @@ class FSDPOptions {
   TORCH_ARG(bool, forward_prefetch) = false;
   // Rank 0's parameters and buffers go to every rank at prepare().
   TORCH_ARG(bool, sync_module_states) = true;
+  // Rank-0 loading (the YAML's fsdp_cpu_ram_efficient_loading; off by default, as in Python's
+  // FullyShardedDataParallelPlugin): only rank 0 needs the model's weights; the other ranks may
+  // build it inside acc::init_empty_weights() (meta tensors, no memory) and receive their shards
+  // from rank 0 at prepare(), one unit at a time, buffers too. Implies sync_module_states (every
+  // rank ends with rank 0's values, as Python forces sync_module_states on with it).
+  TORCH_ARG(bool, cpu_ram_efficient_loading) = false;
   // Shards, their gradients and the optimizer's state in host memory, the step on the CPU (the
   // YAML's fsdp_offload_params): GPU memory holds only gathered units. No effect on CPU ranks.
   TORCH_ARG(bool, offload_params) = false;

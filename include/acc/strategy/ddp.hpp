@@ -4,6 +4,7 @@
 // distributed_type is where Comm's tensors live: MULTI_CPU or MULTI_GPU. CPU is DDP over Gloo.
 #pragma once
 
+#include <acc/big_modeling/materialize.hpp>
 #include <acc/comm/comm.hpp>
 #include <acc/comm/gloo.hpp>
 #include <acc/comm/nccl.hpp>
@@ -64,6 +65,9 @@ class DDP : public ReplicatedModel {
   // buckets of models that are gone are dropped.
   template <class Holder>
   void prepare_model(Holder& module, c10::Device device) {
+    // Every rank holds the whole model and takes rank 0's state here, so a model built empty
+    // (acc::init_empty_weights()) on the other ranks only needs storage first.
+    if (!detail::ranks_with_empty_models(comm(), *module, "DDP").empty()) materialize(*module, device);
     module->to(device);
     detail::broadcast_module_state(comm(), *module);
     buckets_.erase(std::remove_if(buckets_.begin(), buckets_.end(),

@@ -10,7 +10,8 @@
 //     or none. A class named for wrapping that is not declared is an error saying how to declare it.
 // A nested unit's parameters belong to the innermost unit. With a hybrid sharding policy the units
 // are sharded over a shard group (fsdp/hybrid_groups.hpp) and their shards' gradients averaged
-// across the groups.
+// across the groups. With FSDPOptions::cpu_ram_efficient_loading only rank 0 needs real weights:
+// the others may build the model inside acc::init_empty_weights() and get their shards from it.
 #pragma once
 
 #include <acc/comm/comm.hpp>
@@ -117,8 +118,22 @@ class FSDP {
       throw Error(
           "FSDP prepares one model per Accelerator; prepare() was given a second one (call "
           "accelerator.free_memory() first to leave the first one and prepare another)");
-    module->to(device);
-    if (options_.sync_module_states()) detail::broadcast_module_state(comm(), *module);
+    // With rank-0 loading the units take rank 0's values one at a time (the other ranks' models
+    // may be empty); otherwise every rank's model moves whole, then rank 0's state goes to all.
+    const auto empty_ranks = detail::ranks_with_empty_models(comm(), *module, "FSDP");
+    const bool from_rank0 = options_.cpu_ram_efficient_loading();
+    if (!empty_ranks.empty() && !from_rank0)
+      throw Error("FSDP: the model on " + detail::ranks_text(empty_ranks) +
+                  " has tensors on the meta device (built inside acc::init_empty_weights()); FSDP fills such a "
+                  "model from rank 0 only with rank-0 loading: set fsdp_cpu_ram_efficient_loading: true in the "
+                  "config (FSDPOptions().cpu_ram_efficient_loading(true)), or load the weights on every rank "
+                  "before prepare (acc::load_checkpoint_in_model)");
+    if (from_rank0) {
+      detail::move_real_tensors(*module, device);
+    } else {
+      module->to(device);
+      if (options_.sync_module_states()) detail::broadcast_module_state(comm(), *module);
+    }
     // Units: the chosen modules by qualified name; each trained parameter goes to the innermost.
     const auto chosen = choose_units(*module, detail::is_sequential_v<Holder>);
     std::vector<std::vector<std::pair<std::string, at::Tensor>>> members(chosen.size() + 1);
@@ -142,10 +157,18 @@ class FSDP {
       if (members[i].empty()) continue;
       UnitState unit;
       unit.module = i == 0 ? nullptr : chosen[i - 1].second;
-      unit.flat =
-          std::make_unique<detail::FlatUnit<Comm>>(i == 0 ? "(model)" : chosen[i - 1].first, members[i], shard_comm(),
-                                                   settings, hybrid_ ? hybrid_->replicas() : nullptr);
+      // Rank 0 of the whole job, not of a shard group, holds the values.
+      unit.flat = std::make_unique<detail::FlatUnit<Comm>>(
+          i == 0 ? "(model)" : chosen[i - 1].first, members[i], shard_comm(), settings,
+          hybrid_ ? hybrid_->replicas() : nullptr, from_rank0 ? &comm() : nullptr);
       units_.push_back(std::move(unit));
+    }
+    if (from_rank0) {  // what no unit holds: frozen parameters and buffers
+      std::vector<at::Tensor> rest;
+      for (const auto& p : module->parameters())
+        if (!unit_of(p)) rest.push_back(p);
+      for (const auto& b : module->buffers()) rest.push_back(b);
+      detail::broadcast_each_from_rank0(comm(), rest, device);
     }
     for (std::size_t i = 0; i < units_.size(); ++i) {
       units_[i].flat->on_gradient([this, i](std::size_t) { gradient_ready(i); });

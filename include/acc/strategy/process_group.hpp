@@ -1,8 +1,9 @@
 // What the distributed strategies (DDP, FSDP) share: the checks of their communication policy,
-// joining the job (rendezvous, then the communicator), starting every rank from rank 0's weights,
-// and dropping the gradients at zero_grad.
+// joining the job (rendezvous, then the communicator), starting every rank from rank 0's weights
+// (also where the others built their model empty), and dropping the gradients at zero_grad.
 #pragma once
 
+#include <acc/big_modeling/materialize.hpp>
 #include <acc/comm/comm.hpp>
 #include <acc/comm/device.hpp>
 #include <acc/comm/process_group_options.hpp>
@@ -12,6 +13,8 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/core/grad_mode.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <c10/core/Device.h>
 #include <torch/csrc/utils/tensor_flatten.h>
 #include <torch/cuda.h>
@@ -20,6 +23,7 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 
 #include <chrono>
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -94,18 +98,85 @@ class ProcessGroup {
   std::optional<Comm> comm_;
 };
 
-// Every rank takes rank 0's parameters and buffers (one broadcast of them all, flattened).
+// Every rank takes rank 0's parameters and buffers, flattened into buckets of at most this many
+// bytes (as PyTorch's module-state sync does): a rank holds one bucket's copy beside the model, not
+// a copy of the model.
+inline constexpr std::size_t kModuleStateBucketBytes = std::size_t{256} << 20;
 template <class Comm>
 void broadcast_module_state(Comm& comm, torch::nn::Module& module) {
   std::vector<at::Tensor> state;
   for (const auto& p : module.parameters()) state.push_back(p);
   for (const auto& b : module.buffers()) state.push_back(b);
-  if (state.empty()) return;
-  auto flat = torch::utils::flatten_dense_tensors(state);
-  comm.broadcast(flat, 0);
-  const auto values = torch::utils::unflatten_dense_tensors(flat, state);
   at::NoGradGuard no_grad;
-  for (std::size_t i = 0; i < state.size(); ++i) state[i].copy_(values[i]);
+  std::vector<at::Tensor> bucket;
+  std::size_t bytes = 0;
+  const auto send = [&] {
+    if (bucket.empty()) return;
+    auto flat = torch::utils::flatten_dense_tensors(bucket);
+    comm.broadcast(flat, 0);
+    const auto values = torch::utils::unflatten_dense_tensors(flat, bucket);
+    for (std::size_t i = 0; i < bucket.size(); ++i) bucket[i].copy_(values[i]);
+    bucket.clear();
+    bytes = 0;
+  };
+  for (const auto& t : state) {
+    if (!bucket.empty() && bytes + t.nbytes() > kModuleStateBucketBytes) send();
+    bucket.push_back(t);
+    bytes += t.nbytes();
+  }
+  send();
+}
+
+// Which ranks built their model empty (tensors on the meta device, acc::init_empty_weights()):
+// known to every rank after one small all-reduce, so that all take the same path or fail alike.
+// Rank 0 is where the others' weights come from: an empty model there is an error naming
+// `strategy`.
+template <class Comm>
+std::vector<int> ranks_with_empty_models(Comm& comm, const torch::nn::Module& module, const std::string& strategy) {
+  const auto names = meta_tensor_names(module);
+  auto flags = at::zeros({comm.world_size()}, at::TensorOptions(comm.device()).dtype(at::kFloat));
+  if (!names.empty()) flags[comm.rank()].fill_(1);
+  comm.all_reduce(flags, ReduceOp::sum);
+  const auto on_cpu = flags.to(at::kCPU);
+  std::vector<int> ranks;
+  for (int r = 0; r < comm.world_size(); ++r)
+    if (on_cpu[r].template item<float>() > 0) ranks.push_back(r);
+  if (!ranks.empty() && ranks.front() == 0)
+    throw Error(strategy + ": the model on rank 0 has tensors on the meta device" +
+                (names.empty() ? std::string() : " ('" + names.front() + "' among them)") +
+                ", built inside acc::init_empty_weights(); the other ranks take their weights from rank 0, so "
+                "rank 0 needs real ones before prepare: load them (acc::load_checkpoint_in_model(*model, path)), "
+                "or build the model outside the scope on the main process");
+  return ranks;
+}
+
+// "rank 2", "ranks 1, 2".
+inline std::string ranks_text(const std::vector<int>& ranks) {
+  std::string text = ranks.size() == 1 ? "rank " : "ranks ";
+  for (std::size_t i = 0; i < ranks.size(); ++i) text += (i ? ", " : "") + std::to_string(ranks[i]);
+  return text;
+}
+
+// Module::to for the tensors that have storage; meta ones stay as they are.
+inline void move_real_tensors(torch::nn::Module& module, c10::Device device) {
+  at::NoGradGuard no_grad;
+  const auto move = [&](const at::Tensor& t) {
+    if (!t.is_meta() && t.device() != device) t.set_data(t.to(device));
+  };
+  for (const auto& p : module.parameters()) move(p);
+  for (const auto& b : module.buffers()) move(b);
+}
+
+// Each tensor takes rank 0's values, one broadcast at a time; an empty (meta) one gets storage on
+// `device` first.
+template <class Comm>
+void broadcast_each_from_rank0(Comm& comm, const std::vector<at::Tensor>& tensors, c10::Device device) {
+  at::NoGradGuard no_grad;
+  for (const auto& t : tensors) {
+    if (t.is_meta()) assign_in_place(t, at::empty(t.sizes(), t.options().device(device)));
+    auto values = t.detach();
+    comm.broadcast(values, 0);
+  }
 }
 
 }  // namespace acc::detail

@@ -1,6 +1,7 @@
 // Single: one process on one device (a GPU if there is one, else the CPU); nothing to synchronize.
 #pragma once
 
+#include <acc/big_modeling/materialize.hpp>
 #include <acc/comm/device.hpp>
 #include <acc/comm/local.hpp>
 #include <acc/config/environment.hpp>
@@ -39,6 +40,11 @@ class Single : public ReplicatedModel {
 
   template <class Holder>
   void prepare_model(Holder& module, c10::Device device) {
+    if (const auto empty = meta_tensor_names(*module); !empty.empty())
+      throw Error("the model given to prepare() has tensors on the meta device ('" + empty.front() +
+                  "' among them), built inside acc::init_empty_weights(): one process has no other rank to take "
+                  "weights from; load them first (acc::load_checkpoint_in_model(*model, path)), or give it storage "
+                  "(acc::materialize(*model, device))");
     module->to(device);
   }
   void release() {}

@@ -281,7 +281,10 @@ ACC_DECL const std::vector<ConfigKey>& config_keys() {
              "rank 0's parameters go to every rank at `prepare`", fsdp_field<&FsdpConfig::sync_module_states>),
         fsdp("fsdp_use_orig_params", "FSDP_USE_ORIG_PARAMS", T::flag, "accepted for compatibility",
              fsdp_field<&FsdpConfig::use_orig_params>),
-        fsdp("fsdp_cpu_ram_efficient_loading", "FSDP_CPU_RAM_EFFICIENT_LOADING", T::flag, "accepted for compatibility",
+        fsdp("fsdp_cpu_ram_efficient_loading", "FSDP_CPU_RAM_EFFICIENT_LOADING", T::flag,
+             "rank-0 loading: only rank 0 needs the weights; the other ranks may build the model inside "
+             "`acc::init_empty_weights()` and receive their shards from rank 0 at `prepare`, one unit at a time "
+             "([fsdp.md](fsdp.md#rank-0-loading))",
              fsdp_field<&FsdpConfig::cpu_ram_efficient_loading>),
         fsdp("fsdp_activation_checkpointing", "FSDP_ACTIVATION_CHECKPOINTING", T::flag,
              "each unit recomputes its forward in backward instead of keeping its activations "
