@@ -344,6 +344,22 @@ TEST_SUITE("dispatch") {
                                          "blocks.3.fc1.bias", "blocks.3.fc2.weight", "blocks.3.fc2.bias"});
   }
 
+  TEST_CASE("cpu offload keeps a unit's values in host memory and gives them back for each call") {
+    // What dispatch_model does for a "cpu" unit when the map has GPUs, here with the CPU as the
+    // execution device (without CUDA there is no pinned memory to ask for).
+    auto block = Block();
+    const auto original = state_copy(*block);
+    std::vector<acc::detail::UnitTensor> parameters;
+    for (const auto& p : block->named_parameters()) parameters.push_back({p.key(), p.value(), true});
+    auto weights = acc::detail::OffloadedWeights::in_memory(parameters, /*pin=*/false);
+    weights.release();
+    for (const auto& p : block->parameters()) CHECK(p.storage().nbytes() == 0);
+    weights.load(c10::kCPU);
+    for (const auto& p : block->named_parameters()) CHECK(at::equal(p.value(), original.at(p.key())));
+    weights.release();
+    CHECK(block->fc1->weight.numel() == 0);
+  }
+
   TEST_CASE("offloaded units with tied weights, units holding units, and a Sequential model dispatch exactly") {
     TempDir dir;
     torch::NoGradGuard no_grad;
