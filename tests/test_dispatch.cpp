@@ -61,6 +61,24 @@ struct StageImpl : torch::nn::Module {
 };
 TORCH_MODULE(Stage);
 
+// A unit called with a tensor and a number, returning two tensors.
+struct PairImpl : torch::nn::Module {
+  PairImpl() : fc(register_module("fc", torch::nn::Linear(kDim, kDim))) {}
+  std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, double scale) { return {fc(x) * scale, x}; }
+  torch::nn::Linear fc;
+};
+TORCH_MODULE(Pair);
+
+struct PairModelImpl : torch::nn::Module {
+  PairModelImpl() : pair(register_module("pair", Pair())) {}
+  at::Tensor forward(const at::Tensor& x) {
+    const auto [y, same] = pair(x, 0.5);
+    return y + same;
+  }
+  acc::Unit<Pair> pair;
+};
+TORCH_MODULE(PairModel);
+
 // The output layer, holding the token embedding's weight itself: a tied parameter.
 struct HeadImpl : torch::nn::Module {
   explicit HeadImpl(const at::Tensor& embedding) : torch::nn::Module("Head") {
@@ -386,6 +404,18 @@ TEST_SUITE("dispatch") {
       CHECK(seq[2]->parameters()[0].numel() == 0);
       CHECK(seq[1]->named_parameters(false)["scale"].numel() == kDim);
     }
+  }
+
+  TEST_CASE("a unit called with a tensor and a number, returning two tensors, runs offloaded from disk") {
+    TempDir dir;
+    torch::NoGradGuard no_grad;
+    torch::manual_seed(2);
+    PairModel model;
+    const auto x = torch::randn({3, kDim});
+    const auto expected = model(x);
+    auto dispatched = acc::dispatch_model(model, {{"", "cpu"}, {"pair", "disk"}}, dir.path);
+    CHECK(at::equal(dispatched(x), expected));
+    CHECK(model->pair->fc->weight.numel() == 0);
   }
 
   TEST_CASE("a dispatch ends with its model, and refuses maps it cannot run, naming the fix") {

@@ -33,7 +33,7 @@ class OffloadedWeights {
   const std::vector<UnitTensor>& parameters() const { return parameters_; }
 
  private:
-  explicit OffloadedWeights(const std::vector<UnitTensor>& parameters);
+  ACC_DECL explicit OffloadedWeights(const std::vector<UnitTensor>& parameters);
 
   std::vector<UnitTensor> parameters_;  // each tensor once
   std::vector<at::Tensor> values_;      // in memory: one per parameter
