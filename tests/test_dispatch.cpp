@@ -284,17 +284,18 @@ TEST_SUITE("dispatch") {
     CHECK(contains(error, "the budgets are cpu " + acc::format_memory_size(3 * block) + " (" +
                               acc::format_memory_size(block) + " of it kept for the largest unit), disk " +
                               acc::format_memory_size(block)));
-    CHECK(contains(error, "unit 'blocks.2' (" + acc::format_memory_size(block) + ") fits on no device from disk on"));
+    CHECK(contains(error,
+                   "unit 'blocks.2' (" + acc::format_memory_size(block) + ") has no room on any device from disk on"));
     CHECK(contains(error_of([&] {
                      acc::infer_auto_device_map(gpt, {{"cpu", own + block}});
                    }),
                    "unit 'tokens' with the units sharing (tied) tensors with it: 'head' (" +
-                       acc::format_memory_size(bytes_of(*gpt->tokens)) + ") fits on no device from cpu on"));
+                       acc::format_memory_size(bytes_of(*gpt->tokens)) + ") has no room on any device from cpu on"));
     CHECK(contains(error_of([&] {
                      acc::infer_auto_device_map(gpt, {{"cpu", 10}});
                    }),
                    "the model's own parameters and buffers (outside every unit) (" + acc::format_memory_size(own) +
-                       ") fits on no device from cpu on"));
+                       ") has no room on any device from cpu on"));
     CHECK(contains(error_of([&] {
                      acc::infer_auto_device_map(gpt, {{"gpu0", "1GB"}});
                    }),

@@ -195,7 +195,7 @@ class AutoDeviceMap {
     }
     throw Error("the model does not fit in max_memory: it takes " + format_memory_size(bytes_of(all)) + " (" +
                 std::to_string(bytes_of(all)) + " bytes, tied tensors counted once) and the budgets are " + budgets +
-                "; " + what + " (" + format_memory_size(needed) + ") fits on no device from " +
+                "; " + what + " (" + format_memory_size(needed) + ") has no room on any device from " +
                 devices_[device].to_string() + " on. Raise a budget, or give \"disk\" one for the rest");
   }
 
