@@ -465,5 +465,8 @@ TEST_SUITE("dispatch") {
     auto model = acc::dispatch_model(gpt, {{"", "cpu"}, {"blocks.1", "disk"}}, dir.path);
     CHECK(contains(error_of([&] { model(token_ids()); }),
                    "unit 'blocks.1' is offloaded: its weights leave after each call, so autograd could not use them"));
+    // Parameters that need no gradient need no guard.
+    for (const auto& p : gpt->parameters()) p.set_requires_grad(false);
+    CHECK(model(token_ids()).sizes() == std::vector<int64_t>{2, kSeq, kVocab});
   }
 }

@@ -16,7 +16,9 @@ namespace detail {
 
 ACC_DECL void DispatchHook::before_forward() {
   if (!weights_) return;
-  if (at::GradMode::is_enabled())
+  const auto& parameters = weights_->parameters();
+  if (at::GradMode::is_enabled() &&
+      std::any_of(parameters.begin(), parameters.end(), [](const UnitTensor& p) { return p.tensor.requires_grad(); }))
     throw Error("unit '" + unit_ +
                 "' is offloaded: its weights leave after each call, so autograd could not use them in backward. A "
                 "dispatched model with offloaded units is for inference: call it under torch::NoGradGuard");
