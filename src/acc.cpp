@@ -25,6 +25,13 @@
 #include <acc/config/impl/environment.ipp>
 #include <acc/data/impl/dataloader.ipp>
 #include <acc/detail/impl/module_state.ipp>
+#include <acc/dispatch/impl/device_map.ipp>
+#include <acc/dispatch/impl/dispatch_model.ipp>
+#include <acc/dispatch/impl/infer_auto_device_map.ipp>
+#include <acc/dispatch/impl/memory_size.ipp>
+#include <acc/dispatch/impl/module_units.ipp>
+#include <acc/dispatch/impl/offloaded_weights.ipp>
+#include <acc/dispatch/impl/placement.ipp>
 #include <acc/memory/impl/free_memory.ipp>
 #include <acc/optim/impl/adamw.ipp>
 #include <acc/optim/impl/schedules.ipp>

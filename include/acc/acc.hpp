@@ -9,7 +9,7 @@
 //   4 comm/
 //   5 precision/ data/ ops/ tracking/ optim/ memory/ profiling/ activation_checkpointing/ big_modeling/
 //   6 strategy/ fsdp/
-//   7 prepared/ checkpoint/
+//   7 prepared/ checkpoint/ dispatch/
 //   8 accelerator_options.hpp accelerator.hpp
 //   9 run.hpp local_sgd/ join/
 //   10 acc.hpp
@@ -30,6 +30,8 @@
 #include <acc/data/collate.hpp>
 #include <acc/data/dataloader.hpp>
 #include <acc/data/sampler.hpp>
+#include <acc/dispatch/dispatch_model.hpp>
+#include <acc/dispatch/infer_auto_device_map.hpp>
 #include <acc/error.hpp>
 #include <acc/fsdp/sharding.hpp>
 #include <acc/fsdp/unit.hpp>

@@ -1,8 +1,10 @@
 // acc::Unit<Holder>: declares a submodule a unit. It is the module holder it wraps (register it,
 // call it, `->` into it) and, under the FSDP strategy, gathers the unit's parameters before its
 // forward and frees them after (libtorch's C++ modules have no forward hooks, so the call must
-// pass through here); with activation checkpointing (acc::checkpoint_units), its forward keeps
-// no activations and recomputes in backward. Otherwise a call costs one atomic load.
+// pass through here); after acc::dispatch_model, runs it on its device (moving its tensor inputs
+// there and its tensor outputs back) with its offloaded weights brought in; with activation
+// checkpointing (acc::checkpoint_units), its forward keeps no activations and recomputes in
+// backward. Otherwise a call costs one atomic load.
 //
 //   struct ModelImpl : torch::nn::Module {
 //     ModelImpl() {
@@ -31,6 +33,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -56,12 +59,45 @@ void after_unit_forward(UnitHooks& hooks, const Output& output) {
               "that does");
 }
 
-// One child of a Sequential called as a unit: FSDP's hooks around it, recomputed if checkpointed.
+// The device of the first tensor among a unit's inputs, if there is one. (Not const: an
+// AnyValue shows what it holds only to a non-const caller.)
 template <class... Args>
-torch::nn::AnyValue call_unit(torch::nn::AnyModule& child, Args&&... args) {
-  const auto call = UnitRegistry::instance().call(*child.ptr());
-  if (!call.hooks && !call.recompute) return child.any_forward(std::forward<Args>(args)...);
-  if (call.hooks) call.hooks->before_forward();
+std::optional<c10::Device> first_tensor_device(Args&... args) {
+  std::optional<c10::Device> device;
+  const auto look = [&](auto& value) {
+    using Value = std::decay_t<decltype(value)>;
+    if constexpr (std::is_same_v<Value, torch::nn::AnyValue>) {
+      const auto* tensor = value.template try_get<at::Tensor>();
+      if (!device && tensor && tensor->defined()) device = tensor->device();
+    } else if constexpr (is_tensor_tree_v<Value>) {
+      for_each_tensor(value, [&](const at::Tensor& t) {
+        if (!device && t.defined()) device = t.device();
+      });
+    }
+  };
+  (look(args), ...);
+  return device;
+}
+
+// A unit's input or output with its tensors on `device` (of an AnyValue, the tensor it holds);
+// anything else as it is.
+template <class T>
+decltype(auto) on_device(c10::Device device, T&& value) {
+  using Value = std::decay_t<T>;
+  const auto move = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
+  if constexpr (std::is_same_v<Value, torch::nn::AnyValue>) {
+    const auto* tensor = value.template try_get<at::Tensor>();
+    return tensor ? torch::nn::AnyValue(move(*tensor)) : torch::nn::AnyValue(std::forward<T>(value));
+  } else if constexpr (is_tensor_tree_v<Value>) {
+    return map_tensors(static_cast<const Value&>(value), move);
+  } else {
+    return std::forward<T>(value);
+  }
+}
+
+// One child of a Sequential called as a unit with its hooks, recomputed if checkpointed.
+template <class... Args>
+torch::nn::AnyValue hooked_call(torch::nn::AnyModule& child, const UnitCall& call, Args&&... args) {
   torch::nn::AnyValue output = [&] {
     if (!call.recompute) return child.any_forward(std::forward<Args>(args)...);
     const at::Tensor* input = nullptr;
@@ -88,6 +124,20 @@ torch::nn::AnyValue call_unit(torch::nn::AnyModule& child, Args&&... args) {
     call.hooks->after_forward(tensor ? std::vector<at::Tensor>{*tensor} : std::vector<at::Tensor>{});
   }
   return output;
+}
+
+// One child of a Sequential called as a unit: FSDP's or dispatch_model's hooks around it (the
+// latter moving its inputs to its device and its output back), recomputed if checkpointed.
+template <class... Args>
+torch::nn::AnyValue call_unit(torch::nn::AnyModule& child, Args&&... args) {
+  const auto call = UnitRegistry::instance().call(*child.ptr());
+  if (!call.hooks && !call.recompute) return child.any_forward(std::forward<Args>(args)...);
+  if (call.hooks) call.hooks->before_forward();
+  const auto device = call.hooks ? call.hooks->input_device() : std::nullopt;
+  if (!device) return hooked_call(child, call, std::forward<Args>(args)...);
+  const auto origin = first_tensor_device(args...);
+  auto output = hooked_call(child, call, on_device(*device, std::forward<Args>(args))...);
+  return origin ? on_device(*origin, std::move(output)) : std::move(output);
 }
 
 // A Sequential model's forward with its children called one by one as units.
@@ -117,13 +167,24 @@ class Unit : public Holder {
     const auto call = detail::UnitRegistry::instance().call(*this->get());
     if (!call.hooks && !call.recompute) return Holder::operator()(std::forward<Args>(args)...);
     if (call.hooks) call.hooks->before_forward();
+    const auto device = call.hooks ? call.hooks->input_device() : std::nullopt;
+    if (!device) return hooked_forward(call, std::forward<Args>(args)...);
+    const auto origin = detail::first_tensor_device(args...);
+    auto output = hooked_forward(call, detail::on_device(*device, std::forward<Args>(args))...);
+    if constexpr (detail::is_tensor_tree_v<decltype(output)>)
+      if (origin) output = detail::on_device(*origin, output);
+    return output;
+  }
+
+ private:
+  template <class... Args>
+  auto hooked_forward(const detail::UnitCall& call, Args&&... args) {
     auto output =
         call.recompute ? recomputed(std::forward<Args>(args)...) : Holder::operator()(std::forward<Args>(args)...);
     if (call.hooks) detail::after_unit_forward(*call.hooks, output);
     return output;
   }
 
- private:
   template <class... Args>
   auto recomputed(Args&&... args) {
     using Output = decltype(std::declval<Holder&>()(std::forward<Args>(args)...));

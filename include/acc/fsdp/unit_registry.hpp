@@ -1,33 +1,38 @@
 // Which modules are units, and what runs around their forward. libtorch's C++ modules have no
 // forward hooks, so a unit is called through acc::Unit (include/acc/fsdp/unit.hpp), which looks
 // its module up here: modules declared as units are recorded when their acc::Unit is made, the
-// FSDP strategy installs hooks for the ones it wraps, and activation checkpointing marks those
-// whose forward recomputes in backward.
+// FSDP strategy (or acc::dispatch_model) installs hooks for the ones it wraps, and activation
+// checkpointing marks those whose forward recomputes in backward.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 #include <torch/nn/module.h>
 
 #include <atomic>
 #include <cstddef>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
 namespace acc::detail {
 
-// What the FSDP strategy does around one unit's forward.
+// What runs around one unit's forward: the FSDP strategy's gathering, or dispatch_model's placement.
 class UnitHooks {
  public:
   virtual ~UnitHooks() = default;
   virtual void before_forward() = 0;
   virtual void after_forward(const std::vector<at::Tensor>& outputs) = 0;
+  // Where the unit runs, when its call must move its tensor inputs there (and its tensor outputs
+  // back to where the inputs were).
+  virtual std::optional<c10::Device> input_device() const { return std::nullopt; }
 };
 
 // What a unit's call does besides its forward.
 struct UnitCall {
-  UnitHooks* hooks = nullptr;  // the FSDP strategy's, if it wraps the unit
+  UnitHooks* hooks = nullptr;  // the FSDP strategy's or dispatch_model's, if one wraps the unit
   bool recompute = false;      // activation checkpointing (acc::checkpoint around the forward)
 };
 

@@ -1,0 +1,156 @@
+// The bodies of dispatch/dispatch_model.hpp.
+#pragma once
+
+#include <acc/dispatch/dispatch_model.hpp>
+#include <acc/dispatch/module_units.hpp>
+
+#include <ATen/core/grad_mode.h>
+#include <torch/cuda.h>
+
+#include <algorithm>
+#include <map>
+#include <system_error>
+
+namespace acc {
+namespace detail {
+
+ACC_DECL void DispatchHook::before_forward() {
+  if (!weights_) return;
+  const auto& parameters = weights_->parameters();
+  if (at::GradMode::is_enabled() &&
+      std::any_of(parameters.begin(), parameters.end(), [](const UnitTensor& p) { return p.tensor.requires_grad(); }))
+    throw Error("unit '" + unit_ +
+                "' is offloaded: its weights leave after each call, so autograd could not use them in backward. A "
+                "dispatched model with offloaded units is for inference: call it under torch::NoGradGuard");
+  weights_->load(device_);
+}
+
+namespace {
+
+std::string placement_text(const Placement& placement) {
+  return placement.is_gpu() ? "GPU " + placement.to_string() : "\"" + placement.to_string() + "\"";
+}
+
+std::string unit_text(const ModelUnit& unit) {
+  return unit.name.empty() ? "the model itself (outside every unit)" : "unit '" + unit.name + "'";
+}
+
+}  // namespace
+
+ACC_DECL Dispatch::Dispatch(const std::shared_ptr<torch::nn::Module>& model, DeviceMap map,
+                            const std::filesystem::path& offload_dir)
+    : map_(std::move(map)) {
+  if (map_.empty())
+    throw Error(
+        "acc::dispatch_model: the device map is empty; give {{\"\", \"cpu\"}} or a map from "
+        "acc::infer_auto_device_map");
+  const auto units = model_units(model);
+
+  // Accelerate's main device: the first GPU in the map, else the CPU.
+  std::optional<Placement> main;
+  for (const auto& [name, placement] : map_.entries())
+    if (!main && placement.is_gpu()) main = placement;
+  if (!main) main = Placement::cpu();
+  execution_device_ = main->device();
+
+  std::vector<Placement> placements;  // of each unit
+  std::string uncovered;
+  std::map<const c10::TensorImpl*, std::pair<std::string, Placement>> tied;
+  for (const auto& unit : units) {
+    const auto entry = unit.name.empty() ? std::nullopt : map_.find(unit.name);
+    placements.push_back(entry ? *entry : unit.name.empty() ? *main : placements[unit.parent]);
+    const auto& placement = placements.back();
+    for (const auto& t : unit.tensors) {
+      const auto found = map_.find(t.name);
+      if (!found) {
+        uncovered += (uncovered.empty() ? "" : ", ") + t.name;
+        continue;
+      }
+      if (*found != placement)
+        throw Error("the device map puts '" + t.name + "' on " + placement_text(*found) + ", but it runs in " +
+                    unit_text(unit) + ", which is on " + placement_text(placement) +
+                    (unit.name.empty() ? " (the execution device, where the model's forward runs)" : "") +
+                    ": only units can be placed apart (libtorch's modules have no forward hooks); place its unit as a "
+                    "whole, or declare the module holding it an acc::Unit");
+      const auto [it, first] = tied.emplace(t.tensor.unsafeGetTensorImpl(), std::make_pair(t.name, placement));
+      if (!first && it->second.second != placement)
+        throw Error("'" + t.name + "' and '" + it->second.first +
+                    "' are the same (tied) tensor, but the device map "
+                    "puts them on " +
+                    placement_text(placement) + " and " + placement_text(it->second.second) +
+                    ": put their units on one device");
+      if (t.tensor.is_meta())
+        throw Error("'" + t.name +
+                    "' has no values (a meta tensor, as acc::init_empty_weights makes): load the "
+                    "weights before acc::dispatch_model");
+    }
+    if (placement.is_gpu() && placement.gpu_index() >= static_cast<int>(torch::cuda::device_count()))
+      throw Error("the device map puts " + unit_text(unit) + " on GPU " + placement.to_string() +
+                  ", but this process sees " + std::to_string(torch::cuda::device_count()) + " CUDA device(s)");
+  }
+  if (!uncovered.empty())
+    throw Error("the device map " + map_.to_string() + " places no entry over " + uncovered +
+                ": every parameter and buffer needs one (\"\" covers the whole model)");
+
+  auto& registry = UnitRegistry::instance();
+  const bool any_disk =
+      std::any_of(placements.begin(), placements.end(), [](const Placement& p) { return p == Placement::disk(); });
+  if (any_disk) {
+    if (offload_dir.empty())
+      throw Error(
+          "the device map puts units on \"disk\": give acc::dispatch_model an offload_dir to write their "
+          "weights to");
+    std::error_code ec;
+    std::filesystem::create_directories(offload_dir, ec);
+    if (ec) throw Error("cannot make offload_dir '" + offload_dir.string() + "': " + ec.message());
+  }
+
+  // Checked all before changing anything; then the values of every offloaded unit are taken
+  // before any is released (a tied tensor may be in two of them).
+  std::vector<std::optional<OffloadedWeights>> offloaded(units.size());
+  for (std::size_t u = 1; u < units.size(); ++u) {
+    const auto call = registry.call(*units[u].module);
+    if (call.hooks)
+      throw Error(unit_text(units[u]) +
+                  " already has hooks (FSDP's, or an earlier acc::dispatch_model's that is "
+                  "still alive): dispatch a model that no strategy has prepared, once");
+    const auto& placement = placements[u];
+    const bool offload = placement == Placement::disk() || (placement == Placement::cpu() && main->is_gpu());
+    if (offload && call.recompute)
+      throw Error(unit_text(units[u]) +
+                  " is offloaded and checkpointed (acc::checkpoint_units): its recompute in "
+                  "backward would find no weights; turn checkpointing off for it");
+  }
+  at::NoGradGuard no_grad;
+  std::vector<c10::Device> run_on;  // of each unit
+  for (std::size_t u = 0; u < units.size(); ++u) {
+    const auto& placement = placements[u];
+    const bool offload = placement == Placement::disk() || (placement == Placement::cpu() && main->is_gpu());
+    run_on.push_back(offload ? execution_device_ : placement.device());
+    std::vector<UnitTensor> parameters;
+    for (const auto& t : units[u].tensors) {
+      if (offload && t.parameter)
+        parameters.push_back(t);
+      else if (t.tensor.device() != run_on.back())
+        t.tensor.set_data(t.tensor.to(run_on.back()));
+    }
+    if (parameters.empty()) continue;
+    offloaded[u] = placement == Placement::disk()
+                       ? OffloadedWeights::on_disk(parameters, offload_dir / (units[u].name + ".safetensors"))
+                       : OffloadedWeights::in_memory(parameters, /*pin=*/execution_device_.is_cuda());
+  }
+  for (auto& weights : offloaded)
+    if (weights) weights->release();
+  for (std::size_t u = 1; u < units.size(); ++u) {
+    auto hook = std::make_unique<DispatchHook>(units[u].name, run_on[u], std::move(offloaded[u]));
+    registry.install(*units[u].module, hook.get());
+    hooks_.emplace_back(units[u].module, std::move(hook));
+  }
+}
+
+ACC_DECL Dispatch::~Dispatch() {
+  for (const auto& [module, hook] : hooks_) UnitRegistry::instance().install(*module, nullptr);
+}
+
+}  // namespace detail
+}  // namespace acc

@@ -1,0 +1,472 @@
+// Big-model inference on one machine: device maps inferred within budgets (GPUs planned by index,
+// the CPU, disk), and models dispatched across "cpu" and "disk" that compute what they computed
+// before, with disk-offloaded weights present only while their unit runs.
+//
+// Every dispatched output below is compared bit for bit (at::equal) with the undispatched
+// model's: on the CPU the dispatched model runs the same kernels on the same values in the same
+// order (a disk round trip stores a tensor's bytes as they are, and moving a unit's inputs to the
+// device they are on is no copy), so nothing could differ by rounding.
+#include "error_of.hpp"
+#include "pch.hpp"  // first: libtorch, then doctest
+#include "temp_dir.hpp"
+
+#include <acc/checkpoint/safetensors.hpp>
+#include <acc/dispatch/dispatch_model.hpp>
+#include <acc/dispatch/infer_auto_device_map.hpp>
+#include <acc/fsdp/unit.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+constexpr int64_t kDim = 16, kVocab = 32, kSeq = 8;
+
+struct BlockImpl : torch::nn::Module {
+  BlockImpl()
+      : torch::nn::Module("Block"),
+        ln(register_module("ln", torch::nn::LayerNorm(torch::nn::LayerNormOptions({kDim})))),
+        fc1(register_module("fc1", torch::nn::Linear(kDim, 4 * kDim))),
+        fc2(register_module("fc2", torch::nn::Linear(4 * kDim, kDim))) {}
+  at::Tensor forward(const at::Tensor& x) {
+    weight_elements_seen = fc1->weight.numel() + fc2->weight.numel();
+    return x + fc2(torch::gelu(fc1(ln(x))));
+  }
+  torch::nn::LayerNorm ln;
+  torch::nn::Linear fc1, fc2;
+  int64_t weight_elements_seen = 0;  // what the last forward found in its weights
+};
+TORCH_MODULE(Block);
+
+// A stage of blocks, with a weight of its own: a unit holding units.
+struct StageImpl : torch::nn::Module {
+  StageImpl() : torch::nn::Module("Stage"), scale(register_parameter("scale", torch::rand({kDim}))) {
+    for (int i = 0; i < 2; ++i) blocks.emplace_back(register_module("block" + std::to_string(i), Block()));
+  }
+  at::Tensor forward(at::Tensor x) {
+    x = x * scale;
+    for (auto& block : blocks) x = block(x);
+    return x;
+  }
+  at::Tensor scale;
+  std::vector<acc::Unit<Block>> blocks;
+};
+TORCH_MODULE(Stage);
+
+// A unit called with a tensor and a number, returning two tensors.
+struct PairImpl : torch::nn::Module {
+  PairImpl() : fc(register_module("fc", torch::nn::Linear(kDim, kDim))) {}
+  std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, double scale) { return {fc(x) * scale, x}; }
+  torch::nn::Linear fc;
+};
+TORCH_MODULE(Pair);
+
+struct PairModelImpl : torch::nn::Module {
+  PairModelImpl() : pair(register_module("pair", Pair())) {}
+  at::Tensor forward(const at::Tensor& x) {
+    const auto [y, same] = pair(x, 0.5);
+    return y + same;
+  }
+  acc::Unit<Pair> pair;
+};
+TORCH_MODULE(PairModel);
+
+// The output layer, holding the token embedding's weight itself: a tied parameter.
+struct HeadImpl : torch::nn::Module {
+  explicit HeadImpl(const at::Tensor& embedding) : torch::nn::Module("Head") {
+    weight = register_parameter("weight", embedding);
+  }
+  at::Tensor forward(const at::Tensor& x) { return torch::matmul(x, weight.t()); }
+  at::Tensor weight;
+};
+TORCH_MODULE(Head);
+
+// A small GPT: token embedding and head as units sharing one weight, blocks as units, a position
+// table and a final norm of the model's own (outside every unit).
+struct GptImpl : torch::nn::Module {
+  explicit GptImpl(int layers)
+      : torch::nn::Module("Gpt"),
+        positions(register_parameter("positions", torch::randn({kSeq, kDim}))),
+        tokens(register_module("tokens", torch::nn::Embedding(kVocab, kDim))),
+        blocks(register_module("blocks", torch::nn::ModuleList())),
+        ln(register_module("ln", torch::nn::LayerNorm(torch::nn::LayerNormOptions({kDim})))),
+        head(register_module("head", Head(tokens->weight))) {
+    for (int i = 0; i < layers; ++i) {
+      units.emplace_back(Block());
+      blocks->push_back(units.back());
+    }
+  }
+  at::Tensor forward(const at::Tensor& ids) {
+    auto x = tokens(ids) + positions.narrow(0, 0, ids.size(1));
+    for (auto& block : units) x = block(x);
+    return head(ln(x));
+  }
+  at::Tensor positions;
+  acc::Unit<torch::nn::Embedding> tokens;
+  torch::nn::ModuleList blocks;
+  std::vector<acc::Unit<Block>> units;
+  torch::nn::LayerNorm ln;
+  acc::Unit<Head> head;
+};
+TORCH_MODULE(Gpt);
+
+Gpt make_gpt(int layers = 4) {
+  torch::manual_seed(0);
+  return Gpt(layers);
+}
+
+at::Tensor token_ids() { return torch::randint(kVocab, {2, kSeq}, torch::kLong); }
+
+uint64_t bytes_of(const torch::nn::Module& module) {
+  uint64_t bytes = 0;
+  for (const auto& p : module.parameters()) bytes += p.numel() * p.element_size();
+  for (const auto& b : module.buffers()) bytes += b.numel() * b.element_size();
+  return bytes;
+}
+
+// The model's own tensors: the position table and the final norm.
+uint64_t own_bytes(const Gpt& gpt) { return gpt->positions.numel() * 4 + bytes_of(*gpt->ln); }
+
+// The model's bytes on each device of the map, each tensor once.
+std::map<std::string, uint64_t> bytes_per_device(const torch::nn::Module& model, const acc::DeviceMap& map) {
+  std::map<std::string, uint64_t> bytes;
+  std::set<const void*> seen;
+  for (const auto& p : model.named_parameters())
+    if (seen.insert(p.value().unsafeGetTensorImpl()).second)
+      bytes[map.find(p.key())->to_string()] += p.value().numel() * p.value().element_size();
+  return bytes;
+}
+
+std::map<std::string, at::Tensor> state_copy(const torch::nn::Module& model) {
+  std::map<std::string, at::Tensor> state;
+  for (const auto& p : model.named_parameters()) state[p.key()] = p.value().detach().clone();
+  return state;
+}
+
+}  // namespace
+
+TEST_SUITE("dispatch") {
+  TEST_CASE("memory sizes read as Accelerate spells them, and a bad one names the accepted forms") {
+    CHECK(acc::parse_memory_size("20GiB") == 20 * (uint64_t{1} << 30));
+    CHECK(acc::parse_memory_size("500MB") == 500'000'000);
+    CHECK(acc::parse_memory_size("1.5GB") == 1'500'000'000);
+    CHECK(acc::parse_memory_size("0.5KiB") == 512);
+    CHECK(acc::parse_memory_size("64kib") == 64 * 1024);
+    CHECK(acc::parse_memory_size("2 TB") == 2'000'000'000'000);
+    CHECK(acc::parse_memory_size("8Gb") == 1'000'000'000);  // Accelerate: a lowercase b counts bits
+    CHECK(acc::parse_memory_size("123456") == 123456);
+    CHECK(acc::MemorySize(4096).bytes() == 4096);
+    CHECK(acc::MemorySize("1MiB").bytes() == 1 << 20);
+    for (const std::string bad : {"20XB", "GiB", "", "-5", "1.5", "20GiBs", ".GB", "99999999999999999999"}) {
+      CAPTURE(bad);
+      const auto error = error_of([&] { acc::parse_memory_size(bad); });
+      CHECK(contains(error, "memory size '" + bad + "'"));
+      CHECK(contains(error, "KiB, MiB, GiB, TiB (powers of 1024)"));
+    }
+    CHECK(contains(error_of([] { acc::parse_memory_size("20XB"); }), "unknown unit 'XB'"));
+    CHECK(contains(error_of([] { acc::MemorySize(-1); }), "memory size -1 is negative"));
+    CHECK(acc::format_memory_size(1536) == "1.5 KiB");
+    CHECK(acc::format_memory_size(100) == "100 bytes");
+  }
+
+  TEST_CASE("a device is a GPU index, \"cpu\" or \"disk\", ordered GPUs first, and a map prints as Python's dict") {
+    CHECK(acc::Placement("cuda:1") == acc::Placement(1));
+    CHECK(acc::Placement("0") < acc::Placement("1"));
+    CHECK(acc::Placement(7) < acc::Placement::cpu());
+    CHECK(acc::Placement::cpu() < acc::Placement::disk());
+    CHECK(acc::Placement("cpu").device() == c10::Device(c10::kCPU));
+    CHECK(acc::Placement(1).device() == c10::Device(c10::kCUDA, 1));
+    CHECK(contains(error_of([] { acc::Placement::disk().device(); }), "runs nothing"));
+    for (const std::string bad : {"gpu0", "cuda", "", "CPU", "cuda:x"}) {
+      CAPTURE(bad);
+      CHECK(contains(error_of([&] { acc::Placement{bad}; }), "(\"0\", \"1\", ... or \"cuda:0\"), \"cpu\" or \"disk\""));
+    }
+    acc::DeviceMap map{{"", 0}, {"blocks.1", "cpu"}, {"blocks.10", "disk"}};
+    CHECK(map.to_string() == "{'': 0, 'blocks.1': 'cpu', 'blocks.10': 'disk'}");
+    CHECK(map.find("blocks.1.fc.weight") == acc::Placement::cpu());
+    CHECK(map.find("blocks.10.fc.weight") == acc::Placement::disk());
+    CHECK(map.find("blocks.11") == acc::Placement(0));
+    map.set("blocks.1", 1);
+    CHECK(map.to_string() == "{'': 0, 'blocks.1': 1, 'blocks.10': 'disk'}");
+    CHECK_FALSE(acc::DeviceMap{{"a", "cpu"}}.find("b").has_value());
+  }
+
+  TEST_CASE("units go to the CPU within its budget, keeping room for the largest, and the rest to disk") {
+    auto gpt = make_gpt();
+    const auto block = bytes_of(*gpt->units[0]);
+    const auto tokens = bytes_of(*gpt->tokens);
+    const auto own = own_bytes(gpt);
+    // Room for the model's own tensors, the tied embedding and head, two blocks, and one block kept
+    // free for the disk-offloaded blocks to be loaded into: one byte less fits one block only.
+    const auto budget = own + tokens + 3 * block;
+    const auto map = acc::infer_auto_device_map(gpt, {{"cpu", budget}, {"disk", "1GB"}});
+    CHECK(map.to_string() ==
+          "{'': 'cpu', 'tokens': 'cpu', 'head': 'cpu', 'blocks.0': 'cpu', 'blocks.1': 'cpu', 'blocks.2': 'disk', "
+          "'blocks.3': 'disk'}");
+    const auto used = bytes_per_device(*gpt, map);
+    CHECK(used.at("cpu") + block == budget);
+    CHECK(used.at("disk") == 2 * block);
+
+    const auto tighter = acc::infer_auto_device_map(gpt, {{"cpu", budget - 1}, {"disk", "1GB"}});
+    CHECK(tighter.to_string() ==
+          "{'': 'cpu', 'tokens': 'cpu', 'head': 'cpu', 'blocks.0': 'cpu', 'blocks.1': 'disk', 'blocks.2': 'disk', "
+          "'blocks.3': 'disk'}");
+    // Everything fits: one entry for the whole model, as Accelerate's clean_device_map makes it.
+    CHECK(acc::infer_auto_device_map(gpt, {{"cpu", "1GB"}}).to_string() == "{'': 'cpu'}");
+  }
+
+  TEST_CASE("GPUs fill in index order before the CPU, and only the first GPU and the CPU keep room") {
+    auto gpt = make_gpt(6);
+    const auto block = bytes_of(*gpt->units[0]);
+    const auto tokens = bytes_of(*gpt->tokens);
+    const auto own = own_bytes(gpt);
+    // GPU 0: the model's own, the tied pair and one block, plus a block's room; GPU 1: three
+    // blocks (no room kept); the CPU: the rest, plus a block's room.
+    const auto map = acc::infer_auto_device_map(
+        gpt, {{"cpu", 3 * block}, {"1", 3 * block + block / 2}, {"cuda:0", own + tokens + 2 * block}});
+    CHECK(map.to_string() ==
+          "{'': 0, 'tokens': 0, 'head': 0, 'blocks.0': 0, 'blocks.1': 1, 'blocks.2': 1, 'blocks.3': 1, "
+          "'blocks.4': 'cpu', 'blocks.5': 'cpu'}");
+    const auto used = bytes_per_device(*gpt, map);
+    CHECK(used.at("0") + block <= own + tokens + 2 * block);
+    CHECK(used.at("1") <= 3 * block + block / 2);
+    CHECK(used.at("cpu") + block <= 3 * block);
+  }
+
+  TEST_CASE("a unit holding units is split when it does not fit, unless its class is in no_split") {
+    // A Sequential model: its children are units; the second holds two blocks declared as units.
+    torch::manual_seed(0);
+    auto model = torch::nn::Sequential(Block(), Stage(), Block());
+    const auto block = bytes_of(*model[0]);
+    const auto scale = uint64_t{kDim} * 4;
+    // The CPU holds two blocks plus the kept room of one: block 0, then the stage does not fit whole.
+    const acc::MaxMemory budgets{{"cpu", 3 * block + scale}, {"disk", "1GB"}};
+    CHECK(acc::infer_auto_device_map(model, budgets).to_string() ==
+          "{'': 'cpu', '0': 'cpu', '1': 'cpu', '1.block0': 'cpu', '1.block1': 'disk', '2': 'disk'}");
+    CHECK(acc::infer_auto_device_map(model, budgets, acc::DeviceMapOptions{{"Stage"}}).to_string() ==
+          "{'': 'cpu', '0': 'cpu', '1': 'disk', '2': 'disk'}");
+    CHECK(contains(error_of([&] { acc::infer_auto_device_map(model, budgets, acc::DeviceMapOptions{{"Stag"}}); }),
+                   "no_split names class 'Stag', which no module of the model is (its classes: Block, Stage, "
+                   "torch::nn::LayerNormImpl, torch::nn::LinearImpl, torch::nn::SequentialImpl)"));
+  }
+
+  TEST_CASE("tied parameters stay on one device, pulled to the first unit's") {
+    auto gpt = make_gpt();
+    const auto block = bytes_of(*gpt->units[0]);
+    const auto tokens = bytes_of(*gpt->tokens);
+    const auto own = own_bytes(gpt);
+    // The embedding (with the head, which holds the same tensor) fits beside the model's own only
+    // with its weight counted once.
+    const auto map = acc::infer_auto_device_map(gpt, {{"cpu", own + tokens + block}, {"disk", "1GB"}});
+    CHECK(map.find("tokens.weight") == acc::Placement::cpu());
+    CHECK(map.find("head.weight") == acc::Placement::cpu());
+    CHECK(map.find("blocks.0.fc1.weight") == acc::Placement::disk());
+    // The blocks, all on disk, are one entry for the module holding them (Accelerate's cleaning).
+    CHECK(map.to_string() == "{'': 'cpu', 'tokens': 'cpu', 'head': 'cpu', 'blocks': 'disk'}");
+  }
+
+  TEST_CASE("a model that fits in no budget, and bad devices, are errors naming the sizes and the fix") {
+    auto gpt = make_gpt();
+    const auto block = bytes_of(*gpt->units[0]);
+    const auto own = own_bytes(gpt);
+    const auto total = own + bytes_of(*gpt->tokens) + 4 * block;
+    const auto error = error_of([&] { acc::infer_auto_device_map(gpt, {{"cpu", 3 * block}, {"disk", block}}); });
+    CHECK(contains(error, "the model does not fit in max_memory: it takes " + acc::format_memory_size(total) + " (" +
+                              std::to_string(total) + " bytes, tied tensors counted once)"));
+    CHECK(contains(error, "the budgets are cpu " + acc::format_memory_size(3 * block) + " (" +
+                              acc::format_memory_size(block) + " of it kept for the largest unit), disk " +
+                              acc::format_memory_size(block)));
+    CHECK(contains(error,
+                   "unit 'blocks.2' (" + acc::format_memory_size(block) + ") has no room on any device from disk on"));
+    CHECK(contains(error_of([&] {
+                     acc::infer_auto_device_map(gpt, {{"cpu", own + block}});
+                   }),
+                   "unit 'tokens' with the units sharing (tied) tensors with it: 'head' (" +
+                       acc::format_memory_size(bytes_of(*gpt->tokens)) + ") has no room on any device from cpu on"));
+    CHECK(contains(error_of([&] {
+                     acc::infer_auto_device_map(gpt, {{"cpu", 10}});
+                   }),
+                   "the model's own parameters and buffers (outside every unit) (" + acc::format_memory_size(own) +
+                       ") has no room on any device from cpu on"));
+    CHECK(contains(error_of([&] {
+                     acc::infer_auto_device_map(gpt, {{"gpu0", "1GB"}});
+                   }),
+                   "device 'gpu0' is not a device"));
+    CHECK(contains(error_of([&] {
+                     acc::infer_auto_device_map(gpt, {{"disk", "1GB"}});
+                   }),
+                   "max_memory names no device to run the model on"));
+    CHECK(contains(error_of([&] {
+                     acc::infer_auto_device_map(gpt, {{"0", "1GB"}, {"cuda:0", "1GB"}});
+                   }),
+                   "max_memory names device 0 twice"));
+    CHECK(contains(error_of([&] { acc::infer_auto_device_map(gpt, {{"cpu", "lots"}}); }), "memory size 'lots'"));
+  }
+
+  TEST_CASE("a model dispatched across cpu and disk computes what it computed, loading disk weights per call") {
+    TempDir dir;
+    auto gpt = make_gpt();
+    const auto ids = token_ids();
+    torch::NoGradGuard no_grad;
+    const auto expected = gpt(ids);
+    const auto original = state_copy(*gpt);
+    const auto block = bytes_of(*gpt->units[0]);
+    const auto budget = own_bytes(gpt) + bytes_of(*gpt->tokens) + 3 * block;
+    const auto map = acc::infer_auto_device_map(gpt, {{"cpu", budget}, {"disk", "1GB"}});
+    REQUIRE(map.find("blocks.1") == acc::Placement::cpu());
+    REQUIRE(map.find("blocks.2") == acc::Placement::disk());
+
+    auto model = acc::dispatch_model(gpt, map, dir.path / "offload");
+    CHECK(model.execution_device() == c10::Device(c10::kCPU));
+    for (int call = 0; call < 2; ++call) {
+      CAPTURE(call);
+      const auto output = model(ids);
+      CHECK(at::equal(output, expected));
+      for (const int i : {2, 3}) {
+        CAPTURE(i);
+        // The forward found the weights; between calls they hold no memory.
+        CHECK(gpt->units[i]->weight_elements_seen == 2 * 4 * kDim * kDim);
+        for (const auto& p : gpt->units[i]->parameters()) {
+          CHECK(p.numel() == 0);
+          CHECK(p.storage().nbytes() == 0);
+        }
+        CHECK(gpt->units[i]->ln->bias.numel() == 0);
+      }
+      for (const auto& p : gpt->units[1]->parameters()) CHECK(p.numel() > 0);  // resident on the CPU
+    }
+    {  // Inference mode, where the loaded weights are inference tensors, computes the same.
+      c10::InferenceMode inference;
+      CHECK(at::equal(model(ids), expected));
+    }
+    CHECK(at::equal(model(ids), expected));
+
+    // One file per disk-offloaded unit, holding its parameters under their names in the model.
+    std::set<std::string> files;
+    for (const auto& entry : fs::directory_iterator(dir.path / "offload")) files.insert(entry.path().filename());
+    CHECK(files == std::set<std::string>{"blocks.2.safetensors", "blocks.3.safetensors"});
+    const auto contents = acc::safetensors::load_file(dir.path / "offload" / "blocks.3.safetensors");
+    CHECK(contents.metadata == acc::safetensors::Metadata{{"format", "pt"}});
+    std::set<std::string> names;
+    for (const auto& [name, tensor] : contents.tensors) {
+      names.insert(name);
+      CHECK(at::equal(tensor, original.at(name)));
+    }
+    CHECK(names == std::set<std::string>{"blocks.3.ln.weight", "blocks.3.ln.bias", "blocks.3.fc1.weight",
+                                         "blocks.3.fc1.bias", "blocks.3.fc2.weight", "blocks.3.fc2.bias"});
+  }
+
+  TEST_CASE("cpu offload keeps a unit's values in host memory and gives them back for each call") {
+    // What dispatch_model does for a "cpu" unit when the map has GPUs, here with the CPU as the
+    // execution device (without CUDA there is no pinned memory to ask for).
+    auto block = Block();
+    const auto original = state_copy(*block);
+    std::vector<acc::detail::UnitTensor> parameters;
+    for (const auto& p : block->named_parameters()) parameters.push_back({p.key(), p.value(), true});
+    auto weights = acc::detail::OffloadedWeights::in_memory(parameters, /*pin=*/false);
+    weights.release();
+    for (const auto& p : block->parameters()) CHECK(p.storage().nbytes() == 0);
+    weights.load(c10::kCPU);
+    for (const auto& p : block->named_parameters()) CHECK(at::equal(p.value(), original.at(p.key())));
+    weights.release();
+    CHECK(block->fc1->weight.numel() == 0);
+  }
+
+  TEST_CASE("offloaded units with tied weights, units holding units, and a Sequential model dispatch exactly") {
+    TempDir dir;
+    torch::NoGradGuard no_grad;
+    {  // The tied embedding and head on disk together: the head reads the tensor from its own file.
+      auto gpt = make_gpt(2);
+      const auto ids = token_ids();
+      const auto expected = gpt(ids);
+      auto model = acc::dispatch_model(gpt, {{"", "cpu"}, {"tokens", "disk"}, {"head", "disk"}}, dir.path / "tied");
+      CHECK(at::equal(model(ids), expected));
+      CHECK(gpt->tokens->weight.numel() == 0);
+      CHECK(gpt->head->weight.unsafeGetTensorImpl() == gpt->tokens->weight.unsafeGetTensorImpl());
+      CHECK(acc::safetensors::File(dir.path / "tied" / "head.safetensors").contains("head.weight"));
+    }
+    {  // A Sequential model, called child by child; the middle child's own weight on the CPU and
+       // its nested blocks on disk.
+      torch::manual_seed(1);
+      auto seq = torch::nn::Sequential(Block(), Stage(), Block());
+      const auto x = torch::randn({3, kDim});
+      const auto expected = seq->forward(x);
+      auto model = acc::dispatch_model(seq, {{"", "cpu"}, {"1.block0", "disk"}, {"1.block1", "disk"}, {"2", "disk"}},
+                                       dir.path / "seq");
+      CHECK(at::equal(model(x), expected));
+      CHECK(at::equal(model(x), expected));
+      CHECK(seq[2]->parameters()[0].numel() == 0);
+      CHECK(seq[1]->named_parameters(false)["scale"].numel() == kDim);
+    }
+  }
+
+  TEST_CASE("a unit called with a tensor and a number, returning two tensors, runs offloaded from disk") {
+    TempDir dir;
+    torch::NoGradGuard no_grad;
+    torch::manual_seed(2);
+    PairModel model;
+    const auto x = torch::randn({3, kDim});
+    const auto expected = model(x);
+    auto dispatched = acc::dispatch_model(model, {{"", "cpu"}, {"pair", "disk"}}, dir.path);
+    CHECK(at::equal(dispatched(x), expected));
+    CHECK(model->pair->fc->weight.numel() == 0);
+  }
+
+  TEST_CASE("a dispatch ends with its model, and refuses maps it cannot run, naming the fix") {
+    TempDir dir;
+    auto gpt = make_gpt(2);
+    auto& registry = acc::detail::UnitRegistry::instance();
+    {
+      auto model = acc::dispatch_model(gpt, {{"", "cpu"}});
+      CHECK(registry.call(*gpt->units[0]).hooks != nullptr);
+      CHECK(contains(error_of([&] {
+                       acc::dispatch_model(gpt, {{"", "cpu"}});
+                     }),
+                     "unit 'tokens' already has hooks (FSDP's, or an earlier acc::dispatch_model's"));
+    }
+    CHECK(registry.call(*gpt->units[0]).hooks == nullptr);
+
+    CHECK(contains(error_of([&] {
+                     acc::dispatch_model(gpt, {{"blocks", "cpu"}});
+                   }),
+                   "places no entry over positions, ln.weight, ln.bias, tokens.weight, head.weight: every parameter"));
+    CHECK(contains(error_of([&] {
+                     acc::dispatch_model(gpt, {{"", "cpu"}, {"blocks.0.fc1", "disk"}}, dir.path);
+                   }),
+                   "puts 'blocks.0.fc1.weight' on \"disk\", but it runs in unit 'blocks.0', which is on \"cpu\""));
+    CHECK(contains(error_of([&] {
+                     acc::dispatch_model(gpt, {{"", "cpu"}, {"ln", "disk"}}, dir.path);
+                   }),
+                   "it runs in the model itself (outside every unit), which is on \"cpu\" (the execution device"));
+    CHECK(contains(error_of([&] {
+                     acc::dispatch_model(gpt, {{"", "cpu"}, {"head", "disk"}}, dir.path);
+                   }),
+                   "'head.weight' and 'tokens.weight' are the same (tied) tensor, but the device map puts them on "
+                   "\"disk\" and \"cpu\""));
+    CHECK(contains(error_of([&] {
+                     acc::dispatch_model(gpt, {{"", "cpu"}, {"blocks.1", "disk"}});
+                   }),
+                   "give acc::dispatch_model an offload_dir"));
+    if (!torch::cuda::is_available())
+      CHECK(contains(error_of([&] {
+                       acc::dispatch_model(gpt, {{"", 0}});
+                     }),
+                     "puts the model itself (outside every unit) on GPU 0, but this process sees 0 CUDA device(s)"));
+    // Nothing was changed by the refused maps: every weight is still there.
+    for (const auto& p : gpt->parameters()) CHECK(p.numel() > 0);
+
+    auto model = acc::dispatch_model(gpt, {{"", "cpu"}, {"blocks.1", "disk"}}, dir.path);
+    CHECK(contains(error_of([&] { model(token_ids()); }),
+                   "unit 'blocks.1' is offloaded: its weights leave after each call, so autograd could not use them"));
+    // Parameters that need no gradient need no guard.
+    for (const auto& p : gpt->parameters()) p.set_requires_grad(false);
+    CHECK(model(token_ids()).sizes() == std::vector<int64_t>{2, kSeq, kVocab});
+  }
+}
