@@ -98,9 +98,10 @@ TEST_CASE("CUDA: acc::optim::AdamW's fused kernel stays within rounding of torch
 }
 
 #if ACC_HAS_CUDA
-TEST_CASE("CUDA: step_unless takes the fused step where found_inf is 0, changes nothing where it is 1, and never "
-          "waits for the GPU" *
-          doctest::skip(!torch::cuda::is_available())) {
+TEST_CASE(
+    "CUDA: step_unless takes the fused step where found_inf is 0, changes nothing where it is 1, and never "
+    "waits for the GPU" *
+    doctest::skip(!torch::cuda::is_available())) {
   const c10::Device cuda(c10::kCUDA, 0);
   Problem masked(cuda), plain(cuda);
   acc::optim::AdamW ours(masked.groups(), options), reference(plain.groups(), options);

@@ -73,8 +73,7 @@ struct skips_on_device : std::false_type {};
 template <class Scaler, class Optimizer, class Comm>
 struct skips_on_device<Scaler, Optimizer, Comm,
                        std::void_t<decltype(std::declval<Optimizer&>().step_unless(
-                           std::declval<Scaler&>().found_inf_on_any_rank(std::declval<Comm&>())))>> : std::true_type {
-};
+                           std::declval<Scaler&>().found_inf_on_any_rank(std::declval<Comm&>())))>> : std::true_type {};
 template <class Scaler, class Optimizer, class Comm>
 inline constexpr bool skips_on_device_v = skips_on_device<Scaler, Optimizer, Comm>::value;
 }  // namespace detail

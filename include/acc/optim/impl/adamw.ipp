@@ -8,8 +8,8 @@
 #include <ATen/ops/_foreach_addcmul.h>
 #include <ATen/ops/_foreach_div.h>
 #include <ATen/ops/_foreach_mul.h>
-#include <ATen/ops/_foreach_sub.h>
 #include <ATen/ops/_foreach_sqrt.h>
+#include <ATen/ops/_foreach_sub.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/zeros_like.h>
 
