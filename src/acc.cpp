@@ -32,6 +32,8 @@
 #include <acc/dispatch/impl/module_units.ipp>
 #include <acc/dispatch/impl/offloaded_weights.ipp>
 #include <acc/dispatch/impl/placement.ipp>
+#include <acc/fp8/impl/convert.ipp>
+#include <acc/fp8/impl/scaled_linear.ipp>
 #include <acc/memory/impl/free_memory.ipp>
 #include <acc/nn/impl/linear.ipp>
 #include <acc/optim/impl/adamw.ipp>

@@ -7,7 +7,7 @@
 //   2 detail/
 //   3 config/
 //   4 comm/
-//   5 nn/ precision/ data/ ops/ tracking/ optim/ memory/ profiling/ activation_checkpointing/ big_modeling/
+//   5 nn/ fp8/ precision/ data/ ops/ tracking/ optim/ memory/ profiling/ activation_checkpointing/ big_modeling/
 //   6 strategy/ fsdp/
 //   7 prepared/ checkpoint/ dispatch/
 //   8 accelerator_options.hpp accelerator.hpp
@@ -33,6 +33,8 @@
 #include <acc/dispatch/dispatch_model.hpp>
 #include <acc/dispatch/infer_auto_device_map.hpp>
 #include <acc/error.hpp>
+#include <acc/fp8/convert.hpp>
+#include <acc/fp8/recipe.hpp>
 #include <acc/fsdp/sharding.hpp>
 #include <acc/fsdp/unit.hpp>
 #include <acc/join/join_uneven_inputs.hpp>
@@ -48,6 +50,7 @@
 #include <acc/precision/bf16.hpp>
 #include <acc/precision/fp16.hpp>
 #include <acc/precision/fp32.hpp>
+#include <acc/precision/fp8.hpp>
 #include <acc/precision/grad_scaler.hpp>
 #include <acc/precision/true_half.hpp>
 #include <acc/profiling/key_averages.hpp>

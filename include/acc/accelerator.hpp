@@ -84,10 +84,11 @@ class Accelerator {
                 "Accelerator's first parameter must be a strategy policy: acc::Single, acc::CPU, acc::DDP<Comm, Hook> "
                 "or acc::FSDP<Comm, Sharding> "
                 "(see include/acc/strategy/strategy.hpp for what a strategy provides)");
-  static_assert(check_precision_policy<Precision>(),
-                "Accelerator's second parameter must be a precision policy: acc::FP32, acc::BF16, acc::FP16, "
-                "acc::BF16True or acc::FP16True (see include/acc/precision/precision.hpp for what a precision "
-                "provides)");
+  static_assert(
+      check_precision_policy<Precision>(),
+      "Accelerator's second parameter must be a precision policy: acc::FP32, acc::BF16, acc::FP16, "
+      "acc::FP8, acc::BF16True or acc::FP16True (see include/acc/precision/precision.hpp for what a precision "
+      "provides)");
   static_assert(is_sampler_policy_v<Sampler>,
                 "Accelerator's third parameter must be a sampler policy: acc::Sequential or acc::Shuffled "
                 "(see include/acc/data/sampler.hpp for what a sampler provides)");
@@ -538,10 +539,12 @@ class Accelerator {
       return options.ddp();
     } else if constexpr (std::is_same_v<Part, FSDPOptions>) {
       return options.fsdp();
+    } else if constexpr (std::is_same_v<Part, FP8Recipe>) {
+      return options.fp8();
     } else {
       static_assert(std::is_same_v<Part, ProcessGroupOptions>,
-                    "a strategy's options_type names DDPOptions, FSDPOptions or ProcessGroupOptions; for options "
-                    "of another type, give AcceleratorOptions a member of it and return it here");
+                    "a policy's options_type names DDPOptions, FSDPOptions, ProcessGroupOptions or FP8Recipe; for "
+                    "options of another type, give AcceleratorOptions a member of it and return it here");
       return options.process_group();
     }
   }
@@ -552,7 +555,11 @@ class Accelerator {
     constexpr bool is_lvalue = std::is_lvalue_reference_v<Object>;
     if constexpr (detail::is_module_holder<T>::value) {
       T module = object;
-      Precision::prepare_module(*module);  // before the strategy buckets or shards its parameters
+      // Before the strategy buckets or shards the parameters.
+      if constexpr (detail::has_precision_options<Precision>::value)
+        Precision::prepare_module(*module, options_part<typename Precision::options_type>(options_));
+      else
+        Precision::prepare_module(*module);
       strategy_.prepare_model(module, device_);
       if (options_.activation_checkpointing() && checkpoint_units(module) == 0)
         throw Error(

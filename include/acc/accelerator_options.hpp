@@ -6,6 +6,7 @@
 #include <acc/comm/process_group_options.hpp>
 #include <acc/config/config.hpp>
 #include <acc/config/environment.hpp>
+#include <acc/fp8/recipe.hpp>
 #include <acc/fsdp/options.hpp>
 #include <acc/precision/grad_scaler.hpp>
 #include <acc/strategy/ddp_options.hpp>
@@ -56,6 +57,8 @@ class AcceleratorOptions {
   TORCH_ARG(ProcessGroupOptions, process_group) = {};
   // Loss scaling of FP16 (Python's GradScalerKwargs).
   TORCH_ARG(GradScalerOptions, grad_scaler) = {};
+  // What FP8 puts in fp8 and how it scales (Python's FP8RecipeKwargs / fp8_config).
+  TORCH_ARG(FP8Recipe, fp8) = {};
   // Where save_state/load_state put and find checkpoints, and trackers write (Python's project_config).
   TORCH_ARG(ProjectConfiguration, project_config) = {};
   // The trackers init_trackers starts (Python's log_with): "jsonl", "csv", "tensorboard" or "all"
@@ -97,6 +100,19 @@ inline FSDPOptions fsdp_options(const Config& config) {
                                                                     : FSDPOptions::StateDictType::full);
 }
 
+// FP8's recipe as the config's fp8_config says: backend AO is torchao's dynamic tensorwise
+// scaling, TE TransformerEngine's delayed scaling.
+inline FP8Recipe fp8_recipe(const Config& config) {
+  const auto& fp8 = config.fp8;
+  return FP8Recipe()
+      .format(fp8.fp8_format == "E4M3" ? FP8Recipe::Format::e4m3 : FP8Recipe::Format::hybrid)
+      .scaling(fp8.backend == "TE" ? FP8Recipe::Scaling::delayed : FP8Recipe::Scaling::tensorwise)
+      .amax_history_len(fp8.amax_history_len)
+      .amax_compute_algorithm(fp8.amax_compute_algorithm == "max" ? FP8Recipe::AmaxAlgorithm::max
+                                                                  : FP8Recipe::AmaxAlgorithm::most_recent)
+      .margin(fp8.margin);
+}
+
 // The Accelerator's options as the config says.
 inline AcceleratorOptions accelerator_options(const Config& config) {
   auto process_group = ProcessGroupOptions().debug(config.debug);
@@ -109,6 +125,7 @@ inline AcceleratorOptions accelerator_options(const Config& config) {
       .even_batches(config.even_batches)
       .split_batches(config.split_batches)
       .log_with(config.log_with)
+      .fp8(fp8_recipe(config))
       .activation_checkpointing(config.distributed_type == "FSDP" && config.fsdp.activation_checkpointing)
       .ddp(DDPOptions()
                .bucket_cap_mb(config.bucket_cap_mb)

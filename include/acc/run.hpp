@@ -14,6 +14,7 @@
 #include <acc/precision/bf16.hpp>
 #include <acc/precision/fp16.hpp>
 #include <acc/precision/fp32.hpp>
+#include <acc/precision/fp8.hpp>
 #include <acc/strategy/ddp.hpp>
 #include <acc/strategy/fsdp.hpp>
 #include <acc/strategy/single.hpp>
@@ -40,8 +41,8 @@ template <class... S>
 constexpr auto samplers = boost::hana::tuple_t<S...>;
 
 // The combinations a plain acc::run builds: every strategy this build has, FSDP as FULL_SHARD on
-// GPUs (CMake's ACC_STRATEGIES etc. narrow them through these macros), the three mixed
-// precisions, both samplers.
+// GPUs (CMake's ACC_STRATEGIES etc. narrow them through these macros), the mixed precisions (FP8
+// where the build has its kernels), both samplers.
 #ifndef ACC_DEFAULT_STRATEGIES
 #if ACC_HAS_GLOO && ACC_HAS_NCCL
 #define ACC_DEFAULT_STRATEGIES acc::Single, acc::CPU, acc::DDP<acc::Nccl>, acc::FSDP<acc::Nccl, acc::FullShard>
@@ -54,7 +55,11 @@ constexpr auto samplers = boost::hana::tuple_t<S...>;
 #endif
 #endif
 #ifndef ACC_DEFAULT_PRECISIONS
+#if ACC_HAS_FP8
+#define ACC_DEFAULT_PRECISIONS acc::FP32, acc::FP16, acc::BF16, acc::FP8
+#else
 #define ACC_DEFAULT_PRECISIONS acc::FP32, acc::FP16, acc::BF16
+#endif
 #endif
 #ifndef ACC_DEFAULT_SAMPLERS
 #define ACC_DEFAULT_SAMPLERS acc::Sequential, acc::Shuffled

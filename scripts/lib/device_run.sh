@@ -23,7 +23,10 @@ configure_gpu_build() {
   torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
   nccl_root=$(python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__) if nvidia.nccl.__file__ else list(nvidia.nccl.__path__)[0])')
   cxx=$(command -v /opt/gcc/bin/g++ || command -v g++)
+  local nvcc
+  nvcc=$(command -v nvcc || command -v /usr/local/cuda/bin/nvcc || true)
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER="$cxx" \
     -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr" -DACC_EXAMPLE_DATA=$deps/usr/share/games/fortunes \
-    -DNCCL_ROOT="$nccl_root" -DProtobuf_PROTOC_EXECUTABLE=$deps/usr/bin/protoc -DCMAKE_CUDA_ARCHITECTURES=90 "$@"
+    -DNCCL_ROOT="$nccl_root" -DProtobuf_PROTOC_EXECUTABLE=$deps/usr/bin/protoc -DCMAKE_CUDA_ARCHITECTURES=90 \
+    ${nvcc:+-DCMAKE_CUDA_COMPILER=$nvcc -DCMAKE_CUDA_HOST_COMPILER=$cxx} "$@"
 }

@@ -1,6 +1,7 @@
 #include "config_command.hpp"
 
 #include <acc/config/config.hpp>
+#include <acc/detail/build_config.hpp>
 
 #include "launch.hpp"
 
@@ -43,8 +44,9 @@ std::vector<MachineType> built_machine_types() {
 }
 
 // The mixed precisions with an autocast where the config trains: fp16 on GPUs, and on the CPU
-// only from libtorch 2.0 on.
+// only from libtorch 2.0 on; fp8 on GPUs where the build has its kernels.
 std::vector<std::string> built_precisions(bool trains_on_gpus) {
+  if (trains_on_gpus && ACC_HAS_FP8) return {"no", "fp16", "bf16", "fp8"};
   if (trains_on_gpus || ACC_CPU_FP16_AUTOCAST) return {"no", "fp16", "bf16"};
   return {"no", "bf16"};
 }

@@ -193,10 +193,10 @@ const std::vector<Flag>& launch_flags() {
                    state.gpu_ids_given = true;
                    return count_gpu_ids(value, 0).has_value();
                  }),
-      value_flag("--mixed_precision", "one of: no, fp16, bf16",
+      value_flag("--mixed_precision", "one of: no, fp16, bf16, fp8",
                  [](ParseState& state, const std::string& value) {
                    state.options.mixed_precision = value;
-                   return value == "no" || value == "fp16" || value == "bf16";
+                   return value == "no" || value == "fp16" || value == "bf16" || value == "fp8";
                  }),
       // Read before the other flags (see find_config_file), so that they win over the file.
       value_flag("--config_file", "the path of a YAML config (as `acc config` writes)",
@@ -369,7 +369,7 @@ flags (--flag value and --flag=value both work):
   --cpu                    train on the CPU even when GPUs are there (ACCELERATE_USE_CPU=true)
   --multi_gpu              one process per GPU
   --gpu_ids IDS            GPUs to use, such as 0,1 (sets CUDA_VISIBLE_DEVICES), or all
-  --mixed_precision P      no, fp16 or bf16 (ACCELERATE_MIXED_PRECISION)
+  --mixed_precision P      no, fp16, bf16 or fp8 (ACCELERATE_MIXED_PRECISION)
   --config_file PATH       a YAML config as `acc config` (or Python's `accelerate config`) writes;
                            default: $HF_HOME/accelerate/default_config.yaml if it exists. Flags
                            win over it; the ranks read the rest of it (ACC_CONFIG_FILE)

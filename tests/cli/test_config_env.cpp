@@ -690,10 +690,11 @@ TEST_CASE("acc env lists the variables that override the config, and refuses a b
   CHECK(set.exit_code == 0);
   CHECK(set.out.find("- Environment overrides:\n  ACCELERATE_MIXED_PRECISION=bf16\n  FSDP_OFFLOAD_PARAMS=true\n") !=
         std::string::npos);
-  const LauncherResult bad = run_acc_with_input({"env"}, "", {"ACCELERATE_MIXED_PRECISION=fp8"});
+  const LauncherResult bad = run_acc_with_input({"env"}, "", {"ACCELERATE_MIXED_PRECISION=fp4"});
   CHECK(bad.exit_code == 1);
   CHECK(bad.err ==
-        "acc env: ACCELERATE_MIXED_PRECISION='fp8': 'mixed_precision' is 'fp8'; allowed values: no, fp16, bf16\n");
+        "acc env: ACCELERATE_MIXED_PRECISION='fp4': 'mixed_precision' is 'fp4'; allowed values: no, fp16, bf16, "
+        "fp8\n");
 }
 
 // Found: acc launch read ACCELERATE_USE_CPU itself, more laxly than the ranks: 'maybe' was false.

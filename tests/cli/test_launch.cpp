@@ -281,9 +281,9 @@ TEST_CASE("bad flags give one line and exit code 2 and a program that cannot run
        "acc launch: unknown flag --foo; valid flags: -h/--help, --num_processes, --num_machines,"},
       {{"--num_processes", "0", kProbe}, 2, "acc launch: --num_processes '0' is not valid; use a positive integer"},
       {{"--num_processes", "abc", kProbe}, 2, "acc launch: --num_processes 'abc' is not valid; use a positive integer"},
-      {{"--mixed_precision", "fp8", kProbe},
+      {{"--mixed_precision", "fp4", kProbe},
        2,
-       "acc launch: --mixed_precision 'fp8' is not valid; use one of: no, fp16, bf16"},
+       "acc launch: --mixed_precision 'fp4' is not valid; use one of: no, fp16, bf16, fp8"},
       {{"--num_processes", "3", "--num_machines", "2", kProbe},
        2,
        "acc launch: --num_processes 3 is not divisible by --num_machines 2; each machine runs num_processes / "

@@ -40,6 +40,17 @@ struct FsdpConfig {
   bool activation_checkpointing = false;
 };
 
+// fp8_config: what mixed_precision fp8 does (acc::FP8Recipe). The backend names whose recipe to
+// follow: AO (torchao's dynamic tensorwise scaling) or TE (TransformerEngine's delayed scaling
+// with an amax history); the kernels are accelerate-cpp's own either way.
+struct Fp8Config {
+  std::string backend = "AO";
+  std::string fp8_format = "HYBRID";
+  int amax_history_len = 1024;
+  std::string amax_compute_algorithm = "most_recent";
+  int margin = 0;
+};
+
 // A config is a few hundred bytes; anything above this is not one (and /dev/zero is refused).
 inline constexpr long kMaxConfigFileBytes = 1 << 20;
 
@@ -61,6 +72,7 @@ struct Config {
   bool debug = false;
   int gradient_accumulation_steps = 1;
   FsdpConfig fsdp;
+  Fp8Config fp8;
   // parallelism_config (Accelerate 1.x's ParallelismConfig): data-parallel replicas and the ranks
   // each shards over; with FSDP and more than one replica, hybrid sharding. Unset: not given.
   std::optional<int> dp_replicate_size;

@@ -27,3 +27,9 @@
 #define ACC_HAS_CUDA 0
 #endif
 #endif
+
+// fp8 training (acc::FP8): CMake's acc::fp8 library, the fused cast kernels compiled by nvcc where
+// CUDA and libtorch >= 2.1 are, defines it; without them acc::FP8 is refused at run time.
+#ifndef ACC_HAS_FP8
+#define ACC_HAS_FP8 0
+#endif

@@ -17,10 +17,14 @@
 //   static void check_device(c10::Device);          // an acc::Error if it cannot run there
 //   static void prepare_module(torch::nn::Module&); // at prepare, before the strategy sees the
 //                                                   // module: cast it, or check its dtypes
+//   A policy with options names them, and its prepare_module takes them (AcceleratorOptions
+//   holds a member of that type; the Accelerator passes it):
+//   using options_type = ...;                       // FP8Recipe for FP8
+//   static void prepare_module(torch::nn::Module&, const options_type&);
 //   template <class Arg> static decltype(auto) input(Arg&&);  // each argument of the forward
 //   template <class Output> static Output output(Output);     // the forward's result
-// The policies: FP32 (fp32.hpp), BF16 and FP16 (mixed.hpp), BF16True and FP16True (true_half.hpp).
-// A new one (FP8, say) is a file of its own here plus its name in acc::run's default list.
+// The policies: FP32 (fp32.hpp), BF16 and FP16 (mixed.hpp), BF16True and FP16True (true_half.hpp),
+// FP8 (fp8.hpp). A new one is a file of its own here plus its name in acc::run's default list.
 #pragma once
 
 #include <acc/precision/grad_scaler.hpp>
@@ -78,11 +82,34 @@ struct has_compute_dtype<P, std::void_t<decltype(std::optional<c10::ScalarType>{
 };
 
 template <class P, class = void>
+struct has_precision_options : std::false_type {};
+template <class P>
+struct has_precision_options<P, std::void_t<typename P::options_type>> : std::true_type {};
+
+template <class P, bool = has_precision_options<P>::value>
+struct prepares_module {  // prepare_module(module)
+  template <class Q>
+  static auto test(int) -> decltype(Q::prepare_module(std::declval<torch::nn::Module&>()), std::true_type{});
+  template <class>
+  static std::false_type test(...);
+  static constexpr bool value = decltype(test<P>(0))::value;
+};
+template <class P>
+struct prepares_module<P, true> {  // prepare_module(module, options)
+  template <class Q>
+  static auto test(int) -> decltype(Q::prepare_module(std::declval<torch::nn::Module&>(),
+                                                      std::declval<const typename Q::options_type&>()),
+                                    std::true_type{});
+  template <class>
+  static std::false_type test(...);
+  static constexpr bool value = decltype(test<P>(0))::value;
+};
+
+template <class P, class = void>
 struct has_module_steps : std::false_type {};
 template <class P>
-struct has_module_steps<P, std::void_t<decltype(P::check_device(std::declval<c10::Device>())),
-                                       decltype(P::prepare_module(std::declval<torch::nn::Module&>()))>>
-    : std::true_type {};
+struct has_module_steps<P, std::void_t<decltype(P::check_device(std::declval<c10::Device>()))>>
+    : std::bool_constant<prepares_module<P>::value> {};
 
 template <class P, class = void>
 struct has_forward_casts : std::false_type {};
@@ -125,7 +152,8 @@ constexpr bool check_precision_policy() {
                 "(see include/acc/precision/precision.hpp)");
   static_assert(has_check_device_and_prepare_module,
                 "a precision policy needs static void check_device(c10::Device) and static void "
-                "prepare_module(torch::nn::Module&) (see include/acc/precision/precision.hpp)");
+                "prepare_module(torch::nn::Module&), or with options_type prepare_module(torch::nn::Module&, const "
+                "options_type&) (see include/acc/precision/precision.hpp)");
   static_assert(has_input_and_output,
                 "a precision policy needs static input(arg) and output(result) for the forward's arguments and "
                 "result (see include/acc/precision/precision.hpp)");

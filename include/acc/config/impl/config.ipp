@@ -30,8 +30,13 @@ template <auto Member>
 ConfigField fsdp_field(Config& config) {
   return &(config.fsdp.*Member);
 }
+template <auto Member>
+ConfigField fp8_field(Config& config) {
+  return &(config.fp8.*Member);
+}
 inline bool never_written(const Config&) { return false; }
 inline bool for_fsdp(const Config& config) { return config.distributed_type == "FSDP"; }
+inline bool for_fp8(const Config& config) { return config.mixed_precision == "fp8"; }
 inline bool for_parallelism(const Config& config) {
   return config.dp_replicate_size || config.dp_shard_size || config.tp_size != 1 || config.cp_size != 1;
 }
@@ -60,8 +65,8 @@ inline ConfigKey with_values(ConfigKey key, std::string_view values) {
   key.values = values;
   return key;
 }
-inline ConfigKey ignored_key(std::string_view name, std::string_view fixed = "") {
-  auto key = key_of("", name, "", ConfigType::ignored, "", nullptr);
+inline ConfigKey ignored_key(std::string_view name, std::string_view fixed = "", std::string_view section = "") {
+  auto key = key_of(section, name, "", ConfigType::ignored, "", nullptr);
   key.fixed = fixed;
   return key;
 }
@@ -117,6 +122,7 @@ inline void read_reshard_after_forward(Config& config, const std::string& text) 
 
 ACC_DECL const std::vector<ConfigKey>& config_keys() {
   using detail::config_field;
+  using detail::fp8_field;
   using detail::fsdp_field;
   using detail::key_of;
   using detail::with_allowed;
@@ -155,9 +161,10 @@ ACC_DECL const std::vector<ConfigKey>& config_keys() {
                             config_field<&Config::distributed_type>),
                      {"NO", "MULTI_CPU", "MULTI_GPU", "FSDP"}),
         with_allowed(key_of("", "mixed_precision", "ACCELERATE_MIXED_PRECISION", T::choice,
-                            "the precision policy: `FP32`, `FP16`, `BF16` (`acc launch --mixed_precision`)",
+                            "the precision policy: `FP32`, `FP16`, `BF16`, `FP8` (`acc launch --mixed_precision`; "
+                            "fp8 needs a GPU of compute capability 8.9 or newer, [precision.md](precision.md#fp8))",
                             config_field<&Config::mixed_precision>),
-                     {"no", "fp16", "bf16"}),
+                     {"no", "fp16", "bf16", "fp8"}),
         alias(key_of("", "fp16", "", T::flag, "older Accelerate's spelling: `true` means `mixed_precision: fp16`",
                      nullptr),
               detail::read_fp16),
@@ -204,6 +211,9 @@ ACC_DECL const std::vector<ConfigKey>& config_keys() {
                           config_field<&Config::gradient_accumulation_steps>),
                    1, 1 << 20),
         key_of("", "fsdp_config", "", T::mapping, "FSDP's settings (below)", nullptr),
+        only_when(key_of("", "fp8_config", "", T::mapping, "FP8's recipe (below); written for `mixed_precision: fp8`",
+                         nullptr),
+                  detail::for_fp8),
         key_of("", "deepspeed_config", "", T::unsupported, "not supported: a non-empty one is an error", nullptr),
         key_of("", "megatron_lm_config", "", T::unsupported, "not supported: a non-empty one is an error", nullptr),
         only_when(key_of("", "parallelism_config", "", T::mapping,
@@ -292,6 +302,33 @@ ACC_DECL const std::vector<ConfigKey>& config_keys() {
              fsdp_field<&FsdpConfig::activation_checkpointing>),
         with_range(fsdp("fsdp_version", "", T::integer, "accepted", nullptr), 1, 2),
 
+        only_when(with_allowed(key_of("fp8_config", "backend", "ACCELERATE_FP8_BACKEND", T::choice,
+                                      "whose recipe to follow: `AO` torchao's (scales from each tensor's amax now), "
+                                      "`TE` TransformerEngine's (delayed scaling from an amax history); the kernels "
+                                      "are accelerate-cpp's own",
+                                      fp8_field<&Fp8Config::backend>),
+                               {"AO", "TE"}),
+                  detail::for_fp8),
+        only_when(with_allowed(key_of("fp8_config", "fp8_format", "ACCELERATE_FP8_FORMAT", T::choice,
+                                      "`HYBRID`: e4m3 forward, e5m2 gradients; `E4M3`: e4m3 for both",
+                                      fp8_field<&Fp8Config::fp8_format>),
+                               {"HYBRID", "E4M3"}),
+                  detail::for_fp8),
+        only_when(with_range(key_of("fp8_config", "amax_history_len", "ACCELERATE_FP8_AMAX_HISTORY_LEN", T::integer,
+                                    "`TE`: steps of amax history a scale is made from",
+                                    fp8_field<&Fp8Config::amax_history_len>),
+                             1, 1024),
+                  detail::for_fp8),
+        only_when(with_allowed(key_of("fp8_config", "amax_compute_algorithm", "ACCELERATE_FP8_AMAX_COMPUTE_ALGO",
+                                      T::choice, "`TE`: the history's `max`, or its `most_recent` amax",
+                                      fp8_field<&Fp8Config::amax_compute_algorithm>),
+                               {"max", "most_recent"}),
+                  detail::for_fp8),
+        only_when(with_range(key_of("fp8_config", "margin", "ACCELERATE_FP8_MARGIN", T::integer,
+                                    "`TE`: scales are divided by 2^margin for headroom", fp8_field<&Fp8Config::margin>),
+                             0, 30),
+                  detail::for_fp8),
+
         with_range(
             key_of("acc", "bucket_cap_mb", "", T::number, "DDP's gradient bucket size (0: a bucket per parameter)",
                    config_field<&Config::bucket_cap_mb>),
@@ -357,9 +394,12 @@ ACC_DECL const std::vector<ConfigKey>& config_keys() {
                                                                     {"dynamo_backend", ""},
                                                                     {"ipex_config", ""},
                                                                     {"mpirun_config", ""},
-                                                                    {"enable_cpu_affinity", ""},
-                                                                    {"fp8_config", ""}})
+                                                                    {"enable_cpu_affinity", ""}})
       rows.push_back(detail::ignored_key(name, fixed));
+    // Accelerate's fp8_config settings for its Python back ends.
+    for (const std::string_view name :
+         {"interval", "override_linear_precision", "use_autocast_during_eval", "opt_level"})
+      rows.push_back(only_when(detail::ignored_key(name, "", "fp8_config"), detail::never_written));
     return rows;
   }();
   return keys;
@@ -753,6 +793,7 @@ ACC_DECL std::string Config::to_yaml() const {
     return out.empty() ? std::string(" {}") : out;
   };
   top["fsdp_config"] = nested(entries("fsdp_config"));
+  if (const auto recipe = entries("fp8_config"); !recipe.empty()) top["fp8_config"] = nested(recipe);
   if (const auto sizes = entries("parallelism_config"); !sizes.empty()) top["parallelism_config"] = nested(sizes);
   if (const auto ours = entries("acc"); !ours.empty()) top["acc"] = nested(ours);
   std::string yaml;
@@ -764,7 +805,7 @@ ACC_DECL std::string Config::to_yaml() const {
 ACC_DECL std::string config_reference() {
   const Config defaults;
   std::string out;
-  for (const std::string_view section : {"", "fsdp_config", "parallelism_config", "acc"}) {
+  for (const std::string_view section : {"", "fsdp_config", "fp8_config", "parallelism_config", "acc"}) {
     out += section.empty() ? "## Top level\n\n" : "\n## " + std::string(section) + "\n\n";
     out += "| key | environment variable | values | default | what it does |\n| --- | --- | --- | --- | --- |\n";
     std::string ignored;
