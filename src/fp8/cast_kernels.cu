@@ -189,8 +189,9 @@ void update_history(float* history, int length, float* amax_now, float* scale, b
     throw std::invalid_argument("acc fp8: the amax history holds 1 to 1024 entries, not " + std::to_string(length));
   int threads = 1;
   while (threads < length) threads *= 2;
-  update_history_kernel < <<1, threads<32 ? 32 : threads, 0, stream>>>(history, length, amax_now, scale, use_max,
-                                                                       fp8_max, float(1 << margin));
+  const unsigned block = threads < 32 ? 32 : threads;
+  update_history_kernel<<<1, block, 0, stream>>>(history, length, amax_now, scale, use_max, fp8_max,
+                                                 float(1 << margin));
   check(cudaGetLastError(), "the amax history kernel");
 }
 

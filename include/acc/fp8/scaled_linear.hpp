@@ -13,6 +13,7 @@
 #include <acc/nn/linear.hpp>
 
 #include <ATen/core/Tensor.h>
+#include <ATen/core/ivalue.h>
 #include <c10/core/Device.h>
 #include <c10/util/intrusive_ptr.h>
 
@@ -31,7 +32,7 @@ struct DelayedScale {
 };
 
 // One layer's fp8 state; held by the layer and by the autograd nodes of its calls.
-struct LayerState : c10::intrusive_ptr_target {
+struct LayerState : torch::CustomClassHolder {  // what an autograd node can keep
   explicit LayerState(FP8Recipe recipe_) : recipe(std::move(recipe_)) {}
   FP8Recipe recipe;
   DelayedScale input, weight, grad_output;

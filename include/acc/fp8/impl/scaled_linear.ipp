@@ -14,7 +14,7 @@
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
-#include <torch/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
 #endif
 
 #include <cstdint>
