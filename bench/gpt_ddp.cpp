@@ -1,5 +1,6 @@
-// gpt_ddp: the GPT-2-small-sized model (common/gpt.hpp) trained with acc in bf16 with fused
-// AdamW on random tokens, on one GPU (Single) or on every GPU of `acc launch --multi_gpu`
+// gpt_ddp: the GPT-2-small-sized model (common/gpt.hpp) trained with acc in bf16 (or --precision)
+// with fused AdamW on arithmetic sequences of tokens (each sequence a random start and stride, so
+// that the next token is learnt in context; the final loss is comparable between precisions), on one GPU (Single) or on every GPU of `acc launch --multi_gpu`
 // (DDP over NCCL, or with --strategy fsdp FSDP FULL_SHARD with one unit per block). Prints, on rank 0, ms/step and
 // tokens/s (all ranks together), the peak GPU memory, and how much of the gradient all-reduce is hidden behind
 // backward: the step with synchronization vs the same step inside no_sync (no communication), against the time the same
@@ -70,16 +71,30 @@ int run(const Settings& s) {
   bench::Gpt net(config);
   acc::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(3e-4).weight_decay(0.01));
   auto [model, optimizer] = accelerator.prepare(net, opt);
-  const auto ids = torch::randint(0, config.vocab, {s.batch, config.seq + 1},
-                                  at::TensorOptions(accelerator.device()).dtype(at::kLong));
-  const auto inputs = ids.narrow(1, 0, config.seq), targets = ids.narrow(1, 1, config.seq);
+  // A pool of batches, cycled: sequence i is start_i + t stride_i (mod vocab).
+  constexpr int64_t kBatches = 32;
+  const auto on_device = at::TensorOptions(accelerator.device()).dtype(at::kLong);
+  const auto starts = torch::randint(0, config.vocab, {kBatches, s.batch, 1}, on_device);
+  const auto strides = torch::randint(1, 64, {kBatches, s.batch, 1}, on_device);
+  const auto pool = (starts + strides * torch::arange(config.seq + 1, on_device)).remainder(config.vocab);
+  int64_t next_batch = 0;
+  at::Tensor recent_loss = torch::zeros({}, at::TensorOptions(accelerator.device()));
+  constexpr int kLossWindow = 10;  // the final loss: the mean of the last steps'
+  int steps_taken = 0;
+  const int total_steps = s.warmup + s.steps * s.repeats;
   auto step = [&] {
+    const auto ids = pool[next_batch++ % kBatches];
+    const auto inputs = ids.narrow(1, 0, config.seq), targets = ids.narrow(1, 1, config.seq);
     optimizer.zero_grad();
     auto logits = model(inputs);
-    accelerator.backward(torch::nn::functional::cross_entropy(logits.view({-1, config.vocab}), targets.reshape({-1})));
+    auto loss = torch::nn::functional::cross_entropy(logits.view({-1, config.vocab}), targets.reshape({-1}));
+    if (++steps_taken > total_steps - kLossWindow) recent_loss += loss.detach() / kLossWindow;
+    accelerator.backward(loss);
     optimizer.step();
   };
   const double ms = ms_per_step(accelerator, s.warmup, s.steps, s.repeats, step);
+  const double final_loss = recent_loss.item<double>();
+  const auto inputs = pool[0].narrow(1, 0, config.seq), targets = pool[0].narrow(1, 1, config.seq);
   {  // where a step's time goes: forward (to the loss), backward, optimizer
     at::cuda::CUDAEvent begin(cudaEventDefault), modelled(cudaEventDefault), forward(cudaEventDefault),
         backward(cudaEventDefault), done(cudaEventDefault);
@@ -115,8 +130,9 @@ int run(const Settings& s) {
           stats.allocated_bytes[static_cast<std::size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak) /
       (1024.0 * 1024.0 * 1024.0);
   accelerator.print("acc gpt ranks=" + std::to_string(world), "precision=" + std::string(Precision::name),
-                    "layers=" + std::to_string(config.layers), "ms_per_step=" + std::to_string(ms),
-                    "tokens_per_s=" + std::to_string(tokens_per_s), "peak_gib=" + std::to_string(peak_gib),
+                    "layers=" + std::to_string(config.layers), "dim=" + std::to_string(config.dim),
+                    "ms_per_step=" + std::to_string(ms), "tokens_per_s=" + std::to_string(tokens_per_s),
+                    "final_loss=" + std::to_string(final_loss), "peak_gib=" + std::to_string(peak_gib),
                     "strategy=" + std::string(Strategy::name) + (s.offload ? "_offload" : ""),
                     "batch=" + std::to_string(s.batch),
                     "activation_checkpointing=" + std::to_string(static_cast<int>(s.activation_checkpointing)));
@@ -220,7 +236,7 @@ int main(int argc, char** argv) {
     if (flag == flags.end()) {
       std::cerr
           << "gpt_ddp: unknown flag " << argv[i]
-          << " (use --steps, --warmup, --repeats, --breakdown, --batch, --precision no|fp16|bf16, --layers, "
+          << " (use --steps, --warmup, --repeats, --breakdown, --batch, --precision no|fp16|bf16|fp8, --layers, "
              "--seq, --vocab, --dim, "
              "--heads, --strategy ddp|fsdp, --offload 0|1, --activation_checkpointing 0|1, --largest_batch 0|1)\n";
       return 2;
@@ -228,9 +244,13 @@ int main(int argc, char** argv) {
     flag->second(argv[i + 1]);
   }
   const auto env = acc::ProcessEnvironment::from_environment();
-  if (s.strategy == "fsdp") return run<acc::FSDP<acc::Nccl, acc::FullShard>, acc::BF16>(s);
-  if (env.world_size > 1) return run<acc::DDP<acc::Nccl>, acc::BF16>(s);
+  if (s.strategy == "fsdp")
+    return s.precision == "fp8" ? run<acc::FSDP<acc::Nccl, acc::FullShard>, acc::FP8>(s)
+                                : run<acc::FSDP<acc::Nccl, acc::FullShard>, acc::BF16>(s);
+  if (env.world_size > 1)
+    return s.precision == "fp8" ? run<acc::DDP<acc::Nccl>, acc::FP8>(s) : run<acc::DDP<acc::Nccl>, acc::BF16>(s);
   if (s.precision == "no") return run<acc::Single, acc::FP32>(s);
   if (s.precision == "fp16") return run<acc::Single, acc::FP16>(s);
+  if (s.precision == "fp8") return run<acc::Single, acc::FP8>(s);
   return run<acc::Single, acc::BF16>(s);
 }

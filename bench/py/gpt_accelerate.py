@@ -62,13 +62,25 @@ def main():
     model = Gpt()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01, fused=True)
     model, optimizer = accelerator.prepare(model, optimizer)
-    ids = torch.randint(0, VOCAB, (args.batch, SEQ + 1), device=accelerator.device)
-    inputs, targets = ids[:, :SEQ], ids[:, 1:]
+    # A pool of batches, cycled: sequence i is start_i + t stride_i (mod vocab), as gpt_ddp.cpp.
+    batches, window = 32, 10
+    device = accelerator.device
+    starts = torch.randint(0, VOCAB, (batches, args.batch, 1), device=device)
+    strides = torch.randint(1, 64, (batches, args.batch, 1), device=device)
+    pool = (starts + strides * torch.arange(SEQ + 1, device=device)).remainder(VOCAB)
+    total = args.warmup + args.steps * args.repeats
+    state = {"next": 0, "taken": 0, "recent": torch.zeros((), device=device)}
 
     def step():
+        ids = pool[state["next"] % batches]
+        state["next"] += 1
         optimizer.zero_grad()
-        logits = model(inputs)
-        accelerator.backward(F.cross_entropy(logits.view(-1, VOCAB), targets.reshape(-1)))
+        logits = model(ids[:, :SEQ])
+        loss = F.cross_entropy(logits.view(-1, VOCAB), ids[:, 1:].reshape(-1))
+        state["taken"] += 1
+        if state["taken"] > total - window:
+            state["recent"] += loss.detach() / window
+        accelerator.backward(loss)
         optimizer.step()
 
     for _ in range(args.warmup):
@@ -84,6 +96,8 @@ def main():
         stop.synchronize()
         windows.append(start.elapsed_time(stop) / args.steps)
     ms = sorted(windows)[len(windows) // 2]
+    final_loss = state["recent"].item()
+    inputs, targets = pool[0][:, :SEQ], pool[0][:, 1:]
     events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
     modelled = torch.cuda.Event(enable_timing=True)
     phase, host_forward, model_only = [0.0, 0.0, 0.0], 0.0, 0.0
@@ -111,7 +125,7 @@ def main():
     world = accelerator.num_processes
     peak = torch.cuda.max_memory_allocated() / 2**30
     accelerator.print(
-        f"python gpt ranks={world} precision={accelerator.mixed_precision} layers={LAYERS} ms_per_step={ms:.3f} tokens_per_s={world * args.batch * SEQ / (ms / 1000):.0f} "
+        f"python gpt ranks={world} precision={accelerator.mixed_precision} layers={LAYERS} dim={DIM} ms_per_step={ms:.3f} final_loss={final_loss:.4f} tokens_per_s={world * args.batch * SEQ / (ms / 1000):.0f} "
         f"peak_gib={peak:.2f} strategy={accelerator.distributed_type.name}"
     )
 
