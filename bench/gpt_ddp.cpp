@@ -37,6 +37,7 @@ struct Settings {
   bool offload = false;                   // FSDP's offload_params: shards and AdamW state in host memory
   bool activation_checkpointing = false;  // every block recomputes its forward in backward
   bool largest_batch = false;             // one process: search the largest batch a step fits with
+  std::string fp8_scaling = "tensorwise";  // --precision fp8: tensorwise (torchao's) or delayed (TE's)
   bench::GptConfig model;
 };
 
@@ -65,7 +66,9 @@ int run(const Settings& s) {
   acc::Accelerator<Strategy, Precision> accelerator(
       acc::AcceleratorOptions()
           .fsdp(acc::FSDPOptions().offload_params(s.offload).reduce_dtype(Precision::compute_dtype))
-          .activation_checkpointing(s.activation_checkpointing));
+          .activation_checkpointing(s.activation_checkpointing)
+          .fp8(acc::FP8Recipe().scaling(s.fp8_scaling == "delayed" ? acc::FP8Recipe::Scaling::delayed
+                                                                   : acc::FP8Recipe::Scaling::tensorwise)));
   accelerator.set_seed(0);
   const bench::GptConfig config = s.model;
   bench::Gpt net(config);
@@ -129,7 +132,9 @@ int run(const Settings& s) {
       static_cast<double>(
           stats.allocated_bytes[static_cast<std::size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak) /
       (1024.0 * 1024.0 * 1024.0);
-  accelerator.print("acc gpt ranks=" + std::to_string(world), "precision=" + std::string(Precision::name),
+  const std::string precision =
+      std::string(Precision::name) + (std::is_same_v<Precision, acc::FP8> ? "_" + s.fp8_scaling : std::string());
+  accelerator.print("acc gpt ranks=" + std::to_string(world), "precision=" + precision,
                     "layers=" + std::to_string(config.layers), "dim=" + std::to_string(config.dim),
                     "ms_per_step=" + std::to_string(ms), "tokens_per_s=" + std::to_string(tokens_per_s),
                     "final_loss=" + std::to_string(final_loss), "peak_gib=" + std::to_string(peak_gib),
@@ -230,6 +235,7 @@ int main(int argc, char** argv) {
       {"--activation_checkpointing",
        [&](const std::string& v) { s.activation_checkpointing = v == "1" || v == "true"; }},
       {"--largest_batch", [&](const std::string& v) { s.largest_batch = v == "1" || v == "true"; }},
+      {"--fp8_scaling", [&](const std::string& v) { s.fp8_scaling = v; }},
   };
   for (int i = 1; i + 1 < argc; i += 2) {
     const auto flag = flags.find(argv[i]);
@@ -238,7 +244,7 @@ int main(int argc, char** argv) {
           << "gpt_ddp: unknown flag " << argv[i]
           << " (use --steps, --warmup, --repeats, --breakdown, --batch, --precision no|fp16|bf16|fp8, --layers, "
              "--seq, --vocab, --dim, "
-             "--heads, --strategy ddp|fsdp, --offload 0|1, --activation_checkpointing 0|1, --largest_batch 0|1)\n";
+             "--heads, --strategy ddp|fsdp, --offload 0|1, --activation_checkpointing 0|1, --largest_batch 0|1, --fp8_scaling tensorwise|delayed)\n";
       return 2;
     }
     flag->second(argv[i + 1]);
