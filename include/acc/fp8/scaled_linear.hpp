@@ -36,6 +36,7 @@ struct LayerState : torch::CustomClassHolder {  // what an autograd node can kee
   explicit LayerState(FP8Recipe recipe_) : recipe(std::move(recipe_)) {}
   FP8Recipe recipe;
   DelayedScale input, weight, grad_output;
+  bool grad_enabled = true;  // grad mode where the running call was made
 };
 
 class ScaledLinear : public nn::LinearMatmul {

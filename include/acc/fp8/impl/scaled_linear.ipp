@@ -3,6 +3,7 @@
 
 #include <acc/fp8/scaled_linear.hpp>
 
+#include <ATen/core/grad_mode.h>
 #include <ATen/ops/linear.h>
 
 #if ACC_HAS_FP8
@@ -99,7 +100,9 @@ class ScaledLinearFunction : public torch::autograd::Function<ScaledLinearFuncti
                                                 const at::Tensor& weight, const at::Tensor& bias) {
     const auto& recipe = state->recipe;
     const auto in_features = weight.size(1), out_features = weight.size(0);
-    const bool grad_of_weight = weight.requires_grad(), grad_of_input = input.requires_grad();
+    // Inside a Function's forward grad mode is off; whether backward will run is what apply saw.
+    const bool grad_of_weight = state->grad_enabled && weight.requires_grad();
+    const bool grad_of_input = state->grad_enabled && input.requires_grad();
     const auto x = cast(input.reshape({-1, in_features}), kernels::Format::e4m3, true, grad_of_weight,
                         delayed_or_null(state->input, recipe, input), recipe);
     const auto w = cast(weight, kernels::Format::e4m3, true, grad_of_input,
@@ -189,7 +192,10 @@ ACC_DECL ScaledLinear::ScaledLinear(FP8Recipe recipe) : state_(c10::make_intrusi
 ACC_DECL at::Tensor ScaledLinear::operator()(const at::Tensor& input, const at::Tensor& weight,
                                              const at::Tensor& bias) {
 #if ACC_HAS_FP8
-  if (detail::fits(input, weight)) return detail::ScaledLinearFunction::apply(state_, input, weight, bias)[0];
+  if (detail::fits(input, weight)) {
+    state_->grad_enabled = at::GradMode::is_enabled();  // no transposed copies for a forward without backward
+    return detail::ScaledLinearFunction::apply(state_, input, weight, bias)[0];
+  }
 #endif
   return at::linear(input, weight, bias);
 }
