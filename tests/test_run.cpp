@@ -101,6 +101,17 @@ TEST_CASE("the config's acc.ddp_comm_hook picks the DDP whose hook has that name
 }
 #endif
 
+#if !ACC_HAS_FP8
+TEST_CASE("mixed_precision fp8 in a build without the fp8 kernels says what the build lacks") {
+  CHECK_THROWS_WITH_AS(
+      acc::run(acc::Config::from_yaml("mixed_precision: fp8\n", "test.yaml"), [](auto&) { return 0; }),
+      "mixed_precision=fp8 (from test.yaml and the environment) cannot run: this build has no fp8: it needs a CUDA "
+      "build of libtorch 2.1 or newer with accelerate-cpp's fp8 kernels (the acc::fp8 library CMake builds where it "
+      "finds CUDA); use mixed_precision: bf16",
+      acc::Error);
+}
+#endif
+
 // Found: `acc launch --multi_gpu` on a machine without a GPU said "no Accelerator for
 // distributed_type=MULTI_GPU", as if the program lacked a combination.
 TEST_CASE("MULTI_GPU or FSDP where there is no CUDA device says so and how to train on the CPU") {

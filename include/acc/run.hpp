@@ -113,6 +113,9 @@ int run(const Config& config, Fn&& fn, Strategies strategy_list = {}, Precisions
                 (torch::cuda::is_available() ? "this program was built without NCCL" : "there is no CUDA device here") +
                 "; train on the CPU instead: acc launch --cpu (ACCELERATE_USE_CPU=true), or distributed_type: "
                 "MULTI_CPU in the config");
+  if (!found && config.mixed_precision == FP8::name && !ACC_HAS_FP8)
+    throw Error("mixed_precision=fp8 (from " + config.source + " and the environment) cannot run: " +
+                fp8::unsupported_reason(c10::kCUDA) + "; use mixed_precision: bf16");
   if (!found)
     throw Error("this program has no Accelerator for distributed_type=" + config.distributed_type +
                 (config.ddp_comm_hook == hook_name_v<AllReduceHook> ? "" : " ddp_comm_hook=" + config.ddp_comm_hook) +
