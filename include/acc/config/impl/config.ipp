@@ -162,7 +162,7 @@ ACC_DECL const std::vector<ConfigKey>& config_keys() {
                      {"NO", "MULTI_CPU", "MULTI_GPU", "FSDP"}),
         with_allowed(key_of("", "mixed_precision", "ACCELERATE_MIXED_PRECISION", T::choice,
                             "the precision policy: `FP32`, `FP16`, `BF16`, `FP8` (`acc launch --mixed_precision`; "
-                            "fp8 needs a GPU of compute capability 8.9 or newer, [precision.md](precision.md#fp8))",
+                            "fp8 needs a GPU of compute capability 8.9 or newer, [fp8.md](fp8.md))",
                             config_field<&Config::mixed_precision>),
                      {"no", "fp16", "bf16", "fp8"}),
         alias(key_of("", "fp16", "", T::flag, "older Accelerate's spelling: `true` means `mixed_precision: fp16`",
