@@ -1,22 +1,29 @@
 // Big-model inference on one machine: device maps inferred within budgets (GPUs planned by index,
-// the CPU, disk), and models dispatched across "cpu" and "disk" that compute what they computed
-// before, with disk-offloaded weights present only while their unit runs.
+// the CPU, disk), models dispatched across "cpu" and "disk" that compute what they computed
+// before, with disk-offloaded weights present only while their unit runs, and checkpoints loaded
+// into empty models tensor by tensor as a map places them (acc::load_checkpoint_and_dispatch).
 //
 // Every dispatched output below is compared bit for bit (at::equal) with the undispatched
 // model's: on the CPU the dispatched model runs the same kernels on the same values in the same
 // order (a disk round trip stores a tensor's bytes as they are, and moving a unit's inputs to the
 // device they are on is no copy), so nothing could differ by rounding.
+#include "../bench/common/peak_rss.hpp"
 #include "error_of.hpp"
 #include "pch.hpp"  // first: libtorch, then doctest
 #include "temp_dir.hpp"
 
+#include <acc/big_modeling/init_empty_weights.hpp>
 #include <acc/checkpoint/safetensors.hpp>
+#include <acc/checkpoint/weight_shards.hpp>
+#include <acc/detail/module_state.hpp>
 #include <acc/dispatch/dispatch_model.hpp>
 #include <acc/dispatch/infer_auto_device_map.hpp>
+#include <acc/dispatch/load_checkpoint_and_dispatch.hpp>
 #include <acc/fsdp/unit.hpp>
 
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
@@ -143,6 +150,34 @@ std::map<std::string, uint64_t> bytes_per_device(const torch::nn::Module& model,
     if (seen.insert(p.value().unsafeGetTensorImpl()).second)
       bytes[map.find(p.key())->to_string()] += p.value().numel() * p.value().element_size();
   return bytes;
+}
+
+// The model's state as Hugging Face shards it: two files and model.safetensors.index.json.
+void save_sharded(const torch::nn::Module& model, const fs::path& dir) {
+  const auto state = acc::detail::module_state(model);
+  const auto half = static_cast<std::ptrdiff_t>(state.size() / 2);
+  const std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards{{state.begin(), state.begin() + half},
+                                                                            {state.begin() + half, state.end()}};
+  fs::create_directories(dir);
+  std::map<std::string, std::string> weight_map;
+  for (std::size_t i = 0; i < shards.size(); ++i) {
+    const auto name = acc::weights::shard_file_name(i, shards.size());
+    acc::safetensors::save_file(shards[i], dir / name, {{"format", "pt"}});
+    for (const auto& entry : shards[i]) weight_map[entry.first] = name;
+  }
+  std::ofstream(dir / acc::weights::kIndexFile) << acc::weights::index_json(0, weight_map);
+}
+
+Gpt empty_gpt(int layers = 4) {
+  const auto empty = acc::init_empty_weights();
+  return Gpt(layers);
+}
+
+std::set<std::string> file_names(const fs::path& dir) {
+  std::set<std::string> names;
+  if (fs::exists(dir))
+    for (const auto& entry : fs::directory_iterator(dir)) names.insert(entry.path().filename());
+  return names;
 }
 
 std::map<std::string, at::Tensor> state_copy(const torch::nn::Module& model) {
@@ -468,5 +503,129 @@ TEST_SUITE("dispatch") {
     // Parameters that need no gradient need no guard.
     for (const auto& p : gpt->parameters()) p.set_requires_grad(false);
     CHECK(model(token_ids()).sizes() == std::vector<int64_t>{2, kSeq, kVocab});
+  }
+
+  TEST_CASE("load_checkpoint_and_dispatch: a sharded checkpoint read into an empty model computes what it computed") {
+    TempDir dir;
+    auto gpt = make_gpt();
+    const auto ids = token_ids();
+    torch::NoGradGuard no_grad;
+    const auto expected = gpt(ids);
+    save_sharded(*gpt, dir.path / "checkpoint");
+    const auto block = bytes_of(*gpt->units[0]);
+    acc::LoadAndDispatchOptions options;
+    options.max_memory = {{"cpu", own_bytes(gpt) + bytes_of(*gpt->tokens) + 3 * block}, {"disk", "1GB"}};
+    options.offload_dir = dir.path / "offload";
+    {  // "auto": the map the loaded model gets, planned on the empty one.
+      auto empty = empty_gpt();
+      auto model = acc::load_checkpoint_and_dispatch(empty, dir.path / "checkpoint", "auto", options);
+      CHECK(model.device_map() == acc::infer_auto_device_map(gpt, options.max_memory));
+      REQUIRE(model.device_map().find("blocks.2") == acc::Placement::disk());
+      CHECK(acc::meta_tensor_names(*empty).empty());
+      for (int call = 0; call < 2; ++call) {
+        CAPTURE(call);
+        CHECK(at::equal(model(ids), expected));
+        CHECK(empty->units[3]->weight_elements_seen == 2 * 4 * kDim * kDim);
+        for (const auto& p : empty->units[3]->parameters()) CHECK(p.numel() == 0);
+      }
+      // The disk-offloaded blocks are read from the checkpoint's own files: nothing was written.
+      CHECK(file_names(options.offload_dir).empty());
+    }
+    {  // A map by hand, the tied embedding and head on disk together, from the index file itself.
+      auto empty = empty_gpt();
+      auto model = acc::load_checkpoint_and_dispatch(
+          empty, dir.path / "checkpoint" / acc::weights::kIndexFile,
+          acc::DeviceMap{{"", "cpu"}, {"tokens", "disk"}, {"head", "disk"}, {"blocks.1", "disk"}}, options);
+      CHECK(at::equal(model(ids), expected));
+      CHECK(empty->head->weight.unsafeGetTensorImpl() == empty->tokens->weight.unsafeGetTensorImpl());
+      CHECK(empty->tokens->weight.numel() == 0);
+      CHECK(file_names(options.offload_dir).empty());
+    }
+    {  // In float64: the disk-offloaded units are converted once, into offload_dir. Float to double
+       // is exact and both models then run the same float64 kernels: equal bit for bit.
+      auto empty = empty_gpt();
+      options.dtype = torch::kDouble;
+      auto model = acc::load_checkpoint_and_dispatch(
+          empty, dir.path / "checkpoint", acc::DeviceMap{{"", "cpu"}, {"blocks.2", "disk"}, {"blocks.3", "disk"}},
+          options);
+      gpt->to(torch::kDouble);
+      CHECK(at::equal(model(ids), gpt(ids)));
+      CHECK(empty->ln->weight.scalar_type() == torch::kDouble);
+      CHECK(file_names(options.offload_dir) == std::set<std::string>{"blocks.2.safetensors", "blocks.3.safetensors"});
+      CHECK(acc::safetensors::File(options.offload_dir / "blocks.3.safetensors").info("blocks.3.fc1.weight").dtype ==
+            torch::kDouble);
+    }
+  }
+
+  TEST_CASE("load_checkpoint_and_dispatch refuses a map, a checkpoint or options it cannot use, naming the fix") {
+    TempDir dir;
+    auto gpt = make_gpt(2);
+    save_sharded(*gpt, dir.path / "checkpoint");
+    acc::LoadAndDispatchOptions options;
+    auto empty = empty_gpt(2);
+    CHECK(contains(error_of([&] { acc::load_checkpoint_and_dispatch(empty, dir.path / "checkpoint", "balanced"); }),
+                   "device_map 'balanced': acc::load_checkpoint_and_dispatch takes \"auto\""));
+    CHECK(contains(error_of([&] { acc::load_checkpoint_and_dispatch(empty, dir.path / "checkpoint", "auto"); }),
+                   "device_map \"auto\" needs options.max_memory"));
+    options.dtype = torch::kDouble;
+    CHECK(contains(error_of([&] {
+                     acc::load_checkpoint_and_dispatch(empty, dir.path / "checkpoint",
+                                                       acc::DeviceMap{{"", "cpu"}, {"blocks.1", "disk"}}, options);
+                   }),
+                   "unit 'blocks.1' is on \"disk\" and options.dtype converts its weights (Float in '"));
+    // Checked before anything is read: a model of another shape stays empty.
+    auto larger = empty_gpt(3);
+    const auto mismatch = error_of([&] {
+      acc::load_checkpoint_and_dispatch(larger, dir.path / "checkpoint", {{"", "cpu"}});
+    });
+    CHECK(contains(mismatch, (dir.path / "checkpoint" / acc::weights::kIndexFile).string()));
+    CHECK(contains(mismatch, "missing keys: blocks.2.ln.weight"));
+    CHECK(acc::has_meta_tensors(*larger));
+    CHECK(contains(
+        error_of([&] {
+          acc::load_checkpoint_and_dispatch(larger, dir.path / "checkpoint", {{"", "cpu"}, {"blocks.0.fc1", "disk"}});
+        }),
+        "only units can be placed apart"));
+  }
+
+  TEST_CASE("load_checkpoint_and_dispatch streams: the host holds the weights placed on the CPU, not the model") {
+    // 6 layers of 3072 x 3072 float32, 36 MiB each (216 MiB in all): above glibc's largest mmap
+    // threshold (32 MiB), so each weight read gets fresh pages, and the resident memory grows by at
+    // least what is written into them.
+    TempDir dir;
+    constexpr int64_t kLayers = 6, kWidth = 3072;
+    const auto layer_bytes = kWidth * kWidth * 4;
+    const auto build = [&] {
+      torch::nn::Sequential layers;
+      for (int64_t i = 0; i < kLayers; ++i) layers->push_back(torch::nn::Linear(kWidth, kWidth));
+      return layers;
+    };
+    torch::NoGradGuard no_grad;
+    const auto x = torch::randn({2, kWidth});
+    at::Tensor expected;
+    {
+      torch::manual_seed(5);
+      const auto saved = build();
+      expected = saved->forward(x);
+      acc::safetensors::save_file(acc::detail::module_state(*saved), dir.path / "model.safetensors");
+    }
+    torch::nn::Sequential layers{nullptr};
+    {
+      const auto empty = acc::init_empty_weights();
+      layers = build();
+    }
+    acc::DeviceMap map{{"", "cpu"}};
+    for (int64_t i = 1; i < kLayers; ++i) map.set(std::to_string(i), "disk");
+    const auto resident = peak_rss::current();
+    peak_rss::restart();
+    auto model = acc::load_checkpoint_and_dispatch(layers, dir.path, map);
+    const auto growth = peak_rss::peak() - resident;
+    // Layer 0 stays on the CPU: the growth is at least its weight. Layers 1-5 are not read at all
+    // (dispatch reads them from the checkpoint at each call). Reading the whole file would grow by
+    // the model, 216 MiB, and a second copy of any weight in flight by one more layer: the bound,
+    // one and a half layers, is a quarter of the model.
+    CHECK(growth >= layer_bytes);
+    CHECK(growth < layer_bytes * 3 / 2);
+    CHECK(at::equal(model(x), expected));
   }
 }

@@ -30,6 +30,7 @@
 #include <acc/detail/linkage.hpp>
 #include <acc/detail/tensor_tree.hpp>
 #include <acc/dispatch/device_map.hpp>
+#include <acc/dispatch/module_units.hpp>
 #include <acc/dispatch/offloaded_weights.hpp>
 #include <acc/fsdp/unit.hpp>
 #include <acc/fsdp/unit_registry.hpp>
@@ -38,6 +39,7 @@
 #include <torch/nn/module.h>
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -64,11 +66,29 @@ class DispatchHook final : public UnitHooks {
   std::optional<OffloadedWeights> weights_;
 };
 
+// Where each unit of a model goes under a device map, checked (see the top of this file): what
+// dispatch_model applies, and where acc::load_checkpoint_and_dispatch loads each tensor.
+struct DispatchPlan {
+  std::vector<ModelUnit> units;
+  std::vector<Placement> placements;  // of each unit
+  std::vector<c10::Device> run_on;    // of each unit: its device, or the execution device if offloaded
+  std::vector<bool> offloaded;        // of each unit: on "disk", or on "cpu" when the map has GPUs
+  c10::Device execution_device = c10::kCPU;
+  bool any_disk = false;
+};
+// Throws an acc::Error naming the problem and the fix for a map the units cannot run (tensors
+// with no values are not checked here).
+ACC_DECL DispatchPlan plan_dispatch(const std::shared_ptr<torch::nn::Module>& model, const DeviceMap& map);
+
+// Parameters of disk-offloaded units whose values are in safetensors files already (the
+// checkpoint's), by name: dispatch reads them from there instead of writing them to offload_dir.
+using StoredWeights = std::map<std::string, OffloadedWeights::Stored>;
+
 // A model's placement: made by dispatch_model, undone (the hooks uninstalled) when it goes.
 class Dispatch {
  public:
   ACC_DECL Dispatch(const std::shared_ptr<torch::nn::Module>& model, DeviceMap map,
-                    const std::filesystem::path& offload_dir);
+                    const std::filesystem::path& offload_dir, const StoredWeights& stored = {});
   ACC_DECL ~Dispatch();
   Dispatch(const Dispatch&) = delete;
   Dispatch& operator=(const Dispatch&) = delete;
