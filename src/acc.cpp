@@ -25,6 +25,7 @@
 #include <acc/config/impl/config.ipp>
 #include <acc/config/impl/environment.ipp>
 #include <acc/data/impl/dataloader.ipp>
+#include <acc/detail/impl/mapped_file.ipp>
 #include <acc/detail/impl/module_state.ipp>
 #include <acc/dispatch/impl/device_map.ipp>
 #include <acc/dispatch/impl/dispatch_model.ipp>

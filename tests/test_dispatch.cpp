@@ -22,6 +22,7 @@
 #include <acc/fsdp/unit.hpp>
 
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -45,11 +46,13 @@ struct BlockImpl : torch::nn::Module {
         fc2(register_module("fc2", torch::nn::Linear(4 * kDim, kDim))) {}
   at::Tensor forward(const at::Tensor& x) {
     weight_elements_seen = fc1->weight.numel() + fc2->weight.numel();
+    fc1_weight_data = fc1->weight.data_ptr();
     return x + fc2(torch::gelu(fc1(ln(x))));
   }
   torch::nn::LayerNorm ln;
   torch::nn::Linear fc1, fc2;
-  int64_t weight_elements_seen = 0;  // what the last forward found in its weights
+  int64_t weight_elements_seen = 0;       // what the last forward found in its weights
+  const void* fc1_weight_data = nullptr;  // and where
 };
 TORCH_MODULE(Block);
 
@@ -179,6 +182,28 @@ std::set<std::string> file_names(const fs::path& dir) {
     for (const auto& entry : fs::directory_iterator(dir)) names.insert(entry.path().filename());
   return names;
 }
+
+// The file of the mapping (/proc/self/maps) holding `address`; "" when it is not in a mapped file.
+fs::path mapped_file_of(const void* address) {
+  std::ifstream maps("/proc/self/maps");
+  const auto at = reinterpret_cast<uintptr_t>(address);
+  for (std::string line; std::getline(maps, line);) {
+    unsigned long begin = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &begin, &end) != 2 || at < begin || at >= end) continue;
+    const auto slash = line.find('/');
+    return slash == std::string::npos ? "" : line.substr(slash);
+  }
+  return "";
+}
+
+#if ACC_HAS_CUDA
+// The hook dispatch_model installed around a unit.
+acc::detail::DispatchHook& hook_of(const torch::nn::Module& unit) {
+  auto* hooks = acc::detail::UnitRegistry::instance().call(unit).hooks;
+  REQUIRE(dynamic_cast<acc::detail::DispatchHook*>(hooks) != nullptr);
+  return *dynamic_cast<acc::detail::DispatchHook*>(hooks);
+}
+#endif
 
 std::map<std::string, at::Tensor> state_copy(const torch::nn::Module& model) {
   std::map<std::string, at::Tensor> state;
@@ -376,6 +401,9 @@ TEST_SUITE("dispatch") {
         CHECK(gpt->units[i]->ln->bias.numel() == 0);
       }
       for (const auto& p : gpt->units[1]->parameters()) CHECK(p.numel() > 0);  // resident on the CPU
+      // On the CPU the disk-offloaded weights are views of their memory-mapped file, not copies.
+      CHECK(mapped_file_of(gpt->units[3]->fc1_weight_data) == dir.path / "offload" / "blocks.3.safetensors");
+      CHECK(mapped_file_of(gpt->units[1]->fc1_weight_data) == "");
     }
     {  // Inference mode, where the loaded weights are inference tensors, computes the same.
       c10::InferenceMode inference;
@@ -528,8 +556,9 @@ TEST_SUITE("dispatch") {
         CHECK(empty->units[3]->weight_elements_seen == 2 * 4 * kDim * kDim);
         for (const auto& p : empty->units[3]->parameters()) CHECK(p.numel() == 0);
       }
-      // The disk-offloaded blocks are read from the checkpoint's own files: nothing was written.
+      // The disk-offloaded blocks are read from the checkpoint's own files (mapped): nothing was written.
       CHECK(file_names(options.offload_dir).empty());
+      CHECK(mapped_file_of(empty->units[3]->fc1_weight_data).parent_path() == dir.path / "checkpoint");
     }
     {  // A map by hand, the tied embedding and head on disk together, from the index file itself.
       auto empty = empty_gpt();
@@ -605,7 +634,7 @@ TEST_SUITE("dispatch") {
     at::Tensor expected;
     {
       torch::manual_seed(5);
-      const auto saved = build();
+      auto saved = build();
       expected = saved->forward(x);
       acc::safetensors::save_file(acc::detail::module_state(*saved), dir.path / "model.safetensors");
     }
@@ -628,4 +657,79 @@ TEST_SUITE("dispatch") {
     CHECK(growth < layer_bytes * 3 / 2);
     CHECK(at::equal(model(x), expected));
   }
+
+#if ACC_HAS_CUDA
+  // On one GPU the dispatched model runs the float32 kernels the model runs, on the same values;
+  // only cuBLAS choosing another algorithm could reorder a sum. The dot products here have 16 and
+  // 64 terms: 1e-5 relative (100 float32 roundings) covers any order.
+  TEST_CASE("CUDA: cpu-offloaded units run on the GPU from pinned memory, the next one prefetched on a copy stream") {
+    if (!torch::cuda::is_available()) {
+      MESSAGE("no CUDA device");
+      return;
+    }
+    TempDir dir;
+    torch::NoGradGuard no_grad;
+    const auto ids = token_ids().cuda();
+    auto reference = make_gpt(6);
+    reference->to(torch::kCUDA);
+    const auto expected = reference(ids);
+    auto gpt = make_gpt(6);
+    auto model = acc::dispatch_model(
+        gpt, {{"", 0}, {"blocks.1", "cpu"}, {"blocks.2", "cpu"}, {"blocks.3", "disk"}, {"blocks.4", "cpu"}}, dir.path);
+    for (const int i : {1, 2, 4})
+      for (const auto& value : hook_of(*gpt->units[i]).weights()->host_values()) CHECK(value.is_pinned());
+    for (int call = 0; call < 3; ++call) {
+      CAPTURE(call);
+      const auto output = model(ids);
+      CHECK(output.device() == ids.device());
+      CHECK(torch::allclose(output, expected, 1e-5, 1e-6));
+      // Between calls the first "cpu" unit's copies are queued already (the last one queued them),
+      // and no other unit holds weights on the GPU.
+      CHECK(hook_of(*gpt->units[1]).weights()->prefetched());
+      CHECK_FALSE(hook_of(*gpt->units[2]).weights()->prefetched());
+      CHECK_FALSE(hook_of(*gpt->units[4]).weights()->prefetched());
+      for (const int i : {1, 2, 3, 4}) {
+        CAPTURE(i);
+        CHECK(gpt->units[i]->weight_elements_seen == 2 * 4 * kDim * kDim);
+        CHECK(gpt->units[i]->fc1->weight.numel() == 0);
+      }
+    }
+  }
+
+  TEST_CASE("CUDA: load_checkpoint_and_dispatch reads each tensor to its GPU, CPU-offloaded ones into pinned memory") {
+    if (!torch::cuda::is_available()) {
+      MESSAGE("no CUDA device");
+      return;
+    }
+    TempDir dir;
+    torch::NoGradGuard no_grad;
+    auto gpt = make_gpt(6);
+    save_sharded(*gpt, dir.path / "checkpoint");
+    gpt->to(torch::kCUDA);
+    const auto ids = token_ids().cuda();
+    const auto expected = gpt(ids);
+    // Blocks 1 and 2 on the second GPU when there is one (their inputs and outputs cross over).
+    const int second = torch::cuda::device_count() >= 2 ? 1 : 0;
+    const acc::DeviceMap map{{"", 0},
+                             {"blocks.1", second},
+                             {"blocks.2", second},
+                             {"blocks.3", "cpu"},
+                             {"blocks.4", "cpu"},
+                             {"blocks.5", "disk"}};
+    auto empty = empty_gpt(6);
+    acc::LoadAndDispatchOptions options;
+    options.offload_dir = dir.path / "offload";
+    auto model = acc::load_checkpoint_and_dispatch(empty, dir.path / "checkpoint", map, options);
+    CHECK(empty->units[0]->fc1->weight.device() == c10::Device(c10::kCUDA, 0));
+    CHECK(empty->units[1]->fc1->weight.device() == c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(second)));
+    CHECK(empty->ln->weight.device() == c10::Device(c10::kCUDA, 0));
+    for (const int i : {3, 4})
+      for (const auto& value : hook_of(*empty->units[i]).weights()->host_values()) CHECK(value.is_pinned());
+    for (int call = 0; call < 2; ++call) {
+      CAPTURE(call);
+      CHECK(torch::allclose(model(ids), expected, 1e-5, 1e-6));
+    }
+    CHECK(file_names(options.offload_dir).empty());  // block 5 is read from the checkpoint
+  }
+#endif
 }

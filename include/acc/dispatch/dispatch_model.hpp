@@ -5,9 +5,12 @@
 // device (the map's first GPU, else the CPU), their parameters hold no memory between calls, and
 // just before each call they get their values, from pinned host memory ("cpu") or from a
 // safetensors file per unit written once into `offload_dir` ("disk", `<unit name>.safetensors`,
-// read tensor by tensor); they give them up after it. Buffers stay on the execution device, as
-// with Accelerate's default offload_buffers=False. Without GPUs, "cpu" units simply stay where
-// they are.
+// memory-mapped: on the CPU in their dtype the weights are views of the file, no copy); they give
+// them up after it. "cpu" units on a GPU are prefetched: as one starts, the copies of the next
+// one's weights (in module order, the first after the last) are queued on a copy stream of their
+// own, so they run while it computes; so the GPU holds two offloaded units' weights at a time, and
+// the first one's between calls. Buffers stay on the execution device, as with Accelerate's
+// default offload_buffers=False. Without GPUs, "cpu" units simply stay where they are.
 //
 //   auto map = acc::infer_auto_device_map(net, {{"cpu", "2GiB"}, {"disk", "100GiB"}});
 //   auto model = acc::dispatch_model(net, map, "offload");
@@ -49,7 +52,8 @@
 namespace acc {
 namespace detail {
 
-// Around one dispatched unit's call: it runs on `device`; offloaded, its weights come before and go after.
+// Around one dispatched unit's call: it runs on `device`; offloaded, its weights come before and
+// go after, and the next offloaded unit's start coming (prefetch_next, CUDA only) once its own are queued.
 class DispatchHook final : public UnitHooks {
  public:
   DispatchHook(std::string unit, c10::Device device, std::optional<OffloadedWeights> weights)
@@ -59,11 +63,15 @@ class DispatchHook final : public UnitHooks {
     if (weights_) weights_->release();
   }
   std::optional<c10::Device> input_device() const override { return device_; }
+  const std::optional<OffloadedWeights>& weights() const { return weights_; }
+  std::optional<OffloadedWeights>& weights() { return weights_; }
+  void prefetch_next(OffloadedWeights* next) { next_ = next; }
 
  private:
   std::string unit_;
   c10::Device device_;
   std::optional<OffloadedWeights> weights_;
+  OffloadedWeights* next_ = nullptr;  // another hook's, which lives as long as this one
 };
 
 // Where each unit of a model goes under a device map, checked (see the top of this file): what

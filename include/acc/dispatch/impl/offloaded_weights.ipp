@@ -6,6 +6,9 @@
 
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/empty.h>
+#if ACC_HAS_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#endif
 
 #include <set>
 #include <string>
@@ -54,6 +57,21 @@ ACC_DECL OffloadedWeights OffloadedWeights::in_files(const std::vector<UnitTenso
 
 ACC_DECL void OffloadedWeights::load(c10::Device device) {
   at::NoGradGuard no_grad;
+#if ACC_HAS_CUDA
+  if (copied_) {
+    const auto compute = c10::cuda::getCurrentCUDAStream(device.index());
+    copied_->block(compute);  // the compute stream waits for the copies; the host does not
+    for (std::size_t i = 0; i < parameters_.size(); ++i) {
+      // Allocated on the copy stream, used on the compute stream: once released, the caching
+      // allocator must not hand this memory to the copy stream before the compute stream is done.
+      prefetched_[i].record_stream(compute);
+      assign_in_place(parameters_[i].tensor, prefetched_[i]);
+    }
+    prefetched_.clear();
+    copied_.reset();
+    return;
+  }
+#endif
   for (std::size_t i = 0; i < parameters_.size(); ++i) {
     const auto& p = parameters_[i];
     // Pinned host memory copies to the GPU without blocking, ordered on the stream with the forward.
@@ -61,6 +79,30 @@ ACC_DECL void OffloadedWeights::load(c10::Device device) {
                                  : stored_[i].file->read(stored_[i].key).to(device, p.tensor.scalar_type());
     assign_in_place(p.tensor, value);
   }
+}
+
+ACC_DECL void OffloadedWeights::prefetch([[maybe_unused]] c10::Device device) {
+#if ACC_HAS_CUDA
+  if (!copy_stream_ || copied_ || values_.empty()) return;
+  at::NoGradGuard no_grad;
+  {
+    // The copies (and their memory) go on the copy stream; the pinned sources never change, so
+    // they need not wait for the compute stream.
+    c10::cuda::CUDAStreamGuard on_copy_stream(*copy_stream_);
+    for (const auto& value : values_)
+      prefetched_.push_back(value.to(at::TensorOptions().device(device), /*non_blocking=*/true));
+  }
+  copied_.emplace();
+  copied_->record(*copy_stream_);
+#endif
+}
+
+ACC_DECL bool OffloadedWeights::prefetched() const {
+#if ACC_HAS_CUDA
+  return copied_.has_value();
+#else
+  return false;
+#endif
 }
 
 ACC_DECL void OffloadedWeights::release() {
