@@ -160,8 +160,9 @@ int run(const fs::path& dir, int argc, char** argv) {
 
   nlohmann::ordered_json json;
   std::ifstream(dir / "config.json") >> json;
-  big_model::GptConfig config{json["vocab"], json["dim"], json["heads"], json["layers"], json["context"]};
-  const auto map = map_from_json(json["device_map"]);
+  const auto size = [&](const char* key) { return json.at(key).get<int64_t>(); };
+  const big_model::GptConfig config{size("vocab"), size("dim"), size("heads"), size("layers"), size("context")};
+  const auto map = map_from_json(json.at("device_map"));
 
   big_model::Gpt gpt{nullptr};
   {
@@ -169,7 +170,7 @@ int run(const fs::path& dir, int argc, char** argv) {
     gpt = big_model::Gpt(config);
   }
   acc::LoadAndDispatchOptions options;
-  options.dtype = dtype_of(json["dtype"]);
+  options.dtype = dtype_of(json.at("dtype").get<std::string>());
   options.offload_dir = dir / "acc_offload";
   const auto load_start = Clock::now();
   auto model = acc::load_checkpoint_and_dispatch(gpt, dir, map, options);

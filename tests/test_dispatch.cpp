@@ -602,6 +602,7 @@ TEST_SUITE("dispatch") {
                                                        acc::DeviceMap{{"", "cpu"}, {"blocks.1", "disk"}}, options);
                    }),
                    "unit 'blocks.1' is on \"disk\" and options.dtype converts its weights (Float in '"));
+    CHECK(acc::has_meta_tensors(*empty));  // refused before anything was read
     // Checked before anything is read: a model of another shape stays empty.
     auto larger = empty_gpt(3);
     const auto mismatch = error_of([&] {
@@ -610,11 +611,13 @@ TEST_SUITE("dispatch") {
     CHECK(contains(mismatch, (dir.path / "checkpoint" / acc::weights::kIndexFile).string()));
     CHECK(contains(mismatch, "missing keys: blocks.2.ln.weight"));
     CHECK(acc::has_meta_tensors(*larger));
+    auto fitting = empty_gpt(2);
     CHECK(contains(
         error_of([&] {
-          acc::load_checkpoint_and_dispatch(larger, dir.path / "checkpoint", {{"", "cpu"}, {"blocks.0.fc1", "disk"}});
+          acc::load_checkpoint_and_dispatch(fitting, dir.path / "checkpoint", {{"", "cpu"}, {"blocks.0.fc1", "disk"}});
         }),
         "only units can be placed apart"));
+    CHECK(acc::meta_tensor_names(*fitting).size() == fitting->parameters().size());
   }
 
   TEST_CASE("load_checkpoint_and_dispatch streams: the host holds the weights placed on the CPU, not the model") {

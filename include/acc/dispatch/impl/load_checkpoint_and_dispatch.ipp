@@ -27,11 +27,6 @@ at::ScalarType loaded_dtype(const at::Tensor& tensor, const std::optional<at::Sc
 void write_converted(const CheckpointFiles& checkpoint, const std::string& unit,
                      const std::vector<std::pair<UnitTensor, at::ScalarType>>& parameters,
                      const std::filesystem::path& offload_dir, StoredWeights& stored) {
-  if (offload_dir.empty())
-    throw Error("unit '" + unit + "' is on \"disk\" and options.dtype converts its weights (" +
-                std::string(c10::toString(checkpoint.info(parameters.front().first.name).dtype)) + " in '" +
-                checkpoint.origin().string() + "', " + c10::toString(parameters.front().second) +
-                " wanted): give options.offload_dir to write them to once, converted");
   std::error_code ec;
   std::filesystem::create_directories(offload_dir, ec);
   if (ec) throw Error("cannot make offload_dir '" + offload_dir.string() + "': " + ec.message());
@@ -77,6 +72,15 @@ ACC_DECL std::shared_ptr<Dispatch> load_and_dispatch(const std::shared_ptr<torch
   checkpoint.check_fits(*model);
   const auto plan = plan_dispatch(model, map);
   convert_meta_tensors(*model, options.dtype);
+  if (options.offload_dir.empty())
+    for (std::size_t u = 0; u < plan.units.size(); ++u)
+      for (const auto& t : plan.units[u].tensors) {
+        const auto stored_as = checkpoint.info(t.name).dtype, wanted = loaded_dtype(t.tensor, options.dtype);
+        if (plan.placements[u] == Placement::disk() && t.parameter && stored_as != wanted)
+          throw Error("unit '" + plan.units[u].name + "' is on \"disk\" and options.dtype converts its weights (" +
+                      c10::toString(stored_as) + " in '" + checkpoint.origin().string() + "', " +
+                      c10::toString(wanted) + " wanted): give options.offload_dir to write them to once, converted");
+      }
 
   // CPU-offloaded weights go to pinned memory when they will be copied to a GPU at each call.
   const bool pin = plan.execution_device.is_cuda();
