@@ -579,10 +579,10 @@ TEST_SUITE("dispatch") {
           options);
       gpt->to(torch::kDouble);
       CHECK(at::equal(model(ids), gpt(ids)));
-      CHECK(empty->ln->weight.scalar_type() == torch::kDouble);
+      CHECK((empty->ln->weight.scalar_type() == torch::kDouble));
       CHECK(file_names(options.offload_dir) == std::set<std::string>{"blocks.2.safetensors", "blocks.3.safetensors"});
-      CHECK(acc::safetensors::File(options.offload_dir / "blocks.3.safetensors").info("blocks.3.fc1.weight").dtype ==
-            torch::kDouble);
+      CHECK((acc::safetensors::File(options.offload_dir / "blocks.3.safetensors").info("blocks.3.fc1.weight").dtype ==
+             torch::kDouble));
     }
   }
 

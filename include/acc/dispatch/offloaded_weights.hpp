@@ -33,6 +33,12 @@
 
 namespace acc::detail {
 
+// A copy of `value` in `dtype` in page-locked host memory, from which copies to a GPU run
+// asynchronously: with CUDA, memory of its exact size registered with the driver in place
+// (cudaHostRegister), not taken from libtorch's pinned allocator, which rounds each block up to a
+// power of two (up to twice the weights); without CUDA, a plain copy.
+ACC_DECL at::Tensor pinned_copy(const at::Tensor& value, at::ScalarType dtype);
+
 class OffloadedWeights {
  public:
   // Keeps the parameters' current values (no copy unless `pin` asks for pinned memory).

@@ -82,8 +82,6 @@ ACC_DECL std::shared_ptr<Dispatch> load_and_dispatch(const std::shared_ptr<torch
                       c10::toString(wanted) + " wanted): give options.offload_dir to write them to once, converted");
       }
 
-  // CPU-offloaded weights go to pinned memory when they will be copied to a GPU at each call.
-  const bool pin = plan.execution_device.is_cuda();
   StoredWeights stored;
   std::set<const c10::TensorImpl*> loaded;  // a tied tensor is read under its first name only
   at::NoGradGuard no_grad;
@@ -101,9 +99,8 @@ ACC_DECL std::shared_ptr<Dispatch> load_and_dispatch(const std::shared_ptr<torch
       }
       if (!loaded.insert(t.tensor.unsafeGetTensorImpl()).second) continue;
       const auto value = checkpoint.read(t.name);
-      if (plan.offloaded[u] && t.parameter) {
-        auto host = at::empty(value.sizes(), value.options().dtype(dtype).pinned_memory(pin));
-        assign_in_place(t.tensor, host.copy_(value));
+      if (plan.offloaded[u] && t.parameter) {  // on "cpu", copied to a GPU at each call: pinned
+        assign_in_place(t.tensor, pinned_copy(value, dtype));
       } else {
         assign_in_place(t.tensor, value.to(plan.run_on[u], dtype));
       }

@@ -7,7 +7,11 @@
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/empty.h>
 #if ACC_HAS_CUDA
+#include <ATen/ops/from_blob.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdlib>
 #endif
 
 #include <set>
@@ -15,6 +19,33 @@
 #include <utility>
 
 namespace acc::detail {
+
+ACC_DECL at::Tensor pinned_copy(const at::Tensor& value, at::ScalarType dtype) {
+#if ACC_HAS_CUDA
+  const auto bytes = static_cast<std::size_t>(value.numel()) * c10::elementSize(dtype);
+  if (bytes == 0) return at::empty(value.sizes(), at::TensorOptions().dtype(dtype));
+  constexpr std::size_t page = 4096;  // cudaHostRegister pins whole pages
+  void* memory = std::aligned_alloc(page, (bytes + page - 1) / page * page);
+  if (!memory) throw Error("cannot allocate " + std::to_string(bytes) + " bytes of host memory for offloaded weights");
+  if (const auto status = cudaHostRegister(memory, bytes, cudaHostRegisterDefault); status != cudaSuccess) {
+    std::free(memory);
+    (void)cudaGetLastError();  // clear it: the next CUDA call must not report it
+    throw Error("cannot pin " + std::to_string(bytes) + " bytes of host memory for offloaded weights (" +
+                cudaGetErrorString(status) + "): lower the \"cpu\" budget, or raise the locked-memory limit");
+  }
+  auto pinned = at::from_blob(
+      memory, value.sizes(),
+      [](void* data) {
+        cudaHostUnregister(data);
+        std::free(data);
+      },
+      at::TensorOptions().dtype(dtype));
+  pinned.copy_(value);
+  return pinned;
+#else
+  return value.to(at::kCPU, dtype, /*non_blocking=*/false, /*copy=*/true);
+#endif
+}
 
 ACC_DECL OffloadedWeights::OffloadedWeights(const std::vector<UnitTensor>& parameters) {
   std::set<const c10::TensorImpl*> seen;
@@ -28,7 +59,7 @@ ACC_DECL OffloadedWeights OffloadedWeights::in_memory(const std::vector<UnitTens
   for (const auto& p : weights.parameters_) {
     auto value = p.tensor.detach().to(at::kCPU);
     // Loaded by acc::load_checkpoint_and_dispatch straight into pinned memory: no second copy.
-    weights.values_.push_back(pin && !value.is_pinned() ? value.pin_memory() : value);
+    weights.values_.push_back(pin && !value.is_pinned() ? pinned_copy(value, value.scalar_type()) : value);
   }
   return weights;
 }
