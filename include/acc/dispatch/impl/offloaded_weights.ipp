@@ -106,8 +106,9 @@ ACC_DECL void OffloadedWeights::load(c10::Device device) {
   for (std::size_t i = 0; i < parameters_.size(); ++i) {
     const auto& p = parameters_[i];
     // Pinned host memory copies to the GPU without blocking, ordered on the stream with the forward.
+    // A file is mapped, not read: on the CPU, in its dtype, the parameter is a view of the file.
     auto value = stored_.empty() ? values_[i].to(at::TensorOptions().device(device), /*non_blocking=*/true)
-                                 : stored_[i].file->read(stored_[i].key).to(device, p.tensor.scalar_type());
+                                 : stored_[i].file->map(stored_[i].key).to(device, p.tensor.scalar_type());
     assign_in_place(p.tensor, value);
   }
 }
