@@ -9,6 +9,7 @@
 
 #include <acc/activation_checkpointing/impl/checkpoint.ipp>
 #include <acc/big_modeling/impl/materialize.ipp>
+#include <acc/checkpoint/impl/checkpoint_files.ipp>
 #include <acc/checkpoint/impl/checkpoint_io.ipp>
 #include <acc/checkpoint/impl/checkpointer.ipp>
 #include <acc/checkpoint/impl/load_checkpoint_in_model.ipp>
@@ -24,10 +25,12 @@
 #include <acc/config/impl/config.ipp>
 #include <acc/config/impl/environment.ipp>
 #include <acc/data/impl/dataloader.ipp>
+#include <acc/detail/impl/mapped_file.ipp>
 #include <acc/detail/impl/module_state.ipp>
 #include <acc/dispatch/impl/device_map.ipp>
 #include <acc/dispatch/impl/dispatch_model.ipp>
 #include <acc/dispatch/impl/infer_auto_device_map.ipp>
+#include <acc/dispatch/impl/load_checkpoint_and_dispatch.ipp>
 #include <acc/dispatch/impl/memory_size.ipp>
 #include <acc/dispatch/impl/module_units.ipp>
 #include <acc/dispatch/impl/offloaded_weights.ipp>

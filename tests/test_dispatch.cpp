@@ -1,22 +1,30 @@
 // Big-model inference on one machine: device maps inferred within budgets (GPUs planned by index,
-// the CPU, disk), and models dispatched across "cpu" and "disk" that compute what they computed
-// before, with disk-offloaded weights present only while their unit runs.
+// the CPU, disk), models dispatched across "cpu" and "disk" that compute what they computed
+// before, with disk-offloaded weights present only while their unit runs, and checkpoints loaded
+// into empty models tensor by tensor as a map places them (acc::load_checkpoint_and_dispatch).
 //
 // Every dispatched output below is compared bit for bit (at::equal) with the undispatched
 // model's: on the CPU the dispatched model runs the same kernels on the same values in the same
 // order (a disk round trip stores a tensor's bytes as they are, and moving a unit's inputs to the
 // device they are on is no copy), so nothing could differ by rounding.
+#include "../bench/common/peak_rss.hpp"
 #include "error_of.hpp"
 #include "pch.hpp"  // first: libtorch, then doctest
 #include "temp_dir.hpp"
 
+#include <acc/big_modeling/init_empty_weights.hpp>
 #include <acc/checkpoint/safetensors.hpp>
+#include <acc/checkpoint/weight_shards.hpp>
+#include <acc/detail/module_state.hpp>
 #include <acc/dispatch/dispatch_model.hpp>
 #include <acc/dispatch/infer_auto_device_map.hpp>
+#include <acc/dispatch/load_checkpoint_and_dispatch.hpp>
 #include <acc/fsdp/unit.hpp>
 
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
@@ -38,11 +46,13 @@ struct BlockImpl : torch::nn::Module {
         fc2(register_module("fc2", torch::nn::Linear(4 * kDim, kDim))) {}
   at::Tensor forward(const at::Tensor& x) {
     weight_elements_seen = fc1->weight.numel() + fc2->weight.numel();
+    fc1_weight_data = fc1->weight.data_ptr();
     return x + fc2(torch::gelu(fc1(ln(x))));
   }
   torch::nn::LayerNorm ln;
   torch::nn::Linear fc1, fc2;
-  int64_t weight_elements_seen = 0;  // what the last forward found in its weights
+  int64_t weight_elements_seen = 0;       // what the last forward found in its weights
+  const void* fc1_weight_data = nullptr;  // and where
 };
 TORCH_MODULE(Block);
 
@@ -144,6 +154,56 @@ std::map<std::string, uint64_t> bytes_per_device(const torch::nn::Module& model,
       bytes[map.find(p.key())->to_string()] += p.value().numel() * p.value().element_size();
   return bytes;
 }
+
+// The model's state as Hugging Face shards it: two files and model.safetensors.index.json.
+void save_sharded(const torch::nn::Module& model, const fs::path& dir) {
+  const auto state = acc::detail::module_state(model);
+  const auto half = static_cast<std::ptrdiff_t>(state.size() / 2);
+  const std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards{{state.begin(), state.begin() + half},
+                                                                            {state.begin() + half, state.end()}};
+  fs::create_directories(dir);
+  std::map<std::string, std::string> weight_map;
+  for (std::size_t i = 0; i < shards.size(); ++i) {
+    const auto name = acc::weights::shard_file_name(i, shards.size());
+    acc::safetensors::save_file(shards[i], dir / name, {{"format", "pt"}});
+    for (const auto& entry : shards[i]) weight_map[entry.first] = name;
+  }
+  std::ofstream(dir / acc::weights::kIndexFile) << acc::weights::index_json(0, weight_map);
+}
+
+Gpt empty_gpt(int layers = 4) {
+  const auto empty = acc::init_empty_weights();
+  return Gpt(layers);
+}
+
+std::set<std::string> file_names(const fs::path& dir) {
+  std::set<std::string> names;
+  if (fs::exists(dir))
+    for (const auto& entry : fs::directory_iterator(dir)) names.insert(entry.path().filename());
+  return names;
+}
+
+// The file of the mapping (/proc/self/maps) holding `address`; "" when it is not in a mapped file.
+fs::path mapped_file_of(const void* address) {
+  std::ifstream maps("/proc/self/maps");
+  const auto at = reinterpret_cast<uintptr_t>(address);
+  for (std::string line; std::getline(maps, line);) {
+    unsigned long begin = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &begin, &end) != 2 || at < begin || at >= end) continue;
+    const auto slash = line.find('/');
+    return slash == std::string::npos ? "" : line.substr(slash);
+  }
+  return "";
+}
+
+#if ACC_HAS_CUDA
+// The hook dispatch_model installed around a unit.
+acc::detail::DispatchHook& hook_of(const torch::nn::Module& unit) {
+  auto* hooks = acc::detail::UnitRegistry::instance().call(unit).hooks;
+  REQUIRE(dynamic_cast<acc::detail::DispatchHook*>(hooks) != nullptr);
+  return *dynamic_cast<acc::detail::DispatchHook*>(hooks);
+}
+#endif
 
 std::map<std::string, at::Tensor> state_copy(const torch::nn::Module& model) {
   std::map<std::string, at::Tensor> state;
@@ -341,6 +401,9 @@ TEST_SUITE("dispatch") {
         CHECK(gpt->units[i]->ln->bias.numel() == 0);
       }
       for (const auto& p : gpt->units[1]->parameters()) CHECK(p.numel() > 0);  // resident on the CPU
+      // On the CPU the disk-offloaded weights are views of their memory-mapped file, not copies.
+      CHECK(mapped_file_of(gpt->units[3]->fc1_weight_data) == dir.path / "offload" / "blocks.3.safetensors");
+      CHECK(mapped_file_of(gpt->units[1]->fc1_weight_data) == "");
     }
     {  // Inference mode, where the loaded weights are inference tensors, computes the same.
       c10::InferenceMode inference;
@@ -469,4 +532,207 @@ TEST_SUITE("dispatch") {
     for (const auto& p : gpt->parameters()) p.set_requires_grad(false);
     CHECK(model(token_ids()).sizes() == std::vector<int64_t>{2, kSeq, kVocab});
   }
+
+  TEST_CASE("load_checkpoint_and_dispatch: a sharded checkpoint read into an empty model computes what it computed") {
+    TempDir dir;
+    auto gpt = make_gpt();
+    const auto ids = token_ids();
+    torch::NoGradGuard no_grad;
+    const auto expected = gpt(ids);
+    save_sharded(*gpt, dir.path / "checkpoint");
+    const auto block = bytes_of(*gpt->units[0]);
+    acc::LoadAndDispatchOptions options;
+    options.max_memory = {{"cpu", own_bytes(gpt) + bytes_of(*gpt->tokens) + 3 * block}, {"disk", "1GB"}};
+    options.offload_dir = dir.path / "offload";
+    {  // "auto": the map the loaded model gets, planned on the empty one.
+      auto empty = empty_gpt();
+      auto model = acc::load_checkpoint_and_dispatch(empty, dir.path / "checkpoint", "auto", options);
+      CHECK(model.device_map() == acc::infer_auto_device_map(gpt, options.max_memory));
+      REQUIRE(model.device_map().find("blocks.2") == acc::Placement::disk());
+      CHECK(acc::meta_tensor_names(*empty).empty());
+      for (int call = 0; call < 2; ++call) {
+        CAPTURE(call);
+        CHECK(at::equal(model(ids), expected));
+        CHECK(empty->units[3]->weight_elements_seen == 2 * 4 * kDim * kDim);
+        for (const auto& p : empty->units[3]->parameters()) CHECK(p.numel() == 0);
+      }
+      // The disk-offloaded blocks are read from the checkpoint's own files (mapped): nothing was written.
+      CHECK(file_names(options.offload_dir).empty());
+      CHECK(mapped_file_of(empty->units[3]->fc1_weight_data).parent_path() == dir.path / "checkpoint");
+    }
+    {  // A map by hand, the tied embedding and head on disk together, from the index file itself.
+      auto empty = empty_gpt();
+      auto model = acc::load_checkpoint_and_dispatch(
+          empty, dir.path / "checkpoint" / acc::weights::kIndexFile,
+          acc::DeviceMap{{"", "cpu"}, {"tokens", "disk"}, {"head", "disk"}, {"blocks.1", "disk"}}, options);
+      CHECK(at::equal(model(ids), expected));
+      CHECK(empty->head->weight.unsafeGetTensorImpl() == empty->tokens->weight.unsafeGetTensorImpl());
+      CHECK(empty->tokens->weight.numel() == 0);
+      CHECK(file_names(options.offload_dir).empty());
+    }
+    {  // In float64: the disk-offloaded units are converted once, into offload_dir. Float to double
+       // is exact and both models then run the same float64 kernels: equal bit for bit.
+      auto empty = empty_gpt();
+      options.dtype = torch::kDouble;
+      auto model = acc::load_checkpoint_and_dispatch(
+          empty, dir.path / "checkpoint", acc::DeviceMap{{"", "cpu"}, {"blocks.2", "disk"}, {"blocks.3", "disk"}},
+          options);
+      gpt->to(torch::kDouble);
+      CHECK(at::equal(model(ids), gpt(ids)));
+      CHECK((empty->ln->weight.scalar_type() == torch::kDouble));
+      CHECK(file_names(options.offload_dir) == std::set<std::string>{"blocks.2.safetensors", "blocks.3.safetensors"});
+      CHECK((acc::safetensors::File(options.offload_dir / "blocks.3.safetensors").info("blocks.3.fc1.weight").dtype ==
+             torch::kDouble));
+    }
+  }
+
+  TEST_CASE("load_checkpoint_and_dispatch refuses a map, a checkpoint or options it cannot use, naming the fix") {
+    TempDir dir;
+    auto gpt = make_gpt(2);
+    save_sharded(*gpt, dir.path / "checkpoint");
+    acc::LoadAndDispatchOptions options;
+    auto empty = empty_gpt(2);
+    CHECK(contains(error_of([&] { acc::load_checkpoint_and_dispatch(empty, dir.path / "checkpoint", "balanced"); }),
+                   "device_map 'balanced': acc::load_checkpoint_and_dispatch takes \"auto\""));
+    CHECK(contains(error_of([&] { acc::load_checkpoint_and_dispatch(empty, dir.path / "checkpoint", "auto"); }),
+                   "device_map \"auto\" needs options.max_memory"));
+    options.dtype = torch::kDouble;
+    CHECK(contains(error_of([&] {
+                     acc::load_checkpoint_and_dispatch(empty, dir.path / "checkpoint",
+                                                       acc::DeviceMap{{"", "cpu"}, {"blocks.1", "disk"}}, options);
+                   }),
+                   "unit 'blocks.1' is on \"disk\" and options.dtype converts its weights (Float in '"));
+    CHECK(acc::has_meta_tensors(*empty));  // refused before anything was read
+    // Checked before anything is read: a model of another shape stays empty.
+    auto larger = empty_gpt(3);
+    const auto mismatch = error_of([&] {
+      acc::load_checkpoint_and_dispatch(larger, dir.path / "checkpoint", {{"", "cpu"}});
+    });
+    CHECK(contains(mismatch, (dir.path / "checkpoint" / acc::weights::kIndexFile).string()));
+    CHECK(contains(mismatch, "missing keys: blocks.2.ln.weight"));
+    CHECK(acc::has_meta_tensors(*larger));
+    auto fitting = empty_gpt(2);
+    CHECK(contains(
+        error_of([&] {
+          acc::load_checkpoint_and_dispatch(fitting, dir.path / "checkpoint", {{"", "cpu"}, {"blocks.0.fc1", "disk"}});
+        }),
+        "only units can be placed apart"));
+    CHECK(acc::meta_tensor_names(*fitting).size() == fitting->parameters().size());
+  }
+
+  TEST_CASE("load_checkpoint_and_dispatch streams: the host holds the weights placed on the CPU, not the model") {
+    // 6 layers of 3072 x 3072 float32, 36 MiB each (216 MiB in all): above glibc's largest mmap
+    // threshold (32 MiB), so each weight read gets fresh pages, and the resident memory grows by at
+    // least what is written into them.
+    TempDir dir;
+    constexpr int64_t kLayers = 6, kWidth = 3072;
+    const auto layer_bytes = kWidth * kWidth * 4;
+    const auto build = [&] {
+      torch::nn::Sequential layers;
+      for (int64_t i = 0; i < kLayers; ++i) layers->push_back(torch::nn::Linear(kWidth, kWidth));
+      return layers;
+    };
+    torch::NoGradGuard no_grad;
+    const auto x = torch::randn({2, kWidth});
+    at::Tensor expected;
+    {
+      torch::manual_seed(5);
+      auto saved = build();
+      expected = saved->forward(x);
+      acc::safetensors::save_file(acc::detail::module_state(*saved), dir.path / "model.safetensors");
+    }
+    torch::nn::Sequential layers{nullptr};
+    {
+      const auto empty = acc::init_empty_weights();
+      layers = build();
+    }
+    acc::DeviceMap map{{"", "cpu"}};
+    for (int64_t i = 1; i < kLayers; ++i) map.set(std::to_string(i), "disk");
+    const auto resident = peak_rss::current();
+    peak_rss::restart();
+    auto model = acc::load_checkpoint_and_dispatch(layers, dir.path, map);
+    const auto growth = peak_rss::peak() - resident;
+    // Layer 0 stays on the CPU: the growth is at least its weight. Layers 1-5 are not read at all
+    // (dispatch reads them from the checkpoint at each call). Reading the whole file would grow by
+    // the model, 216 MiB, and a second copy of any weight in flight by one more layer: the bound,
+    // one and a half layers, is a quarter of the model.
+    CHECK(growth >= layer_bytes);
+    CHECK(growth < layer_bytes * 3 / 2);
+    CHECK(at::equal(model(x), expected));
+  }
+
+#if ACC_HAS_CUDA
+  // On one GPU the dispatched model runs the float32 kernels the model runs, on the same values;
+  // only cuBLAS choosing another algorithm could reorder a sum. The dot products here have 16 and
+  // 64 terms: 1e-5 relative (100 float32 roundings) covers any order.
+  TEST_CASE("CUDA: cpu-offloaded units run on the GPU from pinned memory, the next one prefetched on a copy stream") {
+    if (!torch::cuda::is_available()) {
+      MESSAGE("no CUDA device");
+      return;
+    }
+    TempDir dir;
+    torch::NoGradGuard no_grad;
+    const auto ids = token_ids().cuda();
+    auto reference = make_gpt(6);
+    reference->to(torch::kCUDA);
+    const auto expected = reference(ids);
+    auto gpt = make_gpt(6);
+    auto model = acc::dispatch_model(
+        gpt, {{"", 0}, {"blocks.1", "cpu"}, {"blocks.2", "cpu"}, {"blocks.3", "disk"}, {"blocks.4", "cpu"}}, dir.path);
+    for (const int i : {1, 2, 4})
+      for (const auto& value : hook_of(*gpt->units[i]).weights()->host_values()) CHECK(value.is_pinned());
+    for (int call = 0; call < 3; ++call) {
+      CAPTURE(call);
+      const auto output = model(ids);
+      CHECK(output.device() == ids.device());
+      CHECK(torch::allclose(output, expected, 1e-5, 1e-6));
+      // Between calls the first "cpu" unit's copies are queued already (the last one queued them),
+      // and no other unit holds weights on the GPU.
+      CHECK(hook_of(*gpt->units[1]).weights()->prefetched());
+      CHECK_FALSE(hook_of(*gpt->units[2]).weights()->prefetched());
+      CHECK_FALSE(hook_of(*gpt->units[4]).weights()->prefetched());
+      for (const int i : {1, 2, 3, 4}) {
+        CAPTURE(i);
+        CHECK(gpt->units[i]->weight_elements_seen == 2 * 4 * kDim * kDim);
+        CHECK(gpt->units[i]->fc1->weight.numel() == 0);
+      }
+    }
+  }
+
+  TEST_CASE("CUDA: load_checkpoint_and_dispatch reads each tensor to its GPU, CPU-offloaded ones into pinned memory") {
+    if (!torch::cuda::is_available()) {
+      MESSAGE("no CUDA device");
+      return;
+    }
+    TempDir dir;
+    torch::NoGradGuard no_grad;
+    auto gpt = make_gpt(6);
+    save_sharded(*gpt, dir.path / "checkpoint");
+    gpt->to(torch::kCUDA);
+    const auto ids = token_ids().cuda();
+    const auto expected = gpt(ids);
+    // Blocks 1 and 2 on the second GPU when there is one (their inputs and outputs cross over).
+    const int second = torch::cuda::device_count() >= 2 ? 1 : 0;
+    const acc::DeviceMap map{{"", 0},
+                             {"blocks.1", second},
+                             {"blocks.2", second},
+                             {"blocks.3", "cpu"},
+                             {"blocks.4", "cpu"},
+                             {"blocks.5", "disk"}};
+    auto empty = empty_gpt(6);
+    acc::LoadAndDispatchOptions options;
+    options.offload_dir = dir.path / "offload";
+    auto model = acc::load_checkpoint_and_dispatch(empty, dir.path / "checkpoint", map, options);
+    CHECK(empty->units[0]->fc1->weight.device() == c10::Device(c10::kCUDA, 0));
+    CHECK(empty->units[1]->fc1->weight.device() == c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(second)));
+    CHECK(empty->ln->weight.device() == c10::Device(c10::kCUDA, 0));
+    for (const int i : {3, 4})
+      for (const auto& value : hook_of(*empty->units[i]).weights()->host_values()) CHECK(value.is_pinned());
+    for (int call = 0; call < 2; ++call) {
+      CAPTURE(call);
+      CHECK(torch::allclose(model(ids), expected, 1e-5, 1e-6));
+    }
+    CHECK(file_names(options.offload_dir).empty());  // block 5 is read from the checkpoint
+  }
+#endif
 }

@@ -195,4 +195,30 @@ TEST_SUITE("safetensors") {
     CHECK(error({{"a", at::ones(1)}}).empty());
     CHECK(contains(error_of([&] { acc::safetensors::save_file({}, dir.path / "no" / "dir" / "x"); }), "cannot create"));
   }
+
+  TEST_CASE("a tensor mapped from the file equals the one read, is the same memory each time, and outlives the File") {
+    TempDir dir;
+    const auto tensors = every_dtype();
+    acc::safetensors::save_file(tensors, dir.path / "all.safetensors");
+    at::Tensor kept;
+    {
+      const acc::safetensors::File file(dir.path / "all.safetensors");
+      for (const auto& [name, tensor] : tensors) {
+        CAPTURE(name);
+        const auto mapped = file.map(name);
+        CHECK(at::equal(mapped, tensor));
+        CHECK(at::equal(mapped, file.read(name)));
+      }
+      // A view of the mapping, not a fresh read: every call, and every copy of the File, sees the same memory.
+      CHECK(file.map("Float").data_ptr() == file.map("Float").data_ptr());
+      const auto copy = file;
+      CHECK(copy.map("Float").data_ptr() == file.map("Float").data_ptr());
+      kept = file.map("Double");
+    }
+    CHECK(at::equal(kept, tensors.front().second));  // the tensor holds the mapping
+    kept.fill_(1);                                   // a private mapping: the file keeps its values
+    CHECK(at::equal(acc::safetensors::File(dir.path / "all.safetensors").read("Double"), tensors.front().second));
+    CHECK(contains(error_of([&] { acc::safetensors::File(dir.path / "all.safetensors").map("nothing"); }),
+                   "has no tensor 'nothing'"));
+  }
 }

@@ -32,6 +32,7 @@
 #include <acc/data/sampler.hpp>
 #include <acc/dispatch/dispatch_model.hpp>
 #include <acc/dispatch/infer_auto_device_map.hpp>
+#include <acc/dispatch/load_checkpoint_and_dispatch.hpp>
 #include <acc/error.hpp>
 #include <acc/fp8/convert.hpp>
 #include <acc/fp8/recipe.hpp>

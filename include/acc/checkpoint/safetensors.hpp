@@ -13,6 +13,7 @@
 #pragma once
 
 #include <acc/detail/linkage.hpp>
+#include <acc/detail/mapped_file.hpp>
 #include <acc/error.hpp>
 
 #include <ATen/core/Tensor.h>
@@ -20,6 +21,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -87,9 +90,20 @@ class File {
   ACC_DECL at::Tensor read(const std::string& name) const;
   // Elements [offset, offset + numel) of the tensor in its flattened order, as a 1-D CPU tensor.
   ACC_DECL at::Tensor read_elements(const std::string& name, int64_t offset, int64_t numel) const;
+  // The whole tensor as a view of the file mapped into memory: nothing is read or copied until its
+  // pages are touched, and every call gives the same memory. The tensor keeps the mapping alive
+  // (also after the File goes); writing to it changes this process's pages, not the file. A tensor
+  // not aligned to its element size in the file is read instead.
+  ACC_DECL at::Tensor map(const std::string& name) const;
 
  private:
   std::filesystem::path path_;
+  // The file mapped by the first map(), shared by copies of the File.
+  struct Mapping {
+    std::once_flag once;
+    std::shared_ptr<const acc::detail::MappedFile> file;
+  };
+  std::shared_ptr<Mapping> mapping_ = std::make_shared<Mapping>();
   Metadata metadata_;
   std::map<std::string, TensorInfo> tensors_;
 };

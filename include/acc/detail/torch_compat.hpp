@@ -106,6 +106,18 @@ inline at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, con
 #endif
 }
 
+// Attention of every query to every key, unmasked, over (batch, heads, seq, head_dim): what one
+// new token's query needs against the keys of a KV cache (is_causal would align the mask to the
+// first key, not the last). 2.x has the fused kernel; 1.13 spells out softmax(q k^T / sqrt(d)) v.
+inline at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+#if ACC_TORCH_AT_LEAST(2, 0)
+  return at::scaled_dot_product_attention(q, k, v);
+#else
+  const auto scores = at::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(q.size(-1)));
+  return at::matmul(at::softmax(scores, -1), v);
+#endif
+}
+
 // Multiplies every gradient by inv_scale and sets found_inf to 1 if any is inf or NaN. ATen's
 // fused op has CPU kernels since 2.3; before, the CPU does it with plain ops.
 inline void amp_unscale(const std::vector<at::Tensor>& grads, at::Tensor& found_inf, const at::Tensor& inv_scale) {

@@ -5,9 +5,12 @@
 // device (the map's first GPU, else the CPU), their parameters hold no memory between calls, and
 // just before each call they get their values, from pinned host memory ("cpu") or from a
 // safetensors file per unit written once into `offload_dir` ("disk", `<unit name>.safetensors`,
-// read tensor by tensor); they give them up after it. Buffers stay on the execution device, as
-// with Accelerate's default offload_buffers=False. Without GPUs, "cpu" units simply stay where
-// they are.
+// memory-mapped: on the CPU in their dtype the weights are views of the file, no copy); they give
+// them up after it. "cpu" units on a GPU are prefetched: as one starts, the copies of the next
+// one's weights (in module order, the first after the last) are queued on a copy stream of their
+// own, so they run while it computes; so the GPU holds two offloaded units' weights at a time, and
+// the first one's between calls. Buffers stay on the execution device, as with Accelerate's
+// default offload_buffers=False. Without GPUs, "cpu" units simply stay where they are.
 //
 //   auto map = acc::infer_auto_device_map(net, {{"cpu", "2GiB"}, {"disk", "100GiB"}});
 //   auto model = acc::dispatch_model(net, map, "offload");
@@ -30,6 +33,7 @@
 #include <acc/detail/linkage.hpp>
 #include <acc/detail/tensor_tree.hpp>
 #include <acc/dispatch/device_map.hpp>
+#include <acc/dispatch/module_units.hpp>
 #include <acc/dispatch/offloaded_weights.hpp>
 #include <acc/fsdp/unit.hpp>
 #include <acc/fsdp/unit_registry.hpp>
@@ -38,6 +42,7 @@
 #include <torch/nn/module.h>
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -47,7 +52,8 @@
 namespace acc {
 namespace detail {
 
-// Around one dispatched unit's call: it runs on `device`; offloaded, its weights come before and go after.
+// Around one dispatched unit's call: it runs on `device`; offloaded, its weights come before and
+// go after, and the next offloaded unit's start coming (prefetch_next, CUDA only) once its own are queued.
 class DispatchHook final : public UnitHooks {
  public:
   DispatchHook(std::string unit, c10::Device device, std::optional<OffloadedWeights> weights)
@@ -57,18 +63,40 @@ class DispatchHook final : public UnitHooks {
     if (weights_) weights_->release();
   }
   std::optional<c10::Device> input_device() const override { return device_; }
+  const std::optional<OffloadedWeights>& weights() const { return weights_; }
+  std::optional<OffloadedWeights>& weights() { return weights_; }
+  void prefetch_next(OffloadedWeights* next) { next_ = next; }
 
  private:
   std::string unit_;
   c10::Device device_;
   std::optional<OffloadedWeights> weights_;
+  OffloadedWeights* next_ = nullptr;  // another hook's, which lives as long as this one
 };
+
+// Where each unit of a model goes under a device map, checked (see the top of this file): what
+// dispatch_model applies, and where acc::load_checkpoint_and_dispatch loads each tensor.
+struct DispatchPlan {
+  std::vector<ModelUnit> units;
+  std::vector<Placement> placements;  // of each unit
+  std::vector<c10::Device> run_on;    // of each unit: its device, or the execution device if offloaded
+  std::vector<bool> offloaded;        // of each unit: on "disk", or on "cpu" when the map has GPUs
+  c10::Device execution_device = c10::kCPU;
+  bool any_disk = false;
+};
+// Throws an acc::Error naming the problem and the fix for a map the units cannot run (tensors
+// with no values are not checked here).
+ACC_DECL DispatchPlan plan_dispatch(const std::shared_ptr<torch::nn::Module>& model, const DeviceMap& map);
+
+// Parameters of disk-offloaded units whose values are in safetensors files already (the
+// checkpoint's), by name: dispatch reads them from there instead of writing them to offload_dir.
+using StoredWeights = std::map<std::string, OffloadedWeights::Stored>;
 
 // A model's placement: made by dispatch_model, undone (the hooks uninstalled) when it goes.
 class Dispatch {
  public:
   ACC_DECL Dispatch(const std::shared_ptr<torch::nn::Module>& model, DeviceMap map,
-                    const std::filesystem::path& offload_dir);
+                    const std::filesystem::path& offload_dir, const StoredWeights& stored = {});
   ACC_DECL ~Dispatch();
   Dispatch(const Dispatch&) = delete;
   Dispatch& operator=(const Dispatch&) = delete;

@@ -1,23 +1,43 @@
 // The parameters of one offloaded unit between its calls: their values kept in host memory
-// ("cpu" offload, pinned so that the copy to the GPU is asynchronous) or in a safetensors file of
-// the offload folder ("disk" offload, written once, read tensor by tensor at each call), while the
-// parameters themselves hold no memory. load() gives them their values on the device the unit
-// runs on, release() takes them away again. The parameter tensors stay the same objects, so the
+// ("cpu" offload, pinned so that the copy to the GPU is asynchronous) or in safetensors files
+// ("disk" offload: a file of the offload folder written once, or the checkpoint's own files,
+// memory-mapped and taken tensor by tensor at each call), while the parameters themselves hold no
+// memory (nor, before the first call, any values: they may be meta tensors, as
+// acc::init_empty_weights makes them). load() gives them their values on the device the unit runs
+// on, release() takes them away again. The parameter tensors stay the same objects, so the
 // module's members (Linear::weight) and tied names see every change.
+//
+// With CUDA, "cpu" offload to a GPU also prefetches: copy_on(stream) gives the weights a copy
+// stream of their own, and prefetch(device) queues their copies from pinned memory there, to run
+// while the compute stream runs the unit before; the next load() takes them, making the compute
+// stream (not the host) wait for an event recorded after the copies.
 #pragma once
 
 #include <acc/checkpoint/safetensors.hpp>
+#include <acc/detail/build_config.hpp>
 #include <acc/detail/linkage.hpp>
 #include <acc/dispatch/module_units.hpp>
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
+#if ACC_HAS_CUDA
+#include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 #include <filesystem>
+#include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace acc::detail {
+
+// A copy of `value` in `dtype` in page-locked host memory, from which copies to a GPU run
+// asynchronously: with CUDA, memory of its exact size registered with the driver in place
+// (cudaHostRegister), not taken from libtorch's pinned allocator, which rounds each block up to a
+// power of two (up to twice the weights); without CUDA, a plain copy.
+ACC_DECL at::Tensor pinned_copy(const at::Tensor& value, at::ScalarType dtype);
 
 class OffloadedWeights {
  public:
@@ -26,18 +46,42 @@ class OffloadedWeights {
   // Writes the parameters' values to `file`, each tensor once under its first name.
   ACC_DECL static OffloadedWeights on_disk(const std::vector<UnitTensor>& parameters,
                                            const std::filesystem::path& file);
+  // Where a parameter's value already is: tensor `key` of a safetensors file.
+  struct Stored {
+    std::shared_ptr<const safetensors::File> file;
+    std::string key;
+  };
+  // Reads each parameter from `stored[i]` (one per parameter, in order, tied ones included),
+  // converted to the parameter's dtype.
+  ACC_DECL static OffloadedWeights in_files(const std::vector<UnitTensor>& parameters,
+                                            const std::vector<Stored>& stored);
 
   ACC_DECL void load(c10::Device device);
   // Leaves each parameter an empty tensor (no elements, no storage) of its dtype on the CPU.
   ACC_DECL void release();
   const std::vector<UnitTensor>& parameters() const { return parameters_; }
+  // The values kept in host memory ("cpu" offload; none for "disk").
+  const std::vector<at::Tensor>& host_values() const { return values_; }
+
+  // Queues the copies of the host values to `device` on the copy stream, for the next load(); does
+  // nothing without a copy stream, or when copies are queued already.
+  ACC_DECL void prefetch(c10::Device device);
+  ACC_DECL bool prefetched() const;
+#if ACC_HAS_CUDA
+  void copy_on(const c10::cuda::CUDAStream& stream) { copy_stream_ = stream; }
+#endif
 
  private:
   ACC_DECL explicit OffloadedWeights(const std::vector<UnitTensor>& parameters);
 
   std::vector<UnitTensor> parameters_;  // each tensor once
   std::vector<at::Tensor> values_;      // in memory: one per parameter
-  std::optional<safetensors::File> file_;
+  std::vector<Stored> stored_;          // on disk: one per parameter
+#if ACC_HAS_CUDA
+  std::optional<c10::cuda::CUDAStream> copy_stream_;
+  std::vector<at::Tensor> prefetched_;         // on the GPU, written by the copy stream
+  std::optional<at::cuda::CUDAEvent> copied_;  // recorded on the copy stream after them
+#endif
 };
 
 }  // namespace acc::detail

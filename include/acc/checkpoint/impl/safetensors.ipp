@@ -6,6 +6,7 @@
 #include <acc/detail/files.hpp>
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 #include <c10/core/ScalarType.h>
 
 #include <nlohmann/json.hpp>
@@ -393,6 +394,20 @@ ACC_DECL at::Tensor File::read_elements(const std::string& name, int64_t offset,
     throw Error("safetensors file '" + path_.string() + "': cannot read tensor '" + name +
                 "' (the file changed or went?)");
   return out;
+}
+
+ACC_DECL at::Tensor File::map(const std::string& name) const {
+  const auto& t = info(name);
+  const auto element = static_cast<uint64_t>(c10::elementSize(t.dtype));
+  if (t.end == t.begin || t.begin % element != 0) return read(name);
+  std::call_once(mapping_->once, [&] { mapping_->file = std::make_shared<const acc::detail::MappedFile>(path_); });
+  const auto mapping = mapping_->file;
+  if (mapping->size() < t.end)
+    throw Error("safetensors file '" + path_.string() + "': cannot map tensor '" + name +
+                "', the file is shorter than when it was opened (it changed?)");
+  // The mapping starts on a page: the tensor is aligned in memory as its offset in the file is.
+  return at::from_blob(
+      mapping->data() + t.begin, t.shape, [mapping](void*) {}, at::TensorOptions().dtype(t.dtype));
 }
 
 ACC_DECL Contents load(std::string_view bytes) {

@@ -23,6 +23,7 @@ ACC_DECL void DispatchHook::before_forward() {
                 "' is offloaded: its weights leave after each call, so autograd could not use them in backward. A "
                 "dispatched model with offloaded units is for inference: call it under torch::NoGradGuard");
   weights_->load(device_);
+  if (next_) next_->prefetch(device_);
 }
 
 namespace {
@@ -37,31 +38,31 @@ std::string unit_text(const ModelUnit& unit) {
 
 }  // namespace
 
-ACC_DECL Dispatch::Dispatch(const std::shared_ptr<torch::nn::Module>& model, DeviceMap map,
-                            const std::filesystem::path& offload_dir)
-    : map_(std::move(map)) {
-  if (map_.empty())
+ACC_DECL DispatchPlan plan_dispatch(const std::shared_ptr<torch::nn::Module>& model, const DeviceMap& map) {
+  if (map.empty())
     throw Error(
         "acc::dispatch_model: the device map is empty; give {{\"\", \"cpu\"}} or a map from "
         "acc::infer_auto_device_map");
-  const auto units = model_units(model);
+  DispatchPlan plan;
+  plan.units = model_units(model);
+  const auto& units = plan.units;
 
   // Accelerate's main device: the first GPU in the map, else the CPU.
   std::optional<Placement> main;
-  for (const auto& [name, placement] : map_.entries())
+  for (const auto& [name, placement] : map.entries())
     if (!main && placement.is_gpu()) main = placement;
   if (!main) main = Placement::cpu();
-  execution_device_ = main->device();
+  plan.execution_device = main->device();
 
-  std::vector<Placement> placements;  // of each unit
+  auto& placements = plan.placements;
   std::string uncovered;
   std::map<const c10::TensorImpl*, std::pair<std::string, Placement>> tied;
   for (const auto& unit : units) {
-    const auto entry = unit.name.empty() ? std::nullopt : map_.find(unit.name);
+    const auto entry = unit.name.empty() ? std::nullopt : map.find(unit.name);
     placements.push_back(entry ? *entry : unit.name.empty() ? *main : placements[unit.parent]);
     const auto& placement = placements.back();
     for (const auto& t : unit.tensors) {
-      const auto found = map_.find(t.name);
+      const auto found = map.find(t.name);
       if (!found) {
         uncovered += (uncovered.empty() ? "" : ", ") + t.name;
         continue;
@@ -79,23 +80,51 @@ ACC_DECL Dispatch::Dispatch(const std::shared_ptr<torch::nn::Module>& model, Dev
                     "puts them on " +
                     placement_text(placement) + " and " + placement_text(it->second.second) +
                     ": put their units on one device");
-      if (t.tensor.is_meta())
-        throw Error("'" + t.name +
-                    "' has no values (a meta tensor, as acc::init_empty_weights makes): load the "
-                    "weights before acc::dispatch_model");
     }
     if (placement.is_gpu() && placement.gpu_index() >= static_cast<int>(torch::cuda::device_count()))
       throw Error("the device map puts " + unit_text(unit) + " on GPU " + placement.to_string() +
                   ", but this process sees " + std::to_string(torch::cuda::device_count()) + " CUDA device(s)");
+    const bool offload = placement == Placement::disk() || (placement == Placement::cpu() && main->is_gpu());
+    plan.offloaded.push_back(offload);
+    plan.run_on.push_back(offload ? plan.execution_device : placement.device());
+    plan.any_disk = plan.any_disk || placement == Placement::disk();
   }
   if (!uncovered.empty())
-    throw Error("the device map " + map_.to_string() + " places no entry over " + uncovered +
+    throw Error("the device map " + map.to_string() + " places no entry over " + uncovered +
                 ": every parameter and buffer needs one (\"\" covers the whole model)");
 
   auto& registry = UnitRegistry::instance();
-  const bool any_disk =
-      std::any_of(placements.begin(), placements.end(), [](const Placement& p) { return p == Placement::disk(); });
-  if (any_disk) {
+  for (std::size_t u = 1; u < units.size(); ++u) {
+    const auto call = registry.call(*units[u].module);
+    if (call.hooks)
+      throw Error(unit_text(units[u]) +
+                  " already has hooks (FSDP's, or an earlier acc::dispatch_model's that is "
+                  "still alive): dispatch a model that no strategy has prepared, once");
+    if (plan.offloaded[u] && call.recompute)
+      throw Error(unit_text(units[u]) +
+                  " is offloaded and checkpointed (acc::checkpoint_units): its recompute in "
+                  "backward would find no weights; turn checkpointing off for it");
+  }
+  return plan;
+}
+
+ACC_DECL Dispatch::Dispatch(const std::shared_ptr<torch::nn::Module>& model, DeviceMap map,
+                            const std::filesystem::path& offload_dir, const StoredWeights& stored)
+    : map_(std::move(map)) {
+  const auto plan = plan_dispatch(model, map_);
+  const auto& units = plan.units;
+  execution_device_ = plan.execution_device;
+  for (std::size_t u = 0; u < units.size(); ++u)
+    for (const auto& t : units[u].tensors)
+      if (t.tensor.is_meta() && !(plan.offloaded[u] && t.parameter && stored.count(t.name)))
+        throw Error("'" + t.name +
+                    "' has no values (a meta tensor, as acc::init_empty_weights makes): load the "
+                    "weights before acc::dispatch_model, or load and dispatch with acc::load_checkpoint_and_dispatch");
+  bool writes_disk = false;  // a disk-offloaded parameter whose values are in no file yet
+  for (std::size_t u = 0; u < units.size(); ++u)
+    for (const auto& t : units[u].tensors)
+      writes_disk = writes_disk || (plan.placements[u] == Placement::disk() && t.parameter && !stored.count(t.name));
+  if (writes_disk) {
     if (offload_dir.empty())
       throw Error(
           "the device map puts units on \"disk\": give acc::dispatch_model an offload_dir to write their "
@@ -108,44 +137,47 @@ ACC_DECL Dispatch::Dispatch(const std::shared_ptr<torch::nn::Module>& model, Dev
   // Checked all before changing anything; then the values of every offloaded unit are taken
   // before any is released (a tied tensor may be in two of them).
   std::vector<std::optional<OffloadedWeights>> offloaded(units.size());
-  for (std::size_t u = 1; u < units.size(); ++u) {
-    const auto call = registry.call(*units[u].module);
-    if (call.hooks)
-      throw Error(unit_text(units[u]) +
-                  " already has hooks (FSDP's, or an earlier acc::dispatch_model's that is "
-                  "still alive): dispatch a model that no strategy has prepared, once");
-    const auto& placement = placements[u];
-    const bool offload = placement == Placement::disk() || (placement == Placement::cpu() && main->is_gpu());
-    if (offload && call.recompute)
-      throw Error(unit_text(units[u]) +
-                  " is offloaded and checkpointed (acc::checkpoint_units): its recompute in "
-                  "backward would find no weights; turn checkpointing off for it");
-  }
   at::NoGradGuard no_grad;
-  std::vector<c10::Device> run_on;  // of each unit
   for (std::size_t u = 0; u < units.size(); ++u) {
-    const auto& placement = placements[u];
-    const bool offload = placement == Placement::disk() || (placement == Placement::cpu() && main->is_gpu());
-    run_on.push_back(offload ? execution_device_ : placement.device());
     std::vector<UnitTensor> parameters;
+    std::vector<OffloadedWeights::Stored> sources;
     for (const auto& t : units[u].tensors) {
-      if (offload && t.parameter)
+      if (plan.offloaded[u] && t.parameter) {
         parameters.push_back(t);
-      else if (t.tensor.device() != run_on.back())
-        t.tensor.set_data(t.tensor.to(run_on.back()));
+        if (const auto it = stored.find(t.name); it != stored.end()) sources.push_back(it->second);
+      } else if (t.tensor.device() != plan.run_on[u]) {
+        t.tensor.set_data(t.tensor.to(plan.run_on[u]));
+      }
     }
     if (parameters.empty()) continue;
-    offloaded[u] = placement == Placement::disk()
-                       ? OffloadedWeights::on_disk(parameters, offload_dir / (units[u].name + ".safetensors"))
-                       : OffloadedWeights::in_memory(parameters, /*pin=*/execution_device_.is_cuda());
+    if (plan.placements[u] != Placement::disk())
+      offloaded[u] = OffloadedWeights::in_memory(parameters, /*pin=*/execution_device_.is_cuda());
+    else if (sources.size() == parameters.size())
+      offloaded[u] = OffloadedWeights::in_files(parameters, sources);
+    else
+      offloaded[u] = OffloadedWeights::on_disk(parameters, offload_dir / (units[u].name + ".safetensors"));
   }
   for (auto& weights : offloaded)
     if (weights) weights->release();
   for (std::size_t u = 1; u < units.size(); ++u) {
-    auto hook = std::make_unique<DispatchHook>(units[u].name, run_on[u], std::move(offloaded[u]));
-    registry.install(*units[u].module, hook.get());
+    auto hook = std::make_unique<DispatchHook>(units[u].name, plan.run_on[u], std::move(offloaded[u]));
+    UnitRegistry::instance().install(*units[u].module, hook.get());
     hooks_.emplace_back(units[u].module, std::move(hook));
   }
+#if ACC_HAS_CUDA
+  // Each "cpu" unit on the GPU prefetches the next one's weights, the last the first's, on one copy stream.
+  std::vector<DispatchHook*> in_memory;  // in module order
+  for (const auto& entry : hooks_)
+    if (entry.second->weights() && !entry.second->weights()->host_values().empty())
+      in_memory.push_back(entry.second.get());
+  if (execution_device_.is_cuda() && !in_memory.empty()) {
+    const auto copy_stream = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, execution_device_.index());
+    for (std::size_t i = 0; i < in_memory.size(); ++i) {
+      in_memory[i]->weights()->copy_on(copy_stream);
+      in_memory[i]->prefetch_next(&*in_memory[(i + 1) % in_memory.size()]->weights());
+    }
+  }
+#endif
 }
 
 ACC_DECL Dispatch::~Dispatch() {

@@ -1,16 +1,51 @@
 // The bodies of dispatch/offloaded_weights.hpp.
 #pragma once
 
+#include <acc/big_modeling/materialize.hpp>
 #include <acc/dispatch/offloaded_weights.hpp>
 
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/empty.h>
+#if ACC_HAS_CUDA
+#include <ATen/ops/from_blob.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdlib>
+#endif
 
 #include <set>
 #include <string>
 #include <utility>
 
 namespace acc::detail {
+
+ACC_DECL at::Tensor pinned_copy(const at::Tensor& value, at::ScalarType dtype) {
+#if ACC_HAS_CUDA
+  const auto bytes = static_cast<std::size_t>(value.numel()) * c10::elementSize(dtype);
+  if (bytes == 0) return at::empty(value.sizes(), at::TensorOptions().dtype(dtype));
+  constexpr std::size_t page = 4096;  // cudaHostRegister pins whole pages
+  void* memory = std::aligned_alloc(page, (bytes + page - 1) / page * page);
+  if (!memory) throw Error("cannot allocate " + std::to_string(bytes) + " bytes of host memory for offloaded weights");
+  if (const auto status = cudaHostRegister(memory, bytes, cudaHostRegisterDefault); status != cudaSuccess) {
+    std::free(memory);
+    (void)cudaGetLastError();  // clear it: the next CUDA call must not report it
+    throw Error("cannot pin " + std::to_string(bytes) + " bytes of host memory for offloaded weights (" +
+                cudaGetErrorString(status) + "): lower the \"cpu\" budget, or raise the locked-memory limit");
+  }
+  auto pinned = at::from_blob(
+      memory, value.sizes(),
+      [](void* data) {
+        cudaHostUnregister(data);
+        std::free(data);
+      },
+      at::TensorOptions().dtype(dtype));
+  pinned.copy_(value);
+  return pinned;
+#else
+  return value.to(at::kCPU, dtype, /*non_blocking=*/false, /*copy=*/true);
+#endif
+}
 
 ACC_DECL OffloadedWeights::OffloadedWeights(const std::vector<UnitTensor>& parameters) {
   std::set<const c10::TensorImpl*> seen;
@@ -23,7 +58,8 @@ ACC_DECL OffloadedWeights OffloadedWeights::in_memory(const std::vector<UnitTens
   at::NoGradGuard no_grad;
   for (const auto& p : weights.parameters_) {
     auto value = p.tensor.detach().to(at::kCPU);
-    weights.values_.push_back(pin ? value.pin_memory() : value);
+    // Loaded by acc::load_checkpoint_and_dispatch straight into pinned memory: no second copy.
+    weights.values_.push_back(pin && !value.is_pinned() ? pinned_copy(value, value.scalar_type()) : value);
   }
   return weights;
 }
@@ -34,24 +70,76 @@ ACC_DECL OffloadedWeights OffloadedWeights::on_disk(const std::vector<UnitTensor
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& p : weights.parameters_) tensors.emplace_back(p.name, p.tensor.detach());
   safetensors::save_file(tensors, file, {{"format", "pt"}});
-  weights.file_.emplace(file);
+  const auto written = std::make_shared<const safetensors::File>(file);
+  for (const auto& p : weights.parameters_) weights.stored_.push_back({written, p.name});
+  return weights;
+}
+
+ACC_DECL OffloadedWeights OffloadedWeights::in_files(const std::vector<UnitTensor>& parameters,
+                                                     const std::vector<Stored>& stored) {
+  OffloadedWeights weights(parameters);
+  for (const auto& p : weights.parameters_) {
+    std::size_t i = 0;
+    while (parameters[i].tensor.unsafeGetTensorImpl() != p.tensor.unsafeGetTensorImpl()) ++i;
+    weights.stored_.push_back(stored.at(i));
+  }
   return weights;
 }
 
 ACC_DECL void OffloadedWeights::load(c10::Device device) {
   at::NoGradGuard no_grad;
+#if ACC_HAS_CUDA
+  if (copied_) {
+    const auto compute = c10::cuda::getCurrentCUDAStream(device.index());
+    copied_->block(compute);  // the compute stream waits for the copies; the host does not
+    for (std::size_t i = 0; i < parameters_.size(); ++i) {
+      // Allocated on the copy stream, used on the compute stream: once released, the caching
+      // allocator must not hand this memory to the copy stream before the compute stream is done.
+      prefetched_[i].record_stream(compute);
+      assign_in_place(parameters_[i].tensor, prefetched_[i]);
+    }
+    prefetched_.clear();
+    copied_.reset();
+    return;
+  }
+#endif
   for (std::size_t i = 0; i < parameters_.size(); ++i) {
     const auto& p = parameters_[i];
     // Pinned host memory copies to the GPU without blocking, ordered on the stream with the forward.
-    auto value = file_ ? file_->read(p.name).to(device)
-                       : values_[i].to(at::TensorOptions().device(device), /*non_blocking=*/true);
-    p.tensor.set_data(value);
+    // A file is mapped, not read: on the CPU, in its dtype, the parameter is a view of the file.
+    auto value = stored_.empty() ? values_[i].to(at::TensorOptions().device(device), /*non_blocking=*/true)
+                                 : stored_[i].file->map(stored_[i].key).to(device, p.tensor.scalar_type());
+    assign_in_place(p.tensor, value);
   }
+}
+
+ACC_DECL void OffloadedWeights::prefetch([[maybe_unused]] c10::Device device) {
+#if ACC_HAS_CUDA
+  if (!copy_stream_ || copied_ || values_.empty()) return;
+  at::NoGradGuard no_grad;
+  {
+    // The copies (and their memory) go on the copy stream; the pinned sources never change, so
+    // they need not wait for the compute stream.
+    c10::cuda::CUDAStreamGuard on_copy_stream(*copy_stream_);
+    for (const auto& value : values_)
+      prefetched_.push_back(value.to(at::TensorOptions().device(device), /*non_blocking=*/true));
+  }
+  copied_.emplace();
+  copied_->record(*copy_stream_);
+#endif
+}
+
+ACC_DECL bool OffloadedWeights::prefetched() const {
+#if ACC_HAS_CUDA
+  return copied_.has_value();
+#else
+  return false;
+#endif
 }
 
 ACC_DECL void OffloadedWeights::release() {
   at::NoGradGuard no_grad;
-  for (const auto& p : parameters_) p.tensor.set_data(at::empty({0}, p.tensor.options().device(at::kCPU)));
+  for (const auto& p : parameters_) assign_in_place(p.tensor, at::empty({0}, p.tensor.options().device(at::kCPU)));
 }
 
 }  // namespace acc::detail
