@@ -33,6 +33,8 @@
 #include <acc/dispatch/impl/offloaded_weights.ipp>
 #include <acc/dispatch/impl/placement.ipp>
 #include <acc/memory/impl/free_memory.ipp>
+#include <acc/mesh/impl/device_mesh.ipp>
+#include <acc/nn/impl/embedding.ipp>
 #include <acc/nn/impl/linear.ipp>
 #include <acc/optim/impl/adamw.ipp>
 #include <acc/optim/impl/schedules.ipp>

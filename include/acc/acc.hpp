@@ -7,8 +7,8 @@
 //   2 detail/
 //   3 config/
 //   4 comm/
-//   5 nn/ precision/ data/ ops/ tracking/ optim/ memory/ profiling/ activation_checkpointing/ big_modeling/
-//   6 strategy/ fsdp/
+//   5 mesh/ nn/ precision/ data/ ops/ tracking/ optim/ memory/ profiling/ activation_checkpointing/ big_modeling/
+//   6 strategy/ fsdp/ tp/
 //   7 prepared/ checkpoint/ dispatch/
 //   8 accelerator_options.hpp accelerator.hpp
 //   9 run.hpp local_sgd/ join/
@@ -39,6 +39,7 @@
 #include <acc/local_sgd/local_sgd.hpp>
 #include <acc/memory/find_executable_batch_size.hpp>
 #include <acc/memory/free_memory.hpp>
+#include <acc/mesh/device_mesh.hpp>
 #include <acc/nn/linear.hpp>
 #include <acc/ops/collectives.hpp>
 #include <acc/ops/item.hpp>
