@@ -43,6 +43,7 @@
 #include <acc/profiling/impl/profile_options.ipp>
 #include <acc/profiling/impl/profiler.ipp>
 #include <acc/strategy/impl/power_sgd_hook.ipp>
+#include <acc/tp/impl/parallelize.ipp>
 #include <acc/tracking/impl/csv_tracker.ipp>
 #include <acc/tracking/impl/jsonl_tracker.ipp>
 #include <acc/tracking/impl/logger.ipp>
