@@ -1,8 +1,10 @@
 // Tensor parallelism over real processes: acc::DeviceMesh's arrangement, groups and errors, and
 // acc::tp's layers against one process: the vocabulary-parallel cross-entropy, gathered and split
-// Linear layers, and a small GPT split over every rank (tp = world size) trained 20 AdamW steps.
-// Run by ctest dist/device_mesh_4_ranks (`acc_dist_worker --no-skip -ts=device_mesh`) and
-// dist/tp_{2,4}_ranks (`-ts=tp`), over Gloo, or NCCL with ACC_TEST_BACKEND=nccl.
+// Linear layers, a small GPT split over every rank (tp = world size) and the same split over tp
+// groups of 2 with data parallelism across them (acc::tp::DataParallel), each trained 20 AdamW
+// steps. Run by ctest dist/device_mesh_4_ranks (`acc_dist_worker --no-skip -ts=device_mesh`),
+// dist/tp_{2,4}_ranks (`-ts=tp`) and dist/tp_dp_4_ranks (`-ts=tp_dp`), over Gloo, or NCCL with
+// ACC_TEST_BACKEND=nccl.
 #include "../pch.hpp"  // first: libtorch, then doctest
 #include "worker.hpp"
 
@@ -12,6 +14,7 @@
 #include <acc/nn/embedding.hpp>
 #include <acc/nn/linear.hpp>
 #include <acc/tp/cross_entropy.hpp>
+#include <acc/tp/data_parallel.hpp>
 #include <acc/tp/parallelize.hpp>
 
 #include <torch/nn/functional/loss.h>
@@ -23,6 +26,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -155,7 +159,88 @@ at::Tensor expected_shard(const std::string& name, const at::Tensor& full, int r
   return full;  // replicated: layer norms, positions, row-parallel biases
 }
 
+// Splits a GPT over the mesh's tp group and trains it 20 AdamW steps, each dp rank on its share of
+// every batch (gradients averaged over the dp group by acc::tp::DataParallel when it has more than
+// one rank), against the whole model trained on whole batches in this process: the same loss,
+// logits and gradients in the first step, the same parameters after the last, within rounding.
+template <class Comm>
+void check_gpt_against_one_process(acc::DeviceMesh<Comm>& mesh, c10::Device device) {
+  const int tp_rank = mesh.coordinate(acc::MeshDim::tp), tp_size = mesh.size(acc::MeshDim::tp);
+  const int dp_rank = mesh.dp_group().rank(), dp_size = mesh.dp_group().size();
+  const GptConfig config;
+  const auto build = [&] {
+    at::manual_seed(0);  // every rank builds the same full model
+    Gpt gpt(config);
+    gpt->to(device, at::kDouble);
+    return gpt;
+  };
+  Gpt whole = build();
+  Gpt split = build();
+  const auto adamw = torch::optim::AdamWOptions(kLr).weight_decay(0.01);
+  torch::optim::AdamW whole_optimizer(whole->parameters(), adamw);
+  // Built before the split: the parameters stay the same tensor objects, resized.
+  torch::optim::AdamW split_optimizer(split->parameters(), adamw);
+  CHECK(acc::tp::parallelize(*split, mesh, gpt_plan(config)).size() == 10);
+  CHECK(split->blocks[0]->as<BlockImpl>()->qkv->options.out_features() == 3 * config.embed / tp_size);
+  std::optional<acc::tp::DataParallel<Comm>> data_parallel;
+  if (dp_size > 1) data_parallel.emplace(*split, mesh.dp());
+
+  const auto whole_parameters = whole->named_parameters();
+  const auto split_parameters = split->named_parameters();
+  for (const auto& parameter : split_parameters)
+    CHECK(at::equal(parameter.value(),
+                    expected_shard(parameter.key(), whole_parameters[parameter.key()], tp_rank, tp_size)));
+
+  constexpr int64_t share = 4;  // sequences per dp rank and step
+  std::vector<double> losses;
+  for (int step = 0; step < kSteps; ++step) {
+    CAPTURE(step);
+    at::manual_seed(1000 + step);  // the same batches on every rank
+    const auto tokens = at::randint(config.vocabulary, {share * dp_size, config.context + 1}, at::kLong).to(device);
+    const auto inputs = tokens.narrow(1, 0, config.context), targets = tokens.narrow(1, 1, config.context);
+    whole_optimizer.zero_grad();
+    data_parallel ? data_parallel->zero_grad() : split_optimizer.zero_grad();
+    const auto whole_logits = whole->forward(inputs);
+    const auto expected =
+        torch::nn::functional::cross_entropy(whole_logits.reshape({-1, config.vocabulary}), targets.reshape(-1));
+    const auto split_logits = split->forward(inputs.narrow(0, dp_rank * share, share));
+    const auto own_targets = targets.narrow(0, dp_rank * share, share);
+    const auto loss = acc::tp::vocab_parallel_cross_entropy(split_logits, own_targets, mesh.tp()).mean();
+    expected.backward();
+    data_parallel ? data_parallel->backward(loss) : loss.backward();
+    if (step == 0) {
+      const auto own_logits = whole_logits.detach().narrow(0, dp_rank * share, share);
+      const auto own_expected =
+          torch::nn::functional::cross_entropy(own_logits.reshape({-1, config.vocabulary}), own_targets.reshape(-1));
+      check_close(loss, own_expected, kRounding, "loss");
+      check_close(split_logits, slice_of(own_logits, -1, 1, tp_rank, tp_size), kRounding, "logits");
+      for (const auto& parameter : split_parameters)
+        check_close(parameter.value().grad(),
+                    expected_shard(parameter.key(), whole_parameters[parameter.key()].grad(), tp_rank, tp_size),
+                    kRounding, parameter.key() + "'s gradient");
+    }
+    whole_optimizer.step();
+    split_optimizer.step();
+    losses.push_back(acc::item<double>(loss));
+  }
+  CHECK(losses.back() < losses.front());  // it learned: the comparison is not of untouched weights
+  for (const auto& parameter : split_parameters)
+    check_close(parameter.value(), expected_shard(parameter.key(), whole_parameters[parameter.key()], tp_rank, tp_size),
+                kParameterDrift, parameter.key() + " after " + std::to_string(kSteps) + " steps");
+}
+
 }  // namespace
+
+TEST_SUITE("tp_dp" * doctest::skip()) {
+  TEST_CASE("a GPT split over tp groups of 2, data-parallel across them, trains as on one process") {
+    with_world([](const acc::ProcessEnvironment& env, c10::Device device, auto* comm_type) {
+      using Comm = std::remove_pointer_t<decltype(comm_type)>;
+      REQUIRE(env.world_size % 2 == 0);
+      acc::DeviceMesh<Comm> mesh(env, {env.world_size / 2, 1, 2});
+      check_gpt_against_one_process(mesh, device);
+    });
+  }
+}
 
 TEST_SUITE("device_mesh" * doctest::skip()) {
   TEST_CASE("the mesh arranges the ranks row-major, tp innermost, with a communicator per dimension") {
@@ -292,62 +377,7 @@ TEST_SUITE("tp" * doctest::skip()) {
     with_world([](const acc::ProcessEnvironment& env, c10::Device device, auto* comm_type) {
       using Comm = std::remove_pointer_t<decltype(comm_type)>;
       acc::DeviceMesh<Comm> mesh(env, {1, 1, env.world_size});
-      const GptConfig config;
-      const auto build = [&] {
-        at::manual_seed(0);  // every rank builds the same full model
-        Gpt gpt(config);
-        gpt->to(device, at::kDouble);
-        return gpt;
-      };
-      Gpt whole = build();
-      Gpt split = build();
-      const auto adamw = torch::optim::AdamWOptions(kLr).weight_decay(0.01);
-      torch::optim::AdamW whole_optimizer(whole->parameters(), adamw);
-      // Built before the split: the parameters stay the same tensor objects, resized.
-      torch::optim::AdamW split_optimizer(split->parameters(), adamw);
-      CHECK(acc::tp::parallelize(*split, mesh, gpt_plan(config)).size() == 10);
-      CHECK(split->blocks[0]->as<BlockImpl>()->qkv->options.out_features() == 3 * config.embed / env.world_size);
-
-      const auto whole_parameters = whole->named_parameters();
-      const auto split_parameters = split->named_parameters();
-      for (const auto& parameter : split_parameters)
-        CHECK(at::equal(parameter.value(),
-                        expected_shard(parameter.key(), whole_parameters[parameter.key()], env.rank, env.world_size)));
-
-      std::vector<double> losses;
-      for (int step = 0; step < kSteps; ++step) {
-        CAPTURE(step);
-        at::manual_seed(1000 + step);  // the same batch on every rank
-        const auto tokens = at::randint(config.vocabulary, {4, config.context + 1}, at::kLong).to(device);
-        const auto inputs = tokens.narrow(1, 0, config.context), targets = tokens.narrow(1, 1, config.context);
-        whole_optimizer.zero_grad();
-        split_optimizer.zero_grad();
-        const auto whole_logits = whole->forward(inputs);
-        const auto expected =
-            torch::nn::functional::cross_entropy(whole_logits.reshape({-1, config.vocabulary}), targets.reshape(-1));
-        const auto split_logits = split->forward(inputs);
-        const auto loss = acc::tp::vocab_parallel_cross_entropy(split_logits, targets, mesh.tp()).mean();
-        expected.backward();
-        loss.backward();
-        if (step == 0) {
-          check_close(loss, expected.detach(), kRounding, "loss");
-          check_close(split_logits, slice_of(whole_logits.detach(), -1, 1, env.rank, env.world_size), kRounding,
-                      "logits");
-          for (const auto& parameter : split_parameters)
-            check_close(
-                parameter.value().grad(),
-                expected_shard(parameter.key(), whole_parameters[parameter.key()].grad(), env.rank, env.world_size),
-                kRounding, parameter.key() + "'s gradient");
-        }
-        whole_optimizer.step();
-        split_optimizer.step();
-        losses.push_back(acc::item<double>(loss));
-      }
-      CHECK(losses.back() < losses.front());  // it learned: the comparison is not of untouched weights
-      for (const auto& parameter : split_parameters)
-        check_close(parameter.value(),
-                    expected_shard(parameter.key(), whole_parameters[parameter.key()], env.rank, env.world_size),
-                    kParameterDrift, parameter.key() + " after " + std::to_string(kSteps) + " steps");
+      check_gpt_against_one_process(mesh, device);
     });
   }
 
