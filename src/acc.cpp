@@ -36,6 +36,7 @@
 #include <acc/mesh/impl/device_mesh.ipp>
 #include <acc/nn/impl/embedding.ipp>
 #include <acc/nn/impl/linear.ipp>
+#include <acc/nn/impl/split_layers.ipp>
 #include <acc/optim/impl/adamw.ipp>
 #include <acc/optim/impl/schedules.ipp>
 #include <acc/precision/impl/grad_scaler.ipp>

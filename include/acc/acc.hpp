@@ -40,7 +40,9 @@
 #include <acc/memory/find_executable_batch_size.hpp>
 #include <acc/memory/free_memory.hpp>
 #include <acc/mesh/device_mesh.hpp>
+#include <acc/nn/embedding.hpp>
 #include <acc/nn/linear.hpp>
+#include <acc/nn/split_layers.hpp>
 #include <acc/ops/collectives.hpp>
 #include <acc/ops/item.hpp>
 #include <acc/optim/adamw.hpp>
@@ -59,6 +61,11 @@
 #include <acc/strategy/fsdp.hpp>
 #include <acc/strategy/power_sgd_hook.hpp>
 #include <acc/strategy/single.hpp>
+#include <acc/tp/cross_entropy.hpp>
+#include <acc/tp/data_parallel.hpp>
+#include <acc/tp/parallelize.hpp>
+#include <acc/tp/regions.hpp>
+#include <acc/tp/splits.hpp>
 #include <acc/tracking/logger.hpp>
 #include <acc/tracking/progress_bar.hpp>
 #include <acc/tracking/trackers.hpp>

@@ -384,6 +384,21 @@ TEST_SUITE("tp" * doctest::skip()) {
     });
   }
 
+  TEST_CASE("DDP refuses a model split by parallelize: it would mix the shards of a tp group") {
+    with_accelerator([](auto& accelerator) {
+      using Comm = std::decay_t<decltype(accelerator.strategy().comm())>;
+      acc::DeviceMesh<Comm> mesh(acc::ProcessEnvironment::from_environment(),
+                                 {1, 1, acc::ProcessEnvironment::from_environment().world_size});
+      const GptConfig config;
+      Gpt gpt(config);
+      acc::tp::parallelize(*gpt, mesh, gpt_plan(config));
+      CHECK(error_of([&] { accelerator.prepare(gpt); }) ==
+            "DDP cannot prepare a model split by acc::tp::parallelize (its layer 'tok' is split): it would give every "
+            "rank rank 0's shards and average gradients across the tensor-parallel group; average them over the "
+            "mesh's dp group with acc::tp::DataParallel instead (docs/tensor_parallelism.md)");
+    });
+  }
+
   TEST_CASE("a plan that does not fit the model is an error naming the layer and the fix") {
     // The checks parallelize makes before installing anything, for 2, 3 or 5 ranks.
     const GptConfig config;

@@ -11,6 +11,7 @@
 
 #include <acc/comm/comm.hpp>
 
+#include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <torch/csrc/autograd/custom_function.h>
 

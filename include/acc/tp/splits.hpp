@@ -13,6 +13,7 @@
 #include <acc/nn/linear.hpp>
 #include <acc/tp/regions.hpp>
 
+#include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 
 namespace acc::tp {
