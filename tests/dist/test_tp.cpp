@@ -1,10 +1,9 @@
 // Tensor parallelism over real processes: acc::DeviceMesh's arrangement, groups and errors, and
-// acc::tp's layers against one process: the vocabulary-parallel cross-entropy, gathered and split
-// Linear layers, a small GPT split over every rank (tp = world size) and the same split over tp
-// groups of 2 with data parallelism across them (acc::tp::DataParallel), each trained 20 AdamW
-// steps. Run by ctest dist/device_mesh_4_ranks (`acc_dist_worker --no-skip -ts=device_mesh`),
-// dist/tp_{2,4}_ranks (`-ts=tp`) and dist/tp_dp_4_ranks (`-ts=tp_dp`), over Gloo, or NCCL with
-// ACC_TEST_BACKEND=nccl.
+// acc::tp's layers against one process: acc::nn::Embedding against torch's, the vocabulary-parallel
+// embedding and cross-entropy, gathered and split Linear layers, a small GPT split over every rank (tp = world size)
+// and the same split over tp groups of 2 with data parallelism across them (acc::tp::DataParallel), each trained 20
+// AdamW steps. Run by ctest dist/device_mesh_4_ranks (`acc_dist_worker --no-skip -ts=device_mesh`), dist/tp_{2,4}_ranks
+// (`-ts=tp`) and dist/tp_dp_4_ranks (`-ts=tp_dp`), over Gloo, or NCCL with ACC_TEST_BACKEND=nccl.
 #include "../pch.hpp"  // first: libtorch, then doctest
 #include "worker.hpp"
 
@@ -337,6 +336,56 @@ TEST_SUITE("tp" * doctest::skip()) {
       // Sums of up to `vocabulary` exponentials, in another order: float64 rounding.
       check_close(losses, expected.detach(), kRounding, "losses");
       check_close(local.grad(), slice_of(full.grad(), -1, 1, env.rank, env.world_size), kRounding, "logits' gradient");
+    });
+  }
+
+  TEST_CASE("acc::nn::Embedding is torch::nn::Embedding's drop-in: weights from one seed, lookups, padding row") {
+    const auto options = torch::nn::EmbeddingOptions(10, 4).padding_idx(-2);
+    at::manual_seed(5);
+    torch::nn::Embedding theirs(options);
+    at::manual_seed(5);
+    acc::nn::Embedding ours(options);
+    CHECK(at::equal(ours->weight, theirs->weight));
+    CHECK(ours->options.padding_idx() == c10::optional<int64_t>(8));
+    CHECK(ours->named_parameters().keys() == std::vector<std::string>{"weight"});
+    const auto ids = at::tensor({1, 8, 3, 8, 0, 9}, at::kLong).reshape({2, 3});
+    const auto looked_up = ours(ids);
+    CHECK(at::equal(looked_up, theirs(ids)));
+    looked_up.square().sum().backward();
+    theirs(ids).square().sum().backward();
+    CHECK(at::equal(ours->weight.grad(), theirs->weight.grad()));
+    CHECK(at::equal(ours->weight.grad()[8], at::zeros({4})));  // the padding row learns nothing
+  }
+
+  TEST_CASE("a vocabulary-parallel embedding with a padding row is the whole one: lookups and gradients") {
+    with_world([](const acc::ProcessEnvironment& env, c10::Device device, auto* comm_type) {
+      using Comm = std::remove_pointer_t<decltype(comm_type)>;
+      acc::DeviceMesh<Comm> mesh(env, {1, 1, env.world_size});
+      const int64_t rows = 4, vocabulary = rows * env.world_size, padding = vocabulary - 1;  // on the last rank
+      const auto build = [&] {
+        at::manual_seed(6);
+        auto table =
+            torch::nn::Sequential(acc::nn::Embedding(torch::nn::EmbeddingOptions(vocabulary, 3).padding_idx(padding)));
+        table->to(device, at::kDouble);
+        return table;
+      };
+      auto whole = build();
+      auto split = build();
+      acc::tp::parallelize(*split, mesh, {{"0", acc::tp::rowwise}});
+      const auto& layer = *split[0]->template as<acc::nn::EmbeddingImpl>();
+      const bool holds_padding = env.rank == env.world_size - 1;
+      CHECK(layer.options.num_embeddings() == rows);
+      CHECK(layer.options.padding_idx() == (holds_padding ? c10::optional<int64_t>(rows - 1) : c10::nullopt));
+      const auto ids = at::arange(vocabulary, at::kLong).repeat({2}).reshape({4, -1}).to(device);
+      const auto expected = whole->forward(ids);
+      const auto looked_up = split->forward(ids);
+      // Each row is summed with zeros from the other ranks: exact.
+      CHECK(at::equal(looked_up, expected));
+      expected.square().sum().backward();
+      looked_up.square().sum().backward();
+      const auto& full_grad = whole[0]->template as<acc::nn::EmbeddingImpl>()->weight.grad();
+      CHECK(at::equal(layer.weight.grad(), full_grad.narrow(0, env.rank * rows, rows)));
+      CHECK(at::equal(full_grad[padding], at::zeros({3}, full_grad.options())));
     });
   }
 
