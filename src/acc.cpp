@@ -38,7 +38,10 @@
 #include <acc/fp8/impl/convert.ipp>
 #include <acc/fp8/impl/scaled_linear.ipp>
 #include <acc/memory/impl/free_memory.ipp>
+#include <acc/mesh/impl/device_mesh.ipp>
+#include <acc/nn/impl/embedding.ipp>
 #include <acc/nn/impl/linear.ipp>
+#include <acc/nn/impl/split_layers.ipp>
 #include <acc/optim/impl/adamw.ipp>
 #include <acc/optim/impl/schedules.ipp>
 #include <acc/precision/impl/grad_scaler.ipp>
@@ -46,6 +49,7 @@
 #include <acc/profiling/impl/profile_options.ipp>
 #include <acc/profiling/impl/profiler.ipp>
 #include <acc/strategy/impl/power_sgd_hook.ipp>
+#include <acc/tp/impl/parallelize.ipp>
 #include <acc/tracking/impl/csv_tracker.ipp>
 #include <acc/tracking/impl/jsonl_tracker.ipp>
 #include <acc/tracking/impl/logger.ipp>

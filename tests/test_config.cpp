@@ -114,8 +114,12 @@ TEST_CASE("parallelism_config: more than one replica makes FSDP's sharding hybri
                             "parallelism_config_dp_replicate_size: 2\n  parallelism_config_dp_shard_size: 2\n") !=
         std::string::npos);
   CHECK(acc::Config().to_yaml().find("parallelism_config") == std::string::npos);
-  CHECK(error_of("parallelism_config:\n  parallelism_config_tp_size: 2\n") ==
-        "my.yaml:2: 'parallelism_config.parallelism_config_tp_size' is '2'; allowed values: an integer from 1 to 1");
+  CHECK(acc::Config::from_yaml("parallelism_config:\n  parallelism_config_tp_size: 2\n").tp_size == 2);
+  CHECK(error_of("parallelism_config:\n  parallelism_config_tp_size: 0\n") ==
+        "my.yaml:2: 'parallelism_config.parallelism_config_tp_size' is '0'; allowed values: an integer from 1 to "
+        "1048576");
+  CHECK(error_of("parallelism_config:\n  parallelism_config_cp_size: 2\n") ==
+        "my.yaml:2: 'parallelism_config.parallelism_config_cp_size' is '2'; allowed values: an integer from 1 to 1");
 }
 
 TEST_CASE("bad keys and values name the file, line, key and the allowed values") {
@@ -291,7 +295,7 @@ acc::Config every_key_set() {
       "  fsdp_sync_module_states: false\n  fsdp_use_orig_params: false\n  fsdp_cpu_ram_efficient_loading: true\n"
       "  fsdp_activation_checkpointing: true\n"
       "parallelism_config:\n  parallelism_config_dp_replicate_size: 2\n  parallelism_config_dp_shard_size: 4\n"
-      "  parallelism_config_tp_size: 1\n  parallelism_config_cp_size: 1\n"
+      "  parallelism_config_tp_size: 2\n  parallelism_config_cp_size: 1\n"
       "acc:\n  bucket_cap_mb: 12.5\n  first_bucket_cap_mb: 0.25\n  find_unused_parameters: true\n"
       "  collective_timeout: 60\n  sampler: shuffled\n  even_batches: false\n  split_batches: true\n"
       "  log_with: [jsonl, csv]\n  ddp_comm_hook: power_sgd\n  power_sgd_rank: 4\n  power_sgd_start_iter: 10\n"
@@ -311,7 +315,7 @@ TEST_CASE("to_yaml writes what from_yaml reads back, key by key") {
     CHECK(acc::config_value(key, again) == value);
     // Every key is set, but for those with a single value and the one TRANSFORMER_BASED_WRAP leaves out.
     if (key.name != "compute_environment" && key.name != "fsdp_min_num_params" &&
-        key.name != "parallelism_config_tp_size" && key.name != "parallelism_config_cp_size")
+        key.name != "parallelism_config_cp_size")
       CHECK(value != acc::config_value(key, defaults));
     ++compared;
   }

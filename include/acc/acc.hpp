@@ -7,8 +7,8 @@
 //   2 detail/
 //   3 config/
 //   4 comm/
-//   5 nn/ fp8/ precision/ data/ ops/ tracking/ optim/ memory/ profiling/ activation_checkpointing/ big_modeling/
-//   6 strategy/ fsdp/
+//   5 mesh/ nn/ fp8/ precision/ data/ ops/ tracking/ optim/ memory/ profiling/ activation_checkpointing/ big_modeling/
+//   6 strategy/ fsdp/ tp/
 //   7 prepared/ checkpoint/ dispatch/
 //   8 accelerator_options.hpp accelerator.hpp
 //   9 run.hpp local_sgd/ join/
@@ -42,7 +42,10 @@
 #include <acc/local_sgd/local_sgd.hpp>
 #include <acc/memory/find_executable_batch_size.hpp>
 #include <acc/memory/free_memory.hpp>
+#include <acc/mesh/device_mesh.hpp>
+#include <acc/nn/embedding.hpp>
 #include <acc/nn/linear.hpp>
+#include <acc/nn/split_layers.hpp>
 #include <acc/ops/collectives.hpp>
 #include <acc/ops/item.hpp>
 #include <acc/optim/adamw.hpp>
@@ -62,6 +65,11 @@
 #include <acc/strategy/fsdp.hpp>
 #include <acc/strategy/power_sgd_hook.hpp>
 #include <acc/strategy/single.hpp>
+#include <acc/tp/cross_entropy.hpp>
+#include <acc/tp/data_parallel.hpp>
+#include <acc/tp/parallelize.hpp>
+#include <acc/tp/regions.hpp>
+#include <acc/tp/splits.hpp>
 #include <acc/tracking/logger.hpp>
 #include <acc/tracking/progress_bar.hpp>
 #include <acc/tracking/trackers.hpp>

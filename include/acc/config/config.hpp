@@ -77,8 +77,8 @@ struct Config {
   // each shards over; with FSDP and more than one replica, hybrid sharding. Unset: not given.
   std::optional<int> dp_replicate_size;
   std::optional<int> dp_shard_size;
-  int tp_size = 1;  // tensor and context parallelism: not built yet, only 1
-  int cp_size = 1;
+  int tp_size = 1;  // tensor parallelism (acc::DeviceMesh's tp dimension)
+  int cp_size = 1;  // context parallelism: not built yet, only 1
   // The `acc:` section.
   double bucket_cap_mb = 25.0;
   double first_bucket_cap_mb = 1.0;

@@ -67,6 +67,7 @@ class DDP : public ReplicatedModel {
   void prepare_model(Holder& module, c10::Device device) {
     // Every rank holds the whole model and takes rank 0's state here, so a model built empty
     // (acc::init_empty_weights()) on the other ranks only needs storage first.
+    detail::refuse_tensor_parallel_model(*module, "DDP");
     if (!detail::ranks_with_empty_models(comm(), *module, "DDP").empty()) materialize(*module, device);
     module->to(device);
     detail::broadcast_module_state(comm(), *module);

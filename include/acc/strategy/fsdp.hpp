@@ -118,6 +118,7 @@ class FSDP {
       throw Error(
           "FSDP prepares one model per Accelerator; prepare() was given a second one (call "
           "accelerator.free_memory() first to leave the first one and prepare another)");
+    detail::refuse_tensor_parallel_model(*module, "FSDP");
     // With rank-0 loading the units take rank 0's values one at a time (the other ranks' models
     // may be empty); otherwise every rank's model moves whole, then rank 0's state goes to all.
     const auto empty_ranks = detail::ranks_with_empty_models(comm(), *module, "FSDP");

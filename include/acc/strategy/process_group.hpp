@@ -10,6 +10,7 @@
 #include <acc/comm/rendezvous.hpp>
 #include <acc/config/environment.hpp>
 #include <acc/error.hpp>
+#include <acc/nn/split_layers.hpp>
 
 #include <ATen/core/Tensor.h>
 #include <ATen/core/grad_mode.h>
@@ -37,6 +38,18 @@ namespace acc::detail {
 inline c10::intrusive_ptr<c10d::Store> next_group_store(const ProcessEnvironment& env) {
   static int groups = 0;
   return c10::make_intrusive<c10d::PrefixStore>("acc/group" + std::to_string(groups++), job_store(env));
+}
+
+// A model split by acc::tp::parallelize holds different shards on the ranks of a tensor-parallel
+// group: a strategy that gives every rank rank 0's state and averages gradients over the world
+// would mix them.
+inline void refuse_tensor_parallel_model(const torch::nn::Module& module, const std::string& strategy) {
+  const auto split = nn::split_layer_names(module);
+  if (split.empty()) return;
+  throw Error(strategy + " cannot prepare a model split by acc::tp::parallelize (its layer '" + split.front() +
+              "' is split): it would give every rank rank 0's shards and average gradients across the "
+              "tensor-parallel group; average them over the mesh's dp group with acc::tp::DataParallel instead "
+              "(docs/tensor_parallelism.md)");
 }
 
 // Whether Comm is a communication policy built into this binary (its other members exist then).

@@ -235,9 +235,13 @@ ACC_DECL const std::vector<ConfigKey>& config_keys() {
                                     config_field<&Config::dp_shard_size>),
                              1, 1 << 20),
                   detail::for_parallelism),
-        only_when(with_range(key_of("parallelism_config", "parallelism_config_tp_size", "", T::integer,
-                                    "tensor parallelism: not built yet, only 1", config_field<&Config::tp_size>),
-                             1, 1),
+        only_when(with_range(key_of("parallelism_config", "parallelism_config_tp_size", "PARALLELISM_CONFIG_TP_SIZE",
+                                    T::integer,
+                                    "the ranks each tensor-parallel layer is split over: the innermost dimension of "
+                                    "`acc::DeviceMesh`, which `acc::tp::parallelize` splits a model over "
+                                    "([tensor_parallelism.md](tensor_parallelism.md))",
+                                    config_field<&Config::tp_size>),
+                             1, 1 << 20),
                   detail::for_parallelism),
         only_when(with_range(key_of("parallelism_config", "parallelism_config_cp_size", "", T::integer,
                                     "context parallelism: not built yet, only 1", config_field<&Config::cp_size>),

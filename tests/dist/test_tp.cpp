@@ -1,0 +1,489 @@
+// Tensor parallelism over real processes: acc::DeviceMesh's arrangement, groups and errors, and
+// acc::tp's layers against one process: acc::nn::Embedding against torch's, the vocabulary-parallel
+// embedding and cross-entropy, gathered and split Linear layers, a small GPT split over every rank (tp = world size)
+// and the same split over tp groups of 2 with data parallelism across them (acc::tp::DataParallel), each trained 20
+// AdamW steps. Run by ctest dist/device_mesh_4_ranks (`acc_dist_worker --no-skip -ts=device_mesh`), dist/tp_{2,4}_ranks
+// (`-ts=tp`) and dist/tp_dp_4_ranks (`-ts=tp_dp`), over Gloo, or NCCL with ACC_TEST_BACKEND=nccl.
+#include "../pch.hpp"  // first: libtorch, then doctest
+#include "worker.hpp"
+
+#include "../error_of.hpp"
+
+#include <acc/mesh/device_mesh.hpp>
+#include <acc/nn/embedding.hpp>
+#include <acc/nn/linear.hpp>
+#include <acc/tp/cross_entropy.hpp>
+#include <acc/tp/data_parallel.hpp>
+#include <acc/tp/parallelize.hpp>
+
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/optim/adamw.h>
+
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+// The float64 rounding by which a split computation may differ from one process: the sums it
+// orders differently (partial products of a row-parallel layer summed by the all-reduce instead of
+// in one dot product; the loss's per-rank sums of exponentials) have at most 128 terms of
+// magnitude below 10 (roundoff 1.1e-16 each), compounded through at most 10 layers. A wrong shard
+// or a lost reduction differs by orders of magnitude more (O(0.01) and up).
+constexpr double kRounding = 128 * 1.1e-16 * 10 * 10;
+constexpr int kSteps = 20;
+constexpr double kLr = 1e-3;
+// AdamW turns a gradient difference d into up to lr * d / eps per step (worker.hpp says why these
+// comparisons train in float64).
+constexpr double kParameterDrift = kSteps * kLr * kRounding / 1e-8;
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// max |a - b| <= tolerance * max(1, max |b|).
+void check_close(const at::Tensor& a, const at::Tensor& b, double tolerance, const std::string& what) {
+  CAPTURE(what);
+  REQUIRE(a.sizes() == b.sizes());
+  const double scale = std::max(1.0, b.abs().max().item<double>());
+  const double difference = (a - b).abs().max().item<double>();
+  CAPTURE(difference);
+  CHECK(difference <= tolerance * scale);
+}
+
+// This rank's slice of `dim` of `full`, seen as `parts` equal blocks each sliced on its own.
+at::Tensor slice_of(const at::Tensor& full, int64_t dim, int64_t parts, int rank, int ranks) {
+  std::vector<at::Tensor> pieces;
+  for (const auto& block : full.chunk(parts, dim)) pieces.push_back(block.chunk(ranks, dim)[rank]);
+  return at::cat(pieces, dim);
+}
+
+template <class Fn>
+void with_world(Fn&& fn) {
+  with_accelerator([&](auto& accelerator) {
+    using Comm = std::decay_t<decltype(accelerator.strategy().comm())>;
+    fn(acc::ProcessEnvironment::from_environment(), accelerator.device(), static_cast<Comm*>(nullptr));
+    accelerator.wait_for_everyone();
+  });
+}
+
+struct GptConfig {
+  int64_t vocabulary = 64;
+  int64_t context = 8;
+  int64_t embed = 32;
+  int64_t heads = 4;
+};
+
+// Pre-norm attention and MLP, written as for one process: the local head count comes from the
+// fused q, k, v projection's out_features, which tensor parallelism makes this rank's share.
+struct BlockImpl : torch::nn::Module {
+  explicit BlockImpl(const GptConfig& config)
+      : head_dim(config.embed / config.heads),
+        ln1(register_module("ln1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({config.embed})))),
+        qkv(register_module("qkv", acc::nn::Linear(config.embed, 3 * config.embed))),
+        proj(register_module("proj", acc::nn::Linear(config.embed, config.embed))),
+        ln2(register_module("ln2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({config.embed})))),
+        fc(register_module("fc", acc::nn::Linear(config.embed, 4 * config.embed))),
+        out(register_module("out", acc::nn::Linear(4 * config.embed, config.embed))) {}
+
+  at::Tensor forward(const at::Tensor& x) {
+    const int64_t batch = x.size(0), time = x.size(1);
+    const int64_t local_heads = qkv->options.out_features() / 3 / head_dim;
+    const auto parts = qkv(ln1(x)).chunk(3, -1);
+    const auto by_head = [&](const at::Tensor& t) {
+      return t.reshape({batch, time, local_heads, head_dim}).transpose(1, 2);
+    };
+    auto scores = by_head(parts[0]).matmul(by_head(parts[1]).transpose(-2, -1)) / std::sqrt(double(head_dim));
+    const auto future = at::ones({time, time}, x.options().dtype(at::kBool)).triu(1);
+    scores = scores.masked_fill(future, -std::numeric_limits<double>::infinity());
+    const auto attended =
+        scores.softmax(-1).matmul(by_head(parts[2])).transpose(1, 2).reshape({batch, time, local_heads * head_dim});
+    const auto h = x + proj(attended);
+    return h + out(at::gelu(fc(ln2(h))));
+  }
+
+  int64_t head_dim;
+  torch::nn::LayerNorm ln1;
+  acc::nn::Linear qkv, proj;
+  torch::nn::LayerNorm ln2;
+  acc::nn::Linear fc, out;
+};
+TORCH_MODULE(Block);
+
+struct GptImpl : torch::nn::Module {
+  explicit GptImpl(const GptConfig& config)
+      : tok(register_module("tok", acc::nn::Embedding(config.vocabulary, config.embed))),
+        pos(register_module("pos", torch::nn::Embedding(config.context, config.embed))),
+        blocks(register_module("blocks", torch::nn::ModuleList(Block(config), Block(config)))),
+        ln_f(register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({config.embed})))),
+        head(register_module("head",
+                             acc::nn::Linear(torch::nn::LinearOptions(config.embed, config.vocabulary).bias(false)))) {}
+
+  // Logits: the whole vocabulary on one process, this rank's slice when `head` is split.
+  at::Tensor forward(const at::Tensor& ids) {
+    auto x = tok(ids) + pos(at::arange(ids.size(1), ids.options()));
+    for (const auto& block : *blocks) x = block->as<BlockImpl>()->forward(x);
+    return head(ln_f(x));
+  }
+
+  acc::nn::Embedding tok;
+  torch::nn::Embedding pos;
+  torch::nn::ModuleList blocks;
+  torch::nn::LayerNorm ln_f;
+  acc::nn::Linear head;
+};
+TORCH_MODULE(Gpt);
+
+acc::tp::Plan gpt_plan(const GptConfig& config) {
+  return {{"tok", acc::tp::rowwise},           {"blocks.*.qkv", acc::tp::colwise.fused(3).heads(config.heads)},
+          {"blocks.*.proj", acc::tp::rowwise}, {"blocks.*.fc", acc::tp::colwise},
+          {"blocks.*.out", acc::tp::rowwise},  {"head", acc::tp::colwise}};
+}
+
+// The part of the full model's parameter `name` this rank holds under gpt_plan: the expected
+// sharding, written out independently of acc::tp's.
+at::Tensor expected_shard(const std::string& name, const at::Tensor& full, int rank, int ranks) {
+  const auto ends_with = [&](const std::string& suffix) {
+    return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  if (ends_with("qkv.weight") || ends_with("qkv.bias")) return slice_of(full, 0, 3, rank, ranks);
+  if (ends_with("fc.weight") || ends_with("fc.bias") || name == "head.weight" || name == "tok.weight")
+    return slice_of(full, 0, 1, rank, ranks);
+  if (ends_with("proj.weight") || ends_with("out.weight")) return slice_of(full, 1, 1, rank, ranks);
+  return full;  // replicated: layer norms, positions, row-parallel biases
+}
+
+// Splits a GPT over the mesh's tp group and trains it 20 AdamW steps, each dp rank on its share of
+// every batch (gradients averaged over the dp group by acc::tp::DataParallel when it has more than
+// one rank), against the whole model trained on whole batches in this process: the same loss,
+// logits and gradients in the first step, the same parameters after the last, within rounding.
+template <class Comm>
+void check_gpt_against_one_process(acc::DeviceMesh<Comm>& mesh, c10::Device device) {
+  const int tp_rank = mesh.coordinate(acc::MeshDim::tp), tp_size = mesh.size(acc::MeshDim::tp);
+  const int dp_rank = mesh.dp_group().rank(), dp_size = mesh.dp_group().size();
+  const GptConfig config;
+  const auto build = [&] {
+    at::manual_seed(0);  // every rank builds the same full model
+    Gpt gpt(config);
+    gpt->to(device, at::kDouble);
+    return gpt;
+  };
+  Gpt whole = build();
+  Gpt split = build();
+  const auto adamw = torch::optim::AdamWOptions(kLr).weight_decay(0.01);
+  torch::optim::AdamW whole_optimizer(whole->parameters(), adamw);
+  // Built before the split: the parameters stay the same tensor objects, resized.
+  torch::optim::AdamW split_optimizer(split->parameters(), adamw);
+  CHECK(acc::tp::parallelize(*split, mesh, gpt_plan(config)).size() == 10);
+  CHECK(split->blocks[0]->as<BlockImpl>()->qkv->options.out_features() == 3 * config.embed / tp_size);
+  std::optional<acc::tp::DataParallel<Comm>> data_parallel;
+  if (dp_size > 1) data_parallel.emplace(*split, mesh.dp());
+
+  const auto whole_parameters = whole->named_parameters();
+  const auto split_parameters = split->named_parameters();
+  for (const auto& parameter : split_parameters)
+    CHECK(at::equal(parameter.value(),
+                    expected_shard(parameter.key(), whole_parameters[parameter.key()], tp_rank, tp_size)));
+
+  constexpr int64_t share = 4;  // sequences per dp rank and step
+  std::vector<double> losses;
+  for (int step = 0; step < kSteps; ++step) {
+    CAPTURE(step);
+    // The same batches on every rank: sequences counting up from random starts, which the model
+    // can learn (its loss falls), unlike random tokens.
+    at::manual_seed(1000 + step);
+    const auto starts = at::randint(config.vocabulary, {share * dp_size, 1}, at::kLong);
+    const auto tokens = (starts + at::arange(config.context + 1, at::kLong)).remainder(config.vocabulary).to(device);
+    const auto inputs = tokens.narrow(1, 0, config.context), targets = tokens.narrow(1, 1, config.context);
+    whole_optimizer.zero_grad();
+    data_parallel ? data_parallel->zero_grad() : split_optimizer.zero_grad();
+    const auto whole_logits = whole->forward(inputs);
+    const auto expected =
+        torch::nn::functional::cross_entropy(whole_logits.reshape({-1, config.vocabulary}), targets.reshape(-1));
+    const auto split_logits = split->forward(inputs.narrow(0, dp_rank * share, share));
+    const auto own_targets = targets.narrow(0, dp_rank * share, share);
+    const auto loss = acc::tp::vocab_parallel_cross_entropy(split_logits, own_targets, mesh.tp()).mean();
+    expected.backward();
+    data_parallel ? data_parallel->backward(loss) : loss.backward();
+    if (step == 0) {
+      const auto own_logits = whole_logits.detach().narrow(0, dp_rank * share, share);
+      const auto own_expected =
+          torch::nn::functional::cross_entropy(own_logits.reshape({-1, config.vocabulary}), own_targets.reshape(-1));
+      check_close(loss, own_expected, kRounding, "loss");
+      check_close(split_logits, slice_of(own_logits, -1, 1, tp_rank, tp_size), kRounding, "logits");
+      for (const auto& parameter : split_parameters)
+        check_close(parameter.value().grad(),
+                    expected_shard(parameter.key(), whole_parameters[parameter.key()].grad(), tp_rank, tp_size),
+                    kRounding, parameter.key() + "'s gradient");
+    }
+    whole_optimizer.step();
+    split_optimizer.step();
+    losses.push_back(acc::item<double>(loss));
+  }
+  CHECK(losses.back() < losses.front());  // it learned: the comparison is not of untouched weights
+  for (const auto& parameter : split_parameters)
+    check_close(parameter.value(), expected_shard(parameter.key(), whole_parameters[parameter.key()], tp_rank, tp_size),
+                kParameterDrift, parameter.key() + " after " + std::to_string(kSteps) + " steps");
+}
+
+}  // namespace
+
+TEST_SUITE("tp_dp" * doctest::skip()) {
+  TEST_CASE("a GPT split over tp groups of 2, data-parallel across them, trains as on one process") {
+    with_world([](const acc::ProcessEnvironment& env, c10::Device device, auto* comm_type) {
+      using Comm = std::remove_pointer_t<decltype(comm_type)>;
+      REQUIRE(env.world_size % 2 == 0);
+      acc::DeviceMesh<Comm> mesh(env, {env.world_size / 2, 1, 2});
+      check_gpt_against_one_process(mesh, device);
+    });
+  }
+}
+
+TEST_SUITE("device_mesh" * doctest::skip()) {
+  TEST_CASE("the mesh arranges the ranks row-major, tp innermost, with a communicator per dimension") {
+    with_world([](const acc::ProcessEnvironment& env, c10::Device device, auto* comm_type) {
+      using Comm = std::remove_pointer_t<decltype(comm_type)>;
+      const int world = env.world_size;
+      // Every way of writing the world as dp_replicate x dp_shard x tp.
+      for (int replicate = 1; replicate <= world; ++replicate)
+        for (int shard = 1; shard <= world / replicate; ++shard) {
+          if (world % (replicate * shard) != 0) continue;
+          const acc::MeshShape shape{replicate, shard, world / (replicate * shard)};
+          CAPTURE(shape.describe());
+          acc::DeviceMesh<Comm> mesh(env, shape);
+          const int t = env.rank % shape.tp, s = env.rank / shape.tp % shape.dp_shard,
+                    r = env.rank / (shape.tp * shape.dp_shard);
+          CHECK(mesh.coordinate(acc::MeshDim::dp_replicate) == r);
+          CHECK(mesh.coordinate(acc::MeshDim::dp_shard) == s);
+          CHECK(mesh.coordinate(acc::MeshDim::tp) == t);
+          const auto rank_at = [&](int rr, int ss, int tt) { return (rr * shape.dp_shard + ss) * shape.tp + tt; };
+          // The sum of the global ranks over each group, by its communicator, against the formula.
+          const auto summed = [&](Comm& comm) {
+            auto value = at::full({1}, double(env.rank), at::TensorOptions(device).dtype(at::kDouble));
+            comm.all_reduce(value, acc::ReduceOp::sum);
+            return int_values(value)[0];
+          };
+          int64_t replicas = 0, shards = 0, tps = 0, dps = 0;
+          for (int i = 0; i < shape.dp_replicate; ++i) replicas += rank_at(i, s, t);
+          for (int i = 0; i < shape.dp_shard; ++i) shards += rank_at(r, i, t);
+          for (int i = 0; i < shape.tp; ++i) tps += rank_at(r, s, i);
+          for (int i = 0; i < shape.dp_replicate; ++i)
+            for (int j = 0; j < shape.dp_shard; ++j) dps += rank_at(i, j, t);
+          CHECK(summed(mesh.dp_replicate()) == replicas);
+          CHECK(summed(mesh.dp_shard()) == shards);
+          CHECK(summed(mesh.tp()) == tps);
+          CHECK(summed(mesh.dp()) == dps);
+          CHECK(mesh.tp().world_size() == shape.tp);
+          CHECK(mesh.dp().world_size() == shape.dp_replicate * shape.dp_shard);
+          CHECK(mesh.group(acc::MeshDim::tp).ranks().front() == rank_at(r, s, 0));
+        }
+    });
+  }
+
+  TEST_CASE("mesh sizes that do not make the world are errors naming the sizes and the config keys") {
+    with_world([](const acc::ProcessEnvironment& env, c10::Device, auto* comm_type) {
+      using Comm = std::remove_pointer_t<decltype(comm_type)>;
+      const std::string world = std::to_string(env.world_size);
+      const std::string keys =
+          "(parallelism_config_dp_replicate_size, parallelism_config_dp_shard_size, parallelism_config_tp_size)";
+      CHECK(error_of([&] {
+              acc::DeviceMesh<Comm> mesh(env, {2, env.world_size, 2});
+            }) == "the device mesh dp_replicate 2 x dp_shard " + world + " x tp 2 has " +
+                      std::to_string(4 * env.world_size) + " ranks, but the job has " + world + " processes " + keys +
+                      "; make the product of the sizes the number of processes");
+      CHECK(error_of([&] {
+              acc::DeviceMesh<Comm> mesh(env, {1, 0, env.world_size});
+            }) == "the device mesh's dp_shard size is 0 (dp_replicate 1 x dp_shard 0 x tp " + world + ") " + keys +
+                      "; every size must be at least 1");
+      acc::Config config;
+      config.tp_size = env.world_size + 1;
+      CHECK(error_of([&] { acc::MeshShape::from_config(config, env.world_size); }) ==
+            "the device mesh's dp_replicate 1 x tp " + std::to_string(env.world_size + 1) + " does not divide the " +
+                world + " processes " + keys + "; make their product divide the number of processes");
+      config.tp_size = env.world_size;
+      const auto shape = acc::MeshShape::from_config(config, env.world_size);
+      CHECK(shape.dp_replicate == 1);
+      CHECK(shape.dp_shard == 1);
+      CHECK(shape.tp == env.world_size);
+    });
+  }
+}
+
+TEST_SUITE("tp" * doctest::skip()) {
+  TEST_CASE("the vocabulary-parallel cross-entropy is cross_entropy on the full logits, in value and gradient") {
+    with_world([](const acc::ProcessEnvironment& env, c10::Device device, auto* comm_type) {
+      using Comm = std::remove_pointer_t<decltype(comm_type)>;
+      acc::DeviceMesh<Comm> mesh(env, {1, 1, env.world_size});
+      const int64_t vocabulary = 16 * env.world_size;
+      at::manual_seed(7);  // the same logits and targets on every rank
+      const auto full = (at::randn({3, 5, vocabulary}, at::kDouble) * 4).to(device).requires_grad_();
+      const auto target = at::randint(vocabulary, {3, 5}, at::kLong).to(device);
+      const auto weights = at::rand({3, 5}, at::kDouble).to(device);  // a gradient that is not uniform
+      const auto expected =
+          torch::nn::functional::cross_entropy(full.reshape({-1, vocabulary}), target.reshape(-1),
+                                               torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone))
+              .reshape({3, 5});
+      (expected * weights).sum().backward();
+
+      const auto local = slice_of(full.detach(), -1, 1, env.rank, env.world_size).requires_grad_();
+      const auto losses = acc::tp::vocab_parallel_cross_entropy(local, target, mesh.tp());
+      (losses * weights).sum().backward();
+      // Sums of up to `vocabulary` exponentials, in another order: float64 rounding.
+      check_close(losses, expected.detach(), kRounding, "losses");
+      check_close(local.grad(), slice_of(full.grad(), -1, 1, env.rank, env.world_size), kRounding, "logits' gradient");
+    });
+  }
+
+  TEST_CASE("acc::nn::Embedding is torch::nn::Embedding's drop-in: weights from one seed, lookups, padding row") {
+    const auto options = torch::nn::EmbeddingOptions(10, 4).padding_idx(-2);
+    at::manual_seed(5);
+    torch::nn::Embedding theirs(options);
+    at::manual_seed(5);
+    acc::nn::Embedding ours(options);
+    CHECK(at::equal(ours->weight, theirs->weight));
+    CHECK(ours->options.padding_idx() == c10::optional<int64_t>(8));
+    CHECK(ours->named_parameters().keys() == std::vector<std::string>{"weight"});
+    const auto ids = at::tensor({1, 8, 3, 8, 0, 9}, at::kLong).reshape({2, 3});
+    const auto looked_up = ours(ids);
+    CHECK(at::equal(looked_up, theirs(ids)));
+    looked_up.square().sum().backward();
+    theirs(ids).square().sum().backward();
+    CHECK(at::equal(ours->weight.grad(), theirs->weight.grad()));
+    CHECK(at::equal(ours->weight.grad()[8], at::zeros({4})));  // the padding row learns nothing
+  }
+
+  TEST_CASE("a vocabulary-parallel embedding with a padding row is the whole one: lookups and gradients") {
+    with_world([](const acc::ProcessEnvironment& env, c10::Device device, auto* comm_type) {
+      using Comm = std::remove_pointer_t<decltype(comm_type)>;
+      acc::DeviceMesh<Comm> mesh(env, {1, 1, env.world_size});
+      const int64_t rows = 4, vocabulary = rows * env.world_size, padding = vocabulary - 1;  // on the last rank
+      const auto build = [&] {
+        at::manual_seed(6);
+        auto table =
+            torch::nn::Sequential(acc::nn::Embedding(torch::nn::EmbeddingOptions(vocabulary, 3).padding_idx(padding)));
+        table->to(device, at::kDouble);
+        return table;
+      };
+      auto whole = build();
+      auto split = build();
+      acc::tp::parallelize(*split, mesh, {{"0", acc::tp::rowwise}});
+      const auto& layer = *split[0]->template as<acc::nn::EmbeddingImpl>();
+      const bool holds_padding = env.rank == env.world_size - 1;
+      CHECK(layer.options.num_embeddings() == rows);
+      CHECK(layer.options.padding_idx() == (holds_padding ? c10::optional<int64_t>(rows - 1) : c10::nullopt));
+      const auto ids = at::arange(vocabulary, at::kLong).repeat({2}).reshape({4, -1}).to(device);
+      const auto expected = whole->forward(ids);
+      const auto looked_up = split->forward(ids);
+      // Each row is summed with zeros from the other ranks: exact.
+      CHECK(at::equal(looked_up, expected));
+      expected.square().sum().backward();
+      looked_up.square().sum().backward();
+      const auto& full_grad = whole[0]->template as<acc::nn::EmbeddingImpl>()->weight.grad();
+      CHECK(at::equal(layer.weight.grad(), full_grad.narrow(0, env.rank * rows, rows)));
+      CHECK(at::equal(full_grad[padding], at::zeros({3}, full_grad.options())));
+    });
+  }
+
+  TEST_CASE("a gathered column-parallel layer feeding a row-parallel one that splits its input is the unsplit pair") {
+    with_world([](const acc::ProcessEnvironment& env, c10::Device device, auto* comm_type) {
+      using Comm = std::remove_pointer_t<decltype(comm_type)>;
+      acc::DeviceMesh<Comm> mesh(env, {1, 1, env.world_size});
+      const int64_t width = 4 * env.world_size;
+      const auto build = [&] {
+        at::manual_seed(3);
+        auto pair = torch::nn::Sequential(acc::nn::Linear(6, width), acc::nn::Linear(width, 5));
+        pair->to(device, at::kDouble);
+        return pair;
+      };
+      auto whole = build();
+      auto split = build();
+      CHECK(acc::tp::parallelize(*split, mesh,
+                                 {{"0", acc::tp::colwise.gather_output()}, {"1", acc::tp::rowwise.split_input()}}) ==
+            std::vector<std::string>{"0", "1"});
+      at::manual_seed(4);
+      const auto input = at::randn({7, 6}, at::kDouble).to(device);
+      const auto expected = whole->forward(input);
+      const auto output = split->forward(input);
+      check_close(output, expected, kRounding, "output");
+      expected.square().sum().backward();
+      output.square().sum().backward();
+      const auto whole_parameters = whole->named_parameters();
+      for (const auto& parameter : split->named_parameters()) {
+        const auto& full = whole_parameters[parameter.key()];
+        const auto expected_grad = parameter.key() == "0.weight" || parameter.key() == "0.bias"
+                                       ? slice_of(full.grad(), 0, 1, env.rank, env.world_size)
+                                   : parameter.key() == "1.weight"
+                                       ? slice_of(full.grad(), 1, 1, env.rank, env.world_size)
+                                       : full.grad();
+        check_close(parameter.value().grad(), expected_grad, kRounding, parameter.key() + "'s gradient");
+      }
+    });
+  }
+
+  TEST_CASE("a GPT split over every rank trains as on one process: loss, logits, gradients, 20 AdamW steps") {
+    with_world([](const acc::ProcessEnvironment& env, c10::Device device, auto* comm_type) {
+      using Comm = std::remove_pointer_t<decltype(comm_type)>;
+      acc::DeviceMesh<Comm> mesh(env, {1, 1, env.world_size});
+      check_gpt_against_one_process(mesh, device);
+    });
+  }
+
+  TEST_CASE("DDP refuses a model split by parallelize: it would mix the shards of a tp group") {
+    with_accelerator([](auto& accelerator) {
+      using Comm = std::decay_t<decltype(accelerator.strategy().comm())>;
+      acc::DeviceMesh<Comm> mesh(acc::ProcessEnvironment::from_environment(),
+                                 {1, 1, acc::ProcessEnvironment::from_environment().world_size});
+      const GptConfig config;
+      Gpt gpt(config);
+      acc::tp::parallelize(*gpt, mesh, gpt_plan(config));
+      CHECK(error_of([&] { accelerator.prepare(gpt); }) ==
+            "DDP cannot prepare a model split by acc::tp::parallelize (its layer 'tok' is split): it would give every "
+            "rank rank 0's shards and average gradients across the tensor-parallel group; average them over the "
+            "mesh's dp group with acc::tp::DataParallel instead (docs/tensor_parallelism.md)");
+    });
+  }
+
+  TEST_CASE("a plan that does not fit the model is an error naming the layer and the fix") {
+    // The checks parallelize makes before installing anything, for 2, 3 or 5 ranks.
+    const GptConfig config;
+    Gpt gpt(config);
+    const auto message = [&](const acc::tp::Plan& plan, int ranks) {
+      return error_of([&] {
+        for (auto& planned : acc::tp::detail::planned_layers(*gpt, plan)) {
+          if (auto* linear = dynamic_cast<acc::nn::LinearImpl*>(planned.module.get()))
+            acc::tp::detail::shard(planned.name, *linear, planned.style, 0, ranks);
+          else
+            acc::tp::detail::shard(planned.name, dynamic_cast<acc::nn::EmbeddingImpl&>(*planned.module), planned.style,
+                                   0, ranks);
+        }
+      });
+    };
+    CHECK(contains(message({{"blocks.*.attn", acc::tp::colwise}}, 2),
+                   "acc::tp::parallelize: the plan's pattern 'blocks.*.attn' matches no module of the model (its "
+                   "modules: tok, pos, blocks, blocks.0, blocks.0.ln1, blocks.0.qkv,"));
+    CHECK(message({{"pos", acc::tp::rowwise}}, 2) ==
+          "acc::tp::parallelize: the plan's pattern 'pos' matches 'pos', a torch::nn::EmbeddingImpl, which tensor "
+          "parallelism cannot split; only acc::nn::Linear and acc::nn::Embedding are split: write them in the model "
+          "where it has torch::nn::Linear or torch::nn::Embedding, or narrow the pattern");
+    CHECK(
+        message({{"blocks.0.f*", acc::tp::colwise}, {"*.fc", acc::tp::colwise}}, 2) ==
+        "acc::tp::parallelize: the module 'blocks.0.fc' matches the plan's patterns 'blocks.0.f*' and '*.fc'; make the "
+        "patterns name each layer once");
+    CHECK(message({{"blocks.0.qkv", acc::tp::colwise.fused(3).heads(config.heads)}}, 3) ==
+          "acc::tp::parallelize: 'blocks.0.qkv' holds 4 attention heads per part (32 features), which do not split "
+          "into whole heads over the 3 tensor-parallel ranks; make the head count a multiple of the tensor-parallel "
+          "size (parallelism_config_tp_size)");
+    CHECK(message({{"head", acc::tp::colwise}}, 5) ==
+          "acc::tp::parallelize: 'head' has out_features 64, which does not split over the 5 tensor-parallel ranks; "
+          "make it a multiple of the tensor-parallel size (parallelism_config_tp_size)");
+    CHECK(message({{"tok", acc::tp::colwise}}, 2) ==
+          "acc::tp::parallelize: 'tok' is an embedding, which is split by its vocabulary: use acc::tp::rowwise "
+          "(colwise, splitting embedding_dim, is not supported)");
+    CHECK(contains(message({{"blocks.1.qkv", acc::tp::colwise.fused(3).gather_output()}}, 2), "is fused"));
+  }
+}
