@@ -125,7 +125,8 @@ TEST_CASE("parallelism_config: more than one replica makes FSDP's sharding hybri
 TEST_CASE("bad keys and values name the file, line, key and the allowed values") {
   CHECK(error_of("num_processes: 2\nmixed_precison: bf16\n") ==
         "my.yaml:2: unknown key 'mixed_precison'; did you mean 'mixed_precision'?");
-  CHECK(error_of("mixed_precision: fp8\n") == "my.yaml:1: 'mixed_precision' is 'fp8'; allowed values: no, fp16, bf16");
+  CHECK(error_of("mixed_precision: fp4\n") ==
+        "my.yaml:1: 'mixed_precision' is 'fp4'; allowed values: no, fp16, bf16, fp8");
   CHECK(error_of("distributed_type: DEEPSPEED\n") ==
         "my.yaml:1: 'distributed_type' is 'DEEPSPEED'; allowed values: NO, MULTI_CPU, MULTI_GPU, FSDP");
   CHECK(error_of("num_processes: two\n") ==
@@ -169,8 +170,8 @@ TEST_CASE("the environment overrides the file, and a bad value names the variabl
       with_env(acc::Config{}, {{"WORLD_SIZE", "2"}, {"RANK", "1"}, {"ACCELERATE_USE_CPU", "true"}}).distributed_type ==
       "MULTI_CPU");
   CHECK(with_env(acc::Config{}, {{"WORLD_SIZE", "2"}, {"RANK", "0"}}).distributed_type == "MULTI_GPU");
-  CHECK(env_error_of({{"ACCELERATE_MIXED_PRECISION", "fp8"}}) ==
-        "ACCELERATE_MIXED_PRECISION='fp8': 'mixed_precision' is 'fp8'; allowed values: no, fp16, bf16");
+  CHECK(env_error_of({{"ACCELERATE_MIXED_PRECISION", "fp4"}}) ==
+        "ACCELERATE_MIXED_PRECISION='fp4': 'mixed_precision' is 'fp4'; allowed values: no, fp16, bf16, fp8");
   CHECK(env_error_of({{"FSDP_BACKWARD_PREFETCH", "SOON"}}) ==
         "FSDP_BACKWARD_PREFETCH='SOON': 'fsdp_config.fsdp_backward_prefetch' is 'SOON'; allowed values: BACKWARD_PRE, "
         "BACKWARD_POST, NO_PREFETCH");
@@ -269,7 +270,7 @@ TEST_CASE("a config file must be a regular file of at most 1 MiB") {
 TEST_CASE("messages quote what a junk file holds as printable text") {
   CHECK(error_of(std::string("\x89PNG\x01\xff: 1\n")).find("my.yaml:1: unknown key '\\x89PNG\\x01\\xff'") == 0);
   CHECK(error_of("mixed_precision: \"\\x1b[31m\"\n") ==
-        "my.yaml:1: 'mixed_precision' is '\\x1b[31m'; allowed values: no, fp16, bf16");
+        "my.yaml:1: 'mixed_precision' is '\\x1b[31m'; allowed values: no, fp16, bf16, fp8");
 }
 
 // Found: WORLD_SIZE=two on a build without NCCL said "no Accelerator for distributed_type=MULTI_GPU".
@@ -285,7 +286,7 @@ TEST_CASE("a bad launcher variable is named by the environment overrides, before
 // One value for every key with a field, none of them the default, so that a round trip shows each.
 acc::Config every_key_set() {
   return acc::Config::from_yaml(
-      "compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nmixed_precision: bf16\nuse_cpu: true\n"
+      "compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nmixed_precision: fp8\nuse_cpu: true\n"
       "num_processes: 8\nnum_machines: 2\nmachine_rank: 1\nmain_process_ip: node-0.example\n"
       "main_process_port: 1234\ngpu_ids: 0,1,2,3\nrdzv_backend: c10d\nsame_network: false\n"
       "main_training_function: train\ndowncast_bf16: 'yes'\ndebug: true\ngradient_accumulation_steps: 4\n"
@@ -294,6 +295,8 @@ acc::Config every_key_set() {
       "  fsdp_forward_prefetch: true\n  fsdp_state_dict_type: SHARDED_STATE_DICT\n  fsdp_offload_params: true\n"
       "  fsdp_sync_module_states: false\n  fsdp_use_orig_params: false\n  fsdp_cpu_ram_efficient_loading: true\n"
       "  fsdp_activation_checkpointing: true\n"
+      "fp8_config:\n  backend: TE\n  fp8_format: E4M3\n  amax_history_len: 16\n  amax_compute_algorithm: max\n"
+      "  margin: 2\n"
       "parallelism_config:\n  parallelism_config_dp_replicate_size: 2\n  parallelism_config_dp_shard_size: 4\n"
       "  parallelism_config_tp_size: 2\n  parallelism_config_cp_size: 1\n"
       "acc:\n  bucket_cap_mb: 12.5\n  first_bucket_cap_mb: 0.25\n  find_unused_parameters: true\n"
@@ -319,7 +322,7 @@ TEST_CASE("to_yaml writes what from_yaml reads back, key by key") {
       CHECK(value != acc::config_value(key, defaults));
     ++compared;
   }
-  CHECK(compared == 47);
+  CHECK(compared == 52);
   // min_num_params is written for SIZE_BASED_WRAP only, as Accelerate writes it.
   auto size_based = acc::Config::from_yaml(
       "distributed_type: FSDP\nfsdp_config:\n  fsdp_auto_wrap_policy: "

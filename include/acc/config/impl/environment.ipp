@@ -1,6 +1,7 @@
 // The bodies of config/environment.hpp: the launchers' variables read into a ProcessEnvironment.
 #pragma once
 
+#include <acc/config/config.hpp>
 #include <acc/config/environment.hpp>
 
 namespace acc::detail {
@@ -131,8 +132,15 @@ ACC_DECL ProcessEnvironment ProcessEnvironment::from(const EnvironmentLookup& lo
 
   if (auto cpu = lookup("ACCELERATE_USE_CPU")) env.use_cpu = detail::parse_env_bool("ACCELERATE_USE_CPU", *cpu);
   if (auto precision = lookup("ACCELERATE_MIXED_PRECISION")) {
-    if (*precision != "no" && *precision != "fp16" && *precision != "bf16")
-      throw Error("ACCELERATE_MIXED_PRECISION='" + *precision + "' is not supported; use one of: no, fp16, bf16");
+    // The values the config schema allows for mixed_precision, whose variable this is.
+    const auto key = std::find_if(config_keys().begin(), config_keys().end(),
+                                  [](const ConfigKey& k) { return k.section.empty() && k.name == "mixed_precision"; });
+    const auto& allowed = key->allowed;
+    if (std::find(allowed.begin(), allowed.end(), *precision) == allowed.end()) {
+      std::string values;
+      for (const auto& value : allowed) values += (values.empty() ? "" : ", ") + value;
+      throw Error("ACCELERATE_MIXED_PRECISION='" + *precision + "' is not supported; use one of: " + values);
+    }
     env.mixed_precision = *precision;
   }
   if (auto level = lookup("ACCELERATE_LOG_LEVEL"); level && !level->empty()) env.log_level = *level;
