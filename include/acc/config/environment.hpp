@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace acc {
 
@@ -66,10 +67,16 @@ ACC_DECL bool parse_env_bool(std::string_view name, const std::string& value);
 // SLURM_TASKS_PER_NODE looks like "4(x2),3": 4 tasks on each of the first two nodes, 3 on the third.
 ACC_DECL int slurm_tasks_on_node(const std::string& spec, int node);
 
+// The values the config schema allows for mixed_precision (config_keys(), impl/config.ipp), which
+// ACCELERATE_MIXED_PRECISION is checked against.
+ACC_DECL const std::vector<std::string>& mixed_precision_values();
+
 }  // namespace detail
 
 }  // namespace acc
 
 #if !defined(ACC_SEPARATE_COMPILATION)
 #include <acc/config/impl/environment.ipp>
+// Defines detail::mixed_precision_values, which the bodies above use.
+#include <acc/config/config.hpp>
 #endif

@@ -417,6 +417,11 @@ inline const ConfigKey* find_key(std::string_view section, std::string_view name
   return nullptr;
 }
 
+ACC_DECL const std::vector<std::string>& mixed_precision_values() {
+  static const std::vector<std::string> values = find_key("", "mixed_precision")->allowed;
+  return values;
+}
+
 inline std::size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<std::size_t> row(b.size() + 1);
   for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;

@@ -1,7 +1,6 @@
 // The bodies of config/environment.hpp: the launchers' variables read into a ProcessEnvironment.
 #pragma once
 
-#include <acc/config/config.hpp>
 #include <acc/config/environment.hpp>
 
 namespace acc::detail {
@@ -132,10 +131,7 @@ ACC_DECL ProcessEnvironment ProcessEnvironment::from(const EnvironmentLookup& lo
 
   if (auto cpu = lookup("ACCELERATE_USE_CPU")) env.use_cpu = detail::parse_env_bool("ACCELERATE_USE_CPU", *cpu);
   if (auto precision = lookup("ACCELERATE_MIXED_PRECISION")) {
-    // The values the config schema allows for mixed_precision, whose variable this is.
-    const auto key = std::find_if(config_keys().begin(), config_keys().end(),
-                                  [](const ConfigKey& k) { return k.section.empty() && k.name == "mixed_precision"; });
-    const auto& allowed = key->allowed;
+    const auto& allowed = detail::mixed_precision_values();
     if (std::find(allowed.begin(), allowed.end(), *precision) == allowed.end()) {
       std::string values;
       for (const auto& value : allowed) values += (values.empty() ? "" : ", ") + value;
