@@ -1,10 +1,10 @@
 // gpt_ddp: the GPT-2-small-sized model (common/gpt.hpp) trained with acc in bf16 (or --precision)
 // with fused AdamW on arithmetic sequences of tokens (each sequence a random start and stride, so
-// that the next token is learnt in context; the final loss is comparable between precisions), on one GPU (Single) or on every GPU of `acc launch --multi_gpu`
-// (DDP over NCCL, or with --strategy fsdp FSDP FULL_SHARD with one unit per block). Prints, on rank 0, ms/step and
-// tokens/s (all ranks together), the peak GPU memory, and how much of the gradient all-reduce is hidden behind
-// backward: the step with synchronization vs the same step inside no_sync (no communication), against the time the same
-// all-reduces take alone.
+// that the next token is learnt in context; the final loss is comparable between precisions), on one GPU (Single) or on
+// every GPU of `acc launch --multi_gpu` (DDP over NCCL, or with --strategy fsdp FSDP FULL_SHARD with one unit per
+// block). Prints, on rank 0, ms/step and tokens/s (all ranks together), the peak GPU memory, and how much of the
+// gradient all-reduce is hidden behind backward: the step with synchronization vs the same step inside no_sync (no
+// communication), against the time the same all-reduces take alone.
 //
 //   acc launch --multi_gpu --num_processes 2 build-gpu/bin/gpt_ddp [--steps 30] [--warmup 5] [--repeats 1]
 // (ms/step: the median of --repeats windows of --steps steps)
@@ -33,10 +33,10 @@ struct Settings {
   int steps = 30, warmup = 5, repeats = 1, breakdown = 10;  // breakdown: steps timed phase by phase
   int64_t batch = 16;
   std::string precision = "bf16";
-  std::string strategy = "ddp";           // with more than one process; fsdp: FULL_SHARD, one unit per block
-  bool offload = false;                   // FSDP's offload_params: shards and AdamW state in host memory
-  bool activation_checkpointing = false;  // every block recomputes its forward in backward
-  bool largest_batch = false;             // one process: search the largest batch a step fits with
+  std::string strategy = "ddp";            // with more than one process; fsdp: FULL_SHARD, one unit per block
+  bool offload = false;                    // FSDP's offload_params: shards and AdamW state in host memory
+  bool activation_checkpointing = false;   // every block recomputes its forward in backward
+  bool largest_batch = false;              // one process: search the largest batch a step fits with
   std::string fp8_scaling = "tensorwise";  // --precision fp8: tensorwise (torchao's) or delayed (TE's)
   bench::GptConfig model;
 };
@@ -240,11 +240,11 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const auto flag = flags.find(argv[i]);
     if (flag == flags.end()) {
-      std::cerr
-          << "gpt_ddp: unknown flag " << argv[i]
-          << " (use --steps, --warmup, --repeats, --breakdown, --batch, --precision no|fp16|bf16|fp8, --layers, "
-             "--seq, --vocab, --dim, "
-             "--heads, --strategy ddp|fsdp, --offload 0|1, --activation_checkpointing 0|1, --largest_batch 0|1, --fp8_scaling tensorwise|delayed)\n";
+      std::cerr << "gpt_ddp: unknown flag " << argv[i]
+                << " (use --steps, --warmup, --repeats, --breakdown, --batch, --precision no|fp16|bf16|fp8, --layers, "
+                   "--seq, --vocab, --dim, "
+                   "--heads, --strategy ddp|fsdp, --offload 0|1, --activation_checkpointing 0|1, --largest_batch 0|1, "
+                   "--fp8_scaling tensorwise|delayed)\n";
       return 2;
     }
     flag->second(argv[i + 1]);
