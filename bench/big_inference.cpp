@@ -1,7 +1,8 @@
 // big_inference: big-model inference with acc, the C++ half of bench/big_inference.sh (the Python
 // half is bench/py/big_inference_accelerate.py, which reads the same files).
 //   big_inference save DIR [--layers 24 --dim 2048 --heads 16 --vocab 32000 --context 512
-//                           --dtype bf16 --gpus 1 --offload 0.5 --prompt 32 --max_shard_size 2GB]
+//                           --dtype bf16 --gpus 1 --offload 0.5 --prompt 32 --max_shard_size 2GB
+//                           --gpu_budget SIZE]
 //     a seeded GPT (examples/big_model_inference/gpt.hpp) written in Hugging Face's layout:
 //     DIR/model-0000i-of-0000n.safetensors and model.safetensors.index.json (or one
 //     model.safetensors), DIR/config.json with the model's sizes, its dtype and the device map both
@@ -14,7 +15,8 @@
 // The map: the last `offload` of the blocks on "cpu" (offloaded, copied to GPU 0 for each call),
 // the others split evenly over the GPUs in order, the rest of the model on GPU 0. With --gpus 0 the
 // model runs on the CPU and the offloaded blocks go to "disk" instead: a small run of the whole
-// path on a machine without a GPU.
+// path on a machine without a GPU. With --gpu_budget the map is acc::infer_auto_device_map's for GPU 0
+// within that budget and the CPU for the rest, whole blocks each.
 #include "../examples/big_model_inference/gpt.hpp"
 #include "../examples/common/flags.hpp"
 #include "common/peak_rss.hpp"
@@ -22,6 +24,7 @@
 #include <acc/big_modeling/init_empty_weights.hpp>
 #include <acc/checkpoint/safetensors.hpp>
 #include <acc/checkpoint/weight_shards.hpp>
+#include <acc/dispatch/infer_auto_device_map.hpp>
 #include <acc/dispatch/load_checkpoint_and_dispatch.hpp>
 
 #include <torch/torch.h>
@@ -110,6 +113,7 @@ int save(const fs::path& dir, int argc, char** argv) {
   std::string dtype = "bf16", max_shard_size = "2GB";
   int64_t gpus = 1, prompt = 32;
   double offload = 0.5;
+  std::string gpu_budget;
   examples::Flags flags("big_inference save", "Writes a seeded GPT checkpoint, its config and a prompt.");
   flags.add("--layers", config.layers, "blocks")
       .add("--dim", config.dim, "width")
@@ -119,6 +123,9 @@ int save(const fs::path& dir, int argc, char** argv) {
       .add("--dtype", dtype, "bf16, fp16 or fp32")
       .add("--gpus", gpus, "GPUs the map spreads the resident blocks over (0: CPU and disk)")
       .add("--offload", offload, "the fraction of the blocks offloaded (to cpu, or disk without GPUs)")
+      .add("--gpu_budget", gpu_budget,
+           "GPU 0's budget (e.g. 20GiB): the map is then infer_auto_device_map's, "
+           "the rest on the CPU (instead of --gpus and --offload)")
       .add("--prompt", prompt, "prompt tokens")
       .add("--max_shard_size", max_shard_size, "largest checkpoint file");
   flags.parse(argc, argv);
@@ -159,7 +166,10 @@ int save(const fs::path& dir, int argc, char** argv) {
   json["layers"] = config.layers;
   json["context"] = config.context;
   json["dtype"] = dtype;
-  json["device_map"] = map_json(device_map(config.layers, gpus, offload));
+  json["device_map"] =
+      map_json(gpu_budget.empty() ? device_map(config.layers, gpus, offload)
+                                  : acc::infer_auto_device_map(gpt, {{"0", gpu_budget}, {"cpu", "4096GiB"}},
+                                                               acc::DeviceMapOptions{{"Block"}}));
   std::ofstream(dir / "config.json") << json.dump(2) << "\n";
   acc::safetensors::save_file({{"ids", torch::randint(config.vocab, {1, prompt})}}, dir / "prompt.safetensors");
   std::printf("big_inference saved %s: %zu file(s), %llu bytes, device map %s\n", dir.c_str(), names.size(),
@@ -187,6 +197,10 @@ int run(const fs::path& dir, int argc, char** argv) {
   }
   acc::LoadAndDispatchOptions options;
   options.dtype = dtype_of(json.at("dtype").get<std::string>());
+  // Counted on the empty model: after dispatch an offloaded unit's parameters hold no storage.
+  int64_t model_bytes = 0;
+  for (const auto& p : gpt->parameters())
+    model_bytes += p.numel() * static_cast<int64_t>(c10::elementSize(*options.dtype));
   options.offload_dir = dir / "acc_offload";
   const auto load_start = Clock::now();
   auto model = acc::load_checkpoint_and_dispatch(gpt, dir, map, options);
@@ -207,8 +221,6 @@ int run(const fs::path& dir, int argc, char** argv) {
   const auto generated = tokens.narrow(1, prompt.size(1), new_tokens).to(at::kCPU).contiguous();
   const auto decode_s = seconds_since(first_token);
 
-  int64_t model_bytes = 0;
-  for (const auto& p : gpt->parameters()) model_bytes += p.numel() * static_cast<int64_t>(p.element_size());
   std::string text;
   for (int64_t i = 0; i < new_tokens; ++i) text += (i ? "," : "") + std::to_string(generated[0][i].item<int64_t>());
   std::printf(

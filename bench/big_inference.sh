@@ -7,11 +7,15 @@
 # Prints, for each side, the decoding tokens/s, the time to first token from a cold start (the
 # program's start, its checkpoint evicted from the page cache) and the peak host memory, then
 # acc/Python ratios and whether both generated the same tokens.
-#   bench/big_inference.sh [LAYERS default 24] [NEW_TOKENS default 64]
+#   bench/big_inference.sh [LAYERS default 24] [NEW_TOKENS default 64] [DIM default 2048] [GPU_BUDGET]
+# With GPU_BUDGET (e.g. 20GiB) the map is infer_auto_device_map's: GPU 0 up to the budget, the rest
+# offloaded to the CPU; heads are DIM / 128.
 source "$(dirname "$0")/../scripts/lib/device_run.sh"
 log_to_out big_inference
 layers=${1:-24}
 new_tokens=${2:-64}
+dim=${3:-2048}
+gpu_budget=${4:-}
 gpus=$(gpu_count)
 ((gpus > 2)) && gpus=2
 ACC_GPU_BUILD_ONLY=1 ACC_GPU_TARGETS=big_inference scripts/gpu.sh >/dev/null 2>&1 ||
@@ -21,8 +25,8 @@ echo "== $(date -u +%F) $gpus x $(nvidia-smi --query-gpu=name --format=csv,nohea
   "torch $(python3 -c 'import torch; print(torch.__version__)'), accelerate $(python3 -c 'import accelerate; print(accelerate.__version__)')"
 dir=$(mktemp -d /tmp/big_inference.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
-$build/bin/big_inference save "$dir" --layers "$layers" --dim 2048 --heads 16 --vocab 32000 --dtype bf16 \
-  --gpus "$gpus" --offload 0.5 || exit 1
+$build/bin/big_inference save "$dir" --layers "$layers" --dim "$dim" --heads $((dim / 128)) --vocab 32000 --dtype bf16 \
+  --gpus "$gpus" --offload 0.5 ${gpu_budget:+--gpu_budget "$gpu_budget"} || exit 1
 
 # A cold start: the checkpoint's pages dropped from the page cache (POSIX_FADV_DONTNEED needs no root).
 evict() {
