@@ -8,6 +8,9 @@
 //
 //   acc launch --multi_gpu --num_processes 2 build-gpu/bin/gpt_ddp [--steps 30] [--warmup 5] [--repeats 1]
 // (ms/step: the median of --repeats windows of --steps steps)
+// With --data FILE the model learns that text instead, its bytes as tokens: random windows of the
+// first 90% for training, and at the end the mean loss over 16 fixed batches of the last 10%
+// (eval_loss), the loss to compare between precisions.
 #include <acc/acc.hpp>
 
 #include "common/gpt.hpp"
@@ -21,8 +24,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <functional>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <string>
 #include <vector>
@@ -38,6 +43,7 @@ struct Settings {
   bool activation_checkpointing = false;   // every block recomputes its forward in backward
   bool largest_batch = false;              // one process: search the largest batch a step fits with
   std::string fp8_scaling = "tensorwise";  // --precision fp8: tensorwise (torchao's) or delayed (TE's)
+  std::string data;                        // a text file: its bytes are the tokens (see the top)
   bench::GptConfig model;
 };
 
@@ -80,13 +86,30 @@ int run(const Settings& s) {
   const auto starts = torch::randint(0, config.vocab, {kBatches, s.batch, 1}, on_device);
   const auto strides = torch::randint(1, 64, {kBatches, s.batch, 1}, on_device);
   const auto pool = (starts + strides * torch::arange(config.seq + 1, on_device)).remainder(config.vocab);
+  // --data: the text's bytes, windows drawn from the first 90% by the seeded generator (the same
+  // windows under every precision), the rest held out.
+  at::Tensor text, window;
+  int64_t held_out_from = 0;
+  if (!s.data.empty()) {
+    std::ifstream in(s.data, std::ios::binary);
+    const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    if (!in || static_cast<int64_t>(bytes.size()) < 20 * (config.seq + 1))
+      throw acc::Error("--data " + s.data + ": not readable or shorter than 20 windows of --seq + 1 bytes");
+    text = torch::from_blob(const_cast<char*>(bytes.data()), {static_cast<int64_t>(bytes.size())}, at::kByte)
+               .to(on_device);
+    held_out_from = text.size(0) * 9 / 10;
+    window = torch::arange(config.seq + 1, on_device);
+  }
+  auto text_batch = [&](int64_t from, int64_t to) {
+    return text.index({torch::randint(from, to - config.seq - 1, {s.batch, 1}, on_device) + window});
+  };
   int64_t next_batch = 0;
   at::Tensor recent_loss = torch::zeros({}, at::TensorOptions(accelerator.device()));
   constexpr int kLossWindow = 10;  // the final loss: the mean of the last steps'
   int steps_taken = 0;
   const int total_steps = s.warmup + s.steps * s.repeats;
   auto step = [&] {
-    const auto ids = pool[next_batch++ % kBatches];
+    const auto ids = text.defined() ? text_batch(0, held_out_from) : pool[next_batch++ % kBatches];
     const auto inputs = ids.narrow(1, 0, config.seq), targets = ids.narrow(1, 1, config.seq);
     optimizer.zero_grad();
     auto logits = model(inputs);
@@ -97,6 +120,19 @@ int run(const Settings& s) {
   };
   const double ms = ms_per_step(accelerator, s.warmup, s.steps, s.repeats, step);
   const double final_loss = recent_loss.item<double>();
+  double eval_loss = 0;
+  if (text.defined()) {
+    constexpr int kEvalBatches = 16;
+    torch::NoGradGuard no_grad;
+    at::manual_seed(1);  // the same held-out batches whatever the training drew
+    for (int i = 0; i < kEvalBatches; ++i) {
+      const auto ids = text_batch(held_out_from, text.size(0));
+      const auto logits = model(ids.narrow(1, 0, config.seq));
+      const auto loss = torch::nn::functional::cross_entropy(logits.view({-1, config.vocab}),
+                                                             ids.narrow(1, 1, config.seq).reshape({-1}));
+      eval_loss += acc::item<double>(loss) / kEvalBatches;
+    }
+  }
   const auto inputs = pool[0].narrow(1, 0, config.seq), targets = pool[0].narrow(1, 1, config.seq);
   {  // where a step's time goes: forward (to the loss), backward, optimizer
     at::cuda::CUDAEvent begin(cudaEventDefault), modelled(cudaEventDefault), forward(cudaEventDefault),
@@ -137,9 +173,10 @@ int run(const Settings& s) {
   accelerator.print("acc gpt ranks=" + std::to_string(world), "precision=" + precision,
                     "layers=" + std::to_string(config.layers), "dim=" + std::to_string(config.dim),
                     "ms_per_step=" + std::to_string(ms), "tokens_per_s=" + std::to_string(tokens_per_s),
-                    "final_loss=" + std::to_string(final_loss), "peak_gib=" + std::to_string(peak_gib),
+                    "final_loss=" + std::to_string(final_loss), "eval_loss=" + std::to_string(eval_loss),
+                    "peak_gib=" + std::to_string(peak_gib),
                     "strategy=" + std::string(Strategy::name) + (s.offload ? "_offload" : ""),
-                    "batch=" + std::to_string(s.batch),
+                    "batch=" + std::to_string(s.batch), "steps=" + std::to_string(s.warmup + s.steps * s.repeats),
                     "activation_checkpointing=" + std::to_string(static_cast<int>(s.activation_checkpointing)));
   if (s.largest_batch) {
     // Doubling from --batch until a step runs out of memory, then halving the gap: the largest batch
@@ -236,6 +273,7 @@ int main(int argc, char** argv) {
        [&](const std::string& v) { s.activation_checkpointing = v == "1" || v == "true"; }},
       {"--largest_batch", [&](const std::string& v) { s.largest_batch = v == "1" || v == "true"; }},
       {"--fp8_scaling", [&](const std::string& v) { s.fp8_scaling = v; }},
+      {"--data", [&](const std::string& v) { s.data = v; }},
   };
   for (int i = 1; i + 1 < argc; i += 2) {
     const auto flag = flags.find(argv[i]);
@@ -244,7 +282,7 @@ int main(int argc, char** argv) {
                 << " (use --steps, --warmup, --repeats, --breakdown, --batch, --precision no|fp16|bf16|fp8, --layers, "
                    "--seq, --vocab, --dim, "
                    "--heads, --strategy ddp|fsdp, --offload 0|1, --activation_checkpointing 0|1, --largest_batch 0|1, "
-                   "--fp8_scaling tensorwise|delayed)\n";
+                   "--fp8_scaling tensorwise|delayed, --data FILE)\n";
       return 2;
     }
     flag->second(argv[i + 1]);
