@@ -27,6 +27,8 @@
 #include <acc/data/impl/dataloader.ipp>
 #include <acc/detail/impl/mapped_file.ipp>
 #include <acc/detail/impl/module_state.ipp>
+#include <acc/dispatch/impl/available_memory.ipp>
+#include <acc/dispatch/impl/balanced_memory.ipp>
 #include <acc/dispatch/impl/device_map.ipp>
 #include <acc/dispatch/impl/dispatch_model.ipp>
 #include <acc/dispatch/impl/infer_auto_device_map.ipp>

@@ -30,6 +30,8 @@
 #include <acc/data/collate.hpp>
 #include <acc/data/dataloader.hpp>
 #include <acc/data/sampler.hpp>
+#include <acc/dispatch/available_memory.hpp>
+#include <acc/dispatch/balanced_memory.hpp>
 #include <acc/dispatch/dispatch_model.hpp>
 #include <acc/dispatch/infer_auto_device_map.hpp>
 #include <acc/dispatch/load_checkpoint_and_dispatch.hpp>

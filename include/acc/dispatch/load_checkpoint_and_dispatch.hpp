@@ -13,8 +13,12 @@
 //   options.no_split = {"GptBlock"};
 //   auto model = acc::load_checkpoint_and_dispatch(gpt, "llm", "auto", options);
 //
-// device_map is "auto" (acc::infer_auto_device_map within options.max_memory, planned for the
-// model in options.dtype) or an acc::DeviceMap. The tensors are read one at a time, so the host
+// device_map is an acc::DeviceMap or one of Accelerate's names, planned by acc::infer_auto_device_map
+// for the model in options.dtype within options.max_memory (when empty: acc::available_memory(),
+// with one GPU 90% of its free memory, leaving room for activations, as Accelerate does):
+// "balanced" (and "auto", as in Accelerate) spreads the model evenly over the GPUs
+// (acc::balanced_memory), "balanced_low_0" keeps GPU 0 as empty as it can, "sequential" fills the
+// GPUs in order. The tensors are read one at a time, so the host
 // holds the weights placed on the CPU plus one tensor in flight, not the model: a tensor on a GPU
 // goes there from the file, a CPU-offloaded one (on "cpu" when the map has GPUs) into pinned host
 // memory, and a disk-offloaded parameter is not read at all: dispatch reads it from the
@@ -48,8 +52,8 @@
 namespace acc {
 
 struct LoadAndDispatchOptions {
-  MaxMemory max_memory;               // the budgets of device_map "auto" (which needs them)
-  std::vector<std::string> no_split;  // classes "auto" never splits (DeviceMapOptions::no_split)
+  MaxMemory max_memory;               // a named device_map's budgets (empty: what the devices have free)
+  std::vector<std::string> no_split;  // classes a named map never splits (DeviceMapOptions::no_split)
   std::filesystem::path offload_dir;  // where disk-offloaded units converted to `dtype` are written
   std::optional<at::ScalarType> dtype;
 };
@@ -64,9 +68,13 @@ ACC_DECL std::shared_ptr<Dispatch> load_and_dispatch(const std::shared_ptr<torch
 // Gives the model's floating-point meta tensors `dtype`, so that "auto" plans their final sizes.
 ACC_DECL void convert_meta_tensors(torch::nn::Module& model, const std::optional<at::ScalarType>& dtype);
 
-// The map "auto" stands for; any other text is an acc::Error naming the choices.
+// The map a name ("auto", "balanced", ...) stands for; any other text is an acc::Error naming the choices.
 ACC_DECL DeviceMap auto_device_map(const std::shared_ptr<torch::nn::Module>& model, std::string_view device_map,
                                    const LoadAndDispatchOptions& options);
+
+// The budgets a named map plans within when the user gave none: what the devices have free, and
+// of a single GPU 90%, the rest left for activations (Accelerate's get_balanced_memory).
+ACC_DECL MaxMemory default_budgets(MaxMemory available, bool sequential);
 
 }  // namespace detail
 
@@ -78,7 +86,7 @@ DispatchedModel<Holder> load_checkpoint_and_dispatch(Holder model, const std::fi
   return DispatchedModel<Holder>(std::move(model), std::move(dispatch));
 }
 
-// device_map "auto": see the top of this file.
+// A named device_map ("auto", "balanced", "balanced_low_0", "sequential"): see the top of this file.
 template <class Holder>
 DispatchedModel<Holder> load_checkpoint_and_dispatch(Holder model, const std::filesystem::path& checkpoint,
                                                      std::string_view device_map,

@@ -4,14 +4,19 @@
 #include <acc/big_modeling/materialize.hpp>
 #include <acc/checkpoint/checkpoint_files.hpp>
 #include <acc/detail/files.hpp>
+#include <acc/dispatch/available_memory.hpp>
+#include <acc/dispatch/balanced_memory.hpp>
 #include <acc/dispatch/infer_auto_device_map.hpp>
 #include <acc/dispatch/load_checkpoint_and_dispatch.hpp>
+#include <acc/dispatch/placement.hpp>
 
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/empty.h>
 
 #include <set>
+#include <string>
 #include <system_error>
+#include <vector>
 
 namespace acc::detail {
 
@@ -49,19 +54,27 @@ ACC_DECL void convert_meta_tensors(torch::nn::Module& model, const std::optional
   for (const auto& b : model.buffers()) convert(b);
 }
 
+ACC_DECL MaxMemory default_budgets(MaxMemory available, bool sequential) {
+  std::vector<std::string> gpus;
+  for (const auto& [name, size] : available)
+    if (Placement(std::string_view{name}).is_gpu() && size.bytes() > 0) gpus.push_back(name);
+  if (!sequential && gpus.size() == 1) available.at(gpus.front()) = available.at(gpus.front()).bytes() / 10 * 9;
+  return available;
+}
+
 ACC_DECL DeviceMap auto_device_map(const std::shared_ptr<torch::nn::Module>& model, std::string_view device_map,
                                    const LoadAndDispatchOptions& options) {
-  if (device_map != "auto")
+  const bool sequential = device_map == "sequential", low_zero = device_map == "balanced_low_0";
+  if (!sequential && !low_zero && device_map != "balanced" && device_map != "auto")
     throw Error("device_map '" + std::string(device_map) +
-                "': acc::load_checkpoint_and_dispatch takes \"auto\" (planned within options.max_memory) or an "
-                "acc::DeviceMap; Accelerate's \"balanced\", \"balanced_low_0\" and \"sequential\" are not built");
-  if (options.max_memory.empty())
-    throw Error(
-        "device_map \"auto\" needs options.max_memory, the budget of each device to fill: e.g. {{\"0\", "
-        "\"20GiB\"}, {\"cpu\", \"64GiB\"}, {\"disk\", \"1TB\"}}");
+                "': acc::load_checkpoint_and_dispatch takes an acc::DeviceMap or \"auto\" (the same as "
+                "\"balanced\"), \"balanced\", \"balanced_low_0\" or \"sequential\"");
   if (!model) throw Error("acc::load_checkpoint_and_dispatch: the model holder is empty");
   convert_meta_tensors(*model, options.dtype);
-  return infer_auto_device_map(model, options.max_memory, DeviceMapOptions{options.no_split});
+  auto budgets = options.max_memory.empty() ? default_budgets(available_memory(), sequential) : options.max_memory;
+  if (!sequential)
+    budgets = balanced_memory(model, budgets, BalancedMemoryOptions().no_split(options.no_split).low_zero(low_zero));
+  return infer_auto_device_map(model, budgets, DeviceMapOptions{options.no_split});
 }
 
 ACC_DECL std::shared_ptr<Dispatch> load_and_dispatch(const std::shared_ptr<torch::nn::Module>& model,
