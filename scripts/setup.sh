@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what accelerate-cpp needs from Debian (skipping what is installed), then configures and
-# builds everything into build/ (Release).
+# builds everything into build/ (Release; scripts/lib/configure.sh says how).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,8 +26,9 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
 fi
 
+source scripts/lib/configure.sh
 start=$(date +%s)
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+configure_build
 cmake --build build
 echo "setup: built in $(($(date +%s) - start)) s"
 echo

@@ -3,6 +3,7 @@
 # at a time as there are cores (each multi-process test is bounded in time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[[ -f build/CMakeCache.txt ]] || cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+source scripts/lib/configure.sh
+configure_build
 cmake --build build
 ctest --test-dir build --output-on-failure -j "$(nproc)" "$@"

@@ -2,8 +2,9 @@
 # The fast suites (ctest label "fast": acc_tests, the single-process tests, and the acc tool's tests)
 # under AddressSanitizer and UndefinedBehaviorSanitizer, built at -O1 into build-sanitize/. Only
 # those targets are built (the multi-process worker would double the build: CI gives this part about
-# 12 minutes on 2 cores). Any sanitizer report fails the test that made it. Extra arguments go to
-# ctest, e.g. -R tracking.
+# 12 minutes on 2 cores), and header-only, the users' default (build/ compiles the library
+# separately). Any sanitizer report fails the test that made it. Extra arguments go to ctest,
+# e.g. -R tracking.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=build-sanitize
@@ -11,7 +12,7 @@ sanitizers="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 if [[ ! -f $build/CMakeCache.txt ]]; then
   cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
     -DCMAKE_CXX_FLAGS="$sanitizers -fno-omit-frame-pointer" -DCMAKE_EXE_LINKER_FLAGS="$sanitizers" \
-    -DACC_BUILD_EXAMPLES=OFF -DACC_BUILD_BENCH=OFF -DACC_INSTALL=OFF
+    -DACC_BUILD_EXAMPLES=OFF -DACC_BUILD_BENCH=OFF -DACC_INSTALL=OFF -DACC_SEPARATE_COMPILATION=OFF
 fi
 start=$(date +%s)
 cmake --build $build -j "$(nproc)" --target acc_tests acc_cli_tests
