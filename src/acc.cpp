@@ -14,6 +14,7 @@
 #include <acc/checkpoint/impl/checkpointer.ipp>
 #include <acc/checkpoint/impl/load_checkpoint_in_model.ipp>
 #include <acc/checkpoint/impl/metadata.ipp>
+#include <acc/checkpoint/impl/model_files.ipp>
 #include <acc/checkpoint/impl/optimizer_shards.ipp>
 #include <acc/checkpoint/impl/safetensors.ipp>
 #include <acc/checkpoint/impl/weight_shards.ipp>
@@ -51,6 +52,7 @@
 #include <acc/profiling/impl/profile_options.ipp>
 #include <acc/profiling/impl/profiler.ipp>
 #include <acc/strategy/impl/power_sgd_hook.ipp>
+#include <acc/tp/impl/full_state.ipp>
 #include <acc/tp/impl/parallelize.ipp>
 #include <acc/tracking/impl/csv_tracker.ipp>
 #include <acc/tracking/impl/jsonl_tracker.ipp>

@@ -20,6 +20,7 @@
 #include <acc/big_modeling/init_empty_weights.hpp>
 #include <acc/big_modeling/materialize.hpp>
 #include <acc/checkpoint/load_checkpoint_in_model.hpp>
+#include <acc/checkpoint/model_files.hpp>
 #include <acc/comm/gloo.hpp>
 #include <acc/comm/local.hpp>
 #include <acc/comm/nccl.hpp>
@@ -69,6 +70,7 @@
 #include <acc/strategy/single.hpp>
 #include <acc/tp/cross_entropy.hpp>
 #include <acc/tp/data_parallel.hpp>
+#include <acc/tp/full_state.hpp>
 #include <acc/tp/parallelize.hpp>
 #include <acc/tp/regions.hpp>
 #include <acc/tp/splits.hpp>

@@ -9,11 +9,16 @@
 
 #include "../error_of.hpp"
 
+#include <acc/checkpoint/load_checkpoint_in_model.hpp>
+#include <acc/checkpoint/model_files.hpp>
+#include <acc/checkpoint/weight_shards.hpp>
+#include <acc/detail/module_state.hpp>
 #include <acc/mesh/device_mesh.hpp>
 #include <acc/nn/embedding.hpp>
 #include <acc/nn/linear.hpp>
 #include <acc/tp/cross_entropy.hpp>
 #include <acc/tp/data_parallel.hpp>
+#include <acc/tp/full_state.hpp>
 #include <acc/tp/parallelize.hpp>
 
 #include <torch/nn/functional/loss.h>
@@ -23,14 +28,20 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/optim/adamw.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
 #include <limits>
+#include <map>
 #include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 namespace {
+
+namespace fs = std::filesystem;
 
 // The float64 rounding by which a split computation may differ from one process: the sums it
 // orders differently (partial products of a row-parallel layer summed by the all-reduce instead of
@@ -158,6 +169,50 @@ at::Tensor expected_shard(const std::string& name, const at::Tensor& full, int r
   return full;  // replicated: layer norms, positions, row-parallel biases
 }
 
+// The trained split model's whole weights (acc::tp::full_state) are the whole model's, in its order;
+// written in Hugging Face's layout they load into an unsplit model; cut again (load_full_state),
+// every rank gets its slices back, bit for bit.
+template <class Comm, class Build>
+void check_whole_weights(const Gpt& whole, const Gpt& split, acc::DeviceMesh<Comm>& mesh, const Build& build) {
+  const int tp_rank = mesh.coordinate(acc::MeshDim::tp), tp_size = mesh.size(acc::MeshDim::tp);
+  const auto gathered = acc::tp::full_state(*split, mesh.tp());
+  const auto expected = acc::detail::module_state(*whole);
+  REQUIRE(gathered.size() == expected.size());
+  std::map<std::string, at::Tensor> by_name;
+  for (std::size_t i = 0; i < gathered.size(); ++i) {
+    CHECK(gathered[i].first == expected[i].first);
+    check_close(gathered[i].second, expected[i].second, kParameterDrift, gathered[i].first + ", gathered");
+    by_name[gathered[i].first] = gathered[i].second;
+  }
+  if (mesh.global_rank() == 0) {  // one writer, as save_model
+    const auto dir = fs::temp_directory_path() / ("acc_tp_weights_" + std::to_string(::getpid()));
+    acc::save_model_files(gathered, dir, "4KB");  // several shards and their index
+    CHECK(fs::exists(dir / acc::weights::kIndexFile));
+    Gpt unsplit = build();
+    acc::load_checkpoint_in_model(*unsplit, dir);
+    for (const auto& [name, tensor] : acc::detail::module_state(*unsplit))
+      CHECK_MESSAGE(at::equal(tensor, by_name.at(name)), name);
+    fs::remove_all(dir);
+  }
+  Gpt fresh = build();
+  acc::tp::parallelize(*fresh, mesh, gpt_plan(GptConfig{}));
+  acc::tp::load_full_state(*fresh, mesh.tp(), by_name);
+  for (const auto& [name, tensor] : acc::detail::module_state(*fresh))
+    CHECK_MESSAGE(at::equal(tensor, expected_shard(name, by_name.at(name), tp_rank, tp_size)), name);
+
+  auto missing = by_name;
+  missing.erase("blocks.1.qkv.bias");
+  CHECK(error_of([&] { acc::tp::load_full_state(*fresh, mesh.tp(), missing); }) ==
+        "acc::tp::load_full_state: the state has no 'blocks.1.qkv.bias'; give the whole model's state "
+        "(acc::tp::full_state, or the unsplit model's checkpoint)");
+  auto misshapen = by_name;
+  misshapen["head.weight"] = expected_shard("head.weight", by_name.at("head.weight"), 0, tp_size);
+  const auto head = by_name.at("head.weight");
+  CHECK(error_of([&] { acc::tp::load_full_state(*fresh, mesh.tp(), misshapen); }) ==
+        "acc::tp::load_full_state: 'head.weight' is " + acc::detail::shape_text(misshapen["head.weight"]) +
+            " in the state, but the unsplit model's is " + acc::detail::shape_text(head));
+}
+
 // Splits a GPT over the mesh's tp group and trains it 20 AdamW steps, each dp rank on its share of
 // every batch (gradients averaged over the dp group by acc::tp::DataParallel when it has more than
 // one rank), against the whole model trained on whole batches in this process: the same loss,
@@ -229,6 +284,7 @@ void check_gpt_against_one_process(acc::DeviceMesh<Comm>& mesh, c10::Device devi
   for (const auto& parameter : split_parameters)
     check_close(parameter.value(), expected_shard(parameter.key(), whole_parameters[parameter.key()], tp_rank, tp_size),
                 kParameterDrift, parameter.key() + " after " + std::to_string(kSteps) + " steps");
+  check_whole_weights(whole, split, mesh, build);
 }
 
 }  // namespace

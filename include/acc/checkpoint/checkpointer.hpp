@@ -39,6 +39,7 @@
 
 #include <acc/checkpoint/checkpoint_io.hpp>
 #include <acc/checkpoint/metadata.hpp>
+#include <acc/checkpoint/model_files.hpp>
 #include <acc/checkpoint/optimizer_shards.hpp>
 #include <acc/checkpoint/project_configuration.hpp>
 #include <acc/checkpoint/rng_state.hpp>
@@ -350,31 +351,7 @@ class Checkpointer : public detail::CheckpointerCore {
     auto state = strategy_.full_state(module);
     const auto directory = directory_path(dir);
     together("save_model('" + directory.string() + "') failed", [&] {
-      if (subject_.environment.is_main_process()) {
-        std::vector<uint64_t> bytes;
-        uint64_t total = 0;
-        for (const auto& entry : state) {
-          bytes.push_back(static_cast<uint64_t>(entry.second.numel()) * entry.second.element_size());
-          total += bytes.back();
-        }
-        const auto plan = weights::plan_shards(bytes, static_cast<uint64_t>(max_shard_size.bytes()));
-        std::vector<std::string> names;
-        std::map<std::string, std::string> weight_map;
-        for (std::size_t s = 0; s < plan.size(); ++s) {
-          names.push_back(plan.size() == 1 ? weights::kSingleFile : weights::shard_file_name(s, plan.size()));
-          for (const auto i : plan[s]) weight_map[state[i].first] = names.back();
-        }
-        std::filesystem::create_directories(directory);
-        detail::require_free_space(directory, total, "save_model('" + directory.string() + "')");
-        weights::write_model_files(
-            directory, names,
-            [&](std::size_t s, const std::filesystem::path& staged) {
-              std::vector<std::pair<std::string, at::Tensor>> tensors;
-              for (const auto i : plan[s]) tensors.push_back(state[i]);
-              safetensors::save_file(tensors, staged, {{"format", "pt"}});
-            },
-            plan.size() > 1 ? weights::index_json(total, weight_map) : std::string());
-      }
+      if (subject_.environment.is_main_process()) save_model_files(state, directory, max_shard_size);
       return std::string();
     });
   }

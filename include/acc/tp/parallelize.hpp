@@ -123,7 +123,8 @@ std::vector<std::string> parallelize(torch::nn::Module& module, Comm& comm, cons
     if (auto* linear = dynamic_cast<nn::LinearImpl*>(planned.module.get())) {
       detail::shard(planned.name, *linear, planned.style, comm.rank(), comm.world_size());
       if (planned.style.kind() == Style::Kind::colwise)
-        linear->set_split(std::make_shared<ColumnParallel<Comm>>(comm, planned.style.gathers_output()));
+        linear->set_split(
+            std::make_shared<ColumnParallel<Comm>>(comm, planned.style.gathers_output(), planned.style.fused_parts()));
       else
         linear->set_split(std::make_shared<RowParallel<Comm>>(comm, planned.style.splits_input()));
     } else {

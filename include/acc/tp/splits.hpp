@@ -16,12 +16,35 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
+
 namespace acc::tp {
 
-template <class Comm>
-class ColumnParallel final : public nn::LinearSplit {
+// How a split layer's weight is cut over the tp group: what acc::tp::full_state joins and
+// acc::tp::load_full_state cuts again (tp/full_state.hpp).
+struct ShardLayout {
+  int64_t dim = 0;          // 0: rows (out_features, the vocabulary); 1: columns (in_features)
+  int64_t parts = 1;        // equal blocks along `dim`, each cut on its own (a fused q, k, v: 3)
+  bool bias_split = false;  // the bias is cut as the weight's rows; else it is whole on every rank
+};
+
+// What every split below is, beside its LinearSplit or EmbeddingSplit.
+class Sharded {
  public:
-  ColumnParallel(Comm& comm, bool gather_output) : comm_(comm), gather_output_(gather_output) {}
+  explicit Sharded(const ShardLayout& layout) : layout_(layout) {}
+  virtual ~Sharded() = default;
+  const ShardLayout& layout() const { return layout_; }
+
+ private:
+  ShardLayout layout_;
+};
+
+template <class Comm>
+class ColumnParallel final : public nn::LinearSplit, public Sharded {
+ public:
+  // `parts`: fused blocks of out_features (Style::fused).
+  ColumnParallel(Comm& comm, bool gather_output, int64_t parts = 1)
+      : Sharded({0, parts, true}), comm_(comm), gather_output_(gather_output) {}
 
   at::Tensor forward(nn::LinearImpl& layer, const at::Tensor& input) override {
     auto output = layer.local_forward(copy_to_region(input, comm_), layer.bias);
@@ -34,9 +57,9 @@ class ColumnParallel final : public nn::LinearSplit {
 };
 
 template <class Comm>
-class RowParallel final : public nn::LinearSplit {
+class RowParallel final : public nn::LinearSplit, public Sharded {
  public:
-  RowParallel(Comm& comm, bool split_input) : comm_(comm), split_input_(split_input) {}
+  RowParallel(Comm& comm, bool split_input) : Sharded({1, 1, false}), comm_(comm), split_input_(split_input) {}
 
   at::Tensor forward(nn::LinearImpl& layer, const at::Tensor& input) override {
     const auto local_input = split_input_ ? scatter_to_region(input, comm_) : input;
@@ -50,9 +73,9 @@ class RowParallel final : public nn::LinearSplit {
 };
 
 template <class Comm>
-class VocabParallel final : public nn::EmbeddingSplit {
+class VocabParallel final : public nn::EmbeddingSplit, public Sharded {
  public:
-  explicit VocabParallel(Comm& comm) : comm_(comm) {}
+  explicit VocabParallel(Comm& comm) : Sharded({0, 1, false}), comm_(comm) {}
 
   // The layer holds rows [rank * rows, (rank + 1) * rows) of the table; its padding_idx, if any, is
   // local.

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <acc/error.hpp>
+#include <acc/tp/full_state.hpp>
 #include <acc/tp/parallelize.hpp>
 
 #include <ATen/core/grad_mode.h>
@@ -75,20 +76,11 @@ ACC_DECL std::vector<PlannedLayer> planned_layers(torch::nn::Module& module, con
 
 namespace {
 
-// Keeps this rank's slice of dimension `dim` of `parameter`, the dimension seen as `parts` equal
-// blocks each sliced on its own; set_data keeps the tensor object (optimizers and holders see it).
+// Keeps this rank's slice (slice_of); set_data keeps the tensor object (optimizers and holders see it).
 void keep_slice(at::Tensor& parameter, int64_t dim, int64_t parts, int rank, int ranks) {
   if (!parameter.defined()) return;
   at::NoGradGuard no_grad;
-  auto sizes = parameter.sizes().vec();
-  const int64_t block = sizes[static_cast<std::size_t>(dim)] / parts;
-  const int64_t slice = block / ranks;
-  std::vector<int64_t> blocked(sizes.begin(), sizes.begin() + dim);
-  blocked.push_back(parts);
-  blocked.push_back(block);
-  blocked.insert(blocked.end(), sizes.begin() + dim + 1, sizes.end());
-  sizes[static_cast<std::size_t>(dim)] = parts * slice;
-  parameter.set_data(parameter.detach().reshape(blocked).narrow(dim + 1, rank * slice, slice).reshape(sizes).clone());
+  parameter.set_data(slice_of(parameter.detach(), dim, parts, rank, ranks).clone());
   parameter.mutable_grad() = at::Tensor();
 }
 
