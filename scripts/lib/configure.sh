@@ -1,7 +1,7 @@
 # Configures build/ (Release) when it has no cache yet; sourced by scripts/setup.sh and scripts/test.sh.
 # The project's own build compiles the library's non-template code once (ACC_SEPARATE_COMPILATION,
 # the Boost.Asio model): every test binary, example and tool then skips the impl/*.ipp bodies, which
-# takes about 40% off a cold build on 2 cores. Header-only, the users' default, stays covered: each
+# takes about a third off a cold build on 2 cores. Header-only, the users' default, stays covered: each
 # public header compiles alone with its bodies (acc_header_check), the sanitizer build
 # (scripts/test_sanitize.sh) runs acc_tests header-only, and tests/package builds a header-only consumer.
 configure_build() {
