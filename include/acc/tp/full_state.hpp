@@ -15,6 +15,7 @@
 #pragma once
 
 #include <acc/detail/linkage.hpp>
+#include <acc/detail/module_state.hpp>
 #include <acc/tp/splits.hpp>
 
 #include <ATen/core/Tensor.h>
@@ -49,15 +50,10 @@ ACC_DECL void load_full_state(torch::nn::Module& module, const std::map<std::str
 template <class Comm>
 std::vector<std::pair<std::string, at::Tensor>> full_state(const torch::nn::Module& module, Comm& comm) {
   const auto split = detail::split_tensors(module);
-  std::vector<std::pair<std::string, at::Tensor>> state;
-  const auto add = [&](const std::string& name, const at::Tensor& tensor) {
-    const auto cut = split.find(name);
-    state.emplace_back(name, cut == split.end()
-                                 ? tensor.detach()
-                                 : detail::join_slices(comm.all_gather(tensor.detach().contiguous()), cut->second));
-  };
-  for (const auto& p : module.named_parameters()) add(p.key(), p.value());
-  for (const auto& b : module.named_buffers()) add(b.key(), b.value());
+  auto state = acc::detail::module_state(module);
+  for (auto& [name, tensor] : state)
+    if (const auto cut = split.find(name); cut != split.end())
+      tensor = detail::join_slices(comm.all_gather(tensor.contiguous()), cut->second);
   return state;
 }
 
