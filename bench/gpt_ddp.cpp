@@ -29,6 +29,7 @@
 #include <iostream>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,7 @@ struct Settings {
   bool largest_batch = false;              // one process: search the largest batch a step fits with
   std::string fp8_scaling = "tensorwise";  // --precision fp8: tensorwise (torchao's) or delayed (TE's)
   std::string data;                        // a text file: its bytes are the tokens (see the top)
+  bool capture = false;                    // each step replays one CUDA graph (acc::capture_step)
   bench::GptConfig model;
 };
 
@@ -108,15 +110,21 @@ int run(const Settings& s) {
   constexpr int kLossWindow = 10;  // the final loss: the mean of the last steps'
   int steps_taken = 0;
   const int total_steps = s.warmup + s.steps * s.repeats;
-  auto step = [&] {
-    const auto ids = text.defined() ? text_batch(0, held_out_from) : pool[next_batch++ % kBatches];
+  auto train_step = [&](const at::Tensor& ids) {
     const auto inputs = ids.narrow(1, 0, config.seq), targets = ids.narrow(1, 1, config.seq);
     optimizer.zero_grad();
     auto logits = model(inputs);
     auto loss = torch::nn::functional::cross_entropy(logits.view({-1, config.vocab}), targets.reshape({-1}));
-    if (++steps_taken > total_steps - kLossWindow) recent_loss += loss.detach() / kLossWindow;
     accelerator.backward(loss);
     optimizer.step();
+    return loss.detach();
+  };
+  std::optional<decltype(acc::capture_step(accelerator, optimizer, train_step))> captured;
+  if (s.capture) captured.emplace(accelerator, optimizer, train_step, acc::CaptureOptions());
+  auto step = [&] {
+    const auto ids = text.defined() ? text_batch(0, held_out_from) : pool[next_batch++ % kBatches];
+    const auto loss = captured ? (*captured)(ids) : train_step(ids);
+    if (++steps_taken > total_steps - kLossWindow) recent_loss += loss / kLossWindow;
   };
   const double ms = ms_per_step(accelerator, s.warmup, s.steps, s.repeats, step);
   const double final_loss = recent_loss.item<double>();
@@ -177,7 +185,8 @@ int run(const Settings& s) {
                     "peak_gib=" + std::to_string(peak_gib),
                     "strategy=" + std::string(Strategy::name) + (s.offload ? "_offload" : ""),
                     "batch=" + std::to_string(s.batch), "steps=" + std::to_string(s.warmup + s.steps * s.repeats),
-                    "activation_checkpointing=" + std::to_string(static_cast<int>(s.activation_checkpointing)));
+                    "activation_checkpointing=" + std::to_string(static_cast<int>(s.activation_checkpointing)),
+                    "captured=" + std::to_string(static_cast<int>(captured && captured->captured())));
   if (s.largest_batch) {
     // Doubling from --batch until a step runs out of memory, then halving the gap: the largest batch
     // whose step (forward, backward, AdamW) fits, within 1/16 of it. One process only: an
@@ -274,6 +283,7 @@ int main(int argc, char** argv) {
       {"--largest_batch", [&](const std::string& v) { s.largest_batch = v == "1" || v == "true"; }},
       {"--fp8_scaling", [&](const std::string& v) { s.fp8_scaling = v; }},
       {"--data", [&](const std::string& v) { s.data = v; }},
+      {"--capture", [&](const std::string& v) { s.capture = v == "1" || v == "true"; }},
   };
   for (int i = 1; i + 1 < argc; i += 2) {
     const auto flag = flags.find(argv[i]);
@@ -282,7 +292,7 @@ int main(int argc, char** argv) {
                 << " (use --steps, --warmup, --repeats, --breakdown, --batch, --precision no|fp16|bf16|fp8, --layers, "
                    "--seq, --vocab, --dim, "
                    "--heads, --strategy ddp|fsdp, --offload 0|1, --activation_checkpointing 0|1, --largest_batch 0|1, "
-                   "--fp8_scaling tensorwise|delayed, --data FILE)\n";
+                   "--fp8_scaling tensorwise|delayed, --data FILE, --capture 0|1)\n";
       return 2;
     }
     flag->second(argv[i + 1]);

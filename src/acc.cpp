@@ -25,6 +25,7 @@
 #include <acc/comm/impl/rendezvous.ipp>
 #include <acc/config/impl/config.ipp>
 #include <acc/config/impl/environment.ipp>
+#include <acc/cuda_graph/impl/step_graph.ipp>
 #include <acc/data/impl/dataloader.ipp>
 #include <acc/detail/impl/mapped_file.ipp>
 #include <acc/detail/impl/module_state.ipp>

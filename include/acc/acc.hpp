@@ -11,7 +11,7 @@
 //   6 strategy/ fsdp/ tp/
 //   7 prepared/ checkpoint/ dispatch/
 //   8 accelerator_options.hpp accelerator.hpp
-//   9 run.hpp local_sgd/ join/
+//   9 run.hpp local_sgd/ join/ cuda_graph/
 //   10 acc.hpp
 #pragma once
 
@@ -28,6 +28,7 @@
 #include <acc/comm/rendezvous.hpp>
 #include <acc/config/config.hpp>
 #include <acc/config/environment.hpp>
+#include <acc/cuda_graph/capture_step.hpp>
 #include <acc/data/collate.hpp>
 #include <acc/data/dataloader.hpp>
 #include <acc/data/sampler.hpp>

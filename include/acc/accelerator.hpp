@@ -24,6 +24,7 @@
 #include <acc/tracking/value.hpp>
 
 #include <ATen/Context.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/full.h>
 #include <torch/arg.h>
 #include <torch/nn/module.h>
@@ -457,7 +458,7 @@ class Accelerator {
     strategy_.release();
     training_ = {};
     step_skipped_ = false;
-    skipped_on_device_.reset();
+    skips_on_device_ = false;
     acc::free_memory();
   }
 
@@ -478,10 +479,8 @@ class Accelerator {
   Trackers& trackers() { return trackers_; }
 
   bool optimizer_step_was_skipped() const {
-    if (skipped_on_device_.defined()) {  // read only when asked: a sync-free step left it on the device
-      step_skipped_ = skipped_on_device_.item<float>() > 0;
-      skipped_on_device_.reset();
-    }
+    // Read only when asked: a sync-free step (or a CUDA graph's replay of one) left it on the device.
+    if (skips_on_device_) return skipped_on_device_.item<float>() > 0;
     return step_skipped_;
   }
 
@@ -498,13 +497,16 @@ class Accelerator {
         for (const auto& p : group.params()) parameters.push_back(p);
       return parameters;
     });
-    skipped_on_device_.reset();
+    skips_on_device_ = false;
     using Comm = std::decay_t<decltype(strategy_.comm())>;
     if constexpr (detail::skips_on_device_v<typename Precision::loss_scaler, Optimizer, Comm>) {
       if (device_.is_cuda()) {  // overflow checked and the step skipped on the GPU: no host sync
         const auto& found_inf = scaler_.found_inf_on_any_rank(strategy_.comm());
         optimizer.step_unless(found_inf);
-        skipped_on_device_ = found_inf.clone();
+        // Into a tensor of its own, made once: a captured step's replays write it where the host looks.
+        if (!skipped_on_device_.defined()) skipped_on_device_ = at::empty_like(found_inf);
+        skipped_on_device_.copy_(found_inf);
+        skips_on_device_ = true;
         scaler_.update();
         unscaled_ = false;
         return;
@@ -635,8 +637,9 @@ class Accelerator {
   Strategy strategy_;
   c10::Device device_;
   std::shared_ptr<ActiveLoaders> active_loaders_;
-  mutable bool step_skipped_ = false;
-  mutable at::Tensor skipped_on_device_;  // the last step's overflow flag, until the host reads it
+  bool step_skipped_ = false;
+  bool skips_on_device_ = false;  // the last step's overflow flag is skipped_on_device_, on the device
+  at::Tensor skipped_on_device_;
   std::function<void(bool)> before_backward_;
   bool sync_gradients_ = true;
   bool local_only_ = false;  // inside no_sync

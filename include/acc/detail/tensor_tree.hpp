@@ -63,10 +63,12 @@ T map_tensors(const T& value, Fn&& fn) {
   if constexpr (std::is_same_v<T, at::Tensor>) {
     return fn(value);
   } else if constexpr (is_example<T>::value) {
-    if constexpr (std::is_same_v<typename T::TargetType, torch::data::example::NoTarget>)
+    if constexpr (std::is_same_v<typename T::TargetType, torch::data::example::NoTarget>) {
       return T(map_tensors(value.data, fn));
-    else
-      return T(map_tensors(value.data, fn), map_tensors(value.target, fn));
+    } else {
+      auto data = map_tensors(value.data, fn);  // before the target: fn sees the tensors in order
+      return T(std::move(data), map_tensors(value.target, fn));
+    }
   } else if constexpr (is_vector<T>::value) {
     T out;
     out.reserve(value.size());
@@ -76,12 +78,13 @@ T map_tensors(const T& value, Fn&& fn) {
     T out;
     for (const auto& [key, item] : value) out.emplace(key, map_tensors(item, fn));
     return out;
-  } else {  // pair or tuple
-    return std::apply([&](const auto&... items) { return T(map_tensors(items, fn)...); }, value);
+  } else {  // pair or tuple; a braced list evaluates left to right
+    return std::apply([&](const auto&... items) { return T{map_tensors(items, fn)...}; }, value);
   }
 }
 
-// Calls fn(tensor) for every tensor, in a fixed order (the same on every rank).
+// Calls fn(tensor) for every tensor, in order (an Example's data before its target, a tuple's
+// elements first to last): the same order on every rank.
 template <class T, class Fn>
 void for_each_tensor(const T& value, Fn&& fn) {
   map_tensors(value, [&](const at::Tensor& t) {

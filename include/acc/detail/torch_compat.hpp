@@ -169,15 +169,20 @@ typename StateMap::key_type optimizer_state_key(const at::Tensor& parameter) {
 // ATen's one-kernel AdamW over many CUDA tensors (what Python's AdamW(fused=True) calls) came
 // with 2.1. `steps` are the steps after this one, as float tensors on the parameters' device.
 inline constexpr bool has_fused_adamw = ACC_TORCH_AT_LEAST(2, 1);
-// With found_inf (one float32 element on the parameters' device), the kernel leaves everything
-// unchanged where it is nonzero.
+// The learning rate is a float32 element on the parameters' device, read by the kernel (so that a
+// CUDA graph's replay sees its current value); with found_inf (the same kind of element) the kernel
+// leaves everything unchanged where it is nonzero.
 inline void fused_adamw(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
                         const std::vector<at::Tensor>& exp_avgs, const std::vector<at::Tensor>& exp_avg_sqs,
-                        const std::vector<at::Tensor>& steps, double lr, double beta1, double beta2,
+                        const std::vector<at::Tensor>& steps, const at::Tensor& lr, double beta1, double beta2,
                         double weight_decay, double eps, const std::optional<at::Tensor>& found_inf = std::nullopt) {
-#if ACC_TORCH_AT_LEAST(2, 1)
+#if ACC_TORCH_AT_LEAST(2, 3)
   at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, lr, beta1, beta2, weight_decay,
                     eps, /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt, found_inf);
+#elif ACC_TORCH_AT_LEAST(2, 1)  // no tensor learning rate yet: read it on the host
+  at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, lr.item<double>(), beta1,
+                    beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt,
+                    found_inf);
 #else
   (void)params, (void)grads, (void)exp_avgs, (void)exp_avg_sqs, (void)steps, (void)lr, (void)beta1, (void)beta2,
       (void)weight_decay, (void)eps, (void)found_inf;

@@ -2,8 +2,8 @@
 // updates all parameters of a group together. libtorch's C++ AdamW launches about ten kernels per
 // parameter; a small model's step is then bound by kernel launches, which is why Python's default
 // AdamW is the "foreach" one. Here: on CUDA with libtorch >= 2.1 one fused kernel per group
-// (Python's fused=True), elsewhere ATen's _foreach_ ops, which on CPU compute exactly what
-// torch::optim::AdamW computes.
+// (Python's fused=True, with its state and learning rate on the device as with capturable=True),
+// elsewhere ATen's _foreach_ ops, which on CPU compute exactly what torch::optim::AdamW computes.
 //
 //   acc::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(3e-4));
 #pragma once
@@ -12,7 +12,10 @@
 
 #include <torch/optim/adamw.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -35,10 +38,20 @@ class AdamW : public torch::optim::AdamW {
   at::Tensor step(LossClosure closure = nullptr) override;
 
   // A step, unless `found_inf` (one float32 element, on the parameters' device) is nonzero: FP16's
-  // step after an overflow check. With the fused kernel (CUDA) the kernel skips itself and each
-  // parameter's step count stays on the device, so the host never waits for the GPU (the counts
-  // are copied back when the optimizer is saved or steps plainly); elsewhere the host reads it.
+  // step after an overflow check. Where the step runs on the device (below) the kernel skips itself;
+  // elsewhere the host reads the flag.
   void step_unless(const at::Tensor& found_inf);
+
+  // Whether a step takes everything that changes from step to step (each parameter's step count,
+  // the learning rate) from the device, so that it never waits for the GPU and can be replayed as
+  // part of a CUDA graph (acc::capture_step): every parameter on CUDA, Kernel::fastest, amsgrad
+  // off, libtorch >= 2.1. The step counts are copied back to the states when the optimizer is
+  // saved or steps on the host.
+  bool steps_on_device() const;
+  // Copies each group's learning rate (as a scheduler left it) to the device, where a step on the
+  // device reads it. A step does this itself; a captured step's replay does not, so acc::capture_step
+  // calls it before each replay.
+  void load_learning_rates();
 
   // The step counts are the device's, if it has them.
   void save(torch::serialize::OutputArchive& archive) const override;
@@ -52,15 +65,25 @@ class AdamW : public torch::optim::AdamW {
     at::Tensor param;
     at::Tensor step;  // float32, one element, on the parameter's device
   };
+  struct DeviceLearningRate {
+    double loaded;
+    at::Tensor value;  // float32, one element, as the fused kernel reads it
+  };
 
   torch::optim::AdamWParamState& state_of(const at::Tensor& p);
+  void step_on_device(const std::optional<at::Tensor>& found_inf);
+  void step_on_host();
+  // The foreach arithmetic of torch::optim::AdamW::step, for tensors that share their step count.
   void update(const Tensors& t, int64_t step, const torch::optim::AdamWOptions& options);
   bool fuses(const at::Tensor& p) const;
+  // Group `group`'s learning rate on `device`, up to date.
+  const at::Tensor& learning_rate(std::size_t group, const c10::Device& device);
   // Copies the device's step counts into the parameters' states, and forgets them.
   void settle_steps();
 
   Kernel kernel_;
   std::unordered_map<const c10::TensorImpl*, DeviceStep> device_steps_;
+  std::map<std::pair<std::size_t, c10::DeviceIndex>, DeviceLearningRate> learning_rates_;
 };
 
 }  // namespace acc::optim

@@ -97,6 +97,12 @@ class DDP : public ReplicatedModel {
     synchronize_gradients();
   }
 
+  // Ties the gradient hooks to the current CUDA stream, where the next forwards run (a captured
+  // step's stream; see GradientBuckets::rebind_accumulators).
+  void adopt_current_stream() {
+    for (auto& b : buckets_) b.buckets->rebind_accumulators();
+  }
+
   // Waits for the buckets' collectives still in flight (none after accelerator.backward).
   void synchronize_gradients() {
     for (auto& b : buckets_) b.buckets->finish();

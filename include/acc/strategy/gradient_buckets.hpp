@@ -63,6 +63,20 @@ class GradientBuckets {
     for (auto& p : params_) p.accumulator->del_post_hook(p.hook);
   }
 
+  // Takes each parameter's gradient accumulator anew, so that it belongs to the current stream:
+  // autograd runs an accumulator on the stream it was made on, and a CUDA graph is captured on a
+  // stream of its own (acc::capture_step calls this there). An accumulator that something else
+  // still holds (the graph of a loss kept from an earlier step) stays the one it was.
+  void rebind_accumulators() {
+    for (auto& p : params_) {
+      p.accumulator->del_post_hook(p.hook);
+      p.accumulator.reset();
+      p.accumulator = torch::autograd::impl::grad_accumulator(p.tensor);
+      p.hook = p.accumulator->add_post_hook(
+          std::make_unique<ReadyHook>(this, static_cast<std::size_t>(&p - params_.data())));
+    }
+  }
+
   // Local accumulation only (no_sync): the hooks leave the gradients alone.
   void set_enabled(bool enabled) { enabled_ = enabled; }
 

@@ -102,6 +102,10 @@ struct Nccl::State {
       if (!comm) throw_if_failed();
       check(call(comm, stream), call_name);
     }
+    // Captured into a CUDA graph (acc::capture_step), it runs at each replay, not now: there is
+    // nothing to watch yet, and querying an event recorded in a capture is an error.
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &capturing) == cudaSuccess && capturing != cudaStreamCaptureStatusNone) return;
     cudaEvent_t done = take_event();
     if (cudaEventRecord(done, stream) != cudaSuccess) {
       cudaEventDestroy(done);

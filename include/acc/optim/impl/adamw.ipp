@@ -22,49 +22,67 @@
 namespace acc::optim {
 
 ACC_DECL at::Tensor AdamW::step(LossClosure closure) {
-  settle_steps();
-  at::NoGradGuard no_grad;
   at::Tensor loss;
   if (closure) {
     at::AutoGradMode enable_grad(true);
     loss = closure();
   }
-  for (const auto& group : param_groups())
-    if (static_cast<const torch::optim::AdamWOptions&>(group.options()).amsgrad())
-      return torch::optim::AdamW::step(closure);  // rare: the per-parameter loop
-  for (auto& group : param_groups()) {
-    const auto& options = static_cast<const torch::optim::AdamWOptions&>(group.options());
-    // Tensors go together when they share the step count (it differs only where some parameter
-    // had no gradient), the device and the dtype, as the batched kernels need.
-    std::map<std::tuple<int64_t, c10::DeviceType, c10::DeviceIndex, at::ScalarType>, Tensors> batches;
-    for (const auto& p : group.params()) {
-      if (!p.grad().defined()) continue;
-      TORCH_CHECK(!p.grad().is_sparse(), "AdamW does not support sparse gradients");
-      auto& state = state_of(p);
-      state.step(state.step() + 1);
-      auto& batch = batches[{state.step(), p.device().type(), p.device().index(), p.scalar_type()}];
-      batch.params.push_back(p);
-      batch.grads.push_back(p.grad());
-      batch.exp_avgs.push_back(state.exp_avg());
-      batch.exp_avg_sqs.push_back(state.exp_avg_sq());
-    }
-    for (auto& [key, batch] : batches) update(batch, std::get<int64_t>(key), options);
-  }
+  at::NoGradGuard no_grad;
+  if (steps_on_device())
+    step_on_device(std::nullopt);
+  else
+    step_on_host();
   return loss;
 }
 
 ACC_DECL void AdamW::step_unless(const at::Tensor& found_inf) {
   at::NoGradGuard no_grad;
-  bool on_device = found_inf.is_cuda();
+  if (found_inf.is_cuda() && steps_on_device())
+    step_on_device(found_inf);
+  else if (found_inf.item<float>() == 0)
+    step_on_host();
+}
+
+ACC_DECL bool AdamW::steps_on_device() const {
+  bool any = false;
   for (const auto& group : param_groups()) {
-    on_device = on_device && !static_cast<const torch::optim::AdamWOptions&>(group.options()).amsgrad();
-    for (const auto& p : group.params()) on_device = on_device && (!p.grad().defined() || fuses(p));
+    if (static_cast<const torch::optim::AdamWOptions&>(group.options()).amsgrad()) return false;
+    for (const auto& p : group.params()) {
+      if (!fuses(p)) return false;
+      any = true;
+    }
   }
-  if (!on_device) {
-    if (found_inf.item<float>() == 0) step();
-    return;
+  return any;
+}
+
+ACC_DECL void AdamW::load_learning_rates() {
+  for (auto& [key, rate] : learning_rates_) {
+    const double wanted = static_cast<const torch::optim::AdamWOptions&>(param_groups()[key.first].options()).lr();
+    if (rate.loaded == wanted) continue;
+    rate.value.fill_(wanted);
+    rate.loaded = wanted;
   }
-  for (auto& group : param_groups()) {
+}
+
+ACC_DECL const at::Tensor& AdamW::learning_rate(std::size_t group, const c10::Device& device) {
+  const double wanted = static_cast<const torch::optim::AdamWOptions&>(param_groups()[group].options()).lr();
+  auto found = learning_rates_.find({group, device.index()});
+  if (found == learning_rates_.end())
+    found = learning_rates_
+                .emplace(std::make_pair(group, device.index()),
+                         DeviceLearningRate{wanted, at::full({}, wanted, at::TensorOptions(device).dtype(at::kFloat))})
+                .first;
+  auto& rate = found->second;
+  if (rate.loaded != wanted) {  // changed since the last step (a scheduler)
+    rate.value.fill_(wanted);
+    rate.loaded = wanted;
+  }
+  return rate.value;
+}
+
+ACC_DECL void AdamW::step_on_device(const std::optional<at::Tensor>& found_inf) {
+  for (std::size_t g = 0; g < param_groups().size(); ++g) {
+    auto& group = param_groups()[g];
     const auto& options = static_cast<const torch::optim::AdamWOptions&>(group.options());
     std::map<std::tuple<c10::DeviceIndex, at::ScalarType>, Tensors> batches;  // the fused kernel's groups
     for (const auto& p : group.params()) {
@@ -85,12 +103,40 @@ ACC_DECL void AdamW::step_unless(const at::Tensor& found_inf) {
     }
     const auto [beta1, beta2] = options.betas();
     for (auto& [key, batch] : batches) {
-      // Counted as taken, then taken back where skipped: as Python's fused AdamW under a GradScaler.
       at::_foreach_add_(batch.steps, 1.0);
-      compat::fused_adamw(batch.params, batch.grads, batch.exp_avgs, batch.exp_avg_sqs, batch.steps, options.lr(),
-                          beta1, beta2, options.weight_decay(), options.eps(), found_inf);
-      at::_foreach_sub_(batch.steps, std::vector<at::Tensor>(batch.steps.size(), found_inf));
+      compat::fused_adamw(batch.params, batch.grads, batch.exp_avgs, batch.exp_avg_sqs, batch.steps,
+                          learning_rate(g, batch.params.front().device()), beta1, beta2, options.weight_decay(),
+                          options.eps(), found_inf);
+      // Counted as taken, then taken back where skipped: as Python's fused AdamW under a GradScaler.
+      if (found_inf) at::_foreach_sub_(batch.steps, std::vector<at::Tensor>(batch.steps.size(), *found_inf));
     }
+  }
+}
+
+ACC_DECL void AdamW::step_on_host() {
+  settle_steps();
+  for (const auto& group : param_groups())
+    if (static_cast<const torch::optim::AdamWOptions&>(group.options()).amsgrad()) {
+      torch::optim::AdamW::step();  // rare: the per-parameter loop
+      return;
+    }
+  for (auto& group : param_groups()) {
+    const auto& options = static_cast<const torch::optim::AdamWOptions&>(group.options());
+    // Tensors go together when they share the step count (it differs only where some parameter
+    // had no gradient), the device and the dtype, as the batched kernels need.
+    std::map<std::tuple<int64_t, c10::DeviceType, c10::DeviceIndex, at::ScalarType>, Tensors> batches;
+    for (const auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      TORCH_CHECK(!p.grad().is_sparse(), "AdamW does not support sparse gradients");
+      auto& state = state_of(p);
+      state.step(state.step() + 1);
+      auto& batch = batches[{state.step(), p.device().type(), p.device().index(), p.scalar_type()}];
+      batch.params.push_back(p);
+      batch.grads.push_back(p.grad());
+      batch.exp_avgs.push_back(state.exp_avg());
+      batch.exp_avg_sqs.push_back(state.exp_avg_sq());
+    }
+    for (auto& [key, batch] : batches) update(batch, std::get<int64_t>(key), options);
   }
 }
 
@@ -129,13 +175,6 @@ ACC_DECL torch::optim::AdamWParamState& AdamW::state_of(const at::Tensor& p) {
 
 ACC_DECL void AdamW::update(const Tensors& t, int64_t step, const torch::optim::AdamWOptions& options) {
   const auto [beta1, beta2] = options.betas();
-  if (fuses(t.params.front())) {
-    const auto steps = at::full({}, static_cast<double>(step), t.params.front().options().dtype(at::kFloat));
-    compat::fused_adamw(t.params, t.grads, t.exp_avgs, t.exp_avg_sqs, std::vector<at::Tensor>(t.params.size(), steps),
-                        options.lr(), beta1, beta2, options.weight_decay(), options.eps());
-    return;
-  }
-  // The arithmetic of torch::optim::AdamW::step, one operation at a time over all tensors.
   if (options.weight_decay() != 0) at::_foreach_mul_(t.params, 1 - options.lr() * options.weight_decay());
   const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(step));
   const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(step));
