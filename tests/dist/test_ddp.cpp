@@ -301,6 +301,100 @@ TEST_CASE("a parameter without gradient is an error naming it; find_unused_param
 }
 
 namespace {
+// A layer run twice, each time under acc::checkpoint when asked: its gradient then arrives twice in
+// one backward (each checkpoint's recomputation runs a backward of its own). `spare` is used only
+// when asked.
+struct TwiceImpl : torch::nn::Module {
+  TwiceImpl()
+      : shared(register_module("shared", torch::nn::Linear(8, 8))),
+        head(register_module("head", torch::nn::Linear(8, 3))),
+        spare(register_module("spare", torch::nn::Linear(8, 3))) {}
+  at::Tensor forward(const at::Tensor& x, bool checkpointed, bool use_spare = false) {
+    auto block = [this](const at::Tensor& h) { return torch::tanh(shared(h)); };
+    const auto h = checkpointed ? acc::checkpoint(block, acc::checkpoint(block, x)) : block(block(x));
+    return use_spare ? head(h) + spare(h) : head(h);
+  }
+  torch::nn::Linear shared, head, spare;
+};
+TORCH_MODULE(Twice);
+
+template <class Comm>
+std::unique_ptr<acc::detail::GradientBuckets<Comm, acc::AllReduceHook>> buckets_of(Comm& comm, acc::AllReduceHook& hook,
+                                                                                   torch::nn::Module& net,
+                                                                                   const acc::DDPOptions& options) {
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (const auto& p : net.named_parameters()) named.emplace_back(p.key(), p.value());
+  return std::make_unique<acc::detail::GradientBuckets<Comm, acc::AllReduceHook>>(comm, hook, named, options);
+}
+
+// One step of backward through the buckets, as DDP drives them.
+template <class Buckets>
+void backward_through(Buckets& buckets, const at::Tensor& loss) {
+  buckets.zero_grad();
+  buckets.prepare_for_backward(loss);
+  loss.backward();
+  buckets.finish();
+}
+}  // namespace
+
+TEST_CASE(
+    "static_graph: a layer whose gradient arrives twice (run twice under acc::checkpoint) is averaged as without "
+    "checkpointing, and the unused parameters the first step found are not searched for again") {
+  with_accelerator([](auto& accelerator) {
+    auto& comm = accelerator.strategy().comm();
+    using Comm = std::decay_t<decltype(comm)>;
+    acc::AllReduceHook hook;
+    torch::manual_seed(3);
+    Twice plain;
+    torch::manual_seed(3);
+    Twice checkpointed;
+    plain->to(accelerator.device());
+    checkpointed->to(accelerator.device());
+    // A bucket per parameter: both models all-reduce the same tensors whatever order their gradients
+    // arrive in, so that the sums across ranks add in the same order (with 3 or more ranks another
+    // bucket layout could round differently).
+    const auto unused = acc::DDPOptions().find_unused_parameters(true).bucket_cap_mb(0);
+    auto plain_buckets = buckets_of(comm, hook, *plain, unused);
+    auto static_buckets = buckets_of(comm, hook, *checkpointed, acc::DDPOptions(unused).static_graph(true));
+    for (int step = 0; step < 3; ++step) {
+      CAPTURE(step);
+      // Each rank its own input, so that the all-reduce has something to average.
+      const auto x =
+          at::randn({kBatch, 8}, at::TensorOptions(accelerator.device())) * (accelerator.process_index() + 1);
+      backward_through(*plain_buckets, plain(x, false).pow(2).sum());
+      backward_through(*static_buckets, checkpointed(x, true).pow(2).sum());
+      // The same two terms summed (in either order the same bits: two terms commute), then averaged
+      // alike; checkpointing recomputes the same values with the same kernels.
+      CHECK(at::equal(checkpointed->shared->weight.grad(), plain->shared->weight.grad()));
+      CHECK(at::equal(checkpointed->shared->bias.grad(), plain->shared->bias.grad()));
+      CHECK(at::equal(checkpointed->head->weight.grad(), plain->head->weight.grad()));
+      CHECK(checkpointed->spare->weight.grad().abs().sum().item().toDouble() == 0.0);
+      const auto grads = accelerator.gather(checkpointed->shared->weight.grad().reshape({1, -1}));
+      for (int64_t r = 1; r < grads.size(0); ++r) CHECK(at::equal(grads[r], grads[0]));
+    }
+    // The first step found `spare` unused, and no step searches again: a step that uses it is told
+    // (which of its two tensors comes first is autograd's choice).
+    const auto x = at::randn({kBatch, 8}, at::TensorOptions(accelerator.device()));
+    static_buckets->zero_grad();
+    const auto loss = checkpointed(x, true, /*use_spare=*/true).sum();
+    static_buckets->prepare_for_backward(loss);
+    CHECK_THROWS_WITH_AS(loss.backward(),
+                         doctest::Contains("received its gradient 2 times in this step, 1 times in the first one"),
+                         std::exception);
+
+    // Without static_graph the second arrival is an error that names the option.
+    torch::manual_seed(3);
+    Twice other;
+    other->to(accelerator.device());
+    auto buckets = buckets_of(comm, hook, *other, acc::DDPOptions());
+    buckets->zero_grad();
+    const auto twice = other(x, true).sum();
+    buckets->prepare_for_backward(twice);
+    CHECK_THROWS_WITH_AS(twice.backward(), doctest::Contains("DDPOptions().static_graph(true)"), std::exception);
+  });
+}
+
+namespace {
 // The gradient buckets DDP makes for an Mlp with the default options.
 template <class Comm>
 std::size_t buckets_of_an_mlp(Comm& comm, c10::Device device) {

@@ -83,6 +83,7 @@ struct Config {
   double bucket_cap_mb = 25.0;
   double first_bucket_cap_mb = 1.0;
   bool find_unused_parameters = false;
+  bool static_graph = false;
   // DDP's communication hook (the name of one acc::run was given: no, fp16, bf16, power_sgd,
   // batched_power_sgd, or a user hook's), and PowerSGD's settings (acc::PowerSGDOptions).
   std::string ddp_comm_hook = "no";

@@ -40,6 +40,13 @@ class DDPOptions {
   // Allow parameters that get no gradient in a step (found by walking the autograd graph before
   // backward, which costs a little); without it such a parameter is an error that names it.
   TORCH_ARG(bool, find_unused_parameters) = false;
+  // The model's autograd graph is the same in every step (PyTorch's static_graph): the first
+  // synchronized step learns how many times each parameter's gradient arrives (more than once
+  // under reentrant backward, such as acc::checkpoint of a module used twice) and which parameters
+  // find_unused_parameters found unused; later steps rely on both instead of searching the graph.
+  // That first step starts its all-reduces at the end of backward. A step whose gradients arrive
+  // otherwise is an error naming the parameter.
+  TORCH_ARG(bool, static_graph) = false;
   // Used by the PowerSGD hooks; other hooks ignore it.
   TORCH_ARG(PowerSGDOptions, power_sgd) = {};
 };

@@ -80,9 +80,15 @@ class GradientBuckets {
   // Local accumulation only (no_sync): the hooks leave the gradients alone.
   void set_enabled(bool enabled) { enabled_ = enabled; }
 
-  // Before backward: with find_unused_parameters, parameters the loss does not reach are ready now.
+  // Before backward: with find_unused_parameters, parameters the loss does not reach are ready now
+  // (with static_graph, those the first step found).
   void prepare_for_backward(const at::Tensor& loss) {
-    if (!enabled_ || !options_.find_unused_parameters() || !loss.grad_fn()) return;
+    if (!enabled_) return;
+    if (options_.static_graph() && counts_known_) {
+      for (const auto i : unused_) on_gradient(i);
+      return;
+    }
+    if (!options_.find_unused_parameters() || !loss.grad_fn()) return;
     std::unordered_set<const torch::autograd::Node*> reached;
     std::vector<torch::autograd::Node*> stack{loss.grad_fn().get()};
     while (!stack.empty()) {
@@ -93,13 +99,22 @@ class GradientBuckets {
         if (edge.function) stack.push_back(edge.function.get());
     }
     for (std::size_t i = 0; i < params_.size(); ++i)
-      if (!reached.count(params_[i].accumulator.get())) mark_ready(i);
+      if (!reached.count(params_[i].accumulator.get())) {
+        if (options_.static_graph()) unused_.push_back(i);
+        on_gradient(i);
+      }
   }
 
   // After backward: waits for every bucket (the caller's stream waits, on a GPU), so that the
   // gradients are averaged. A parameter that got no gradient is an error that names it.
   void finish() {
     if (!enabled_ || !dirty_) return;
+    if (options_.static_graph() && !counts_known_) {  // the first step: every gradient is in now
+      counts_known_ = true;
+      for (auto& p : params_) p.expected = p.arrivals;
+      for (std::size_t i = 0; i < params_.size(); ++i)
+        if (params_[i].expected > 0) mark_ready(i);
+    }
     if (next_launch_ < buckets_.size()) {
       std::string missing;
       for (auto p = params_.rbegin(); p != params_.rend(); ++p)  // in registration order
@@ -171,6 +186,8 @@ class GradientBuckets {
     int64_t offset = 0;
     uintptr_t hook = 0;
     bool ready = false;
+    int arrivals = 0;  // gradients accumulated in this step
+    int expected = 0;  // with static_graph: the first step's arrivals
   };
 
   // Fills buckets with the parameters in `order` (indices into params_; the first bucket small),
@@ -228,7 +245,7 @@ class GradientBuckets {
     ReadyHook(GradientBuckets* owner, std::size_t index) : owner(owner), index(index) {}
     torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
                                               const torch::autograd::variable_list& /*inputs*/) override {
-      if (owner->enabled_) owner->mark_ready(index);
+      if (owner->enabled_) owner->on_gradient(index);
       return outputs;
     }
     GradientBuckets* owner;
@@ -253,15 +270,33 @@ class GradientBuckets {
     p.tensor.mutable_grad() = view;
   }
 
+  // A gradient of parameter `index` has been accumulated (or it is unused in this step).
+  void on_gradient(std::size_t index) {
+    auto& p = params_[index];
+    if (!laid_out_by_arrival_ && p.arrivals == 0) arrival_.push_back(index);
+    ++p.arrivals;
+    if (!options_.static_graph()) return mark_ready(index);
+    dirty_ = true;
+    attach_view(p);                                         // the bucket holds the sum so far
+    if (!counts_known_ || p.arrivals < p.expected) return;  // the first step launches in finish()
+    if (p.arrivals > p.expected)
+      throw Error("parameter '" + p.name + "' received its gradient " + std::to_string(p.arrivals) +
+                  " times in this step, " + std::to_string(p.expected) +
+                  " times in the first one: with DDPOptions().static_graph(true) every step must use the parameters "
+                  "as the first did; turn static_graph off for a model whose graph changes");
+    mark_ready(index);
+  }
+
   void mark_ready(std::size_t index) {
     auto& p = params_[index];
     if (p.ready)
       throw Error("parameter '" + p.name +
-                  "' received its gradient twice in one step; call backward once per "
-                  "step, or inside accelerator.no_sync()/accumulate() for the steps that only accumulate");
+                  "' received its gradient twice in one step; call backward once per step, or inside "
+                  "accelerator.no_sync()/accumulate() for the steps that only accumulate. A module used twice under "
+                  "acc::checkpoint (a reentrant backward) does this: prepare with "
+                  "AcceleratorOptions().ddp(DDPOptions().static_graph(true)) if every step uses it alike");
     p.ready = true;
     dirty_ = true;
-    if (!laid_out_by_arrival_) arrival_.push_back(index);
     attach_view(p);  // the fresh gradient of this step goes into the bucket
     auto& bucket = buckets_[p.bucket];
     if (--bucket.pending > 0) return;
@@ -278,7 +313,10 @@ class GradientBuckets {
       bucket.pending = bucket.members.size();
       bucket.work.reset();
     }
-    for (auto& p : params_) p.ready = false;
+    for (auto& p : params_) {
+      p.ready = false;
+      p.arrivals = 0;
+    }
     arrival_.clear();
     next_launch_ = 0;
     dirty_ = false;
@@ -293,6 +331,8 @@ class GradientBuckets {
   std::vector<std::size_t> arrival_;  // params_ indices, in the order their gradients arrived
   bool enabled_ = true;
   bool dirty_ = false;
+  bool counts_known_ = false;        // static_graph: after the first synchronized step
+  std::vector<std::size_t> unused_;  // static_graph: what the first step's search found unused
   std::size_t next_launch_ = 0;
   int64_t collectives_started_ = 0;
   std::vector<Bucket> buckets_;

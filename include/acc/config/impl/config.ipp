@@ -344,6 +344,10 @@ ACC_DECL const std::vector<ConfigKey>& config_keys() {
         key_of("acc", "find_unused_parameters", "", T::flag,
                "allow parameters without a gradient in a step (else such a parameter is an error naming it)",
                config_field<&Config::find_unused_parameters>),
+        key_of("acc", "static_graph", "", T::flag,
+               "every step uses the parameters as the first one does (DDP learns that step's gradient arrivals, "
+               "and may then run a module twice under activation checkpointing)",
+               config_field<&Config::static_graph>),
         with_values(key_of("acc", "ddp_comm_hook", "ACC_DDP_COMM_HOOK", T::text,
                            "DDP's communication hook: `no` (all-reduce), `fp16`, `bf16` (all-reduce in that type), "
                            "`power_sgd`, `batched_power_sgd`, or a user hook's `name`; `acc::run` must have been "
