@@ -101,8 +101,8 @@ int run(int rounds, int steps) {
     }
   };
   AccLoop<Precision> eager, graphed;
-  auto captured = acc::capture_step(graphed.accelerator, std::get<1>(graphed.prepared),
-                                    [&](const Batch& b) { return graphed(b); });
+  auto captured =
+      acc::capture_step(graphed.accelerator, std::get<1>(graphed.prepared), [&](const Batch& b) { return graphed(b); });
 
   std::vector<double> plain_ms, eager_ms, captured_ms;
   auto round = [&](int r, bool record) {  // each round rotates the order, so that none gains from its place

@@ -10,8 +10,11 @@
 
 #if ACC_HAS_CUDA
 #include "no_host_sync.hpp"
+
+#include <ATen/cuda/Sleep.h>
 #endif
 
+#include <chrono>
 #include <limits>
 #include <string>
 #include <vector>
@@ -200,4 +203,25 @@ TEST_CASE("CUDA: a step that waits for the GPU cannot be captured: an error that
   trainer.step(batches[0]);
   CHECK_FALSE(at::equal(before, trainer.net->parameters()[0]));
 }
+
+#if ACC_HAS_NCCL
+TEST_CASE("CUDA: work handed to the NCCL watchdog that outlasts the timeout aborts the communicator, naming it" *
+          doctest::skip(!torch::cuda::is_available())) {
+  acc::Accelerator<acc::DDP<acc::Nccl>, acc::FP32> accelerator(
+      acc::AcceleratorOptions()
+          .environment(acc::ProcessEnvironment{})
+          .process_group(acc::ProcessGroupOptions().timeout(std::chrono::seconds(1))));
+  auto& comm = accelerator.strategy().comm();
+  // A kernel that spins for about 3 s at the H200's 1.98 GHz (longer on a slower clock): work a
+  // replay queued that does not end within the 1 s timeout, as a collective whose peer never comes.
+  at::cuda::sleep(static_cast<int64_t>(6e9));
+  comm.watch_queued_work("a captured step's collectives");
+  torch::cuda::synchronize();
+  const auto message = error_of([&] { comm.throw_if_failed(); });
+  INFO(message);
+  CHECK(message.find("a captured step's collectives") != std::string::npos);
+  CHECK(message.find("did not complete within 1 s") != std::string::npos);
+  CHECK(message.find("aborted") != std::string::npos);
+}
+#endif
 #endif

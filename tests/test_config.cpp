@@ -299,7 +299,7 @@ acc::Config every_key_set() {
       "  margin: 2\n"
       "parallelism_config:\n  parallelism_config_dp_replicate_size: 2\n  parallelism_config_dp_shard_size: 4\n"
       "  parallelism_config_tp_size: 2\n  parallelism_config_cp_size: 1\n"
-      "acc:\n  bucket_cap_mb: 12.5\n  first_bucket_cap_mb: 0.25\n  find_unused_parameters: true\n"
+      "acc:\n  bucket_cap_mb: 12.5\n  first_bucket_cap_mb: 0.25\n  find_unused_parameters: true\n  static_graph: true\n"
       "  collective_timeout: 60\n  sampler: shuffled\n  even_batches: false\n  split_batches: true\n"
       "  log_with: [jsonl, csv]\n  ddp_comm_hook: power_sgd\n  power_sgd_rank: 4\n  power_sgd_start_iter: 10\n"
       "  power_sgd_min_compression_rate: 1.5\n  power_sgd_warm_start: false\n  power_sgd_error_feedback: false\n",
@@ -322,7 +322,7 @@ TEST_CASE("to_yaml writes what from_yaml reads back, key by key") {
       CHECK(value != acc::config_value(key, defaults));
     ++compared;
   }
-  CHECK(compared == 52);
+  CHECK(compared == 53);
   // min_num_params is written for SIZE_BASED_WRAP only, as Accelerate writes it.
   auto size_based = acc::Config::from_yaml(
       "distributed_type: FSDP\nfsdp_config:\n  fsdp_auto_wrap_policy: "

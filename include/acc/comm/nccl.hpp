@@ -106,6 +106,11 @@ class Nccl {
   // Throws the watchdog's message once it has aborted the communicator.
   ACC_DECL void throw_if_failed() const;
 
+  // Hands the work queued so far on the caller's stream to the watchdog as one collective named
+  // `what`: a CUDA graph's replay (acc::capture_step) runs collectives that were queued only once,
+  // at the capture, and a peer that never arrives at them must still end the job.
+  ACC_DECL void watch_queued_work(const char* what);
+
  private:
   struct State;  // the NCCL communicator and its watchdog (impl/nccl.ipp)
 

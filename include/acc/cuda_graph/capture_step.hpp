@@ -79,6 +79,13 @@ template <class Strategy>
 struct adopts_current_stream<Strategy, std::void_t<decltype(std::declval<Strategy&>().adopt_current_stream())>>
     : std::true_type {};
 
+// A communicator whose watchdog can be handed work queued outside its own calls (Nccl's).
+template <class Comm, class = void>
+struct watches_queued_work : std::false_type {};
+template <class Comm>
+struct watches_queued_work<Comm, std::void_t<decltype(std::declval<Comm&>().watch_queued_work(""))>> : std::true_type {
+};
+
 template <class Optimizer, class = void>
 struct steps_on_device_capable : std::false_type {};
 template <class Optimizer>
@@ -144,7 +151,7 @@ class CapturedStep {
     std::size_t i = 0;
     detail::for_each_tensor(batch, [&](const at::Tensor& t) { inputs_[i++].copy_(t, /*non_blocking=*/true); });
     detail::underlying_optimizer(optimizer_).load_learning_rates();
-    graph_->replay();
+    replay();
     if constexpr (!std::is_void_v<Result>) return *std::static_pointer_cast<Result>(output_);
   }
 
@@ -208,6 +215,20 @@ class CapturedStep {
                     ": a CUDA graph replays fixed shapes. Give every batch the same shape (a short last batch: "
                     "acc::DataLoaderOptions().drop_last(true)), or run the odd batch through your step function "
                     "directly");
+  }
+
+  // The graph's replay; its collectives (DDP's all-reduces over NCCL) are handed to the
+  // communicator's watchdog as one, so that a peer that never arrives ends the job with a message
+  // instead of a hang.
+  void replay() {
+    auto& comm = accelerator_.strategy().comm();
+    if constexpr (detail::watches_queued_work<std::decay_t<decltype(comm)>>::value) {
+      comm.throw_if_failed();  // an aborted communicator's collectives would never end
+      graph_->replay();
+      if (comm.world_size() > 1) comm.watch_queued_work("a captured step's collectives (acc::capture_step)");
+    } else {
+      graph_->replay();
+    }
   }
 
   // Runs `body` on the graph's stream, the strategy's gradient hooks moved there first.

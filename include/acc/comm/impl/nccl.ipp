@@ -106,6 +106,11 @@ struct Nccl::State {
     // nothing to watch yet, and querying an event recorded in a capture is an error.
     cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
     if (cudaStreamIsCapturing(stream, &capturing) == cudaSuccess && capturing != cudaStreamCaptureStatusNone) return;
+    watch(sequence, std::move(collective), stream, call_name);
+  }
+
+  // Hands the work queued on `stream` so far to the watchdog as `collective`.
+  void watch(uint64_t sequence, detail::Collective collective, cudaStream_t stream, const char* call_name) {
     cudaEvent_t done = take_event();
     if (cudaEventRecord(done, stream) != cudaSuccess) {
       cudaEventDestroy(done);
@@ -281,6 +286,12 @@ ACC_DECL Nccl::~Nccl() {
 ACC_DECL uint64_t Nccl::sequence() const { return state_->ledger.started(); }
 
 ACC_DECL void Nccl::throw_if_failed() const { state_->throw_if_failed(); }
+
+ACC_DECL void Nccl::watch_queued_work(const char* what) {
+  state_->throw_if_failed();
+  state_->watch(state_->ledger.started(), detail::Collective(what),
+                c10::cuda::getCurrentCUDAStream(device_.index()).stream(), what);
+}
 
 ACC_DECL void Nccl::Pending::wait() {
   owner_->throw_if_failed();
