@@ -7,6 +7,8 @@
 //   build-gpu/bin/captured_step [--precision no|fp16|bf16] [--rounds N] [--steps N]
 #include <acc/acc.hpp>
 
+#include "common/tiny_mlp.hpp"
+
 #include <torch/cuda.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/modules/linear.h>
@@ -20,22 +22,10 @@
 
 namespace {
 
-struct MlpImpl : torch::nn::Module {
-  MlpImpl()
-      : fc1(register_module("fc1", torch::nn::Linear(512, 512))),
-        fc2(register_module("fc2", torch::nn::Linear(512, 512))),
-        fc3(register_module("fc3", torch::nn::Linear(512, 10))) {}
-  at::Tensor forward(const at::Tensor& x) { return fc3(torch::relu(fc2(torch::relu(fc1(x))))); }
-  torch::nn::Linear fc1, fc2, fc3;
-};
-TORCH_MODULE(Mlp);
+using bench::median;
+using bench::Mlp;
 
 using Batch = torch::data::Example<>;
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 template <class Step>
 double time_round(const std::vector<Batch>& batches, int steps, Step&& step) {
@@ -76,30 +66,7 @@ int run(int rounds, int steps) {
     batches.emplace_back(torch::randn({64, 512}, cuda),
                          torch::randint(0, 10, {64}, at::TensorOptions(cuda).dtype(at::kLong)));
 
-  // Plain libtorch with the same optimizer, autocast and (fp16) loss scaling by hand.
-  Mlp plain_net;
-  plain_net->to(cuda);
-  acc::optim::AdamW plain_opt(plain_net->parameters(), torch::optim::AdamWOptions(1e-3));
-  acc::GradScaler plain_scaler(acc::GradScalerOptions(), cuda);
-  auto plain_step = [&](const Batch& b) {
-    plain_opt.zero_grad();
-    at::Tensor loss;
-    {
-      typename Precision::forward_scope autocast(cuda);
-      loss = torch::nn::functional::cross_entropy(plain_net(b.data), b.target);
-    }
-    if constexpr (acc::uses_grad_scaler_v<Precision>) {
-      plain_scaler.scale(loss).backward();
-      std::vector<at::Tensor> grads;
-      for (const auto& p : plain_net->parameters()) grads.push_back(p.grad());
-      plain_scaler.unscale(grads);
-      plain_opt.step_unless(plain_scaler.found_inf());
-      plain_scaler.update();
-    } else {
-      loss.backward();
-      plain_opt.step();
-    }
-  };
+  bench::PlainMlpStep<Precision, acc::optim::AdamW> plain_step(cuda);
   AccLoop<Precision> eager, graphed;
   auto captured =
       acc::capture_step(graphed.accelerator, std::get<1>(graphed.prepared), [&](const Batch& b) { return graphed(b); });

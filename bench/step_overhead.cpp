@@ -10,6 +10,8 @@
 //   acc launch --cpu --num_processes N build/bin/step_overhead --scaling 1   (acc::CPU over Gloo, fp32)
 #include <acc/acc.hpp>
 
+#include "common/tiny_mlp.hpp"
+
 #include <torch/cuda.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/modules/linear.h>
@@ -26,15 +28,8 @@
 
 namespace {
 
-struct MlpImpl : torch::nn::Module {
-  MlpImpl()
-      : fc1(register_module("fc1", torch::nn::Linear(512, 512))),
-        fc2(register_module("fc2", torch::nn::Linear(512, 512))),
-        fc3(register_module("fc3", torch::nn::Linear(512, 10))) {}
-  at::Tensor forward(const at::Tensor& x) { return fc3(torch::relu(fc2(torch::relu(fc1(x))))); }
-  torch::nn::Linear fc1, fc2, fc3;
-};
-TORCH_MODULE(Mlp);
+using bench::median;
+using bench::Mlp;
 
 struct Batch {
   at::Tensor data, target;
@@ -42,11 +37,6 @@ struct Batch {
 
 void synchronize(const c10::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index());
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 // Both loops: zero_grad, forward, cross-entropy, backward, AdamW step; ms per step of one round.
@@ -117,31 +107,7 @@ template <class Precision, class Optimizer>
 int run(const c10::Device device, int rounds, int steps) {
   const auto batches = make_batches(device);
 
-  // Plain libtorch: the loop a user writes without acc, with the same autocast.
-  Mlp plain_net;
-  plain_net->to(device);
-  Optimizer plain_opt(plain_net->parameters(), torch::optim::AdamWOptions(1e-3));
-  // With fp16 the plain loop scales the loss too, as a careful libtorch user would by hand.
-  acc::GradScaler plain_scaler(acc::GradScalerOptions(), device);
-  auto plain_step = [&](const Batch& b) {
-    plain_opt.zero_grad();
-    at::Tensor loss;
-    {
-      typename Precision::forward_scope autocast(device);
-      loss = torch::nn::functional::cross_entropy(plain_net(b.data), b.target);
-    }
-    if constexpr (acc::uses_grad_scaler_v<Precision>) {
-      plain_scaler.scale(loss).backward();
-      std::vector<at::Tensor> grads;
-      for (const auto& p : plain_net->parameters()) grads.push_back(p.grad());
-      plain_scaler.unscale(grads);
-      if (plain_scaler.found_inf().item<float>() == 0) plain_opt.step();
-      plain_scaler.update();
-    } else {
-      loss.backward();
-      plain_opt.step();
-    }
-  };
+  bench::PlainMlpStep<Precision, Optimizer> plain_step(device);
   AccLoop<acc::Single, Precision, Optimizer> single(device);
   // DDP with one process: the gradient buckets and hooks run, with nobody to talk to.
 #if ACC_HAS_NCCL
