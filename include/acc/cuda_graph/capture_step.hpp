@@ -3,7 +3,7 @@
 // one graph launch instead of hundreds of kernel launches from the host. For static shapes; the
 // step function is the loop's body as it is, returning what the loop wants back:
 //
-//   #include <acc/acc.hpp>
+//   #include <acc/cuda_graph/capture_step.hpp>
 //
 //   auto step = acc::capture_step(accelerator, optimizer, [&](const torch::data::Example<>& batch) {
 //     optimizer.zero_grad();
