@@ -63,3 +63,7 @@
 #include <acc/tracking/impl/tfrecord.ipp>
 #include <acc/tracking/impl/trackers.ipp>
 #include <acc/tracking/impl/value.ipp>
+
+// The strategy halves of the default Accelerators (acc/prebuilt.hpp), instantiated here.
+#define ACC_DETAIL_BUILDS_PREBUILT
+#include <acc/prebuilt.hpp>

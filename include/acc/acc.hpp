@@ -10,8 +10,8 @@
 //   5 mesh/ nn/ fp8/ precision/ data/ ops/ tracking/ optim/ memory/ profiling/ activation_checkpointing/ big_modeling/
 //   6 strategy/ fsdp/ tp/
 //   7 prepared/ checkpoint/ dispatch/
-//   8 accelerator_options.hpp accelerator.hpp
-//   9 run.hpp local_sgd/ join/ cuda_graph/
+//   8 accelerator_options.hpp accelerator_base.hpp accelerator.hpp
+//   9 prebuilt.hpp run.hpp local_sgd/ join/ cuda_graph/
 //   10 acc.hpp
 #pragma once
 

@@ -11,6 +11,7 @@
 #include <acc/data/sampler.hpp>
 #include <acc/detail/build_config.hpp>
 #include <acc/error.hpp>
+#include <acc/prebuilt.hpp>
 #include <acc/precision/bf16.hpp>
 #include <acc/precision/fp16.hpp>
 #include <acc/precision/fp32.hpp>
