@@ -170,6 +170,9 @@ bool fp8_gpu() {
 
 }  // namespace
 
+// The cast is an internal of fp8/impl/scaled_linear.ipp, which a test sees only header-only (the
+// device's suite, scripts/gpu.sh, builds that way); with separate compilation it is in acc::compiled.
+#if !defined(ACC_SEPARATE_COMPILATION)
 TEST_CASE("CUDA: the fused cast writes ATen's fp8 values, plain and transposed, and 1 / scale" *
           doctest::skip(!fp8_gpu())) {
   using acc::fp8::kernels::Format;
@@ -191,6 +194,7 @@ TEST_CASE("CUDA: the fused cast writes ATen's fp8 values, plain and transposed, 
     }
   }
 }
+#endif
 
 TEST_CASE(
     "CUDA: an fp8 Linear's output and gradients are the fp8 operands' exact products, within fp8's precision "
@@ -258,6 +262,7 @@ TEST_CASE(
   }
 }
 
+#if !defined(ACC_SEPARATE_COMPILATION)  // detail::cast, as above
 TEST_CASE("CUDA: delayed scaling casts with the scale of earlier amaxes and keeps their history" *
           doctest::skip(!fp8_gpu())) {
   const auto cuda = at::TensorOptions(at::kCUDA);
@@ -286,6 +291,7 @@ TEST_CASE("CUDA: delayed scaling casts with the scale of earlier amaxes and keep
     CHECK(state.amax_now.item<float>() == 0.f);
   }
 }
+#endif
 
 namespace {
 
