@@ -501,6 +501,8 @@ TEST_SUITE("tp" * doctest::skip()) {
             "DDP cannot prepare a model split by acc::tp::parallelize (its layer 'tok' is split): it would give every "
             "rank rank 0's shards and average gradients across the tensor-parallel group; average them over the "
             "mesh's dp group with acc::tp::DataParallel instead (docs/tensor_parallelism.md)");
+      // No rank leaves while another still connects its mesh's communicators to it.
+      accelerator.wait_for_everyone();
     });
   }
 
