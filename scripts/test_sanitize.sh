@@ -3,7 +3,7 @@
 # under AddressSanitizer and UndefinedBehaviorSanitizer, built at -O1 into build-sanitize/. Only
 # those targets are built (the multi-process worker would double the build), and with the library
 # compiled once, as build/ does: header-only, every test file compiled all of the library's bodies
-# again under instrumentation, which took about 16 of CI's minutes on 2 cores. Header-only stays
+# again under instrumentation (about 16 minutes on 2 cores; 8 this way). Header-only stays
 # covered where it differs: every public header compiles alone with its bodies (acc_header_check)
 # and tests/package builds and runs a header-only program. Any sanitizer report fails the test that
 # made it. Extra arguments go to ctest, e.g. -R tracking.

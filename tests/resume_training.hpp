@@ -92,7 +92,7 @@ Run train(acc::AcceleratorOptions options, const Recipe& recipe, int first, int 
   if (!to.empty()) accelerator.save_state(to);
   at_end(accelerator);
   if constexpr (acc::shards_model_v<Strategy>)  // FSDP: the parameters in full, gathered from the shards
-    for (const auto& [name, value] : accelerator.strategy().full_state(net)) run.parameters.push_back(value.clone());
+    for (const auto& [name, value] : accelerator.strategy().full_state(*net)) run.parameters.push_back(value.clone());
   else
     for (const auto& p : net->parameters()) run.parameters.push_back(p.detach().clone());
   return run;

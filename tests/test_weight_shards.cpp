@@ -214,7 +214,7 @@ TEST_SUITE("weight_shards") {
     {
       Fsdp accelerator(options);
       auto [model, optimizer] = accelerator.prepare(net, sgd);
-      for (const auto& [name, tensor] : accelerator.strategy().full_state(net)) saved[name] = tensor.clone();
+      for (const auto& [name, tensor] : accelerator.strategy().full_state(*net)) saved[name] = tensor.clone();
       accelerator.save_state(dir.path / "ckpt");
       (void)model;
       (void)optimizer;
@@ -242,9 +242,9 @@ TEST_SUITE("weight_shards") {
     torch::optim::SGD other_sgd(other->parameters(), 0.1);
     Fsdp accelerator(options);
     auto [model, optimizer] = accelerator.prepare(other, other_sgd);
-    CHECK(!at::equal(accelerator.strategy().full_state(other).front().second, saved.at("fc1.weight")));
+    CHECK(!at::equal(accelerator.strategy().full_state(*other).front().second, saved.at("fc1.weight")));
     accelerator.load_state(dir.path / "ckpt");
-    for (const auto& [name, tensor] : accelerator.strategy().full_state(other)) {
+    for (const auto& [name, tensor] : accelerator.strategy().full_state(*other)) {
       CAPTURE(name);
       CHECK(at::equal(tensor, saved.at(name)));
     }

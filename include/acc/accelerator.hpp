@@ -101,12 +101,7 @@ class Accelerator : public detail::AcceleratorBase<Strategy> {
 
   // Backward of the loss (divided by gradient_accumulation_steps), then, on a synchronizing step,
   // gradients averaged across processes.
-  void backward(const at::Tensor& loss) {
-    if (before_backward_) before_backward_(this->communicates());
-    const auto steps = options_.gradient_accumulation_steps();
-    const auto averaged = steps > 1 ? loss / static_cast<double>(steps) : loss;
-    strategy_.backward(scaler_.scale(averaged));
-  }
+  void backward(const at::Tensor& loss) { this->backward_scaled(scaler_.scale(this->loss_for_backward(loss))); }
 
   // Clips the gradients' total norm and returns that norm, after the gradients are synchronized
   // and, with loss scaling, unscaled (once per step, however often this is called).
@@ -202,7 +197,6 @@ class Accelerator : public detail::AcceleratorBase<Strategy> {
   }
 
  private:
-  using Base::before_backward_;
   using Base::checkpoints_;
   using Base::device_;
   using Base::options_;
@@ -223,7 +217,7 @@ class Accelerator : public detail::AcceleratorBase<Strategy> {
         Precision::prepare_module(*module, Base::template options_part<typename Precision::options_type>(options_));
       else
         Precision::prepare_module(*module);
-      this->prepare_model(module);
+      this->prepare_model(module.ptr());
       return PreparedModel<T, Accelerator>(std::move(module), *this);
     } else if constexpr (std::is_base_of_v<torch::optim::Optimizer, T>) {
       static_assert(is_lvalue, "pass the optimizer to prepare() as an lvalue: the prepared optimizer refers to it");

@@ -20,8 +20,11 @@
 #include <acc/tracking/value.hpp>
 
 #include <ATen/Context.h>
+#include <ATen/TensorOperators.h>
 #include <ATen/ops/full.h>
 #include <c10/core/ScalarType.h>
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -310,12 +313,11 @@ class AcceleratorBase {
   template <class Model>
   void save_model(const Model& model, const std::filesystem::path& dir,
                   const ShardSize& max_shard_size = weights::kDefaultMaxShardSize) {
-    checkpoints_.save_model(holder_of(model), dir, max_shard_size);
+    checkpoints_.save_model(*holder_of(model), dir, max_shard_size);
   }
   template <class Model>
   void load_model(Model& model, const std::filesystem::path& path) {
-    auto holder = holder_of(model);
-    checkpoints_.load_model(holder, path);
+    checkpoints_.load_model(*holder_of(model), path);
   }
 
   // Python's free_memory: forgets every prepared model, optimizer, scheduler and data loader
@@ -375,25 +377,13 @@ class AcceleratorBase {
       return model;
   }
 
-  // prepare()'s parts that depend on the strategy alone (compiled once per strategy, whatever
-  // the precision and sampler): a model placed (bucketed or sharded) and tracked for checkpoints,
-  // after the precision prepared it; an optimizer tracked (its registration, for the prepared
-  // optimizer to hold); a scheduler wrapped; a loader sharded and placed with the sampler's order.
-  template <class Holder>
-  void prepare_model(Holder& module) {
-    strategy_.prepare_model(module, device_);
-    if (options_.activation_checkpointing() && checkpoint_units(module) == 0)
-      throw Error(
-          "activation checkpointing is on (AcceleratorOptions::activation_checkpointing, or the config's "
-          "fsdp_activation_checkpointing) but the model prepared has no units to checkpoint: hold its blocks "
-          "through acc::Unit<...> (include/acc/fsdp/unit.hpp) or make it a torch::nn::Sequential");
-    checkpoints_.track_model(module);
-  }
-  template <class Optimizer>
-  std::shared_ptr<const void> prepare_optimizer(Optimizer& optimizer) {
-    if constexpr (shards_model_v<Strategy>) strategy_.prepare_optimizer(optimizer);
-    return checkpoints_.track_optimizer(optimizer);
-  }
+  // prepare()'s parts that depend on the strategy alone, compiled once per strategy whatever the
+  // precision, sampler and model (in acc::compiled for the strategies acc/prebuilt.hpp names): a
+  // model placed (bucketed or sharded) and tracked for checkpoints, after the precision prepared
+  // it; an optimizer tracked (its registration, for the prepared optimizer to hold); a scheduler
+  // wrapped; a loader sharded and placed with the sampler's order.
+  void prepare_model(const std::shared_ptr<torch::nn::Module>& module);
+  std::shared_ptr<const void> prepare_optimizer(torch::optim::Optimizer& optimizer);
   template <class Scheduler>
   PreparedScheduler<Scheduler, AcceleratorBase> prepare_scheduler(Scheduler& scheduler) {
     return PreparedScheduler<Scheduler, AcceleratorBase>(scheduler, *this, checkpoints_.track_scheduler(scheduler));
@@ -413,6 +403,12 @@ class AcceleratorBase {
     checkpoints_.track_loader(placed.position(), loader.options().batch_size(), samples, sharding.split_batches);
     return placed;
   }
+
+  // backward's parts that depend on the strategy alone: the loss divided for gradient
+  // accumulation (after telling the before_backward observer), and the strategy's backward of
+  // the loss the precision scaled.
+  at::Tensor loss_for_backward(const at::Tensor& loss);
+  void backward_scaled(const at::Tensor& scaled_loss);
 
   // The tensors whose gradients the optimizer uses: a sharding strategy's shards stand for the
   // model's parameters.
@@ -470,7 +466,7 @@ class AcceleratorBase {
 };
 
 // Out of the class, so that an explicit instantiation declaration (acc/prebuilt.hpp) keeps them
-// out of the translation units that use a prebuilt strategy.
+// out of the translation units that use a prebuilt strategy (it does not keep inline members out).
 template <class Strategy>
 AcceleratorBase<Strategy>::AcceleratorBase(AcceleratorOptions options, std::string_view precision,
                                            std::string_view sampler, std::optional<c10::ScalarType> compute_dtype)
@@ -492,6 +488,35 @@ AcceleratorBase<Strategy>::AcceleratorBase(AcceleratorOptions options, std::stri
 
 template <class Strategy>
 AcceleratorBase<Strategy>::~AcceleratorBase() = default;
+
+template <class Strategy>
+void AcceleratorBase<Strategy>::prepare_model(const std::shared_ptr<torch::nn::Module>& module) {
+  strategy_.prepare_model(module, device_);
+  if (options_.activation_checkpointing() && detail::checkpoint_units(*module, true) == 0)
+    throw Error(
+        "activation checkpointing is on (AcceleratorOptions::activation_checkpointing, or the config's "
+        "fsdp_activation_checkpointing) but the model prepared has no units to checkpoint: hold its blocks "
+        "through acc::Unit<...> (include/acc/fsdp/unit.hpp) or make it a torch::nn::Sequential");
+  checkpoints_.track_model(module);
+}
+
+template <class Strategy>
+at::Tensor AcceleratorBase<Strategy>::loss_for_backward(const at::Tensor& loss) {
+  if (before_backward_) before_backward_(communicates());
+  const auto steps = options_.gradient_accumulation_steps();
+  return steps > 1 ? loss / static_cast<double>(steps) : loss;
+}
+
+template <class Strategy>
+void AcceleratorBase<Strategy>::backward_scaled(const at::Tensor& scaled_loss) {
+  strategy_.backward(scaled_loss);
+}
+
+template <class Strategy>
+std::shared_ptr<const void> AcceleratorBase<Strategy>::prepare_optimizer(torch::optim::Optimizer& optimizer) {
+  if constexpr (shards_model_v<Strategy>) strategy_.prepare_optimizer(optimizer);
+  return checkpoints_.track_optimizer(optimizer);
+}
 
 }  // namespace detail
 }  // namespace acc

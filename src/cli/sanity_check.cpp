@@ -38,7 +38,7 @@ template <class Accelerator, class Model>
 at::Tensor flat_weights(Accelerator& accelerator, const Model& model) {
   std::vector<at::Tensor> pieces;
   if constexpr (acc::shards_model_v<typename Accelerator::strategy_type>) {
-    for (const auto& [name, value] : accelerator.strategy().full_state(model.unwrap()))
+    for (const auto& [name, value] : accelerator.strategy().full_state(*model))
       pieces.push_back(value.detach().reshape({-1}).to(accelerator.device(), at::kFloat));
   } else {
     for (const auto& parameter : model.unwrap()->parameters())

@@ -148,7 +148,7 @@ Trained ddp_reference() {
 template <class Accelerator>
 void matches_ddp(Accelerator& accelerator) {
   auto net = fresh_float64_net();
-  const auto fsdp = train(accelerator, net, [&] { return accelerator.strategy().full_state(net); });
+  const auto fsdp = train(accelerator, net, [&] { return accelerator.strategy().full_state(*net); });
   const auto ddp = ddp_reference();
   // The root unit and one per block.
   CHECK(accelerator.strategy().unit_names() == std::vector<std::string>{"(model)", "block0", "block1", "block2"});
@@ -188,7 +188,7 @@ Trained train_fsdp(const acc::AcceleratorOptions& options, int& calls) {
   with_fsdp<Sharding>(
       [&](auto& accelerator) {
         auto net = fresh_float64_net();
-        trained = train(accelerator, net, [&] { return accelerator.strategy().full_state(net); });
+        trained = train(accelerator, net, [&] { return accelerator.strategy().full_state(*net); });
         calls = net->blocks[0]->calls;
       },
       options);
@@ -245,7 +245,7 @@ Accumulated train_accumulated(Accelerator& accelerator, bool sync_each_batch) {
     optimizer.step();
     optimizer.zero_grad();
   }
-  for (auto& [name, value] : accelerator.strategy().full_state(net)) out.parameters[name] = value.to(at::kCPU).clone();
+  for (auto& [name, value] : accelerator.strategy().full_state(*net)) out.parameters[name] = value.to(at::kCPU).clone();
   return out;
 }
 
@@ -272,7 +272,7 @@ ReducedStep fsdp_step(std::optional<at::ScalarType> reduce_dtype) {
         out.traffic = accelerator.strategy().traffic().shard_group - gathered_bytes;
         for (const auto& layout : accelerator.strategy().sharded_layout())
           out.padded_numel += static_cast<std::size_t>(layout.padded_numel);
-        for (auto& [name, value] : accelerator.strategy().full_state(net))
+        for (auto& [name, value] : accelerator.strategy().full_state(*net))
           out.step[name] = before.at(name) - value.to(at::kCPU);
       },
       acc::AcceleratorOptions().fsdp(acc::FSDPOptions().reduce_dtype(reduce_dtype)));
@@ -287,7 +287,8 @@ void fp16_matches_ddp() {
   acc::Accelerator<acc::FSDP<acc::Nccl, acc::FullShard>, acc::FP16> fsdp_accelerator;
   acc::Accelerator<acc::DDP<acc::Nccl>, acc::FP16> ddp_accelerator;
   auto fsdp_net = fresh_net(), ddp_net = fresh_net();
-  const auto fsdp = train(fsdp_accelerator, fsdp_net, [&] { return fsdp_accelerator.strategy().full_state(fsdp_net); });
+  const auto fsdp =
+      train(fsdp_accelerator, fsdp_net, [&] { return fsdp_accelerator.strategy().full_state(*fsdp_net); });
   const auto ddp = train(ddp_accelerator, ddp_net, [&] { return acc::detail::module_state(*ddp_net); });
   for (const auto& [name, value] : ddp.parameters) {
     CAPTURE(name);
@@ -457,7 +458,7 @@ void state_dicts_round_trip(Accelerator& accelerator) {
     optimizer.step();
   };
   step(0);
-  const auto saved_full = fsdp.full_state(net);
+  const auto saved_full = fsdp.full_state(*net);
   std::map<std::string, at::Tensor> full(saved_full.begin(), saved_full.end());
   for (auto& [name, value] : full) value = value.to(at::kCPU).clone();
   std::map<std::string, at::Tensor> sharded;
@@ -467,7 +468,7 @@ void state_dicts_round_trip(Accelerator& accelerator) {
 
   step(1);  // moves away from the saved state
   CHECK(!at::allclose(model(probe), expected));
-  fsdp.load_full_state(net, full);
+  fsdp.load_full_state(*net, full);
   CHECK(at::allclose(model(probe), expected, 1e-6, 1e-6));
 
   step(2);
@@ -486,7 +487,7 @@ void state_dicts_round_trip(Accelerator& accelerator) {
   // A full state missing a key is refused with the key.
   auto missing = full;
   missing.erase("head.bias");
-  CHECK_THROWS_WITH_AS(fsdp.load_full_state(net, missing), doctest::Contains("missing keys: head.bias"), acc::Error);
+  CHECK_THROWS_WITH_AS(fsdp.load_full_state(*net, missing), doctest::Contains("missing keys: head.bias"), acc::Error);
 }
 }  // namespace
 

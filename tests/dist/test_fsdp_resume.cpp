@@ -258,7 +258,7 @@ Trained train(int count, const fs::path& from = {}, const fs::path& to = {},
     accelerator.save_state(to);
     if (saved_optimizer_state) *saved_optimizer_state = full_optimizer_state(accelerator, adamw);
   }
-  for (const auto& [name, value] : accelerator.strategy().full_state(net)) trained.parameters[name] = value.clone();
+  for (const auto& [name, value] : accelerator.strategy().full_state(*net)) trained.parameters[name] = value.clone();
   return trained;
 }
 

@@ -21,7 +21,7 @@ void overflow_on_one_rank() {
   // The weight in full (FSDP frees the gathered parameters between steps).
   auto weight = [&] {
     if constexpr (acc::shards_model_v<Strategy>) {
-      for (const auto& [name, value] : accelerator.strategy().full_state(net))
+      for (const auto& [name, value] : accelerator.strategy().full_state(*net))
         if (name == "weight") return value.clone();
       return at::Tensor();
     } else {

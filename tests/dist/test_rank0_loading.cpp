@@ -130,7 +130,7 @@ Run fsdp_run(Net net, acc::FSDPOptions fsdp) {
   acc::Accelerator<acc::FSDP<acc::Gloo, Sharding>> accelerator(acc::AcceleratorOptions().cpu(true).fsdp(fsdp));
   auto& strategy = accelerator.strategy();
   return prepare_and_train(
-      accelerator, net, [&] { return strategy.sharded_state(); }, [&] { return strategy.full_state(net); });
+      accelerator, net, [&] { return strategy.sharded_state(); }, [&] { return strategy.full_state(*net); });
 }
 
 // The same shards after prepare, and (the same computation from the same values, collectives in

@@ -101,7 +101,7 @@ TEST_SUITE("sharded_state_dict" * doctest::skip()) {
     };
     step(0);
     step(1);
-    const auto saved = cloned(fsdp.full_state(net));
+    const auto saved = cloned(fsdp.full_state(*net));
     std::map<std::string, at::Tensor> my_shards;
     for (const auto& [key, shard] : fsdp.sharded_state()) my_shards[key] = shard.clone();
     accelerator.save_state(dir / "ckpt");
@@ -157,9 +157,9 @@ TEST_SUITE("sharded_state_dict" * doctest::skip()) {
       at::NoGradGuard no_grad;
       net->shift.fill_(-1);
     }
-    CHECK(!torch::equal(cloned(fsdp.full_state(net)).at("head.weight"), saved.at("head.weight")));
+    CHECK(!torch::equal(cloned(fsdp.full_state(*net)).at("head.weight"), saved.at("head.weight")));
     accelerator.load_state(dir / "ckpt");
-    const auto loaded = cloned(fsdp.full_state(net));
+    const auto loaded = cloned(fsdp.full_state(*net));
     REQUIRE(loaded.size() == saved.size());
     for (const auto& [name, tensor] : saved) {
       CAPTURE(name);

@@ -62,6 +62,7 @@
 #include <ATen/ops/empty.h>
 #include <c10/core/Device.h>
 #include <c10/util/Exception.h>
+#include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 #include <torch/optim/schedulers/lr_scheduler.h>
 #include <torch/serialize/input-archive.h>
@@ -309,25 +310,21 @@ class Checkpointer : public detail::CheckpointerCore {
              optimizer_shards(strategy)}),
         strategy_(strategy) {}
 
-  template <class Holder>
-  void track_model(const Holder& module) {
-    using Module = typename Holder::ContainedType;
+  void track_model(const std::shared_ptr<torch::nn::Module>& module) {
     forget_gone();
-    const std::weak_ptr<Module> weak = module.ptr();
-    const auto held = [weak] { return Holder(weak.lock()); };  // alive: forget_gone() runs first
-    TrackedModel tracked{weak,
-                         [this, held] { return strategy_.full_state(held()); },
-                         [this, held](const std::map<std::string, at::Tensor>& state) {
-                           auto module = held();
-                           strategy_.load_full_state(module, state);
-                         },
-                         [held] {
-                           std::vector<std::pair<std::string, at::Tensor>> parameters;
-                           for (const auto& p : held()->named_parameters()) parameters.emplace_back(p.key(), p.value());
-                           return parameters;
-                         },
-                         {},
-                         {}};
+    const std::weak_ptr<torch::nn::Module> weak = module;
+    const auto held = [weak] { return weak.lock(); };  // alive: forget_gone() runs first
+    TrackedModel tracked{
+        weak,
+        [this, held] { return strategy_.full_state(*held()); },
+        [this, held](const std::map<std::string, at::Tensor>& state) { strategy_.load_full_state(*held(), state); },
+        [held] {
+          std::vector<std::pair<std::string, at::Tensor>> parameters;
+          for (const auto& p : held()->named_parameters()) parameters.emplace_back(p.key(), p.value());
+          return parameters;
+        },
+        {},
+        {}};
     if constexpr (detail::has_sharded_checkpoints<Strategy>::value) {
       tracked.sharded_state = [this, held] { return sharded_state_of(*held()); };
       tracked.load_sharded_state = [this, held](const std::map<std::string, at::Tensor>& state) {
@@ -335,7 +332,7 @@ class Checkpointer : public detail::CheckpointerCore {
       };
     }
     for (auto& model : models_)
-      if (model.module.lock() == module.ptr()) {
+      if (model.module.lock() == module) {
         model = std::move(tracked);
         return;
       }
@@ -346,8 +343,7 @@ class Checkpointer : public detail::CheckpointerCore {
   // save_model writes them: dir/model.safetensors, or, when the state is larger than
   // max_shard_size, model-00001-of-0000N.safetensors ... and model.safetensors.index.json (see
   // checkpoint/weight_shards.hpp). Files of an earlier save there with another layout are removed.
-  template <class Holder>
-  void save_model(const Holder& module, const std::filesystem::path& dir, const ShardSize& max_shard_size) {
+  void save_model(const torch::nn::Module& module, const std::filesystem::path& dir, const ShardSize& max_shard_size) {
     auto state = strategy_.full_state(module);
     const auto directory = directory_path(dir);
     together("save_model('" + directory.string() + "') failed", [&] {
@@ -358,8 +354,7 @@ class Checkpointer : public detail::CheckpointerCore {
 
   // `path` is a safetensors file, or a directory holding model.safetensors or
   // model.safetensors.index.json (read one shard file at a time where the strategy allows it).
-  template <class Holder>
-  void load_model(Holder& module, const std::filesystem::path& path) {
+  void load_model(torch::nn::Module& module, const std::filesystem::path& path) {
     std::vector<std::filesystem::path> files;
     together("load_model('" + path.string() + "') failed", [&] {
       files = weights::model_files(path);
@@ -376,7 +371,7 @@ class Checkpointer : public detail::CheckpointerCore {
     } else {
       // Every entry is checked against the files' headers first; then the files are copied in one
       // at a time, so that the host holds one file's tensors.
-      auto own = detail::module_state(*module);
+      auto own = detail::module_state(module);
       together("load_model('" + path.string() + "') failed", [&] {
         std::map<std::string, at::Tensor> shapes;
         for (const auto& file : files) {

@@ -44,6 +44,10 @@ namespace detail {
 
 template <class Holder>
 inline constexpr bool is_sequential_v = std::is_base_of_v<torch::nn::SequentialImpl, typename Holder::ContainedType>;
+// The same for a module whose holder's type is gone (the strategies' model-independent code).
+inline bool is_sequential(const torch::nn::Module& module) {
+  return dynamic_cast<const torch::nn::SequentialImpl*>(&module) != nullptr;
+}
 
 template <class Output>
 void after_unit_forward(UnitHooks& hooks, const Output& output) {
@@ -199,6 +203,21 @@ class Unit : public Holder {
   }
 };
 
+namespace detail {
+// checkpoint_units below, for a module whose holder's type is gone.
+inline std::size_t checkpoint_units(const torch::nn::Module& model, bool enabled) {
+  auto& registry = UnitRegistry::instance();
+  std::size_t units = 0;
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
+    const bool child_of_sequential = is_sequential(model) && item.key().find('.') == std::string::npos;
+    if (!child_of_sequential && !registry.is_declared(*item.value())) continue;
+    registry.recompute(item.value(), enabled);
+    ++units;
+  }
+  return units;
+}
+}  // namespace detail
+
 // Activation checkpointing for a model's units: every module in it declared with acc::Unit and,
 // when the model is a torch::nn::Sequential, its children keep no activations in forward and
 // recompute them in backward (acc::checkpoint). enabled == false turns it off. Returns how many
@@ -206,15 +225,7 @@ class Unit : public Holder {
 // activation_checkpointing (the config's fsdp_activation_checkpointing) is set.
 template <class Holder>
 std::size_t checkpoint_units(const Holder& model, bool enabled = true) {
-  auto& registry = detail::UnitRegistry::instance();
-  std::size_t units = 0;
-  for (const auto& item : model->named_modules("", /*include_self=*/false)) {
-    const bool child_of_sequential = detail::is_sequential_v<Holder> && item.key().find('.') == std::string::npos;
-    if (!child_of_sequential && !registry.is_declared(*item.value())) continue;
-    registry.recompute(item.value(), enabled);
-    ++units;
-  }
-  return units;
+  return detail::checkpoint_units(*model, enabled);
 }
 
 }  // namespace acc

@@ -63,8 +63,7 @@ class DDP : public ReplicatedModel {
   // Places the model on the device, makes every rank start from rank 0's weights, and puts its
   // gradients into buckets: new ones for a model prepared again (two sets would race), and the
   // buckets of models that are gone are dropped.
-  template <class Holder>
-  void prepare_model(Holder& module, c10::Device device) {
+  void prepare_model(const std::shared_ptr<torch::nn::Module>& module, c10::Device device) {
     // Every rank holds the whole model and takes rank 0's state here, so a model built empty
     // (acc::init_empty_weights()) on the other ranks only needs storage first.
     detail::refuse_tensor_parallel_model(*module, "DDP");
@@ -74,7 +73,7 @@ class DDP : public ReplicatedModel {
     buckets_.erase(std::remove_if(buckets_.begin(), buckets_.end(),
                                   [&](const ModelBuckets& b) {
                                     const auto model = b.model.lock();
-                                    return !model || model == module.ptr();
+                                    return !model || model == module;
                                   }),
                    buckets_.end());
     std::vector<std::pair<std::string, at::Tensor>> trained;
@@ -82,8 +81,8 @@ class DDP : public ReplicatedModel {
       if (p.value().requires_grad()) trained.emplace_back(p.key(), p.value());
     if (trained.empty()) return;
     // Bucket indices are never reused, so that a hook's state for a bucket stays that bucket's.
-    buckets_.push_back({module.ptr(), std::make_unique<detail::GradientBuckets<Comm, Hook>>(
-                                          comm(), hook_, trained, options_, &next_bucket_index_)});
+    buckets_.push_back({module, std::make_unique<detail::GradientBuckets<Comm, Hook>>(comm(), hook_, trained, options_,
+                                                                                      &next_bucket_index_)});
   }
   // Accelerator::free_memory: every model's buckets go, and the hook's state with them.
   void release() {

@@ -112,8 +112,7 @@ class FSDP {
   // Mixed precision: the dtype units are gathered in (their shards stay in the parameters' dtype).
   void compute_dtype(std::optional<at::ScalarType> dtype) { compute_dtype_ = dtype; }
 
-  template <class Holder>
-  void prepare_model(Holder& module, c10::Device device) {
+  void prepare_model(const std::shared_ptr<torch::nn::Module>& module, c10::Device device) {
     if (!units_.empty())
       throw Error(
           "FSDP prepares one model per Accelerator; prepare() was given a second one (call "
@@ -136,7 +135,7 @@ class FSDP {
       if (options_.sync_module_states()) detail::broadcast_module_state(comm(), *module);
     }
     // Units: the chosen modules by qualified name; each trained parameter goes to the innermost.
-    const auto chosen = choose_units(*module, detail::is_sequential_v<Holder>);
+    const auto chosen = choose_units(*module, detail::is_sequential(*module));
     std::vector<std::vector<std::pair<std::string, at::Tensor>>> members(chosen.size() + 1);
     for (const auto& p : module->named_parameters()) {
       if (!p.value().requires_grad()) continue;  // frozen: stays replicated, as it is
@@ -292,27 +291,25 @@ class FSDP {
 
   // Checkpoints. full_state gathers every unit into host memory, one after the other (a
   // collective: all ranks call it); load_full_state takes each rank's slices of a full state.
-  template <class Holder>
-  std::vector<std::pair<std::string, at::Tensor>> full_state(const Holder& module) {
+  std::vector<std::pair<std::string, at::Tensor>> full_state(const torch::nn::Module& module) {
     std::map<std::string, at::Tensor> gathered;
     for (auto& unit : units_)
       for (auto& [param_name, value] : unit.flat->full_parameters()) gathered[param_name] = value;
-    auto state = detail::module_state(*module);  // frozen parameters and buffers as they are
+    auto state = detail::module_state(module);  // frozen parameters and buffers as they are
     for (auto& [entry_name, value] : state) {
       const auto found = gathered.find(entry_name);
       if (found != gathered.end()) value = found->second;
     }
     return state;
   }
-  template <class Holder>
-  void load_full_state(Holder& module, const std::map<std::string, at::Tensor>& state) {
+  void load_full_state(torch::nn::Module& module, const std::map<std::string, at::Tensor>& state) {
     auto own = full_state(module);
     detail::check_state_fits(own, state);
     at::NoGradGuard no_grad;
     for (auto& unit : units_) unit.flat->load_full_parameters(state);
-    for (const auto& p : module->named_parameters())
+    for (const auto& p : module.named_parameters())
       if (!unit_of(p.value())) p.value().copy_(state.at(p.key()));
-    for (const auto& b : module->named_buffers()) b.value().copy_(state.at(b.key()));
+    for (const auto& b : module.named_buffers()) b.value().copy_(state.at(b.key()));
   }
 
   // This rank's shards, one entry per unit ("<unit>.flat_shard"), as a SHARDED_STATE_DICT

@@ -7,6 +7,7 @@
 #include <acc/fsdp/unit.hpp>
 
 #include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
 
 #include <map>
 #include <string>
@@ -27,13 +28,11 @@ struct ReplicatedModel {
     else
       return module->forward(std::forward<Args>(args)...);
   }
-  template <class Holder>
-  static std::vector<std::pair<std::string, at::Tensor>> full_state(const Holder& module) {
-    return detail::module_state(*module);
+  static std::vector<std::pair<std::string, at::Tensor>> full_state(const torch::nn::Module& module) {
+    return detail::module_state(module);
   }
-  template <class Holder>
-  static void load_full_state(Holder& module, const std::map<std::string, at::Tensor>& state) {
-    detail::load_module_state(*module, state);
+  static void load_full_state(torch::nn::Module& module, const std::map<std::string, at::Tensor>& state) {
+    detail::load_module_state(module, state);
   }
 };
 

@@ -10,7 +10,9 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
+#include <torch/nn/module.h>
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -38,8 +40,7 @@ class Single : public ReplicatedModel {
     return comm_.device();
   }
 
-  template <class Holder>
-  void prepare_model(Holder& module, c10::Device device) {
+  void prepare_model(const std::shared_ptr<torch::nn::Module>& module, c10::Device device) {
     if (const auto empty = meta_tensor_names(*module); !empty.empty())
       throw Error("the model given to prepare() has tensors on the meta device ('" + empty.front() +
                   "' among them), built inside acc::init_empty_weights(): one process has no other rank to take "

@@ -14,7 +14,8 @@
 //   explicit S(const Parts&...);                        // of its constructor (none, DDPOptions,
 //                                                       // FSDPOptions, ProcessGroupOptions)
 //   c10::Device device(const ProcessEnvironment&, bool force_cpu);  // called once, after construction
-//   template <class Holder> void prepare_model(Holder&, c10::Device);  // again: replaces its state
+//   void prepare_model(const std::shared_ptr<torch::nn::Module>&,  // again: replaces its state
+//                      c10::Device);
 //   void release();                                     // Accelerator::free_memory: forgets every model
 //   template <class Holder, class... Args> auto forward(Holder&, Args&&...);  // the model's call
 //   void backward(const at::Tensor& loss);
@@ -23,14 +24,16 @@
 //   template <class Opt> void zero_grad(Opt&);
 //   Comm& comm();                                       // the collectives (see comm/comm.hpp)
 // and, for checkpoints (Accelerator::save_state/load_state/save_model/load_model), on every rank:
-//   template <class Holder>                             // the model's parameters and buffers by
-//   std::vector<std::pair<std::string, at::Tensor>>     // qualified name, complete on the main
-//   full_state(const Holder&);                          // process, which writes them (a sharding
+//   std::vector<std::pair<std::string, at::Tensor>>     // the model's parameters and buffers by
+//   full_state(const torch::nn::Module&);               // qualified name, complete on the main
+//                                                       // process, which writes them (a sharding
 //                                                       // strategy gathers them there)
-//   template <class Holder>                             // copies a full state (every rank reads the
-//   void load_full_state(Holder&,                       // file) into the model, each rank taking
-//       const std::map<std::string, at::Tensor>&);      // its share; an acc::Error names missing,
+//   void load_full_state(torch::nn::Module&,            // copies a full state (every rank reads the
+//       const std::map<std::string, at::Tensor>&);      // file) into the model, each rank taking
+//                                                       // its share; an acc::Error names missing,
 //                                                       // unexpected and misshapen keys
+// Only forward knows the model's type: what a strategy does to a model otherwise is compiled once
+// for every model (and, for the strategies acc/prebuilt.hpp names, once in acc::compiled).
 // A sharding strategy (FSDP) also provides, and the Accelerator then calls:
 //   void compute_dtype(std::optional<at::ScalarType>);  // mixed precision's dtype, at construction
 //   void prepare_optimizer(torch::optim::Optimizer&);   // swaps the parameters for its shards
