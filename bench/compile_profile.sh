@@ -10,8 +10,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 compile_command() {  # the compile command of TARGET's one source, writing $work/TARGET.o
-  ninja -C "$build" -t commands "$1" | grep -m1 -- "-c .*$2" |
-    sed -E "s#^(ccache )?##; s# -o [^ ]+\\.o # -o $work/$1.o #"
+  local commands
+  commands=$(ninja -C "$build" -t commands "$1")  # whole: a pipe that grep leaves early fails
+  grep -m1 -- "-c .*$2" <<<"$commands" | sed -E "s#^(ccache )?##; s# -o [^ ]+\\.o # -o $work/$1.o #"
 }
 
 for target in compile_cost_torch_only:torch_only.cpp compile_cost_with_run:with_run.cpp; do
@@ -29,9 +30,10 @@ for line in sys.stdin:
     fields = line.rstrip("\n").split(" ", 3)
     if len(fields) < 4:
         continue
-    name = re.sub(r"\(.*", "", fields[3])
+    name = fields[3]
     while re.search(r"<[^<>]*>", name):  # drop template arguments, innermost first
         name = re.sub(r"<[^<>]*>", "", name)
+    name = re.sub(r"\(.*", "", name)  # and the parameters
     families[name] += int(fields[1], 16)
 print("total", sum(families.values()))
 for name, size in families.most_common(30):

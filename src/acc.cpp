@@ -41,6 +41,7 @@
 #include <acc/dispatch/impl/placement.ipp>
 #include <acc/fp8/impl/convert.ipp>
 #include <acc/fp8/impl/scaled_linear.ipp>
+#include <acc/impl/accelerator_options.ipp>
 #include <acc/memory/impl/free_memory.ipp>
 #include <acc/mesh/impl/device_mesh.ipp>
 #include <acc/nn/impl/embedding.ipp>
@@ -49,6 +50,7 @@
 #include <acc/optim/impl/adamw.ipp>
 #include <acc/optim/impl/schedules.ipp>
 #include <acc/precision/impl/grad_scaler.ipp>
+#include <acc/precision/impl/mixed.ipp>
 #include <acc/profiling/impl/key_averages.ipp>
 #include <acc/profiling/impl/profile_options.ipp>
 #include <acc/profiling/impl/profiler.ipp>

@@ -120,7 +120,7 @@ class Accelerator : public detail::AcceleratorBase<Strategy> {
 
   // Synchronizes the gradients and, with loss scaling, divides them by the scale; once per step.
   void unscale_gradients(const std::vector<at::Tensor>& parameters) {
-    strategy_.synchronize_gradients();
+    this->synchronize_gradients();
     unscale_once([&] { return parameters; });
   }
 
@@ -162,7 +162,7 @@ class Accelerator : public detail::AcceleratorBase<Strategy> {
   template <class Optimizer>
   void optimizer_step(detail::StepKey, Optimizer& optimizer) {
     if (!sync_gradients_) return;
-    strategy_.synchronize_gradients();
+    this->synchronize_gradients();
     unscale_once([&] {
       std::vector<at::Tensor> parameters;
       for (const auto& group : optimizer.param_groups())

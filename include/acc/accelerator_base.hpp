@@ -409,6 +409,8 @@ class AcceleratorBase {
   // the loss the precision scaled.
   at::Tensor loss_for_backward(const at::Tensor& loss);
   void backward_scaled(const at::Tensor& scaled_loss);
+  // Waits for the strategy's gradient collectives (idempotent), before unscaling and stepping.
+  void synchronize_gradients();
 
   // The tensors whose gradients the optimizer uses: a sharding strategy's shards stand for the
   // model's parameters.
@@ -510,6 +512,11 @@ at::Tensor AcceleratorBase<Strategy>::loss_for_backward(const at::Tensor& loss) 
 template <class Strategy>
 void AcceleratorBase<Strategy>::backward_scaled(const at::Tensor& scaled_loss) {
   strategy_.backward(scaled_loss);
+}
+
+template <class Strategy>
+void AcceleratorBase<Strategy>::synchronize_gradients() {
+  strategy_.synchronize_gradients();
 }
 
 template <class Strategy>

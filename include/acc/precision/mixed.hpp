@@ -4,6 +4,7 @@
 // itself, for its name in messages.
 #pragma once
 
+#include <acc/detail/linkage.hpp>
 #include <acc/detail/torch_compat.hpp>
 #include <acc/error.hpp>
 #include <acc/precision/autocast.hpp>
@@ -16,9 +17,16 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 
 namespace acc {
+namespace detail {
+// MixedPrecision's checks, compiled once for every policy: an acc::Error, naming the precision
+// `name`, if `device` has no autocast to `dtype` in this libtorch, or if `module` has half parameters.
+ACC_DECL void check_autocast_device(std::string_view name, c10::ScalarType dtype, c10::Device device);
+ACC_DECL void refuse_half_parameters(std::string_view name, const torch::nn::Module& module);
+}  // namespace detail
 
 template <class Policy, c10::ScalarType Dtype>
 struct MixedPrecision {
@@ -26,27 +34,11 @@ struct MixedPrecision {
   using forward_scope = AutocastTo<Dtype>;
   static constexpr std::optional<c10::ScalarType> compute_dtype = Dtype;
 
-  static void check_device(c10::Device device) {
-    if (compat::autocast_supported(device.type(), Dtype)) return;
-    // Named as the flag and the config spell it: most users chose it there, not as a C++ type.
-    std::string supported = "no";
-    if (compat::autocast_supported(device.type(), at::kHalf)) supported += ", fp16";
-    supported += compat::autocast_supported(device.type(), at::kBFloat16) ? " or bf16" : "";
-    throw Error("--mixed_precision " + std::string(Policy::name) + " (mixed_precision: " + std::string(Policy::name) +
-                ") has no autocast on " + device.str() + " in this libtorch; on " + device.str() +
-                " use --mixed_precision " + supported + " (a program that names its policies: acc::FP32 or acc::BF16)");
-  }
+  static void check_device(c10::Device device) { detail::check_autocast_device(Policy::name, Dtype, device); }
 
   // Mixed precision keeps fp32 master weights: half parameters would have half gradients, which
   // autocast does not expect and which loss scaling would overflow.
-  static void prepare_module(torch::nn::Module& module) {
-    for (const auto& p : module.named_parameters())
-      if (p.value().scalar_type() == at::kHalf || p.value().scalar_type() == at::kBFloat16)
-        throw Error("parameter '" + p.key() + "' is " + c10::toString(p.value().scalar_type()) +
-                    " but mixed precision '" + std::string(Policy::name) +
-                    "' expects fp32 parameters (it keeps fp32 master weights and computes in half under "
-                    "autocast); keep the model in fp32, or use acc::FP16True / acc::BF16True for half parameters");
-  }
+  static void prepare_module(torch::nn::Module& module) { detail::refuse_half_parameters(Policy::name, module); }
 
   template <class Arg>
   static Arg&& input(Arg&& arg) {
@@ -59,3 +51,7 @@ struct MixedPrecision {
 };
 
 }  // namespace acc
+
+#if !defined(ACC_SEPARATE_COMPILATION)
+#include <acc/precision/impl/mixed.ipp>
+#endif
