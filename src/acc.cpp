@@ -41,7 +41,6 @@
 #include <acc/dispatch/impl/placement.ipp>
 #include <acc/fp8/impl/convert.ipp>
 #include <acc/fp8/impl/scaled_linear.ipp>
-#include <acc/impl/accelerator_options.ipp>
 #include <acc/memory/impl/free_memory.ipp>
 #include <acc/mesh/impl/device_mesh.ipp>
 #include <acc/nn/impl/embedding.ipp>

@@ -1,9 +1,8 @@
 // Everything a training program needs from accelerate-cpp.
 //
-// The layers of include/acc, bottom up. A folder (with its impl/) or a top-level header (with its
-// body in the top-level impl/) includes only what is in its own layer or below, and no two folders
-// include each other; files of one folder may include each other. tests/cmake/layering.cmake
-// reads this list and checks the includes.
+// The layers of include/acc, bottom up. A folder (with its impl/) or a top-level header includes
+// only what is in its own layer or below, and no two folders include each other; files of one
+// folder may include each other. tests/cmake/layering.cmake reads this list and checks the includes.
 //   1 error.hpp version.hpp
 //   2 detail/
 //   3 config/

@@ -1,6 +1,6 @@
 # Checks the include graph of ROOT/acc between folders: no folder-level cycle, and each folder or
 # top-level header includes only those of its own layer or below. A folder's impl/ belongs to the
-# folder; a top-level header (with its body in the top-level impl/) is a node of its own. The layers are read from the comment at the top
+# folder; a top-level header is a node of its own. The layers are read from the comment at the top
 # of ROOT/acc/acc.hpp (lines "//   <number> <node> <node>...", bottom up), the one place they are kept.
 #   cmake -DROOT=include -P layering.cmake
 # Every violation is printed with the includes that make it; the script fails if there is any.
@@ -27,12 +27,9 @@ foreach(line IN LISTS layer_lines)
   endforeach()
 endforeach()
 
-# The node a path under ROOT/acc belongs to: its first folder, or the top-level file itself (the
-# body impl/<name>.ipp of a top-level header belongs to <name>.hpp).
+# The node a path under ROOT/acc belongs to: its first folder, or the top-level file itself.
 function(node_of path out)
-  if(path MATCHES "^impl/([^/]+)\\.ipp$")
-    set(${out} "${CMAKE_MATCH_1}.hpp" PARENT_SCOPE)
-  elseif(path MATCHES "^([^/]+)/")
+  if(path MATCHES "^([^/]+)/")
     set(${out} "${CMAKE_MATCH_1}/" PARENT_SCOPE)
   else()
     set(${out} "${path}" PARENT_SCOPE)
