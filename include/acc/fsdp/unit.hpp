@@ -207,9 +207,10 @@ namespace detail {
 // checkpoint_units below, for a module whose holder's type is gone.
 inline std::size_t checkpoint_units(const torch::nn::Module& model, bool enabled) {
   auto& registry = UnitRegistry::instance();
+  const bool sequential = is_sequential(model);
   std::size_t units = 0;
   for (const auto& item : model.named_modules("", /*include_self=*/false)) {
-    const bool child_of_sequential = is_sequential(model) && item.key().find('.') == std::string::npos;
+    const bool child_of_sequential = sequential && item.key().find('.') == std::string::npos;
     if (!child_of_sequential && !registry.is_declared(*item.value())) continue;
     registry.recompute(item.value(), enabled);
     ++units;

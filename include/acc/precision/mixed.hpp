@@ -5,8 +5,6 @@
 #pragma once
 
 #include <acc/detail/linkage.hpp>
-#include <acc/detail/torch_compat.hpp>
-#include <acc/error.hpp>
 #include <acc/precision/autocast.hpp>
 #include <acc/precision/float_outputs.hpp>
 #include <acc/precision/no_loss_scaling.hpp>
@@ -16,7 +14,6 @@
 #include <torch/nn/module.h>
 
 #include <optional>
-#include <string>
 #include <string_view>
 #include <utility>
 

@@ -1,7 +1,11 @@
 // The bodies of precision/mixed.hpp's non-template functions.
 #pragma once
 
+#include <acc/detail/torch_compat.hpp>
+#include <acc/error.hpp>
 #include <acc/precision/mixed.hpp>
+
+#include <string>
 
 namespace acc::detail {
 
