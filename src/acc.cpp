@@ -17,6 +17,7 @@
 #include <acc/checkpoint/impl/model_files.ipp>
 #include <acc/checkpoint/impl/optimizer_shards.ipp>
 #include <acc/checkpoint/impl/safetensors.ipp>
+#include <acc/checkpoint/impl/tp_sharded_state.ipp>
 #include <acc/checkpoint/impl/weight_shards.ipp>
 #include <acc/comm/impl/collective_ledger.ipp>
 #include <acc/comm/impl/gloo.ipp>

@@ -21,6 +21,7 @@
 #include <acc/big_modeling/materialize.hpp>
 #include <acc/checkpoint/load_checkpoint_in_model.hpp>
 #include <acc/checkpoint/model_files.hpp>
+#include <acc/checkpoint/tp_sharded_state.hpp>
 #include <acc/comm/gloo.hpp>
 #include <acc/comm/local.hpp>
 #include <acc/comm/nccl.hpp>

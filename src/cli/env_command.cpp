@@ -1,5 +1,6 @@
 #include "env_command.hpp"
 
+#include "companion_program.hpp"
 #include "config_command.hpp"
 #include "launch.hpp"
 
@@ -30,9 +31,10 @@ constexpr const char* kEnvUsage = R"(usage: acc env [--config_file PATH]
 
 Prints what a bug report needs: the versions of accelerate-cpp, the compiler and the libtorch it was
 built against, the platform, the NVIDIA driver and GPUs, the communication backends of this build,
-the variables that override the config, and the config a launched program would read: PATH, else
-the file ACC_CONFIG_FILE names, else the one acc config wrote. A config or variable that cannot be
-used is reported with the loader's error, and the exit code is then 1.
+what each device has free (the budgets of device_map="auto", as acc estimate-memory --device_map
+shows a model's map), the variables that override the config, and the config a launched program
+would read: PATH, else the file ACC_CONFIG_FILE names, else the one acc config wrote. A config or
+variable that cannot be used is reported with the loader's error, and the exit code is then 1.
 )";
 
 constexpr int kExitBadConfig = 1;
@@ -86,6 +88,18 @@ std::string gpus() {
   std::string names;
   for (const std::string& model : models) names += (names.empty() ? "" : ", ") + model;
   return std::to_string(models.size()) + " (" + names + ")";
+}
+
+// What the devices have free, as acc_device_map reads it (libtorch's view, which acc lacks): the
+// budgets a device map plans within when none are given.
+std::string free_memory() {
+  const auto program = find_companion_program(kDeviceMapProgram, "device map program");
+  if (!program.error.empty()) return "unknown (" + program.error + ")";
+  std::string error, output;
+  const int exit_code = run_program({program.path, "--free_memory"}, error, &output);
+  if (exit_code != 0 || output.empty())
+    return "unknown (" + (exit_code < 0 ? error : program.path + " exited with " + std::to_string(exit_code)) + ")";
+  return output.substr(0, output.size() - 1);
 }
 
 const char* built_in(bool has_backend) { return has_backend ? "built in" : "not in this build"; }
@@ -159,6 +173,7 @@ int env_command(const std::vector<std::string>& arguments) {
             << "- NCCL: " << built_in(ACC_HAS_NCCL) << "\n"
             << "- Gloo: " << built_in(ACC_HAS_GLOO) << "\n"
             << "- CPU cores: " << std::thread::hardware_concurrency() << "\n"
+            << "- Free memory for device maps: " << free_memory() << "\n"
             << "- Config file: " << acc::detail::printable(config_path.string())
             << (fs::exists(config_path) ? " (exists)" : " (not found)") << "\n"
             << "- Environment overrides:" << overrides_text << "- Active config:" << config_text << std::flush;

@@ -1,5 +1,6 @@
 #include "estimate_memory_command.hpp"
 
+#include "companion_program.hpp"
 #include "config_command.hpp"
 #include "launch.hpp"
 #include "safetensors_parameters.hpp"
@@ -22,6 +23,7 @@ namespace {
 constexpr const char* kEstimateUsage =
     R"(usage: acc estimate-memory (MODEL | --num_parameters N) [--dtype float32|bfloat16|float16]
                            [--num_processes 1,2,4,8]
+                           [--device_map NAME] [--max_memory LIST] [--no_split LIST]
 
 Estimates the memory each process needs to train a model of N parameters with Adam (or AdamW),
 for every strategy and number of processes: the weights, their gradients and Adam's state.
@@ -35,6 +37,15 @@ Activations, the batch and temporary buffers come on top of it.
   --dtype D            float32 (default), or bfloat16 / float16 for mixed precision (acc::BF16,
                        acc::FP16: fp32 weights and gradients, half-precision compute)
   --num_processes LIST the numbers of processes to show, separated by commas (default 1,2,4,8)
+  --device_map NAME    also show where big-model inference puts MODEL's weights: auto or
+                       balanced (spread evenly over the GPUs), balanced_low_0 (GPU 0 as empty as it
+                       can be), sequential (the GPUs filled in order), as load_checkpoint_and_dispatch
+                       plans them (default auto when --max_memory or --no_split is given)
+  --max_memory LIST    the budgets of the map, DEVICE=SIZE separated by commas: 0=20GiB,1=20GiB,
+                       cpu=64GiB,disk=1TB (default: what the devices have free, of a single GPU 90%)
+  --no_split LIST      modules never split across devices, separated by commas. Without the model's
+                       class, every module the tensor names imply is a unit, named by its path with
+                       numbers as *: layers.* keeps each of layers.0, layers.1, ... whole
 
 Bytes per process, with W processes and S = ceil(N / W) parameters in each process's shard:
 
@@ -50,6 +61,9 @@ estimator counts it; SHARD_GRAD_OP keeps the whole model gathered, in the comput
 unit's forward until its backward; FULL_SHARD gathers one or two units at a time, whose size
 comes on top. Accelerate's table shows the largest of these terms; here they are added up, as
 they are all held during the optimizer step.
+
+The device map is computed by acc_device_map, built and installed next to acc: the weights in
+MODEL's dtypes, or in --dtype when it is given; per device, the bytes placed there.
 )";
 
 constexpr std::uint64_t kMaxParameters = 1'000'000'000'000'000;  // 10^15: bytes stay far from overflow
@@ -144,7 +158,8 @@ std::string padded(const std::string& text, std::size_t width, bool left_aligned
 }  // namespace
 
 int estimate_memory_command(const std::vector<std::string>& arguments) {
-  const auto parsed = parse_command_line(arguments, {"--num_parameters", "--dtype", "--num_processes"});
+  const auto parsed = parse_command_line(
+      arguments, {"--num_parameters", "--dtype", "--num_processes", "--device_map", "--max_memory", "--no_split"});
   if (const auto* error = std::get_if<UsageError>(&parsed)) return usage_error(error->message);
   const CommandLine& command_line = std::get<CommandLine>(parsed);
   if (command_line.help) {
@@ -157,10 +172,17 @@ int estimate_memory_command(const std::vector<std::string>& arguments) {
   };
   constexpr const char* kShortUsage =
       "usage: acc estimate-memory (MODEL | --num_parameters N) [--dtype D] "
-      "[--num_processes LIST]";
+      "[--num_processes LIST] [--device_map NAME] [--max_memory LIST] [--no_split LIST]";
   if (command_line.words.size() > 1)
     return usage_error("unexpected argument '" + command_line.words[1] + "': give one model; " + kShortUsage);
 
+  const auto max_memory = flag("--max_memory", ""), no_split = flag("--no_split", "");
+  const auto device_map = flag("--device_map", max_memory.empty() && no_split.empty() ? "" : "auto");
+  if (!device_map.empty() && command_line.words.empty())
+    return usage_error(
+        "--device_map, --max_memory and --no_split place a model's weights: give the model (a "
+        "safetensors file, index or folder) instead of --num_parameters; " +
+        std::string(kShortUsage));
   const auto num_parameters_text = flag("--num_parameters", "");
   std::optional<std::uint64_t> num_parameters;
   std::string source;  // where the count comes from, when it was read from files
@@ -227,7 +249,22 @@ int estimate_memory_command(const std::vector<std::string>& arguments) {
            human_bytes(bytes.weights), human_bytes(bytes.gradients), human_bytes(bytes.adam),
            human_bytes(bytes.total())});
     }
-  return 0;
+  if (device_map.empty()) return 0;
+
+  std::cout << "\n" << std::flush;  // before the program's own output
+  const auto program = find_companion_program(kDeviceMapProgram, "device map program");
+  if (!program.error.empty()) {
+    std::cerr << "acc estimate-memory: " << program.error << "\n";
+    return kExitCannotExecute;
+  }
+  std::string error;
+  const int exit_code = run_program(
+      {program.path, command_line.words.front(), device_map, max_memory, no_split, flag("--dtype", "")}, error);
+  if (exit_code < 0) {
+    std::cerr << "acc estimate-memory: " << error << "\n";
+    return kExitCannotExecute;
+  }
+  return exit_code;
 }
 
 }  // namespace acc::cli

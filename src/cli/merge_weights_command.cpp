@@ -32,14 +32,17 @@ constexpr const char* kUsage =
     R"(usage: acc merge-weights CHECKPOINT_DIR OUTPUT_DIR [--max_shard_size SIZE] [--model I]
 
 Merges the model that save_state wrote with fsdp_state_dict_type SHARDED_STATE_DICT (each
-process's shards in CHECKPOINT_DIR/model_rank<r>.safetensors) into full weights in OUTPUT_DIR, as
+process's shards in CHECKPOINT_DIR/model_rank<r>.safetensors), or that acc::tp::save_sharded_state
+wrote (each tensor-parallel rank's slices in CHECKPOINT_DIR/model_tp<r>.safetensors, joined as
+acc::tp::full_state joins them), into full weights in OUTPUT_DIR, as
 save_model writes them: model.safetensors or, with --max_shard_size when the weights are larger,
 model-00001-of-0000N.safetensors ... and model.safetensors.index.json. load_model, Python's
 safetensors and transformers read them. It needs no GPU and no libtorch: each tensor is copied
 from the processes' files a piece at a time, after every file's size and CRC-32C are checked
 against acc_state.json.
 
-  CHECKPOINT_DIR         a directory save_state wrote (it holds acc_state.json)
+  CHECKPOINT_DIR         a directory save_state wrote (it holds acc_state.json), or
+                         acc::tp::save_sharded_state (it holds model_tp0.safetensors)
   OUTPUT_DIR             where the weights go (created; an earlier save's weights there are
                          replaced)
   --max_shard_size SIZE  files of at most SIZE: bytes, or an integer with KB, MB, GB (powers of
@@ -242,6 +245,93 @@ std::vector<OutputTensor> plan_tensors(const fs::path& checkpoint, std::size_t m
   return tensors;
 }
 
+// The tensor-parallel files of `dir` (model_tp0.safetensors ...): each split tensor, [dim, parts] in
+// the files' metadata, joined from the ranks' slices as acc::tp::full_state joins them (dimension
+// dim seen as `parts` blocks, each the ranks' slices in rank order), the others taken from rank 0.
+std::vector<OutputTensor> plan_tp_tensors(const fs::path& dir, std::vector<fs::path>& files) {
+  const auto shard_of = [](const Header& header, const fs::path& file) {
+    const auto found = header.metadata.find("acc_tp_shard");
+    const auto shard = found == header.metadata.end()
+                           ? nlohmann::json()
+                           : nlohmann::json::parse(found->second, nullptr, /*allow_exceptions=*/false);
+    if (!shard.is_object() || !shard.contains("rank") || !shard["rank"].is_number_unsigned() ||
+        !shard.contains("size") || !shard["size"].is_number_unsigned() || shard["size"].get<uint64_t>() == 0 ||
+        !shard.contains("splits") || !shard["splits"].is_object())
+      fail("'" + file.string() +
+           "' has no valid \"acc_tp_shard\" in its __metadata__: it is not a file acc::tp::save_sharded_state wrote");
+    return shard;
+  };
+  std::vector<Header> headers;
+  uint64_t ranks = 1;
+  nlohmann::json splits;
+  const auto first_file = (dir / "model_tp0.safetensors").string();
+  for (uint64_t r = 0; r < ranks; ++r) {
+    const auto file = dir / ("model_tp" + std::to_string(r) + ".safetensors");
+    std::error_code ec;
+    if (!fs::is_regular_file(file, ec))
+      fail("'" + file.string() + "' is missing: the model was saved by a tp group of " + std::to_string(ranks) +
+           " ranks, each writing its slices (copy every rank's files into one directory)");
+    headers.push_back(read_header(file));
+    const auto shard = shard_of(headers.back(), file);
+    if (r == 0) {
+      ranks = shard["size"].get<uint64_t>();
+      splits = shard["splits"];
+    }
+    if (shard["rank"].get<uint64_t>() != r || shard["size"].get<uint64_t>() != ranks)
+      fail("'" + file.string() + "' says it is rank " + shard["rank"].dump() + " of " + shard["size"].dump() +
+           ", not rank " + std::to_string(r) + " of " + std::to_string(ranks) + " as '" + first_file +
+           "' implies (files of another checkpoint?)");
+    if (shard["splits"] != splits)
+      fail("'" + file.string() + "' splits other tensors than '" + first_file + "' (files of another checkpoint?)");
+    if (headers.back().tensors.size() != headers.front().tensors.size())
+      fail("'" + file.string() + "' holds " + std::to_string(headers.back().tensors.size()) + " tensors and '" +
+           first_file + "' " + std::to_string(headers.front().tensors.size()) + " (files of different models?)");
+    files.push_back(file);
+  }
+  // The order they were saved in (the model's): rank 0's data offsets.
+  std::vector<std::pair<uint64_t, std::string>> order;
+  for (const auto& [name, t] : headers.front().tensors) order.emplace_back(t.begin, name);
+  std::sort(order.begin(), order.end());
+
+  std::vector<OutputTensor> tensors;
+  for (const auto& entry : order) {
+    const auto& name = entry.second;
+    const auto& first = headers.front().tensors.at(name);
+    OutputTensor out{name, first.dtype, first.shape, first.end - first.begin, {}};
+    if (!splits.contains(name)) {
+      out.pieces.push_back({0, first.begin, out.bytes});
+      tensors.push_back(std::move(out));
+      continue;
+    }
+    const auto& cut = splits[name];
+    if (!cut.is_array() || cut.size() != 2 || !cut[0].is_number_unsigned() || !cut[1].is_number_unsigned() ||
+        cut[0].get<uint64_t>() >= first.shape.size() || cut[1].get<uint64_t>() == 0 ||
+        first.shape[cut[0].get<std::size_t>()] % cut[1].get<int64_t>() != 0)
+      fail("'" + first_file + "': the split of '" + name + "', " + cut.dump() + ", is not [dim, parts] of its shape");
+    const auto dim = cut[0].get<std::size_t>();
+    const auto parts = cut[1].get<uint64_t>();
+    const uint64_t element = element_size(first.dtype, "'" + name + "'");
+    uint64_t outer = 1, inner = element;
+    for (std::size_t d = 0; d < dim; ++d) outer *= static_cast<uint64_t>(first.shape[d]);
+    for (std::size_t d = dim + 1; d < first.shape.size(); ++d) inner *= static_cast<uint64_t>(first.shape[d]);
+    const uint64_t chunk = static_cast<uint64_t>(first.shape[dim]) / parts * inner;  // one block's slice
+    for (std::size_t r = 1; r < headers.size(); ++r) {
+      const auto found = headers[r].tensors.find(name);
+      if (found == headers[r].tensors.end() || found->second.shape != first.shape || found->second.dtype != first.dtype)
+        fail("'" + files[r].string() + "' has no slice of '" + name +
+             "' shaped as rank 0's (files of different models?)");
+    }
+    out.shape[dim] *= static_cast<int64_t>(ranks);
+    out.bytes *= ranks;
+    for (uint64_t o = 0; o < outer; ++o)
+      for (uint64_t p = 0; p < parts; ++p)
+        for (std::size_t r = 0; r < headers.size(); ++r)
+          out.pieces.push_back({r, headers[r].tensors.at(name).begin + (o * parts + p) * chunk, chunk});
+    tensors.push_back(std::move(out));
+  }
+  return tensors;
+}
+
 // Writes `tensors` as a safetensors file laid out as acc's save_file lays it out (larger elements
 // first, then by name; the header padded to 8 bytes), copying each tensor's pieces in chunks.
 void write_file(const fs::path& path, std::vector<const OutputTensor*> tensors, std::vector<std::ifstream>& ranks) {
@@ -283,32 +373,10 @@ void write_file(const fs::path& path, std::vector<const OutputTensor*> tensors, 
   out.close();
 }
 
-int merge(const fs::path& checkpoint, const fs::path& output, std::optional<int64_t> max_shard_size,
-          std::size_t model) {
-  std::error_code ec;
-  if (!fs::is_directory(checkpoint, ec))
-    fail("checkpoint directory '" + checkpoint.string() + "' does not exist; give a directory save_state wrote");
-  const auto manifest_file = checkpoint / "acc_state.json";
-  std::ifstream manifest_in(manifest_file);
-  if (!manifest_in)
-    fail("'" + checkpoint.string() +
-         "' has no acc_state.json: it is not a save_state checkpoint, or its save did not finish");
-  const auto manifest = nlohmann::json::parse(manifest_in, nullptr, /*allow_exceptions=*/false);
-  if (!manifest.is_object() || !manifest.contains("world_size") || !manifest["world_size"].is_number_unsigned() ||
-      manifest["world_size"].get<int64_t>() < 1 || !manifest.contains("models") || !manifest["models"].is_array())
-    fail("'" + manifest_file.string() + "' is not a valid checkpoint description (no world_size or models)");
-  const auto type = manifest.value("state_dict_type", std::string("FULL_STATE_DICT"));
-  if (type != "SHARDED_STATE_DICT")
-    fail("'" + checkpoint.string() + "' holds full weights (" + type +
-         "), not shards: nothing to merge; its model.safetensors is what merge-weights would make (load it with "
-         "load_model, or copy it); merge-weights reads checkpoints saved with fsdp_state_dict_type "
-         "SHARDED_STATE_DICT");
-  const auto models = manifest["models"].size();
-  if (model >= models)
-    fail("--model " + std::to_string(model) + ": the checkpoint holds " + std::to_string(models) +
-         (models == 1 ? " model (give 0)" : " models (give 0 to " + std::to_string(models - 1) + ")"));
-  std::vector<fs::path> files;
-  const auto tensors = plan_tensors(checkpoint, model, manifest["world_size"].get<int64_t>(), files, manifest);
+// Writes the merged tensors, whose pieces come from `files` (of `writers`: "2 processes"), as
+// save_model writes weights.
+int write_merged(const fs::path& output, const std::vector<OutputTensor>& tensors, const std::vector<fs::path>& files,
+                 std::optional<int64_t> max_shard_size, const std::string& writers) {
   std::vector<std::ifstream> ranks;
   for (const auto& file : files) {
     ranks.emplace_back(file, std::ios::binary);
@@ -336,11 +404,49 @@ int merge(const fs::path& checkpoint, const fs::path& output, std::optional<int6
         write_file(staged, chosen, ranks);
       },
       plan.size() > 1 ? weights::index_json(total, weight_map) : std::string());
-  std::cout << "acc merge-weights: " << tensors.size() << " tensors (" << total << " bytes) of " << files.size()
-            << (files.size() == 1 ? " process" : " processes") << " written to "
+  std::cout << "acc merge-weights: " << tensors.size() << " tensors (" << total << " bytes) of " << files.size() << " "
+            << writers << " written to "
             << (output / (plan.size() == 1 ? weights::kSingleFile : weights::kIndexFile)).string()
             << (plan.size() > 1 ? " and " + std::to_string(plan.size()) + " files" : std::string()) << "\n";
   return 0;
+}
+
+int merge(const fs::path& checkpoint, const fs::path& output, std::optional<int64_t> max_shard_size,
+          std::size_t model) {
+  std::error_code ec;
+  if (!fs::is_directory(checkpoint, ec))
+    fail("checkpoint directory '" + checkpoint.string() + "' does not exist; give a directory save_state wrote");
+  const auto manifest_file = checkpoint / "acc_state.json";
+  std::vector<fs::path> files;
+  if (!fs::exists(manifest_file, ec) && fs::exists(checkpoint / "model_tp0.safetensors", ec)) {
+    if (model != 0)
+      fail("--model " + std::to_string(model) + ": '" + checkpoint.string() +
+           "' holds one tensor-parallel model (give 0)");
+    const auto tensors = plan_tp_tensors(checkpoint, files);
+    return write_merged(output, tensors, files, max_shard_size,
+                        files.size() == 1 ? "tensor-parallel rank" : "tensor-parallel ranks");
+  }
+  std::ifstream manifest_in(manifest_file);
+  if (!manifest_in)
+    fail("'" + checkpoint.string() +
+         "' has no acc_state.json: it is not a save_state checkpoint (nor acc::tp::save_sharded_state's: it has no "
+         "model_tp0.safetensors), or its save did not finish");
+  const auto manifest = nlohmann::json::parse(manifest_in, nullptr, /*allow_exceptions=*/false);
+  if (!manifest.is_object() || !manifest.contains("world_size") || !manifest["world_size"].is_number_unsigned() ||
+      manifest["world_size"].get<int64_t>() < 1 || !manifest.contains("models") || !manifest["models"].is_array())
+    fail("'" + manifest_file.string() + "' is not a valid checkpoint description (no world_size or models)");
+  const auto type = manifest.value("state_dict_type", std::string("FULL_STATE_DICT"));
+  if (type != "SHARDED_STATE_DICT")
+    fail("'" + checkpoint.string() + "' holds full weights (" + type +
+         "), not shards: nothing to merge; its model.safetensors is what merge-weights would make (load it with "
+         "load_model, or copy it); merge-weights reads checkpoints saved with fsdp_state_dict_type "
+         "SHARDED_STATE_DICT");
+  const auto models = manifest["models"].size();
+  if (model >= models)
+    fail("--model " + std::to_string(model) + ": the checkpoint holds " + std::to_string(models) +
+         (models == 1 ? " model (give 0)" : " models (give 0 to " + std::to_string(models - 1) + ")"));
+  const auto tensors = plan_tensors(checkpoint, model, manifest["world_size"].get<int64_t>(), files, manifest);
+  return write_merged(output, tensors, files, max_shard_size, files.size() == 1 ? "process" : "processes");
 }
 
 }  // namespace

@@ -1,15 +1,14 @@
 #include "test_command.hpp"
 
+#include "companion_program.hpp"
 #include "config_command.hpp"
 #include "launch.hpp"
 #include "output_stream.hpp"
 
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
-#include <filesystem>
-#include <system_error>
+#include <string>
+#include <vector>
 
 namespace acc::cli {
 namespace {
@@ -23,17 +22,6 @@ and a gather, trains a tiny model for 5 steps on data of its own, and checks tha
 the same on every rank. Prints "acc test: passed on N processes (...)", or what failed on which
 rank, and exits with the check's exit code (0 when it passed).
 )usage";
-
-// The folder of the running executable (/proc/self/exe), where acc_sanity_check is installed too.
-std::filesystem::path own_folder(std::string& error) {
-  std::error_code code;
-  const auto executable = std::filesystem::read_symlink("/proc/self/exe", code);
-  if (code) {
-    error = "cannot read /proc/self/exe: " + code.message();
-    return {};
-  }
-  return executable.parent_path();
-}
 
 int fail(const std::string& message, int exit_code) {
   write_all(STDERR_FILENO, "acc test: " + message + "\n");
@@ -54,20 +42,13 @@ int test_command(const std::vector<std::string>& arguments) {
     return fail("unexpected argument '" + command_line.words.front() + "'; usage: acc test [--config_file PATH]",
                 kExitUsage);
 
-  std::string error;
-  const auto folder = own_folder(error);
-  if (!error.empty()) return fail(error, kExitCannotExecute);
-  const std::string program = (folder / kSanityCheckProgram).string();
-  if (access(program.c_str(), X_OK) != 0)
-    return fail("the sanity check program " + program + " is missing or not executable (" + std::strerror(errno) +
-                    "); it is built and installed next to acc: build the target " + kSanityCheckProgram +
-                    " (or reinstall accelerate-cpp)",
-                kExitCannotExecute);
+  const auto program = find_companion_program(kSanityCheckProgram, "sanity check program");
+  if (!program.error.empty()) return fail(program.error, kExitCannotExecute);
 
   std::vector<std::string> launch_arguments;
   if (const auto flag = command_line.flag_values.find("--config_file"); flag != command_line.flag_values.end())
     launch_arguments = {"--config_file", flag->second};
-  launch_arguments.insert(launch_arguments.end(), {"--", program});
+  launch_arguments.insert(launch_arguments.end(), {"--", program.path});
   const int exit_code = launch_command(launch_arguments);
   if (exit_code != 0) fail("failed (exit code " + std::to_string(exit_code) + ")", exit_code);
   return exit_code;

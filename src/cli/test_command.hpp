@@ -7,9 +7,6 @@
 
 namespace acc::cli {
 
-// The check program's name; acc test looks for it in the folder of its own executable.
-inline constexpr const char* kSanityCheckProgram = "acc_sanity_check";
-
 // The whole subcommand: the arguments after `acc test`; returns the check's exit code.
 int test_command(const std::vector<std::string>& arguments);
 

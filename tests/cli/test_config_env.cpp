@@ -501,6 +501,7 @@ TEST_CASE("acc env prints every key, and the active config once there is one") {
                                          "NCCL",
                                          "Gloo",
                                          "CPU cores",
+                                         "Free memory for device maps",
                                          "Config file",
                                          "Environment overrides",
                                          "Active config"};

@@ -4,9 +4,11 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <regex>
 #include <string>
@@ -212,4 +214,108 @@ TEST_CASE("estimate-memory MODEL: a missing or malformed file is an error naming
   CHECK(error_of(index).find("(a shard named by " + index.string() + ")") != std::string::npos);
   std::ofstream(index) << R"({"metadata":{}})";
   CHECK(error_of(index).find("has no \"weight_map\" object naming the shard files") != std::string::npos);
+}
+
+namespace {
+
+// A model as save_model writes it: embed (10 x 4), three layers of a 10 x 4 weight and a bias of 4,
+// head (10 x 4), in float32, in that order in the file (their data offsets), which the names'
+// order in the header (alphabetical) is not. Bytes: embed and head 160 each, each layer 176.
+struct LayeredModel {
+  TempFolder temp{"acc_device_map"};
+  fs::path file = temp.path() / "model.safetensors";
+  LayeredModel() {
+    std::string header = "{", separator;
+    uint64_t offset = 0;
+    const auto add = [&](const std::string& name, const std::string& shape, uint64_t bytes) {
+      header += separator + "\"" + name + "\":{\"dtype\":\"F32\",\"shape\":" + shape + ",\"data_offsets\":[" +
+                std::to_string(offset) + "," + std::to_string(offset + bytes) + "]}";
+      separator = ",";
+      offset += bytes;
+    };
+    add("embed.weight", "[10,4]", 160);
+    for (const std::string layer : {"0", "1", "2"}) {
+      add("layers." + layer + ".w", "[10,4]", 160);
+      add("layers." + layer + ".b", "[4]", 16);
+    }
+    add("head.weight", "[10,4]", 160);
+    write_safetensors(file, header + "}", offset);
+  }
+};
+
+// What estimate-memory prints after its table: the device map's lines.
+std::vector<std::string> map_lines(const std::vector<std::string>& arguments) {
+  const LauncherResult result = run_acc(arguments, {}, 30s);
+  REQUIRE(result.finished_in_time);
+  REQUIRE_MESSAGE(result.exit_code == 0, result.err);
+  const auto lines = lines_of(result.out);
+  const auto blank = std::find(lines.begin(), lines.end(), "");
+  REQUIRE(blank != lines.end());
+  const auto after_table = std::find(std::next(blank), lines.end(), "");
+  REQUIRE(after_table != lines.end());
+  return {std::next(after_table), lines.end()};
+}
+
+}  // namespace
+
+TEST_CASE("estimate-memory MODEL --device_map: the map load_checkpoint_and_dispatch would make, every module a unit") {
+  const LayeredModel model;
+  const std::string path = model.file.string();
+  // GPU 0 holds 600 bytes, less what is kept for the largest unit never split (a layer, 176; the
+  // CPU keeps as much for the weights it offloads): embed (160) and layers.0 (176) fit, the rest
+  // goes to the CPU. layers.* keeps each layer whole; "layers" itself is split.
+  CHECK(map_lines({"estimate-memory", path, "--max_memory", "0=600,cpu=2000", "--no_split", "layers.*"}) ==
+        std::vector<std::string>{
+            "Device map for inference: device_map=\"auto\" within 0 600 bytes, cpu 1.953 KiB, no_split layers.*",
+            "{'': 0, 'embed': 0, 'layers': 0, 'layers.0': 0, 'layers.1': 'cpu', 'layers.2': 'cpu', 'head': 'cpu'}",
+            "  0: 336 bytes", "  cpu: 512 bytes"});
+  // sequential fills GPU 1 before the CPU; GPU 1, not where the model runs, keeps no room.
+  CHECK(map_lines({"estimate-memory", path, "--device_map", "sequential", "--max_memory", "0=600,1=600,cpu=2000",
+                   "--no_split", "layers.*"}) ==
+        std::vector<std::string>{
+            "Device map for inference: device_map=\"sequential\" within 0 600 bytes, 1 600 bytes, cpu 1.953 KiB, "
+            "no_split layers.*",
+            "{'': 0, 'embed': 0, 'layers': 0, 'layers.0': 0, 'layers.1': 1, 'layers.2': 1, 'head': 1}",
+            "  0: 336 bytes", "  1: 512 bytes"});
+  // In bfloat16 the model is half as large (424 bytes) and fits on GPU 0 whole.
+  CHECK(map_lines({"estimate-memory", path, "--dtype", "bfloat16", "--max_memory", "0=600,cpu=2000", "--no_split",
+                   "layers.*"}) ==
+        std::vector<std::string>{
+            "Device map for inference: device_map=\"auto\" within 0 600 bytes, cpu 1.953 KiB, no_split layers.*",
+            "{'': 0}", "  0: 424 bytes"});
+  // Without budgets: what this machine's devices have free; the whole model fits in any.
+  const auto free = map_lines({"estimate-memory", path, "--device_map", "auto"});
+  REQUIRE(free.size() == 3);
+  CHECK(free[0].rfind("Device map for inference: device_map=\"auto\" within what the devices have free (", 0) == 0);
+  CHECK((free[1] == "{'': 0}" || free[1] == "{'': 'cpu'}"));
+  CHECK(free[2].find(": 848 bytes") != std::string::npos);
+}
+
+TEST_CASE("estimate-memory --device_map: a model that does not fit and bad budgets are errors naming them") {
+  const LayeredModel model;
+  const std::string path = model.file.string();
+  const auto error_of = [&](const std::vector<std::string>& flags, int exit_code) {
+    std::vector<std::string> arguments = {"estimate-memory", path};
+    arguments.insert(arguments.end(), flags.begin(), flags.end());
+    const LauncherResult result = run_acc(arguments, {}, 30s);
+    REQUIRE(result.finished_in_time);
+    CHECK(result.exit_code == exit_code);
+    return result.err;
+  };
+  CHECK(error_of({"--max_memory", "0=300,cpu=300"}, 1)
+            .rfind("acc estimate-memory: the model does not fit in max_memory: it takes 848 bytes", 0) == 0);
+  CHECK(error_of({"--max_memory", "0:20GiB"}, 1) ==
+        "acc estimate-memory: --max_memory '0:20GiB': '0:20GiB' is not DEVICE=SIZE; give budgets such as "
+        "0=20GiB,1=20GiB,cpu=64GiB,disk=1TB\n");
+  CHECK(error_of({"--max_memory", "cpu=lots"}, 1).find("'lots'") != std::string::npos);
+  CHECK(error_of({"--device_map", "fastest"}, 1).find("device_map 'fastest'") != std::string::npos);
+  CHECK(error_of({"--no_split", "blocks.*"}, 1)
+            .find("no_split names class 'blocks.*', which no module of the model is (its classes: ") !=
+        std::string::npos);
+  // A map needs the model's tensors, not only their count.
+  const LauncherResult counted =
+      run_acc({"estimate-memory", "--num_parameters", "7B", "--device_map", "auto"}, {}, 10s);
+  CHECK(counted.exit_code == 2);
+  CHECK(counted.err.find("--device_map, --max_memory and --no_split place a model's weights: give the model") !=
+        std::string::npos);
 }

@@ -224,3 +224,67 @@ TEST_CASE("merge-weights: a rank's file altered since the save (its CRC-32C in a
   CHECK(contains(result.err, "altered or damaged since the save"));
   CHECK(!fs::exists(saved.temp.path() / "again"));
 }
+
+namespace {
+
+// Two tensor-parallel ranks' files as acc::tp::save_sharded_state writes them: qkv.weight [6, 2]
+// (values 0..11) cut by rows as 3 fused blocks, each rank a row of each block; proj.weight [2, 4]
+// (values 0..7) cut by columns; norm.weight [3] whole on both.
+struct TensorParallelCheckpoint {
+  TempFolder temp{"acc_merge_weights_tp"};
+  fs::path checkpoint = temp.path() / "ckpt";
+  explicit TensorParallelCheckpoint(int second_rank = 1) {
+    fs::create_directories(checkpoint);
+    const std::vector<std::vector<float>> qkv = {{0, 1, 4, 5, 8, 9}, {2, 3, 6, 7, 10, 11}};
+    const std::vector<std::vector<float>> proj = {{0, 1, 4, 5}, {2, 3, 6, 7}};
+    for (int rank = 0; rank < 2; ++rank) {
+      const auto shard = nlohmann::json{{"rank", rank == 1 ? second_rank : 0},
+                                        {"size", 2},
+                                        {"splits", {{"qkv.weight", {0, 3}}, {"proj.weight", {1, 1}}}}};
+      write_safetensors(checkpoint / ("model_tp" + std::to_string(rank) + ".safetensors"),
+                        R"J({"__metadata__":{"format":"pt","acc_tp_shard":)J" + nlohmann::json(shard.dump()).dump() +
+                            R"J(},"qkv.weight":{"dtype":"F32","shape":[3,2],"data_offsets":[0,24]},)J"
+                            R"J("proj.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[24,40]},)J"
+                            R"J("norm.weight":{"dtype":"F32","shape":[3],"data_offsets":[40,52]}})J",
+                        bytes_of(qkv[rank]) + bytes_of(proj[rank]) + bytes_of(std::vector<float>{1, 2, 3}));
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("merge-weights: tensor-parallel ranks' slices joined as acc::tp::full_state joins them") {
+  TensorParallelCheckpoint saved;
+  const auto out = saved.temp.path() / "merged";
+  const auto result = run_acc({"merge-weights", saved.checkpoint.string(), out.string()}, {}, 20s);
+  REQUIRE(result.finished_in_time);
+  REQUIRE_MESSAGE(result.exit_code == 0, result.err);
+  CHECK(result.out == "acc merge-weights: 3 tensors (92 bytes) of 2 tensor-parallel ranks written to " +
+                          (out / "model.safetensors").string() + "\n");
+  const auto merged = read_safetensors(out / "model.safetensors");
+  CHECK(merged.header["qkv.weight"]["shape"] == nlohmann::json::array({6, 2}));
+  CHECK(merged.header["proj.weight"]["shape"] == nlohmann::json::array({2, 4}));
+  CHECK(merged.header["norm.weight"]["shape"] == nlohmann::json::array({3}));
+  CHECK(merged.data.at("qkv.weight") == bytes_of(std::vector<float>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}));
+  CHECK(merged.data.at("proj.weight") == bytes_of(std::vector<float>{0, 1, 2, 3, 4, 5, 6, 7}));
+  CHECK(merged.data.at("norm.weight") == bytes_of(std::vector<float>{1, 2, 3}));
+}
+
+TEST_CASE("merge-weights: a tensor-parallel rank's missing or foreign file is named") {
+  TensorParallelCheckpoint mislabelled(/*second_rank=*/0);
+  const auto merge = [](const fs::path& checkpoint) {
+    const auto result = run_acc({"merge-weights", checkpoint.string(), (checkpoint / "out").string()}, {}, 20s);
+    REQUIRE(result.finished_in_time);
+    CHECK(result.exit_code == 1);
+    return result.err;
+  };
+  const auto second = (mislabelled.checkpoint / "model_tp1.safetensors").string();
+  CHECK(merge(mislabelled.checkpoint) ==
+        "acc merge-weights: '" + second + "' says it is rank 0 of 2, not rank 1 of 2 as '" +
+            (mislabelled.checkpoint / "model_tp0.safetensors").string() + "' implies (files of another checkpoint?)\n");
+  fs::remove(second);
+  CHECK(merge(mislabelled.checkpoint) ==
+        "acc merge-weights: '" + second +
+            "' is missing: the model was saved by a tp group of 2 ranks, each writing its slices (copy every rank's "
+            "files into one directory)\n");
+}

@@ -11,8 +11,10 @@
 
 #include <acc/checkpoint/load_checkpoint_in_model.hpp>
 #include <acc/checkpoint/model_files.hpp>
+#include <acc/checkpoint/tp_sharded_state.hpp>
 #include <acc/checkpoint/weight_shards.hpp>
 #include <acc/detail/module_state.hpp>
+#include <acc/detail/torch_compat.hpp>
 #include <acc/mesh/device_mesh.hpp>
 #include <acc/nn/embedding.hpp>
 #include <acc/nn/linear.hpp>
@@ -31,6 +33,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <limits>
 #include <map>
@@ -213,6 +216,90 @@ void check_whole_weights(const Gpt& whole, const Gpt& split, acc::DeviceMesh<Com
             " in the state, but the unsplit model's is " + acc::detail::shape_text(head));
 }
 
+// AdamW's state of each parameter, in parameter order: its step count, exp_avg and exp_avg_sq.
+std::vector<at::Tensor> adamw_state(const torch::optim::AdamW& optimizer, const torch::nn::Module& model) {
+  using StateMap = std::decay_t<decltype(optimizer.state())>;
+  std::vector<at::Tensor> state;
+  for (const auto& parameter : model.parameters()) {
+    const auto& own = static_cast<const torch::optim::AdamWParamState&>(
+        *optimizer.state().at(acc::compat::optimizer_state_key<StateMap>(parameter)));
+    state.push_back(at::full({}, static_cast<double>(own.step()), at::kDouble));
+    state.push_back(own.exp_avg());
+    state.push_back(own.exp_avg_sq());
+  }
+  return state;
+}
+
+// Each rank's slices and optimizer state saved as held (acc::tp::save_sharded_state, no gathering,
+// by the tp group of dp rank 0) resume a fresh split model and optimizer on every rank bit for bit;
+// acc merge-weights joins the files into whole weights equal to acc::tp::full_state's; a file of
+// another tp size, another plan, or a checkpoint without the optimizer asked for one are errors.
+template <class Comm, class Build>
+void check_sharded_state(const Gpt& split, const torch::optim::AdamW& optimizer, acc::DeviceMesh<Comm>& mesh,
+                         const Build& build, const torch::optim::AdamWOptions& adamw) {
+  const int tp_rank = mesh.coordinate(acc::MeshDim::tp), tp_size = mesh.size(acc::MeshDim::tp);
+  // One directory for the job: the port acc launch chose is the job's own.
+  const auto dir = fs::temp_directory_path() /
+                   ("acc_tp_shards_" + std::to_string(acc::ProcessEnvironment::from_environment().master_port));
+  const bool saver = mesh.dp_group().rank() == 0;
+  if (saver) acc::tp::save_sharded_state(*split, mesh.tp(), dir, &optimizer);
+  mesh.dp().barrier();  // the other dp ranks read what dp rank 0's tp group wrote
+
+  Gpt fresh = build();
+  torch::optim::AdamW fresh_optimizer(fresh->parameters(), adamw);
+  acc::tp::parallelize(*fresh, mesh, gpt_plan(GptConfig{}));
+  acc::tp::load_sharded_state(*fresh, mesh.tp(), dir, &fresh_optimizer);
+  const auto saved = acc::detail::module_state(*split), loaded = acc::detail::module_state(*fresh);
+  REQUIRE(saved.size() == loaded.size());
+  for (std::size_t i = 0; i < saved.size(); ++i)
+    CHECK_MESSAGE(at::equal(saved[i].second, loaded[i].second), saved[i].first);
+  const auto saved_state = adamw_state(optimizer, *split), loaded_state = adamw_state(fresh_optimizer, *fresh);
+  REQUIRE(saved_state.size() == loaded_state.size());
+  for (std::size_t i = 0; i < saved_state.size(); ++i) CHECK(at::equal(saved_state[i], loaded_state[i]));
+
+  // acc merge-weights (run by one rank, from the acc beside this worker) joins the slices as
+  // full_state does.
+  const auto whole = acc::tp::full_state(*split, mesh.tp());
+  if (mesh.global_rank() == 0) {
+    const auto acc_tool = fs::read_symlink("/proc/self/exe").parent_path() / "acc";
+    const auto merged = dir.string() + "_merged";
+    const auto command = acc_tool.string() + " merge-weights " + dir.string() + " " + merged + " > /dev/null";
+    REQUIRE(std::system(command.c_str()) == 0);
+    Gpt unsplit = build();
+    acc::load_checkpoint_in_model(*unsplit, merged);
+    const auto merged_state = acc::detail::module_state(*unsplit);
+    REQUIRE(merged_state.size() == whole.size());
+    for (std::size_t i = 0; i < whole.size(); ++i)
+      CHECK_MESSAGE(at::equal(merged_state[i].second, whole[i].second), whole[i].first);
+    fs::remove_all(merged);
+  }
+
+  const auto file = acc::tp::detail::model_shard_file(dir, tp_rank).string();
+  CHECK(error_of([&] { acc::tp::detail::load_sharded_state(*fresh, nullptr, dir, tp_rank, 2 * tp_size); }) ==
+        "acc::tp::load_sharded_state: '" + file + "' holds rank " + std::to_string(tp_rank) + " of a tp group of " +
+            std::to_string(tp_size) + ", and this process is rank " + std::to_string(tp_rank) + " of " +
+            std::to_string(2 * tp_size) +
+            "; load a checkpoint that acc::tp::save_sharded_state wrote on every rank of a tp group of this size, or "
+            "whole weights with acc::tp::load_full_state (acc merge-weights " +
+            dir.string() + " OUT joins these files into them)");
+  Gpt whole_head = build();  // the plan without the head's split
+  auto plan = gpt_plan(GptConfig{});
+  plan.pop_back();
+  acc::tp::parallelize(*whole_head, mesh, plan);
+  CHECK(error_of([&] { acc::tp::load_sharded_state(*whole_head, mesh.tp(), dir); }) ==
+        "acc::tp::load_sharded_state: 'head.bias' is split [0, 1] in '" + file +
+            "' but whole in this model: split the model with the plan it was saved with");
+  mesh.dp().barrier();  // every rank has read the files
+  if (saver) {
+    fs::remove(acc::tp::detail::optimizer_shard_file(dir, tp_rank));
+    CHECK(error_of([&] { acc::tp::load_sharded_state(*fresh, mesh.tp(), dir, &fresh_optimizer); }) ==
+          "acc::tp::load_sharded_state: '" + acc::tp::detail::optimizer_shard_file(dir, tp_rank).string() +
+              "' does not exist: the checkpoint was saved without the optimizer; load it without one");
+  }
+  mesh.tp().barrier();
+  if (mesh.global_rank() == 0) fs::remove_all(dir);
+}
+
 // Splits a GPT over the mesh's tp group and trains it 20 AdamW steps, each dp rank on its share of
 // every batch (gradients averaged over the dp group by acc::tp::DataParallel when it has more than
 // one rank), against the whole model trained on whole batches in this process: the same loss,
@@ -285,6 +372,7 @@ void check_gpt_against_one_process(acc::DeviceMesh<Comm>& mesh, c10::Device devi
     check_close(parameter.value(), expected_shard(parameter.key(), whole_parameters[parameter.key()], tp_rank, tp_size),
                 kParameterDrift, parameter.key() + " after " + std::to_string(kSteps) + " steps");
   check_whole_weights(whole, split, mesh, build);
+  check_sharded_state(split, split_optimizer, mesh, build, adamw);
 }
 
 }  // namespace

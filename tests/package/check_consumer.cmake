@@ -22,7 +22,7 @@ if(MODE STREQUAL "find_package")
   set(installed ${prefix}/include/acc/acc.hpp ${prefix}/include/acc/detail/torch_compat.hpp
     ${config_dir}/accConfigVersion.cmake ${config_dir}/accTargets.cmake ${config_dir}/AccDependencies.cmake)
   if(WITH_TOOL)
-    list(APPEND installed ${prefix}/bin/acc ${prefix}/bin/acc_sanity_check)
+    list(APPEND installed ${prefix}/bin/acc ${prefix}/bin/acc_sanity_check ${prefix}/bin/acc_device_map)
   endif()
   foreach(file IN LISTS installed)
     if(NOT EXISTS ${file})
