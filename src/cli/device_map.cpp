@@ -138,17 +138,17 @@ std::string budgets_text(const acc::MaxMemory& budgets) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc == 2 && std::string(argv[1]) == "--free_memory") {
-    std::cout << budgets_text(acc::available_memory()) << "\n";
-    return 0;
-  }
-  if (argc != 6) {
+  if (argc != 6 && !(argc == 2 && std::string(argv[1]) == "--free_memory")) {
     std::cerr << "usage: acc_device_map MODEL DEVICE_MAP MAX_MEMORY NO_SPLIT DTYPE, or acc_device_map --free_memory "
                  "(acc estimate-memory and acc env run it; see acc estimate-memory --help)\n";
     return 2;
   }
-  const std::string checkpoint = argv[1], device_map = argv[2], max_memory = argv[3];
   try {
+    if (argc == 2) {
+      std::cout << budgets_text(acc::available_memory()) << "\n";
+      return 0;
+    }
+    const std::string checkpoint = argv[1], device_map = argv[2], max_memory = argv[3];
     acc::LoadAndDispatchOptions options;
     options.dtype = parse_dtype(argv[5]);
     options.max_memory = parse_max_memory(max_memory);
@@ -174,7 +174,7 @@ int main(int argc, char** argv) {
                 << (bytes < 1024 ? "" : " (" + std::to_string(bytes) + " bytes)") << "\n";
     return 0;
   } catch (const std::exception& error) {
-    std::cerr << "acc estimate-memory: " << error.what() << "\n";
+    std::cerr << (argc == 2 ? "acc env: " : "acc estimate-memory: ") << error.what() << "\n";
     return 1;
   }
 }
