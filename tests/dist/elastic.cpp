@@ -248,7 +248,11 @@ int elastic_training(int argc, char** argv) {
   try {
     return train(argv[2], positive(argv[3]), positive(argv[4]), argc == 6 ? argv[5] : "");
   } catch (const std::exception& e) {
-    std::cerr << "rank " << acc::ProcessEnvironment::from_environment().rank << ": " << e.what() << "\n";
+    // One write: the ranks share acc launch's stderr, and a line written piece by piece interleaves
+    // with another rank's (the fault matrix looks for each rank's line whole).
+    const auto line =
+        "rank " + std::to_string(acc::ProcessEnvironment::from_environment().rank) + ": " + e.what() + "\n";
+    std::fputs(line.c_str(), stderr);
     return 1;
   }
 }
