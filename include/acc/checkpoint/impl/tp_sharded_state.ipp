@@ -4,6 +4,7 @@
 #include <acc/checkpoint/checkpoint_io.hpp>
 #include <acc/checkpoint/safetensors.hpp>
 #include <acc/checkpoint/tp_sharded_state.hpp>
+#include <acc/detail/files.hpp>
 #include <acc/detail/module_state.hpp>
 #include <acc/error.hpp>
 
@@ -26,12 +27,13 @@ std::string describe_cut(const ShardLayout& layout) {
   return "[" + std::to_string(layout.dim) + ", " + std::to_string(layout.parts) + "]";
 }
 
-// A file written beside its final name, then renamed over it: a save killed halfway leaves the
-// previous checkpoint's file whole.
+// A file written beside its final name (where checkpoint_io stages a save), then renamed over it
+// and the rename made durable: a save killed halfway leaves the previous checkpoint's file whole,
+// and the next save removes what it left.
 template <class Write>
 void write_replacing(const std::filesystem::path& file, Write&& write) {
-  auto staged = file;
-  staged += ".tmp-" + std::to_string(::getpid());
+  acc::detail::remove_stale_staging(file);
+  const auto staged = acc::detail::staging_path(file, ::getpid());
   write(staged);
   std::error_code error;
   std::filesystem::rename(staged, file, error);
@@ -39,6 +41,7 @@ void write_replacing(const std::filesystem::path& file, Write&& write) {
     std::filesystem::remove(staged, error);
     throw Error("cannot move the saved '" + staged.string() + "' to '" + file.string() + "': " + error.message());
   }
+  acc::detail::fsync_path(acc::detail::parent_directory(file));
 }
 
 }  // namespace
