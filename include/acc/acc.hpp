@@ -51,6 +51,7 @@
 #include <acc/nn/embedding.hpp>
 #include <acc/nn/linear.hpp>
 #include <acc/nn/split_layers.hpp>
+#include <acc/nn/tensor_split.hpp>
 #include <acc/ops/collectives.hpp>
 #include <acc/ops/item.hpp>
 #include <acc/optim/adamw.hpp>

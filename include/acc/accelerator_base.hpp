@@ -355,8 +355,11 @@ class AcceleratorBase {
     return step_skipped_;
   }
 
-  // Called by the prepared scheduler only (it holds the key).
-  int scheduler_steps_per_step(detail::StepKey) const { return options_.split_batches() ? 1 : num_processes(); }
+  // Called by the prepared scheduler only (it holds the key): as many steps as batches read, one
+  // per data-parallel rank (a tensor-parallel group reads one).
+  int scheduler_steps_per_step(detail::StepKey) const {
+    return options_.split_batches() ? 1 : num_processes() / detail::tensor_parallel_size(strategy_);
+  }
 
  protected:
   // `precision` and `sampler` are the derived Accelerator's policies' names (recorded in
@@ -390,8 +393,16 @@ class AcceleratorBase {
   }
   template <class Sampler, class Loader>
   auto prepare_loader(const Loader& loader) {
-    const Sharding sharding{process_index(), num_processes(), options_.even_batches(), options_.split_batches(),
-                            options_.dispatch_batches()};
+    // With tensor parallelism the ranks of a tp group (consecutive) read the same batches.
+    const int tp = detail::tensor_parallel_size(strategy_);
+    if (tp > 1 && options_.dispatch_batches().value_or(false))
+      throw Error(
+          "dispatch_batches sends each process its own batches from the main process, but with tensor "
+          "parallelism (parallelism_config_tp_size " +
+          std::to_string(tp) + ") the ranks of a tp group read the same ones; leave dispatch_batches off");
+    const Sharding sharding{process_index() / tp, num_processes() / tp, options_.even_batches(),
+                            options_.split_batches(),
+                            tp > 1 ? std::optional<bool>(false) : options_.dispatch_batches()};
     // Rank 0's seed, so that every rank draws the same order even if their seeds differ.
     const auto seed = broadcast_object(loader.options().seed());
     const MainProcessBroadcast broadcast{[this](at::Tensor& t) { strategy_.comm().broadcast(t, 0); },

@@ -96,6 +96,7 @@ inline FSDPOptions fsdp_options(const Config& config) {
       .offload_params(fsdp.offload_params)
       .shard_group_size(config.dp_shard_size.value_or(0))
       .replica_count(config.dp_replicate_size.value_or(0))
+      .tp_size(config.tp_size)
       .state_dict_type(fsdp.state_dict_type == "SHARDED_STATE_DICT" ? FSDPOptions::StateDictType::sharded
                                                                     : FSDPOptions::StateDictType::full);
 }

@@ -1,9 +1,10 @@
 // Tensor parallelism over real processes: acc::DeviceMesh's arrangement, groups and errors, and
 // acc::tp's layers against one process: acc::nn::Embedding against torch's, the vocabulary-parallel
 // embedding and cross-entropy, gathered and split Linear layers, a small GPT split over every rank (tp = world size)
-// and the same split over tp groups of 2 with data parallelism across them (acc::tp::DataParallel), each trained 20
-// AdamW steps. Run by ctest dist/device_mesh_4_ranks (`acc_dist_worker --no-skip -ts=device_mesh`), dist/tp_{2,4}_ranks
-// (`-ts=tp`) and dist/tp_dp_4_ranks (`-ts=tp_dp`), over Gloo, or NCCL with ACC_TEST_BACKEND=nccl.
+// and the same split over tp groups of 2 with data parallelism across them (acc::tp::DataParallel), or sharded across
+// them by FSDP through the Accelerator (Gloo only), each trained 20 AdamW steps. Run by ctest dist/device_mesh_4_ranks
+// (`acc_dist_worker --no-skip -ts=device_mesh`), dist/tp_{2,4}_ranks (`-ts=tp`) and dist/tp_dp_4_ranks
+// (`-ts=tp_dp,tp_fsdp`), over Gloo, or NCCL with ACC_TEST_BACKEND=nccl.
 #include "../pch.hpp"  // first: libtorch, then doctest
 #include "worker.hpp"
 
@@ -287,7 +288,7 @@ void check_sharded_state(const Gpt& split, const torch::optim::AdamW& optimizer,
   plan.pop_back();
   acc::tp::parallelize(*whole_head, mesh, plan);
   CHECK(error_of([&] { acc::tp::load_sharded_state(*whole_head, mesh.tp(), dir); }) ==
-        "acc::tp::load_sharded_state: 'head.bias' is split [0, 1] in '" + file +
+        "acc::tp::load_sharded_state: 'head.weight' is split [0, 1] in '" + file +
             "' but whole in this model: split the model with the plan it was saved with");
   mesh.dp().barrier();  // every rank has read the files
   if (saver) {
@@ -375,7 +376,198 @@ void check_gpt_against_one_process(acc::DeviceMesh<Comm>& mesh, c10::Device devi
   check_sharded_state(split, split_optimizer, mesh, build, adamw);
 }
 
+#if ACC_HAS_GLOO
+// Sequences counting up from random starts (which a model can learn), one per index.
+struct Sequences {
+  GptConfig config;
+  int64_t count;
+  std::size_t size() const { return static_cast<std::size_t>(count); }
+  at::Tensor get(std::size_t i) const {
+    auto generator = at::make_generator<at::CPUGeneratorImpl>(5000 + i);
+    const auto start = at::randint(config.vocabulary, {1}, generator, at::kLong);
+    return (start + at::arange(config.context + 1, at::kLong)).remainder(config.vocabulary);
+  }
+};
+
+using TpFsdp = acc::Accelerator<acc::FSDP<acc::Gloo>>;
+
+// AdamW's state of what FSDP gave the optimizer (this rank's flat shards): step, exp_avg, exp_avg_sq.
+std::vector<at::Tensor> flat_adamw_state(const torch::optim::AdamW& optimizer) {
+  using StateMap = std::decay_t<decltype(optimizer.state())>;
+  std::vector<at::Tensor> state;
+  for (const auto& shard : optimizer.param_groups().front().params()) {
+    const auto& own = static_cast<const torch::optim::AdamWParamState&>(
+        *optimizer.state().at(acc::compat::optimizer_state_key<StateMap>(shard)));
+    state.push_back(at::full({}, static_cast<double>(own.step()), at::kDouble));
+    state.push_back(own.exp_avg().clone());
+    state.push_back(own.exp_avg_sq().clone());
+  }
+  return state;
+}
+
+acc::AcceleratorOptions tp_fsdp_options(int tp_size) {
+  return acc::AcceleratorOptions().fsdp(acc::FSDPOptions().tp_size(tp_size));
+}
+
+// The GPT split over the mesh's tp groups, prepared by FSDP with its optimizer, trained an epoch of
+// the Accelerator's loader with clipping, and `whole` alongside in this process on every dp rank's
+// batches (gathered): the same clipped norm each step. Returns the split model's losses.
+template <class Prepared, class Optimizer, class Loader>
+std::vector<double> train_tp_fsdp(TpFsdp& accelerator, acc::DeviceMesh<acc::Gloo>& mesh, Prepared& model,
+                                  Optimizer& optimizer, Loader& loader, Gpt& whole,
+                                  torch::optim::AdamW& whole_optimizer) {
+  const GptConfig config;
+  std::vector<double> losses;
+  for (auto& batch : loader) {
+    // The tp group's ranks read the same batch, the dp ranks different ones.
+    const auto tp_batches = mesh.tp().all_gather(batch.contiguous());
+    for (const auto& other : tp_batches) CHECK(at::equal(other, batch));
+    const auto dp_batches = mesh.dp().all_gather(batch.contiguous());
+    CHECK(!at::equal(dp_batches.front(), dp_batches.back()));
+    const auto all = at::cat(dp_batches, 0);
+    optimizer.zero_grad();
+    const auto logits = model(batch.narrow(1, 0, config.context));
+    const auto loss =
+        acc::tp::vocab_parallel_cross_entropy(logits, batch.narrow(1, 1, config.context), mesh.tp()).mean();
+    accelerator.backward(loss);
+    losses.push_back(acc::item<double>(loss));
+    // max_norm well below the norm: every step clips.
+    const double norm = accelerator.clip_grad_norm_({}, 0.05);
+    optimizer.step();
+
+    whole_optimizer.zero_grad();
+    const auto expected = torch::nn::functional::cross_entropy(
+        whole->forward(all.narrow(1, 0, config.context)).reshape({-1, config.vocabulary}),
+        all.narrow(1, 1, config.context).reshape(-1));
+    expected.backward();
+    const auto parameters = whole->parameters();
+    const double whole_norm = torch::nn::utils::clip_grad_norm_(parameters, 0.05);
+    // Gradients that differ by kRounding each differ in norm by at most sqrt(count) times that; a
+    // slice counted twice or a whole tensor counted per tp rank differs by percents.
+    int64_t count = 0;
+    for (const auto& parameter : parameters) count += parameter.numel();
+    CHECK(std::abs(norm - whole_norm) <= kRounding * std::sqrt(double(count)) * std::max(1.0, whole_norm));
+    whole_optimizer.step();
+  }
+  return losses;
+}
+#endif
+
 }  // namespace
+
+#if ACC_HAS_GLOO
+TEST_SUITE("tp_fsdp" * doctest::skip()) {
+  TEST_CASE(
+      "a GPT split over tp groups of 2 and sharded by FSDP over the rest trains through the Accelerator as on one "
+      "process") {
+    const auto env = acc::ProcessEnvironment::from_environment();
+    REQUIRE(env.world_size % 2 == 0);
+    const GptConfig config;
+    const auto build = [&] {
+      at::manual_seed(0);  // every rank builds the same full model
+      Gpt gpt(config);
+      gpt->to(at::kDouble);
+      return gpt;
+    };
+    const auto adamw = torch::optim::AdamWOptions(kLr).weight_decay(0.01);
+    const int dp_size = env.world_size / 2;
+    constexpr int64_t share = 4;  // sequences per dp rank and step
+    const Sequences data{config, kSteps * share * dp_size};
+    const auto dir = fs::temp_directory_path() / ("acc_tp_fsdp_" + std::to_string(::getppid()));
+
+    std::map<std::string, at::Tensor> trained;
+    std::vector<at::Tensor> optimizer_state;
+    {
+      TpFsdp accelerator(tp_fsdp_options(2));
+      acc::DeviceMesh<acc::Gloo> mesh(env, {1, dp_size, 2});
+      Gpt whole = build();
+      torch::optim::AdamW whole_optimizer(whole->parameters(), adamw);
+      Gpt split = build();
+      acc::tp::parallelize(*split, mesh, gpt_plan(config));
+      torch::optim::AdamW split_optimizer(split->parameters(), adamw);
+      auto [model, optimizer, loader] =
+          accelerator.prepare(split, split_optimizer, acc::DataLoader(data, acc::DataLoaderOptions(share)));
+      CHECK(static_cast<int>(loader.size()) == kSteps);  // the dp ranks share the batches; a tp group reads one
+      const auto losses = train_tp_fsdp(accelerator, mesh, model, optimizer, loader, whole, whole_optimizer);
+      REQUIRE(losses.size() == kSteps);
+      CHECK(losses.back() < losses.front());  // it learned: the comparison is not of untouched weights
+      // The whole weights (the tp slices joined) are the whole model's, within AdamW's drift.
+      const auto state = accelerator.strategy().full_state(*split);
+      const auto whole_parameters = whole->named_parameters();
+      for (const auto& [name, value] : state) {
+        if (!whole_parameters.contains(name)) continue;
+        check_close(value, whole_parameters[name].detach(), kParameterDrift, name + " after training");
+      }
+      // save_model writes them whole; save_state what resumes.
+      accelerator.save_model(model, dir / "model");
+      accelerator.save_state(dir / "state");
+      for (const auto& [name, value] : state) trained[name] = value;
+      optimizer_state = flat_adamw_state(split_optimizer);
+      if (env.rank == 0) {
+        const auto saved = acc::safetensors::load_file(dir / "model" / "model.safetensors").tensors;
+        REQUIRE(saved.size() == state.size());
+        for (const auto& [name, value] : state) CHECK(at::equal(saved.at(name), value));
+      }
+      accelerator.wait_for_everyone();
+    }
+    {
+      // A fresh split model and optimizer resume bit for bit, and go on as the trained ones.
+      TpFsdp accelerator(tp_fsdp_options(2));
+      acc::DeviceMesh<acc::Gloo> mesh(env, {1, dp_size, 2});
+      at::manual_seed(7);  // other weights, which load_state replaces
+      Gpt split(config);
+      split->to(at::kDouble);
+      acc::tp::parallelize(*split, mesh, gpt_plan(config));
+      torch::optim::AdamW split_optimizer(split->parameters(), adamw);
+      // The same loader too: load_state restores its position.
+      auto [model, optimizer, loader] =
+          accelerator.prepare(split, split_optimizer, acc::DataLoader(data, acc::DataLoaderOptions(share)));
+      accelerator.load_state(dir / "state");
+      for (const auto& [name, value] : accelerator.strategy().full_state(*split))
+        CHECK_MESSAGE(at::equal(value, trained.at(name)), name);
+      const auto resumed = flat_adamw_state(split_optimizer);
+      REQUIRE(resumed.size() == optimizer_state.size());
+      for (std::size_t i = 0; i < resumed.size(); ++i) CHECK(at::equal(resumed[i], optimizer_state[i]));
+      accelerator.wait_for_everyone();
+      if (env.rank == 0) fs::remove_all(dir);
+    }
+  }
+
+  TEST_CASE("FSDP's tensor-parallel size must be the split's: errors naming the setting and the fix") {
+    const auto env = acc::ProcessEnvironment::from_environment();
+    const GptConfig config;
+    acc::DeviceMesh<acc::Gloo> mesh(env, {1, env.world_size / 2, 2});
+    {
+      TpFsdp accelerator(tp_fsdp_options(2));
+      Gpt whole(config);
+      CHECK(error_of([&] { accelerator.prepare(whole); }) ==
+            "FSDP was told tensor-parallel groups of 2 ranks (parallelism_config_tp_size, FSDPOptions::tp_size), but "
+            "the model given to prepare has no layer split by acc::tp::parallelize; split it over an acc::DeviceMesh's "
+            "tp group before prepare (docs/tensor_parallelism.md), or set the tensor-parallel size to 1");
+      accelerator.wait_for_everyone();
+    }
+    {
+      TpFsdp accelerator(tp_fsdp_options(1));
+      Gpt split(config);
+      acc::tp::parallelize(*split, mesh, gpt_plan(config));
+      CHECK(error_of([&] { accelerator.prepare(split); }) ==
+            "FSDP cannot prepare a model split by acc::tp::parallelize (its layer 'tok' is split): it would give every "
+            "rank rank 0's shards and average gradients across the tensor-parallel group; give FSDP the mesh's tp "
+            "size (parallelism_config_tp_size, FSDPOptions::tp_size), and it shards over the ranks that hold the same "
+            "slices (docs/tensor_parallelism.md)");
+      accelerator.wait_for_everyone();
+    }
+    CHECK(error_of([&] { TpFsdp accelerator(tp_fsdp_options(3)); }) ==
+          "tensor parallelism splits layers over groups of 3 ranks, which does not divide the " +
+              std::to_string(env.world_size) +
+              " processes (parallelism_config_tp_size, FSDPOptions::tp_size); give a tensor-parallel size that "
+              "divides the number of processes");
+    // No rank leaves while another still uses its mesh's communicators.
+    mesh.dp().barrier();
+    mesh.tp().barrier();
+  }
+}
+#endif
 
 TEST_SUITE("tp_dp" * doctest::skip()) {
   TEST_CASE("a GPT split over tp groups of 2, data-parallel across them, trains as on one process") {
@@ -588,7 +780,9 @@ TEST_SUITE("tp" * doctest::skip()) {
       CHECK(error_of([&] { accelerator.prepare(gpt); }) ==
             "DDP cannot prepare a model split by acc::tp::parallelize (its layer 'tok' is split): it would give every "
             "rank rank 0's shards and average gradients across the tensor-parallel group; average them over the "
-            "mesh's dp group with acc::tp::DataParallel instead (docs/tensor_parallelism.md)");
+            "mesh's dp group with acc::tp::DataParallel, or use FSDP with the mesh's tp size "
+            "(parallelism_config_tp_size), which shards over the ranks that hold the same slices "
+            "(docs/tensor_parallelism.md)");
       // No rank leaves while another still connects its mesh's communicators to it.
       accelerator.wait_for_everyone();
     });

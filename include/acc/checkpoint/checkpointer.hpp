@@ -142,7 +142,8 @@ struct CheckpointContext : CheckpointSubject {
   std::string_view strategy;  // Strategy::name and Strategy::checkpoint_layout, in acc_state.json
   std::string_view layout;
   bool sharded_optimizer;
-  bool sharded_model;  // save_state writes each rank's model shards (SHARDED_STATE_DICT)
+  bool sharded_model;        // save_state writes each rank's model shards (SHARDED_STATE_DICT)
+  int tensor_parallel_size;  // the ranks of a tensor-parallel group (1: none), recorded in acc_state.json
   std::function<std::vector<std::string>(const std::string&)> gather;  // every rank's bytes, by rank
   std::function<std::string(const std::string&)> broadcast;            // the main process's bytes
   // With sharded_optimizer: the units, in order, each with this rank's shard, which the optimizer steps.
@@ -304,7 +305,7 @@ class Checkpointer : public detail::CheckpointerCore {
   Checkpointer(Strategy& strategy, const CheckpointSubject& subject)
       : CheckpointerCore(
             {subject, Strategy::name, Strategy::checkpoint_layout, shards_model_v<Strategy>,
-             sharded_checkpoints(strategy),
+             sharded_checkpoints(strategy), detail::tensor_parallel_size(strategy),
              [&strategy](const std::string& bytes) { return ops::gather_object(strategy.comm(), bytes); },
              [&strategy](const std::string& bytes) { return ops::broadcast_object(strategy.comm(), bytes); },
              optimizer_shards(strategy)}),

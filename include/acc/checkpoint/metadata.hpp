@@ -66,6 +66,9 @@ struct CheckpointMetadata {
   std::string torch_version;
   int64_t optimizer_format = 0;  // see compat::optimizer_archive_format
   int64_t world_size = 1;
+  // The ranks of a tensor-parallel group, whose model and optimizer files hold their own slices
+  // (FSDP beside acc::tp); 1 without tensor parallelism, and in checkpoints written before it was recorded.
+  int64_t tp_size = 1;
   std::string strategy, precision, sampler;
   // What the model and optimizer files hold (a strategy's checkpoint_layout, strategy/strategy.hpp);
   // empty in checkpoints written before it was recorded.

@@ -9,7 +9,7 @@
 //
 // Files, in `dir` (created): model_tp<r>.safetensors, rank r's parameters and buffers under the
 // model's names, with the cut of each split tensor in its metadata ("acc_tp_shard": its rank, the
-// tp size, and per split tensor [dim, parts] as tp::ShardLayout says), and optimizer_tp<r>.pt. Under
+// tp size, and per split tensor [dim, parts] as nn::ShardLayout says), and optimizer_tp<r>.pt. Under
 // 2-D parallelism the tp groups of other dp ranks hold the same slices: let one of them save (dp
 // rank 0). Both are collectives of the tp group (a barrier at the end: the checkpoint is whole when
 // save returns); a file is written beside its name and renamed over it, so that a save killed

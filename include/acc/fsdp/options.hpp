@@ -47,12 +47,19 @@ class FSDPOptions {
   // YAML's fsdp_offload_params): GPU memory holds only gathered units. No effect on CPU ranks.
   TORCH_ARG(bool, offload_params) = false;
   // HYBRID_SHARD: the ranks a unit is sharded over, consecutive global ranks (0 .. n-1, n .. 2n-1,
-  // ...). 0: replica_count's share of the world if that is set, else the processes of one machine
-  // (the launcher's local world size). The config's parallelism_config_dp_shard_size.
+  // ...; with tp_size, of those holding the same tensor-parallel slices). 0: replica_count's share
+  // of them if that is set, else the processes of one machine (the launcher's local world size).
+  // The config's parallelism_config_dp_shard_size.
   TORCH_ARG(int64_t, shard_group_size) = 0;
   // HYBRID_SHARD: how many copies of the sharded model there are (the world over the shard group
   // size; 0: whatever that is). The config's parallelism_config_dp_replicate_size.
   TORCH_ARG(int64_t, replica_count) = 0;
+  // Tensor parallelism beside FSDP (2-D parallelism): prepare is given a model that
+  // acc::tp::parallelize split over groups of this many consecutive ranks (an acc::DeviceMesh's tp
+  // dimension), and the units shard over the ranks that hold the same slices (the mesh's dp_shard
+  // group; with hybrid sharding replicated over its dp_replicate group). 1: none. The config's
+  // parallelism_config_tp_size.
+  TORCH_ARG(int64_t, tp_size) = 1;
   TORCH_ARG(StateDictType, state_dict_type) = StateDictType::full;
   // The dtype gradients are averaged in across ranks (Python's MixedPrecision.reduce_dtype).
   // Unset: the shards' own (float32 master weights reduce in float32, however low the compute

@@ -1,8 +1,10 @@
-// The two sub-groups of one rank under hybrid sharding (HYBRID_SHARD, HYBRID_SHARD_ZERO2): its
-// shard group, the consecutive ranks its units are sharded over (by default the processes of its
-// machine), and its replica group, the ranks that hold the same shard in the other shard groups.
-// With G shard groups of S ranks, rank r is rank r % S of shard group r / S and rank r / S of
-// replica group r % S. One shard group over the whole world has no replica group: FULL_SHARD.
+// The sub-groups FSDP works over, laid out as an acc::DeviceMesh's dimensions (mesh/device_mesh.hpp):
+// R replicas x S shard ranks x T tensor-parallel ranks, tp innermost. A rank's units are sharded over
+// its shard group, the S ranks that hold the same tensor-parallel slices in its replica (by default
+// under hybrid sharding the processes of its machine; otherwise every rank holding its slices), and
+// their gradients averaged across its replica group, the ranks that hold the same shard in the other
+// replicas (HYBRID_SHARD, HYBRID_SHARD_ZERO2). One shard group over the whole world needs no
+// groups: FULL_SHARD without tensor parallelism.
 #pragma once
 
 #include <acc/comm/process_group_options.hpp>
@@ -11,58 +13,73 @@
 #include <acc/config/environment.hpp>
 #include <acc/error.hpp>
 #include <acc/fsdp/options.hpp>
+#include <acc/mesh/device_mesh.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
-#include <vector>
 
 namespace acc::detail {
 
-// The shard group size the options ask for in a world of `world` processes, `local` per machine;
-// an error naming the settings when it does not divide the world.
-inline int64_t shard_group_size(const FSDPOptions& options, int64_t world, int64_t local) {
+// The shape the options ask for in a world of `world` processes, `local` per machine, `hybrid`
+// under a hybrid sharding policy; an error naming the settings when it does not divide the world.
+inline MeshShape fsdp_mesh_shape(const FSDPOptions& options, bool hybrid, int64_t world, int64_t local) {
+  const int64_t tp = options.tp_size();
+  if (tp < 1 || world % tp != 0)
+    throw Error("tensor parallelism splits layers over groups of " + std::to_string(tp) +
+                " ranks, which does not divide the " + std::to_string(world) +
+                " processes (parallelism_config_tp_size, FSDPOptions::tp_size); give a tensor-parallel size that "
+                "divides the number of processes");
+  const int64_t ranks = world / tp;  // those holding the same tensor-parallel slices
+  const auto as_shape = [tp](int64_t replicas, int64_t size) {
+    return MeshShape{static_cast<int>(replicas), static_cast<int>(size), static_cast<int>(tp)};
+  };
+  if (!hybrid) return as_shape(1, ranks);
   const int64_t replicas = options.replica_count();
   int64_t size = options.shard_group_size();
-  if (size == 0) size = replicas > 0 && world % replicas == 0 ? world / replicas : local;
+  if (size == 0) size = replicas > 0 && ranks % replicas == 0 ? ranks / replicas : std::max<int64_t>(local / tp, 1);
   const std::string settings =
       "(parallelism_config_dp_shard_size, FSDPOptions::shard_group_size: " +
       std::to_string(options.shard_group_size()) +
       "; parallelism_config_dp_replicate_size, FSDPOptions::replica_count: " + std::to_string(replicas) +
       "; 0 is unset)";
-  if (size < 1 || world % size != 0)
+  const std::string among = tp == 1 ? std::to_string(ranks) + " processes"
+                                    : std::to_string(ranks) +
+                                          " ranks holding each tensor-parallel slice (the processes over tp_size " +
+                                          std::to_string(tp) + ")";
+  if (size < 1 || ranks % size != 0)
     throw Error("hybrid sharding shards over groups of " + std::to_string(size) + " ranks, which does not divide the " +
-                std::to_string(world) + " processes " + settings +
+                among + " " + settings +
                 "; give a shard group size that divides the number of processes (by default the processes of one "
                 "machine)");
-  if (replicas > 0 && replicas * size != world)
+  if (replicas > 0 && replicas * size != ranks)
     throw Error("hybrid sharding with " + std::to_string(replicas) + " replicas of shard groups of " +
-                std::to_string(size) + " ranks needs " + std::to_string(replicas * size) + " processes, not " +
-                std::to_string(world) + " " + settings + "; make replicas x shard group size the number of processes");
-  return size;
+                std::to_string(size) + " ranks needs " + std::to_string(replicas * size * tp) + " processes, not " +
+                std::to_string(world) + " " + settings + "; make replicas x shard group size" +
+                (tp == 1 ? "" : " x tp_size") + " the number of processes");
+  return as_shape(ranks / size, size);
 }
 
 template <class Comm>
-class HybridGroups {
+class ShardGroups {
  public:
   // A collective over the world: every rank builds its shard group's communicator, then its
-  // replica group's, in this order. `world` is the strategy's communicator over every rank.
-  HybridGroups(const ProcessEnvironment& env, const ProcessGroupOptions& process_group, const FSDPOptions& options,
-               Comm& world)
+  // replica group's if there are replicas, in this order. `world` is the strategy's communicator
+  // over every rank.
+  ShardGroups(const ProcessEnvironment& env, const ProcessGroupOptions& process_group, const MeshShape& shape,
+              Comm& world)
       : world_(world) {
-    const int64_t size = shard_group_size(options, env.world_size, env.local_world_size);
-    if (size == env.world_size) return;  // one shard group: nothing to replicate
-    std::vector<int> shard_ranks, replica_ranks;
-    const int first = static_cast<int>(env.rank / size * size);
-    for (int r = first; r < first + size; ++r) shard_ranks.push_back(r);
-    for (int r = static_cast<int>(env.rank % size); r < env.world_size; r += static_cast<int>(size))
-      replica_ranks.push_back(r);
+    if (shape.dp_shard == env.world_size) return;  // one shard group: nothing to replicate
     const auto store = job_store(env);
-    shard_.emplace(env, store, process_group, RankGroup(shard_ranks, env.rank, env.world_size));
-    replicas_.emplace(env, store, process_group, RankGroup(replica_ranks, env.rank, env.world_size));
+    shard_.emplace(env, store, process_group,
+                   RankGroup(mesh_group_ranks(shape, env.rank, MeshDim::dp_shard), env.rank, env.world_size));
+    if (shape.dp_replicate > 1)
+      replicas_.emplace(env, store, process_group,
+                        RankGroup(mesh_group_ranks(shape, env.rank, MeshDim::dp_replicate), env.rank, env.world_size));
   }
-  HybridGroups(const HybridGroups&) = delete;
-  HybridGroups& operator=(const HybridGroups&) = delete;
+  ShardGroups(const ShardGroups&) = delete;
+  ShardGroups& operator=(const ShardGroups&) = delete;
 
   // What units shard over.
   Comm& shard() { return shard_ ? *shard_ : world_; }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <acc/detail/linkage.hpp>
+#include <acc/nn/tensor_split.hpp>
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Optional.h>
@@ -24,9 +25,8 @@ class EmbeddingImpl;
 
 // What surrounds the local lookup when the table is split across ranks (tensor parallelism): it
 // receives the layer and the indices and returns the embeddings on this rank.
-class EmbeddingSplit {
+class EmbeddingSplit : public TensorSplit {
  public:
-  virtual ~EmbeddingSplit() = default;
   virtual at::Tensor forward(EmbeddingImpl& layer, const at::Tensor& indices) = 0;
 };
 

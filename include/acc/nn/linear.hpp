@@ -11,6 +11,7 @@
 #pragma once
 
 #include <acc/detail/linkage.hpp>
+#include <acc/nn/tensor_split.hpp>
 
 #include <ATen/core/Tensor.h>
 #include <torch/nn/cloneable.h>
@@ -36,9 +37,8 @@ class LinearMatmul {
 
 // What surrounds the local product when the layer is split across ranks (tensor parallelism):
 // it receives the layer and the input and returns the layer's output on this rank.
-class LinearSplit {
+class LinearSplit : public TensorSplit {
  public:
-  virtual ~LinearSplit() = default;
   virtual at::Tensor forward(LinearImpl& layer, const at::Tensor& input) = 0;
 };
 

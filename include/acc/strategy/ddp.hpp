@@ -66,7 +66,10 @@ class DDP : public ReplicatedModel {
   void prepare_model(const std::shared_ptr<torch::nn::Module>& module, c10::Device device) {
     // Every rank holds the whole model and takes rank 0's state here, so a model built empty
     // (acc::init_empty_weights()) on the other ranks only needs storage first.
-    detail::refuse_tensor_parallel_model(*module, "DDP");
+    detail::refuse_tensor_parallel_model(
+        *module, "DDP",
+        "average them over the mesh's dp group with acc::tp::DataParallel, or use FSDP with the mesh's "
+        "tp size (parallelism_config_tp_size), which shards over the ranks that hold the same slices");
     if (!detail::ranks_with_empty_models(comm(), *module, "DDP").empty()) materialize(*module, device);
     module->to(device);
     detail::broadcast_module_state(comm(), *module);

@@ -9,9 +9,11 @@
 //     those whose class is in transformer_layer_cls_to_wrap, those with min_num_params or more,
 //     or none. A class named for wrapping that is not declared is an error saying how to declare it.
 // A nested unit's parameters belong to the innermost unit. With a hybrid sharding policy the units
-// are sharded over a shard group (fsdp/hybrid_groups.hpp) and their shards' gradients averaged
-// across the groups. With FSDPOptions::cpu_ram_efficient_loading only rank 0 needs real weights:
-// the others may build the model inside acc::init_empty_weights() and get their shards from it.
+// are sharded over a shard group (fsdp/shard_groups.hpp) and their shards' gradients averaged
+// across the groups. Beside tensor parallelism (FSDPOptions::tp_size) the model is one that
+// acc::tp::parallelize split over groups of tp_size consecutive ranks, and the units shard over the
+// ranks that hold the same slices; full_state joins the slices. With FSDPOptions::cpu_ram_efficient_loading only rank 0
+// needs real weights: the others may build the model inside acc::init_empty_weights() and get their shards from it.
 #pragma once
 
 #include <acc/comm/comm.hpp>
@@ -22,11 +24,12 @@
 #include <acc/detail/module_state.hpp>
 #include <acc/error.hpp>
 #include <acc/fsdp/flat_unit.hpp>
-#include <acc/fsdp/hybrid_groups.hpp>
 #include <acc/fsdp/options.hpp>
+#include <acc/fsdp/shard_groups.hpp>
 #include <acc/fsdp/sharding.hpp>
 #include <acc/fsdp/unit.hpp>
 #include <acc/fsdp/unit_registry.hpp>
+#include <acc/nn/split_layers.hpp>
 #include <acc/strategy/process_group.hpp>
 
 #include <ATen/core/Tensor.h>
@@ -101,11 +104,11 @@ class FSDP {
   ~FSDP() { release(); }
 
   c10::Device device(const ProcessEnvironment& env, bool force_cpu) {
-    // A bad shard group size fails on every rank before any rank connects: a rank that failed
-    // after connecting would close its connections under peers still making theirs.
-    if constexpr (Sharding::replicates) (void)detail::shard_group_size(options_, env.world_size, env.local_world_size);
+    // A bad shard group or tensor-parallel size fails on every rank before any rank connects: a
+    // rank that failed after connecting would close its connections under peers still making theirs.
+    const auto shape = detail::fsdp_mesh_shape(options_, Sharding::replicates, env.world_size, env.local_world_size);
     const auto device = group_.join(env, force_cpu);
-    if constexpr (Sharding::replicates) hybrid_.emplace(env, process_group_, options_, comm());
+    groups_.emplace(env, process_group_, shape, comm());
     return device;
   }
 
@@ -117,7 +120,8 @@ class FSDP {
       throw Error(
           "FSDP prepares one model per Accelerator; prepare() was given a second one (call "
           "accelerator.free_memory() first to leave the first one and prepare another)");
-    detail::refuse_tensor_parallel_model(*module, "FSDP");
+    const auto split = nn::split_tensors(*module);
+    check_split(*module, split);
     // With rank-0 loading the units take rank 0's values one at a time (the other ranks' models
     // may be empty); otherwise every rank's model moves whole, then rank 0's state goes to all.
     const auto empty_ranks = detail::ranks_with_empty_models(comm(), *module, "FSDP");
@@ -132,7 +136,13 @@ class FSDP {
       detail::move_real_tensors(*module, device);
     } else {
       module->to(device);
-      if (options_.sync_module_states()) detail::broadcast_module_state(comm(), *module);
+      if (options_.sync_module_states()) {
+        // From the first rank of each shard group, then of each replica group: every rank ends
+        // with rank 0's values, or with tensor parallelism its tp group's first rank's.
+        detail::broadcast_module_state(shard_comm(), *module);
+        if (auto* replicas = groups_ ? groups_->replicas() : nullptr)
+          detail::broadcast_module_state(*replicas, *module);
+      }
     }
     // Units: the chosen modules by qualified name; each trained parameter goes to the innermost.
     const auto chosen = choose_units(*module, detail::is_sequential(*module));
@@ -160,7 +170,7 @@ class FSDP {
       // Rank 0 of the whole job, not of a shard group, holds the values.
       unit.flat = std::make_unique<detail::FlatUnit<Comm>>(
           i == 0 ? "(model)" : chosen[i - 1].first, members[i], shard_comm(), settings,
-          hybrid_ ? hybrid_->replicas() : nullptr, from_rank0 ? &comm() : nullptr);
+          groups_ ? groups_->replicas() : nullptr, from_rank0 ? &comm() : nullptr);
       units_.push_back(std::move(unit));
     }
     if (from_rank0) {  // what no unit holds: frozen parameters and buffers
@@ -178,6 +188,7 @@ class FSDP {
       }
     }
     root_ = units_.empty() || units_.front().module ? std::nullopt : std::optional<std::size_t>(0);
+    split_ = split;
   }
 
   // Accelerator::free_memory: the model's units (their shards and gathered parameters) go.
@@ -185,6 +196,7 @@ class FSDP {
     for (auto& unit : units_)
       if (unit.module) detail::UnitRegistry::instance().install(*unit.module, nullptr);
     units_.clear();
+    split_.clear();
     root_.reset();
     forward_order_.clear();
     previous_order_.clear();
@@ -268,15 +280,7 @@ class FSDP {
   // Clips the gradients by their norm over all shards of all ranks; returns that norm.
   double clip_grad_norm_(double max_norm, double norm_type) {
     const bool infinity = std::isinf(norm_type);
-    std::vector<at::Tensor> norms;
-    for (auto& unit : units_)
-      if (unit.flat->shard().grad().defined()) norms.push_back(unit.flat->shard().grad().norm(norm_type));
-    // The shards' gradients may be in host memory (offload); the collective needs the comm's device.
-    const at::Tensor local = norms.empty() ? at::zeros({1}, at::TensorOptions(comm().device()))
-                                           : at::stack(norms).to(comm().device(), at::kFloat);
-    at::Tensor total = infinity ? local.max().reshape({1}) : local.pow(norm_type).sum().reshape({1});
-    // Every shard once: over the shard group (replicas hold the same shards).
-    if (Sharding::shards_parameters) shard_comm().all_reduce(total, infinity ? ReduceOp::max : ReduceOp::sum);
+    const at::Tensor total = split_.empty() ? shards_norm(norm_type) : split_norm(norm_type);
     const double norm = infinity ? total.item<double>() : std::pow(total.item<double>(), 1.0 / norm_type);
     const double coefficient = max_norm / (norm + 1e-6);
     if (coefficient < 1)
@@ -285,9 +289,12 @@ class FSDP {
     return norm;
   }
 
+  // The ranks of a tensor-parallel group beside FSDP: they read the same batches.
+  int tensor_parallel_size() const { return static_cast<int>(options_.tp_size()); }
+
   Comm& comm() { return group_.comm(); }
   // The ranks units are sharded over: every rank, or with hybrid sharding this rank's shard group.
-  Comm& shard_comm() { return hybrid_ ? hybrid_->shard() : comm(); }
+  Comm& shard_comm() { return groups_ ? groups_->shard() : comm(); }
 
   // Checkpoints. full_state gathers every unit into host memory, one after the other (a
   // collective: all ranks call it); load_full_state takes each rank's slices of a full state.
@@ -299,17 +306,27 @@ class FSDP {
     for (auto& [entry_name, value] : state) {
       const auto found = gathered.find(entry_name);
       if (found != gathered.end()) value = found->second;
+      // Tensor parallelism: the slices of the tp group joined (a collective over it).
+      if (const auto cut = split_.find(entry_name); cut != split_.end())
+        value =
+            nn::join_slices(cut->second.split->all_gather(value.to(comm().device())), cut->second.layout).to(at::kCPU);
     }
     return state;
   }
   void load_full_state(torch::nn::Module& module, const std::map<std::string, at::Tensor>& state) {
     auto own = full_state(module);
     detail::check_state_fits(own, state);
+    // Tensor parallelism: this rank's slice of each tensor it cut.
+    auto local = state;
+    for (const auto& [entry_name, cut] : split_) {
+      auto& value = local.at(entry_name);
+      value = nn::slice_of(value, cut.layout.dim, cut.layout.parts, cut.split->group_rank(), cut.split->group_size());
+    }
     at::NoGradGuard no_grad;
-    for (auto& unit : units_) unit.flat->load_full_parameters(state);
+    for (auto& unit : units_) unit.flat->load_full_parameters(local);
     for (const auto& p : module.named_parameters())
-      if (!unit_of(p.value())) p.value().copy_(state.at(p.key()));
-    for (const auto& b : module.named_buffers()) b.value().copy_(state.at(b.key()));
+      if (!unit_of(p.value())) p.value().copy_(local.at(p.key()));
+    for (const auto& b : module.named_buffers()) b.value().copy_(local.at(b.key()));
   }
 
   // This rank's shards, one entry per unit ("<unit>.flat_shard"), as a SHARDED_STATE_DICT
@@ -380,6 +397,97 @@ class FSDP {
   }
 
  private:
+  // Without tensor parallelism: each element of the model once in the shard group (replicas hold
+  // the same shards; without sharding every rank holds everything). The p-th power of the norm, or
+  // the largest magnitude.
+  at::Tensor shards_norm(double norm_type) {
+    const bool infinity = std::isinf(norm_type);
+    std::vector<at::Tensor> norms;
+    for (auto& unit : units_)
+      if (unit.flat->shard().grad().defined()) norms.push_back(unit.flat->shard().grad().norm(norm_type));
+    // The shards' gradients may be in host memory (offload); the collective needs the comm's device.
+    const at::Tensor local = norms.empty() ? at::zeros({1}, at::TensorOptions(comm().device()))
+                                           : at::stack(norms).to(comm().device(), at::kFloat);
+    at::Tensor total = infinity ? local.max().reshape({1}) : local.pow(norm_type).sum().reshape({1});
+    if (Sharding::shards_parameters) shard_comm().all_reduce(total, infinity ? ReduceOp::max : ReduceOp::sum);
+    return total;
+  }
+
+  // Beside tensor parallelism the shards mix the tensors it cut (each tp rank holds a different
+  // slice) with those it left whole (every tp rank holds the same): each rank sums the two kinds of
+  // its shards' elements apart, the world's sums count a cut element once per copy of its shard
+  // (its replicas, and unsharded every rank of its shard group) and a whole one tp_size times as
+  // often. The p-th power of the norm, or the largest magnitude.
+  at::Tensor split_norm(double norm_type) {
+    const bool infinity = std::isinf(norm_type);
+    std::vector<at::Tensor> cut, whole;
+    for (auto& unit : units_) {
+      const auto& grad = unit.flat->shard().grad();
+      if (!grad.defined()) continue;
+      const auto layout = unit.flat->layout();
+      const int64_t first = layout.index * layout.shard_numel, last = first + grad.numel();
+      for (const auto& member : layout.members) {
+        const int64_t begin = std::max(first, member.offset), end = std::min(last, member.offset + member.numel);
+        if (begin >= end) continue;
+        const auto part = grad.narrow(0, begin - first, end - begin);
+        (split_.count(member.name) ? cut : whole)
+            .push_back(infinity ? part.abs().max().to(at::kDouble)
+                                : part.to(at::kDouble).norm(norm_type).pow(norm_type));
+      }
+    }
+    const auto combined = [&](const std::vector<at::Tensor>& parts) {
+      if (parts.empty()) return at::zeros({}, at::TensorOptions(comm().device()).dtype(at::kDouble));
+      const auto stacked = at::stack(parts).to(comm().device());
+      return infinity ? stacked.max() : stacked.sum();
+    };
+    at::Tensor sums = at::stack({combined(cut), combined(whole)});
+    comm().all_reduce(sums, infinity ? ReduceOp::max : ReduceOp::sum);
+    if (infinity) return sums.max().reshape({1});
+    const double copies = static_cast<double>(comm().world_size()) / options_.tp_size() /
+                          (Sharding::shards_parameters ? shard_comm().world_size() : 1);
+    return (sums[0] / copies + sums[1] / (copies * options_.tp_size())).reshape({1});
+  }
+
+  // A model tensor parallelism split shards over the ranks that hold the same slices: its groups
+  // must be the tp_size consecutive ranks the shard groups leave out, its values each rank's own.
+  void check_split(const torch::nn::Module& module, const std::map<std::string, nn::SplitTensor>& split) {
+    const int64_t tp = options_.tp_size();
+    const std::string told = "FSDP was told tensor-parallel groups of " + std::to_string(tp) +
+                             " ranks (parallelism_config_tp_size, FSDPOptions::tp_size)";
+    if (split.empty()) {
+      if (tp > 1)
+        throw Error(told +
+                    ", but the model given to prepare has no layer split by acc::tp::parallelize; split it over "
+                    "an acc::DeviceMesh's tp group before prepare (docs/tensor_parallelism.md), or set the "
+                    "tensor-parallel size to 1");
+      return;
+    }
+    if (tp == 1)
+      detail::refuse_tensor_parallel_model(module, "FSDP",
+                                           "give FSDP the mesh's tp size (parallelism_config_tp_size, "
+                                           "FSDPOptions::tp_size), and it shards over the ranks that hold the same "
+                                           "slices");
+    const int rank = comm().rank();
+    for (const auto& [name, tensor] : split)
+      if (tensor.split->group_size() != tp || tensor.split->group_rank() != rank % tp)
+        throw Error("FSDP: '" + name + "' is split over " + std::to_string(tensor.split->group_size()) +
+                    " ranks, this rank holding slice " + std::to_string(tensor.split->group_rank()) + ", but " + told +
+                    ", where rank r holds slice r % " + std::to_string(tp) +
+                    "; split the model over an acc::DeviceMesh with that tp size");
+    if (sharded_checkpoints())
+      for (const auto& p : module.named_parameters())
+        if (!p.value().requires_grad() && split.count(p.key()))
+          throw Error("FSDP: '" + p.key() +
+                      "' is cut by tensor parallelism and frozen, and a SHARDED_STATE_DICT checkpoint keeps the "
+                      "parameters of no unit from rank 0 alone; save FULL_STATE_DICT (fsdp_state_dict_type), or train "
+                      "it");
+    if (options_.cpu_ram_efficient_loading())
+      throw Error(
+          "FSDP's rank-0 loading (fsdp_cpu_ram_efficient_loading) gives every rank rank 0's values, but the ranks of "
+          "a tensor-parallel group hold different slices; load the weights on every rank before acc::tp::parallelize "
+          "and leave rank-0 loading off");
+  }
+
   struct ChildHooks final : detail::UnitHooks {
     ChildHooks(FSDP* owner, std::size_t index) : owner(owner), index(index) {}
     void before_forward() override { owner->before_unit_forward(index); }
@@ -516,7 +624,9 @@ class FSDP {
   FSDPOptions options_;
   ProcessGroupOptions process_group_;
   detail::ProcessGroup<Comm> group_;
-  std::optional<detail::HybridGroups<Comm>> hybrid_;
+  std::optional<detail::ShardGroups<Comm>> groups_;
+  // The model's tensors that tensor parallelism cut (empty without it).
+  std::map<std::string, nn::SplitTensor> split_;
   std::optional<at::ScalarType> compute_dtype_;
   std::vector<UnitState> units_;
   std::optional<std::size_t> root_;

@@ -42,14 +42,15 @@ inline c10::intrusive_ptr<c10d::Store> next_group_store(const ProcessEnvironment
 
 // A model split by acc::tp::parallelize holds different shards on the ranks of a tensor-parallel
 // group: a strategy that gives every rank rank 0's state and averages gradients over the world
-// would mix them.
-inline void refuse_tensor_parallel_model(const torch::nn::Module& module, const std::string& strategy) {
+// would mix them. `fix` says what to do instead.
+inline void refuse_tensor_parallel_model(const torch::nn::Module& module, const std::string& strategy,
+                                         const std::string& fix) {
   const auto split = nn::split_layer_names(module);
   if (split.empty()) return;
   throw Error(strategy + " cannot prepare a model split by acc::tp::parallelize (its layer '" + split.front() +
               "' is split): it would give every rank rank 0's shards and average gradients across the "
-              "tensor-parallel group; average them over the mesh's dp group with acc::tp::DataParallel instead "
-              "(docs/tensor_parallelism.md)");
+              "tensor-parallel group; " +
+              fix + " (docs/tensor_parallelism.md)");
 }
 
 // Whether Comm is a communication policy built into this binary (its other members exist then).

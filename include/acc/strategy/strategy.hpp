@@ -41,6 +41,9 @@
 //   double clip_grad_norm_(double max_norm, double norm_type);  // the norm over all shards
 //   std::vector<detail::FlatUnitLayout> sharded_layout() const;  // how each unit of
 //                                                       // trained_parameters() is split (fsdp/flat_unit.hpp)
+// A strategy that takes a model split by acc::tp::parallelize (FSDP beside tensor parallelism) also
+// provides int tensor_parallel_size() const: the Accelerator's loaders then shard over the tp
+// groups, whose ranks read the same batches, and checkpoints record it.
 // Optimizer state is saved from the main process's optimizer, as replicated strategies hold it (a
 // sharding strategy's from every rank, dealt out again on another number: checkpoint/optimizer_shards.hpp);
 // gradients saved in the middle of an accumulation cycle are each process's parameters' .grad.
@@ -87,5 +90,23 @@ struct shards_model<S, std::void_t<decltype(std::declval<S&>().trained_parameter
 }  // namespace detail
 template <class S>
 inline constexpr bool shards_model_v = detail::shards_model<S>::value;
+
+namespace detail {
+template <class S, class = void>
+struct has_tensor_parallel_size : std::false_type {};
+template <class S>
+struct has_tensor_parallel_size<S, std::void_t<decltype(std::declval<const S&>().tensor_parallel_size())>>
+    : std::true_type {};
+
+// The ranks of one tensor-parallel group, consecutive ranks that hold different slices of the model
+// and read the same batches: the strategy's tensor_parallel_size() where it has one, else 1.
+template <class S>
+int tensor_parallel_size(const S& strategy) {
+  if constexpr (has_tensor_parallel_size<S>::value)
+    return strategy.tensor_parallel_size();
+  else
+    return 1;
+}
+}  // namespace detail
 
 }  // namespace acc

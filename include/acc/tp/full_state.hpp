@@ -16,7 +16,7 @@
 
 #include <acc/detail/linkage.hpp>
 #include <acc/detail/module_state.hpp>
-#include <acc/tp/splits.hpp>
+#include <acc/nn/split_layers.hpp>
 
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
@@ -31,17 +31,6 @@ namespace acc::tp {
 
 namespace detail {
 
-// The tensors of the model's split layers ("blocks.0.qkv.weight"), each with its cut: the weight
-// along the layout's dim, a colwise bias along rows.
-ACC_DECL std::map<std::string, ShardLayout> split_tensors(const torch::nn::Module& module);
-
-// Rank `rank`'s slice of `full` cut over `ranks`: dimension `dim` seen as `parts` equal blocks, each
-// cut on its own (what parallelize keeps).
-ACC_DECL at::Tensor slice_of(const at::Tensor& full, int64_t dim, int64_t parts, int rank, int ranks);
-
-// The whole tensor from the group's slices, in rank order.
-ACC_DECL at::Tensor join_slices(const std::vector<at::Tensor>& slices, const ShardLayout& layout);
-
 ACC_DECL void load_full_state(torch::nn::Module& module, const std::map<std::string, at::Tensor>& state, int rank,
                               int ranks);
 
@@ -49,11 +38,11 @@ ACC_DECL void load_full_state(torch::nn::Module& module, const std::map<std::str
 
 template <class Comm>
 std::vector<std::pair<std::string, at::Tensor>> full_state(const torch::nn::Module& module, Comm& comm) {
-  const auto split = detail::split_tensors(module);
+  const auto split = nn::split_tensors(module);
   auto state = acc::detail::module_state(module);
   for (auto& [name, tensor] : state)
     if (const auto cut = split.find(name); cut != split.end())
-      tensor = detail::join_slices(comm.all_gather(tensor.contiguous()), cut->second);
+      tensor = nn::join_slices(comm.all_gather(tensor.contiguous()), cut->second.layout);
   return state;
 }
 

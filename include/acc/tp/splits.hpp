@@ -17,79 +17,75 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace acc::tp {
 
-// How a split layer's weight is cut over the tp group: what acc::tp::full_state joins and
-// acc::tp::load_full_state cuts again (tp/full_state.hpp).
-struct ShardLayout {
-  int64_t dim = 0;          // 0: rows (out_features, the vocabulary); 1: columns (in_features)
-  int64_t parts = 1;        // equal blocks along `dim`, each cut on its own (a fused q, k, v: 3)
-  bool bias_split = false;  // the bias is cut as the weight's rows; else it is whole on every rank
-};
-
-// What every split below is, beside its LinearSplit or EmbeddingSplit.
-class Sharded {
+// What every split below tells the code that holds the layer's tensors (nn::TensorSplit): its cut
+// and its group, `comm`.
+template <class Split, class Comm>
+class SplitOver : public Split {
  public:
-  explicit Sharded(const ShardLayout& layout) : layout_(layout) {}
-  virtual ~Sharded() = default;
-  const ShardLayout& layout() const { return layout_; }
+  SplitOver(Comm& comm, const nn::ShardLayout& layout) : comm_(comm), layout_(layout) {}
+  const nn::ShardLayout& layout() const final { return layout_; }
+  int group_rank() const final { return comm_.rank(); }
+  int group_size() const final { return comm_.world_size(); }
+  std::vector<at::Tensor> all_gather(const at::Tensor& local) final { return comm_.all_gather(local.contiguous()); }
+
+ protected:
+  Comm& comm_;
 
  private:
-  ShardLayout layout_;
+  nn::ShardLayout layout_;
 };
 
 template <class Comm>
-class ColumnParallel final : public nn::LinearSplit, public Sharded {
+class ColumnParallel final : public SplitOver<nn::LinearSplit, Comm> {
  public:
   // `parts`: fused blocks of out_features (Style::fused).
   ColumnParallel(Comm& comm, bool gather_output, int64_t parts = 1)
-      : Sharded({0, parts, true}), comm_(comm), gather_output_(gather_output) {}
+      : SplitOver<nn::LinearSplit, Comm>(comm, {0, parts, true}), gather_output_(gather_output) {}
 
   at::Tensor forward(nn::LinearImpl& layer, const at::Tensor& input) override {
-    auto output = layer.local_forward(copy_to_region(input, comm_), layer.bias);
-    return gather_output_ ? gather_from_region(output, comm_) : output;
+    auto output = layer.local_forward(copy_to_region(input, this->comm_), layer.bias);
+    return gather_output_ ? gather_from_region(output, this->comm_) : output;
   }
 
  private:
-  Comm& comm_;
   bool gather_output_;
 };
 
 template <class Comm>
-class RowParallel final : public nn::LinearSplit, public Sharded {
+class RowParallel final : public SplitOver<nn::LinearSplit, Comm> {
  public:
-  RowParallel(Comm& comm, bool split_input) : Sharded({1, 1, false}), comm_(comm), split_input_(split_input) {}
+  RowParallel(Comm& comm, bool split_input)
+      : SplitOver<nn::LinearSplit, Comm>(comm, {1, 1, false}), split_input_(split_input) {}
 
   at::Tensor forward(nn::LinearImpl& layer, const at::Tensor& input) override {
-    const auto local_input = split_input_ ? scatter_to_region(input, comm_) : input;
-    auto output = reduce_from_region(layer.local_forward(local_input, at::Tensor()), comm_);
+    const auto local_input = split_input_ ? scatter_to_region(input, this->comm_) : input;
+    auto output = reduce_from_region(layer.local_forward(local_input, at::Tensor()), this->comm_);
     return layer.bias.defined() ? output + layer.bias : output;
   }
 
  private:
-  Comm& comm_;
   bool split_input_;
 };
 
 template <class Comm>
-class VocabParallel final : public nn::EmbeddingSplit, public Sharded {
+class VocabParallel final : public SplitOver<nn::EmbeddingSplit, Comm> {
  public:
-  explicit VocabParallel(Comm& comm) : Sharded({0, 1, false}), comm_(comm) {}
+  explicit VocabParallel(Comm& comm) : SplitOver<nn::EmbeddingSplit, Comm>(comm, {0, 1, false}) {}
 
   // The layer holds rows [rank * rows, (rank + 1) * rows) of the table; its padding_idx, if any, is
   // local.
   at::Tensor forward(nn::EmbeddingImpl& layer, const at::Tensor& indices) override {
     const int64_t rows = layer.weight.size(0);
-    const int64_t first = comm_.rank() * rows;
+    const int64_t first = this->comm_.rank() * rows;
     const auto elsewhere = indices.lt(first).logical_or(indices.ge(first + rows));
     const auto local = (indices - first).masked_fill(elsewhere, 0);
     const auto found = layer.local_forward(local, layer.options.padding_idx()).masked_fill(elsewhere.unsqueeze(-1), 0);
-    return reduce_from_region(found, comm_);
+    return reduce_from_region(found, this->comm_);
   }
-
- private:
-  Comm& comm_;
 };
 
 }  // namespace acc::tp

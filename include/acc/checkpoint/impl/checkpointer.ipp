@@ -351,6 +351,7 @@ ACC_DECL CheckpointMetadata CheckpointerCore::describe(const std::vector<std::ve
   m.torch_version = compat::torch_version;
   m.optimizer_format = compat::optimizer_archive_format;
   m.world_size = subject_.environment.world_size;
+  m.tp_size = subject_.tensor_parallel_size;
   m.strategy = std::string(subject_.strategy);
   m.layout = std::string(subject_.layout);
   m.precision = std::string(subject_.precision);
@@ -385,6 +386,22 @@ ACC_DECL CheckpointerCore::Loaded CheckpointerCore::read(const std::filesystem::
   m = CheckpointMetadata::read(source);
   const auto described = "'" + (source / CheckpointMetadata::file_name).string() + "'";
   const auto mismatch = [&](const std::string& problem) { throw Error(described + ": " + problem); };
+  // Tensor parallelism: each rank's optimizer file holds the state of its own slices, which only
+  // the same tp group size cuts the same way, and which ranks of another number cannot deal out
+  // (each rank would need the files of its own slices).
+  const int tp_size = subject_.tensor_parallel_size;
+  if (m.tp_size != tp_size)
+    mismatch("the checkpoint was saved with tensor-parallel groups of " + std::to_string(m.tp_size) +
+             " ranks, and this job's are " + std::to_string(tp_size) +
+             "; resume with the same parallelism_config_tp_size, or load its full weights (save_model) into the "
+             "model before acc::tp::parallelize");
+  if (tp_size > 1 && m.world_size != world_size)
+    mismatch("the checkpoint was saved by " + std::to_string(m.world_size) + " processes, and this job has " +
+             std::to_string(world_size) +
+             "; with tensor parallelism each rank's files hold its own slices: resume "
+             "with " +
+             std::to_string(m.world_size) +
+             " processes, or load its full weights (save_model) into the model before acc::tp::parallelize");
   // Another number of processes (Python allows it): the model, optimizer and scheduler states are
   // whole, or dealt out again (a sharding strategy's optimizer state, below), and so are the
   // loaders' positions in apply(). Not so for the model's shards and gradients, which are per process.

@@ -117,6 +117,7 @@ ACC_DECL std::string CheckpointMetadata::to_json() const {
   j["torch_version"] = torch_version;
   j["optimizer_format"] = optimizer_format;
   j["world_size"] = world_size;
+  if (tp_size != 1) j["tp_size"] = tp_size;
   j["strategy"] = strategy;
   j["layout"] = layout;
   j["precision"] = precision;
@@ -184,6 +185,7 @@ ACC_DECL CheckpointMetadata CheckpointMetadata::read(const std::filesystem::path
   m.torch_version = r.text(r.at(j, "torch_version", ""), "torch_version");
   m.optimizer_format = r.integer(r.at(j, "optimizer_format", ""), "optimizer_format", 0, kMax);
   m.world_size = r.integer(r.at(j, "world_size", ""), "world_size", 1, 1 << 20);
+  if (j.contains("tp_size")) m.tp_size = r.integer(j.at("tp_size"), "tp_size", 1, 1 << 20);
   m.strategy = r.text(r.at(j, "strategy", ""), "strategy");
   if (j.contains("layout")) m.layout = r.text(j.at("layout"), "layout");
   m.precision = r.text(r.at(j, "precision", ""), "precision");

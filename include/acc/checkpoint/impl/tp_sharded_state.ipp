@@ -7,6 +7,7 @@
 #include <acc/detail/files.hpp>
 #include <acc/detail/module_state.hpp>
 #include <acc/error.hpp>
+#include <acc/nn/split_layers.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -23,7 +24,7 @@ namespace acc::tp::detail {
 
 namespace {
 
-std::string describe_cut(const ShardLayout& layout) {
+std::string describe_cut(const nn::ShardLayout& layout) {
   return "[" + std::to_string(layout.dim) + ", " + std::to_string(layout.parts) + "]";
 }
 
@@ -60,7 +61,7 @@ ACC_DECL void save_sharded_state(const torch::nn::Module& module, const torch::o
   std::filesystem::create_directories(dir, error);
   if (error) throw Error("acc::tp::save_sharded_state: cannot create '" + dir.string() + "': " + error.message());
   auto splits = nlohmann::json::object();
-  for (const auto& [name, layout] : split_tensors(module)) splits[name] = {layout.dim, layout.parts};
+  for (const auto& [name, cut] : nn::split_tensors(module)) splits[name] = {cut.layout.dim, cut.layout.parts};
   const nlohmann::json shard = {{"rank", rank}, {"size", ranks}, {"splits", splits}};
   write_replacing(model_shard_file(dir, rank), [&](const std::filesystem::path& file) {
     acc::safetensors::save_file(acc::detail::module_state(module), file,
@@ -109,7 +110,7 @@ ACC_DECL void load_sharded_state(torch::nn::Module& module, torch::optim::Optimi
     saved[name] = cut.is_array() && cut.size() == 2 && cut[0].is_number_integer() && cut[1].is_number_integer()
                       ? describe_cut({cut[0].get<int64_t>(), cut[1].get<int64_t>()})
                       : cut.dump();
-  for (const auto& [name, layout] : split_tensors(module)) own[name] = describe_cut(layout);
+  for (const auto& [name, cut] : nn::split_tensors(module)) own[name] = describe_cut(cut.layout);
   for (const auto& [name, cut] : own)
     if (saved[name] != cut)
       throw Error("acc::tp::load_sharded_state: '" + name + "' is split " + cut + " ([dim, parts]) in this model but " +

@@ -2,7 +2,7 @@
 #pragma once
 
 #include <acc/error.hpp>
-#include <acc/tp/full_state.hpp>
+#include <acc/nn/split_layers.hpp>
 #include <acc/tp/parallelize.hpp>
 
 #include <ATen/core/grad_mode.h>
@@ -76,11 +76,11 @@ ACC_DECL std::vector<PlannedLayer> planned_layers(torch::nn::Module& module, con
 
 namespace {
 
-// Keeps this rank's slice (slice_of); set_data keeps the tensor object (optimizers and holders see it).
+// Keeps this rank's slice (nn::slice_of); set_data keeps the tensor object (optimizers and holders see it).
 void keep_slice(at::Tensor& parameter, int64_t dim, int64_t parts, int rank, int ranks) {
   if (!parameter.defined()) return;
   at::NoGradGuard no_grad;
-  parameter.set_data(slice_of(parameter.detach(), dim, parts, rank, ranks).clone());
+  parameter.set_data(nn::slice_of(parameter.detach(), dim, parts, rank, ranks).clone());
   parameter.mutable_grad() = at::Tensor();
 }
 
