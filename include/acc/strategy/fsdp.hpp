@@ -11,9 +11,10 @@
 // A nested unit's parameters belong to the innermost unit. With a hybrid sharding policy the units
 // are sharded over a shard group (fsdp/shard_groups.hpp) and their shards' gradients averaged
 // across the groups. Beside tensor parallelism (FSDPOptions::tp_size) the model is one that
-// acc::tp::parallelize split over groups of tp_size consecutive ranks, and the units shard over the
-// ranks that hold the same slices; full_state joins the slices. With FSDPOptions::cpu_ram_efficient_loading only rank 0
-// needs real weights: the others may build the model inside acc::init_empty_weights() and get their shards from it.
+// acc::tp::parallelize split over groups of tp_size consecutive ranks, the units shard over the
+// ranks that hold the same slices, and full_state joins the slices. With
+// FSDPOptions::cpu_ram_efficient_loading only rank 0 needs real weights: the others may build the
+// model inside acc::init_empty_weights() and get their shards from it.
 #pragma once
 
 #include <acc/comm/comm.hpp>
@@ -293,7 +294,8 @@ class FSDP {
   int tensor_parallel_size() const { return static_cast<int>(options_.tp_size()); }
 
   Comm& comm() { return group_.comm(); }
-  // The ranks units are sharded over: every rank, or with hybrid sharding this rank's shard group.
+  // The ranks units are sharded over: every rank, or this rank's shard group (hybrid sharding, or
+  // beside tensor parallelism the ranks that hold this rank's slices).
   Comm& shard_comm() { return groups_ ? groups_->shard() : comm(); }
 
   // Checkpoints. full_state gathers every unit into host memory, one after the other (a
