@@ -190,6 +190,7 @@ class FSDP {
     }
     root_ = units_.empty() || units_.front().module ? std::nullopt : std::optional<std::size_t>(0);
     split_ = split;
+    if (!split_.empty()) find_cut_elements();
   }
 
   // Accelerator::free_memory: the model's units (their shards and gathered parameters) go.
@@ -198,6 +199,7 @@ class FSDP {
       if (unit.module) detail::UnitRegistry::instance().install(*unit.module, nullptr);
     units_.clear();
     split_.clear();
+    cut_elements_.clear();
     root_.reset();
     forward_order_.clear();
     previous_order_.clear();
@@ -423,18 +425,14 @@ class FSDP {
   at::Tensor split_norm(double norm_type) {
     const bool infinity = std::isinf(norm_type);
     std::vector<at::Tensor> cut, whole;
-    for (auto& unit : units_) {
-      const auto& grad = unit.flat->shard().grad();
+    for (std::size_t u = 0; u < units_.size(); ++u) {
+      const auto& grad = units_[u].flat->shard().grad();
       if (!grad.defined()) continue;
-      const auto layout = unit.flat->layout();
-      const int64_t first = layout.index * layout.shard_numel, last = first + grad.numel();
-      for (const auto& member : layout.members) {
-        const int64_t begin = std::max(first, member.offset), end = std::min(last, member.offset + member.numel);
-        if (begin >= end) continue;
-        const auto part = grad.narrow(0, begin - first, end - begin);
-        (split_.count(member.name) ? cut : whole)
+      for (const auto& run : cut_elements_[u]) {
+        const auto part = grad.narrow(0, run.begin, run.length);
+        (run.cut ? cut : whole)
             .push_back(infinity ? part.abs().max().to(at::kDouble)
-                                : part.to(at::kDouble).norm(norm_type).pow(norm_type));
+                                : part.norm(norm_type).to(at::kDouble).pow(norm_type));
       }
     }
     const auto combined = [&](const std::vector<at::Tensor>& parts) {
@@ -448,6 +446,21 @@ class FSDP {
     const double copies = static_cast<double>(comm().world_size()) / options_.tp_size() /
                           (Sharding::shards_parameters ? shard_comm().world_size() : 1);
     return (sums[0] / copies + sums[1] / (copies * options_.tp_size())).reshape({1});
+  }
+
+  // Where this rank's shard of each unit holds elements of tensors tensor parallelism cut and of
+  // those it left whole (for split_norm, found once at prepare).
+  void find_cut_elements() {
+    cut_elements_.clear();
+    for (const auto& unit : units_) {
+      const auto layout = unit.flat->layout();
+      const int64_t first = layout.index * layout.shard_numel, last = first + unit.flat->shard().numel();
+      auto& runs = cut_elements_.emplace_back();
+      for (const auto& member : layout.members) {
+        const int64_t begin = std::max(first, member.offset), end = std::min(last, member.offset + member.numel);
+        if (begin < end) runs.push_back({begin - first, end - begin, split_.count(member.name) > 0});
+      }
+    }
   }
 
   // A model tensor parallelism split shards over the ranks that hold the same slices: its groups
@@ -627,8 +640,14 @@ class FSDP {
   ProcessGroupOptions process_group_;
   detail::ProcessGroup<Comm> group_;
   std::optional<detail::ShardGroups<Comm>> groups_;
-  // The model's tensors that tensor parallelism cut (empty without it).
+  // The model's tensors that tensor parallelism cut (empty without it), and per unit the runs of
+  // this rank's shard that hold them or the tensors it left whole.
   std::map<std::string, nn::SplitTensor> split_;
+  struct ElementRun {
+    int64_t begin = 0, length = 0;
+    bool cut = false;
+  };
+  std::vector<std::vector<ElementRun>> cut_elements_;
   std::optional<at::ScalarType> compute_dtype_;
   std::vector<UnitState> units_;
   std::optional<std::size_t> root_;
