@@ -110,6 +110,8 @@ class Accelerator : public detail::AcceleratorBase<Strategy> {
     unscale_gradients(parameters);
     if constexpr (shards_model_v<Strategy>)
       return strategy_.clip_grad_norm_(max_norm, norm_type);
+    else if constexpr (detail::clips_parameters<Strategy>::value)
+      return strategy_.clip_grad_norm_(parameters, max_norm, norm_type);
     else
       return torch::nn::utils::clip_grad_norm_(parameters, max_norm, norm_type);
   }

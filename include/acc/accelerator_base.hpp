@@ -188,10 +188,16 @@ class AcceleratorBase {
 
   // gather() for evaluation: on the last batch of the prepared loader in use (the innermost
   // loop's), drops the samples that its even_batches repeated, so that an epoch gathers exactly
-  // the dataset, in order. Outside every prepared loader it drops nothing.
+  // the dataset, in order. Outside every prepared loader it drops nothing. Beside tensor
+  // parallelism the ranks of a tp group read the same batches, and the group's first rank's values
+  // stand for it: give values that are whole on every rank of the group (the vocabulary-parallel
+  // loss is; vocabulary-parallel logits are not).
   template <class Tree>
   Tree gather_for_metrics(const Tree& value) {
-    auto gathered = gather(value);
+    const int tp = detail::tensor_parallel_size(strategy_);
+    auto gathered = tp == 1 ? gather(value) : gather(detail::map_tensors(value, [&](const at::Tensor& t) {
+      return process_index() % tp == 0 ? t : (t.dim() == 0 ? t.reshape({1}) : t).narrow(0, 0, 0);
+    }));
     const auto* loader = active_loaders_->innermost();
     if (!loader || !loader->end_of_dataloader || loader->duplicates == 0) return gathered;
     return detail::map_tensors(gathered, [&](const at::Tensor& t) {

@@ -1,10 +1,10 @@
 // Tensor parallelism over real processes: acc::DeviceMesh's arrangement, groups and errors, and
 // acc::tp's layers against one process: acc::nn::Embedding against torch's, the vocabulary-parallel
 // embedding and cross-entropy, gathered and split Linear layers, a small GPT split over every rank (tp = world size)
-// and the same split over tp groups of 2 with data parallelism across them (acc::tp::DataParallel), or sharded across
-// them by FSDP through the Accelerator (Gloo only), each trained 20 AdamW steps. Run by ctest dist/device_mesh_4_ranks
+// and the same split over tp groups of 2 with data parallelism across them (acc::tp::DataParallel, or DDP through the
+// Accelerator), or sharded across them by FSDP through the Accelerator (Gloo only), each trained 20 AdamW steps. Run by ctest dist/device_mesh_4_ranks
 // (`acc_dist_worker --no-skip -ts=device_mesh`), dist/tp_{2,4}_ranks (`-ts=tp`) and dist/tp_dp_4_ranks
-// (`-ts=tp_dp,tp_fsdp`), over Gloo, or NCCL with ACC_TEST_BACKEND=nccl.
+// (`-ts=tp_dp,tp_accelerator`), over Gloo, or NCCL with ACC_TEST_BACKEND=nccl.
 #include "../pch.hpp"  // first: libtorch, then doctest
 #include "worker.hpp"
 
@@ -390,6 +390,7 @@ struct Sequences {
 };
 
 using TpFsdp = acc::Accelerator<acc::FSDP<acc::Gloo>>;
+using TpDdp = acc::Accelerator<acc::DDP<acc::Gloo>>;
 
 // AdamW's state of what FSDP gave the optimizer (this rank's flat shards): step, exp_avg, exp_avg_sq.
 std::vector<at::Tensor> flat_adamw_state(const torch::optim::AdamW& optimizer) {
@@ -405,17 +406,32 @@ std::vector<at::Tensor> flat_adamw_state(const torch::optim::AdamW& optimizer) {
   return state;
 }
 
-acc::AcceleratorOptions tp_fsdp_options(int tp_size) {
-  return acc::AcceleratorOptions().fsdp(acc::FSDPOptions().tp_size(tp_size));
+// The options that tell a strategy the mesh's tp size.
+template <class Accelerator>
+acc::AcceleratorOptions tp_options(int tp_size) {
+  if constexpr (std::is_same_v<Accelerator, TpFsdp>)
+    return acc::AcceleratorOptions().fsdp(acc::FSDPOptions().tp_size(tp_size));
+  else
+    return acc::AcceleratorOptions().ddp(acc::DDPOptions().tp_size(tp_size));
 }
 
-// The GPT split over the mesh's tp groups, prepared by FSDP with its optimizer, trained an epoch of
-// the Accelerator's loader with clipping, and `whole` alongside in this process on every dp rank's
-// batches (gathered): the same clipped norm each step. Returns the split model's losses.
-template <class Prepared, class Optimizer, class Loader>
-std::vector<double> train_tp_fsdp(TpFsdp& accelerator, acc::DeviceMesh<acc::Gloo>& mesh, Prepared& model,
-                                  Optimizer& optimizer, Loader& loader, Gpt& whole,
-                                  torch::optim::AdamW& whole_optimizer) {
+// What the optimizer holds of this rank's model: FSDP's flat shards, or each slice and whole tensor.
+template <class Accelerator>
+std::vector<at::Tensor> optimizer_state(const torch::optim::AdamW& optimizer, const Gpt& split) {
+  if constexpr (std::is_same_v<Accelerator, TpFsdp>) return flat_adamw_state(optimizer);
+  std::vector<at::Tensor> state;
+  for (const auto& t : adamw_state(optimizer, *split)) state.push_back(t.clone());
+  return state;
+}
+
+// The GPT split over the mesh's tp groups, prepared with its optimizer by `accelerator` (FSDP or
+// DDP told the tp size), trained an epoch of the Accelerator's loader with clipping, and `whole`
+// alongside in this process on every dp rank's batches (gathered): the same clipped norm each
+// step. Returns the split model's losses.
+template <class Accelerator, class Prepared, class Optimizer, class Loader>
+std::vector<double> train_split(Accelerator& accelerator, acc::DeviceMesh<acc::Gloo>& mesh, Prepared& model,
+                                Optimizer& optimizer, Loader& loader, const std::vector<at::Tensor>& parameters,
+                                Gpt& whole, torch::optim::AdamW& whole_optimizer) {
   const GptConfig config;
   std::vector<double> losses;
   for (auto& batch : loader) {
@@ -432,7 +448,7 @@ std::vector<double> train_tp_fsdp(TpFsdp& accelerator, acc::DeviceMesh<acc::Gloo
     accelerator.backward(loss);
     losses.push_back(acc::item<double>(loss));
     // max_norm well below the norm: every step clips.
-    const double norm = accelerator.clip_grad_norm_({}, 0.05);
+    const double norm = accelerator.clip_grad_norm_(parameters, 0.05);
     optimizer.step();
 
     whole_optimizer.zero_grad();
@@ -440,131 +456,167 @@ std::vector<double> train_tp_fsdp(TpFsdp& accelerator, acc::DeviceMesh<acc::Gloo
         whole->forward(all.narrow(1, 0, config.context)).reshape({-1, config.vocabulary}),
         all.narrow(1, 1, config.context).reshape(-1));
     expected.backward();
-    const auto parameters = whole->parameters();
-    const double whole_norm = torch::nn::utils::clip_grad_norm_(parameters, 0.05);
+    const auto whole_parameters = whole->parameters();
+    const double whole_norm = torch::nn::utils::clip_grad_norm_(whole_parameters, 0.05);
     // Gradients that differ by kRounding each differ in norm by at most sqrt(count) times that; a
     // slice counted twice or a whole tensor counted per tp rank differs by percents.
     int64_t count = 0;
-    for (const auto& parameter : parameters) count += parameter.numel();
+    for (const auto& parameter : whole_parameters) count += parameter.numel();
     CHECK(std::abs(norm - whole_norm) <= kRounding * std::sqrt(double(count)) * std::max(1.0, whole_norm));
     whole_optimizer.step();
   }
   return losses;
+}
+
+// Through Accelerator<Strategy> told tp 2 on every dp rank: training equals one process's, the
+// whole weights are saved, a resumed state is bit for bit the saved one, and gather_for_metrics
+// counts a tp group's values once.
+template <class Accelerator>
+void check_split_through_accelerator() {
+  const auto env = acc::ProcessEnvironment::from_environment();
+  REQUIRE(env.world_size % 2 == 0);
+  const GptConfig config;
+  const auto build = [&] {
+    at::manual_seed(0);  // every rank builds the same full model
+    Gpt gpt(config);
+    gpt->to(at::kDouble);
+    return gpt;
+  };
+  const auto adamw = torch::optim::AdamWOptions(kLr).weight_decay(0.01);
+  const int dp_size = env.world_size / 2;
+  constexpr int64_t share = 4;  // sequences per dp rank and step
+  const Sequences data{config, kSteps * share * dp_size};
+  const auto dir = fs::temp_directory_path() / ("acc_tp_accelerator_" + std::to_string(::getppid()));
+
+  std::map<std::string, at::Tensor> trained;
+  std::vector<at::Tensor> trained_optimizer;
+  {
+    Accelerator accelerator(tp_options<Accelerator>(2));
+    acc::DeviceMesh<acc::Gloo> mesh(env, {1, dp_size, 2});
+    Gpt whole = build();
+    torch::optim::AdamW whole_optimizer(whole->parameters(), adamw);
+    Gpt split = build();
+    acc::tp::parallelize(*split, mesh, gpt_plan(config));
+    const auto parameters = split->parameters();
+    torch::optim::AdamW split_optimizer(parameters, adamw);
+    auto [model, optimizer, loader] =
+        accelerator.prepare(split, split_optimizer, acc::DataLoader(data, acc::DataLoaderOptions(share)));
+    CHECK(static_cast<int>(loader.size()) == kSteps);  // the dp ranks share the batches; a tp group reads one
+    const auto losses =
+        train_split(accelerator, mesh, model, optimizer, loader, parameters, whole, whole_optimizer);
+    REQUIRE(losses.size() == kSteps);
+    CHECK(losses.back() < losses.front());  // it learned: the comparison is not of untouched weights
+    // The whole weights (the tp slices joined) are the whole model's, within AdamW's drift.
+    const auto state = accelerator.strategy().full_state(*split);
+    const auto whole_parameters = whole->named_parameters();
+    for (const auto& [name, value] : state) {
+      if (!whole_parameters.contains(name)) continue;
+      check_close(value, whole_parameters[name].detach(), kParameterDrift, name + " after training");
+    }
+    // save_model writes them whole; save_state what resumes.
+    accelerator.save_model(model, dir / "model");
+    accelerator.save_state(dir / "state");
+    for (const auto& [name, value] : state) trained[name] = value;
+    trained_optimizer = optimizer_state<Accelerator>(split_optimizer, split);
+    if (env.rank == 0) {
+      const auto saved = acc::safetensors::load_file(dir / "model" / "model.safetensors").tensors;
+      REQUIRE(saved.size() == state.size());
+      for (const auto& [name, value] : state) CHECK(at::equal(saved.at(name), value));
+    }
+    accelerator.wait_for_everyone();
+  }
+  {
+    // A fresh split model and optimizer resume bit for bit.
+    Accelerator accelerator(tp_options<Accelerator>(2));
+    acc::DeviceMesh<acc::Gloo> mesh(env, {1, dp_size, 2});
+    at::manual_seed(7);  // other weights, which load_state replaces
+    Gpt split(config);
+    split->to(at::kDouble);
+    acc::tp::parallelize(*split, mesh, gpt_plan(config));
+    torch::optim::AdamW split_optimizer(split->parameters(), adamw);
+    // The same loader too: load_state restores its position.
+    auto [model, optimizer, loader] =
+        accelerator.prepare(split, split_optimizer, acc::DataLoader(data, acc::DataLoaderOptions(share)));
+    accelerator.load_state(dir / "state");
+    for (const auto& [name, value] : accelerator.strategy().full_state(*split))
+      CHECK_MESSAGE(at::equal(value, trained.at(name)), name);
+    const auto resumed = optimizer_state<Accelerator>(split_optimizer, split);
+    REQUIRE(resumed.size() == trained_optimizer.size());
+    for (std::size_t i = 0; i < resumed.size(); ++i) CHECK(at::equal(resumed[i], trained_optimizer[i]));
+
+    // An evaluation epoch of 3 sequences past a whole number of batches: the last batch repeats
+    // samples (even_batches), and each tp group reads every batch on each of its ranks; the
+    // gathered epoch is the dataset once, in order.
+    const Sequences evaluation{config, 2 * share * dp_size + 3};
+    auto eval_loader = accelerator.prepare(acc::DataLoader(evaluation, acc::DataLoaderOptions(share)));
+    std::vector<at::Tensor> gathered;
+    for (auto& batch : eval_loader) gathered.push_back(accelerator.gather_for_metrics(batch));
+    std::vector<at::Tensor> expected;
+    for (std::size_t i = 0; i < evaluation.size(); ++i) expected.push_back(evaluation.get(i));
+    CHECK(at::equal(at::cat(gathered, 0), at::stack(expected)));
+    accelerator.wait_for_everyone();
+    if (env.rank == 0) fs::remove_all(dir);
+  }
+}
+
+// A strategy told a tp size takes a model split over exactly that: errors naming the setting.
+template <class Accelerator>
+void check_tp_size_errors(const std::string& strategy, const std::string& options, const std::string& action) {
+  const auto env = acc::ProcessEnvironment::from_environment();
+  const GptConfig config;
+  acc::DeviceMesh<acc::Gloo> mesh(env, {1, env.world_size / 2, 2});
+  const std::string setting = "(parallelism_config_tp_size, " + options + "::tp_size)";
+  {
+    Accelerator accelerator(tp_options<Accelerator>(2));
+    Gpt whole(config);
+    CHECK(error_of([&] { accelerator.prepare(whole); }) ==
+          strategy + " was told tensor-parallel groups of 2 ranks " + setting +
+              ", but the model given to prepare has no layer split by acc::tp::parallelize; split it over an "
+              "acc::DeviceMesh's tp group before prepare (docs/tensor_parallelism.md), or set the tensor-parallel "
+              "size to 1");
+    accelerator.wait_for_everyone();
+  }
+  {
+    Accelerator accelerator(tp_options<Accelerator>(1));
+    Gpt split(config);
+    acc::tp::parallelize(*split, mesh, gpt_plan(config));
+    CHECK(error_of([&] { accelerator.prepare(split); }) ==
+          strategy + " cannot prepare a model split by acc::tp::parallelize (its layer 'tok' is split): it would give "
+                     "every rank rank 0's shards and average gradients across the tensor-parallel group; give " +
+              strategy + " the mesh's tp size " + setting + ", and it " + action +
+              " the ranks that hold the same slices (docs/tensor_parallelism.md)");
+    accelerator.wait_for_everyone();
+  }
+  CHECK(error_of([&] { Accelerator accelerator(tp_options<Accelerator>(3)); }) ==
+        "tensor parallelism splits layers over groups of 3 ranks, which does not divide the " +
+            std::to_string(env.world_size) + " processes (parallelism_config_tp_size, " + options +
+            "::tp_size); give a tensor-parallel size that divides the number of processes");
+  // No rank leaves while another still uses its mesh's communicators.
+  mesh.dp().barrier();
+  mesh.tp().barrier();
 }
 #endif
 
 }  // namespace
 
 #if ACC_HAS_GLOO
-TEST_SUITE("tp_fsdp" * doctest::skip()) {
+TEST_SUITE("tp_accelerator" * doctest::skip()) {
   TEST_CASE(
       "a GPT split over tp groups of 2 and sharded by FSDP over the rest trains through the Accelerator as on one "
       "process") {
-    const auto env = acc::ProcessEnvironment::from_environment();
-    REQUIRE(env.world_size % 2 == 0);
-    const GptConfig config;
-    const auto build = [&] {
-      at::manual_seed(0);  // every rank builds the same full model
-      Gpt gpt(config);
-      gpt->to(at::kDouble);
-      return gpt;
-    };
-    const auto adamw = torch::optim::AdamWOptions(kLr).weight_decay(0.01);
-    const int dp_size = env.world_size / 2;
-    constexpr int64_t share = 4;  // sequences per dp rank and step
-    const Sequences data{config, kSteps * share * dp_size};
-    const auto dir = fs::temp_directory_path() / ("acc_tp_fsdp_" + std::to_string(::getppid()));
-
-    std::map<std::string, at::Tensor> trained;
-    std::vector<at::Tensor> optimizer_state;
-    {
-      TpFsdp accelerator(tp_fsdp_options(2));
-      acc::DeviceMesh<acc::Gloo> mesh(env, {1, dp_size, 2});
-      Gpt whole = build();
-      torch::optim::AdamW whole_optimizer(whole->parameters(), adamw);
-      Gpt split = build();
-      acc::tp::parallelize(*split, mesh, gpt_plan(config));
-      torch::optim::AdamW split_optimizer(split->parameters(), adamw);
-      auto [model, optimizer, loader] =
-          accelerator.prepare(split, split_optimizer, acc::DataLoader(data, acc::DataLoaderOptions(share)));
-      CHECK(static_cast<int>(loader.size()) == kSteps);  // the dp ranks share the batches; a tp group reads one
-      const auto losses = train_tp_fsdp(accelerator, mesh, model, optimizer, loader, whole, whole_optimizer);
-      REQUIRE(losses.size() == kSteps);
-      CHECK(losses.back() < losses.front());  // it learned: the comparison is not of untouched weights
-      // The whole weights (the tp slices joined) are the whole model's, within AdamW's drift.
-      const auto state = accelerator.strategy().full_state(*split);
-      const auto whole_parameters = whole->named_parameters();
-      for (const auto& [name, value] : state) {
-        if (!whole_parameters.contains(name)) continue;
-        check_close(value, whole_parameters[name].detach(), kParameterDrift, name + " after training");
-      }
-      // save_model writes them whole; save_state what resumes.
-      accelerator.save_model(model, dir / "model");
-      accelerator.save_state(dir / "state");
-      for (const auto& [name, value] : state) trained[name] = value;
-      optimizer_state = flat_adamw_state(split_optimizer);
-      if (env.rank == 0) {
-        const auto saved = acc::safetensors::load_file(dir / "model" / "model.safetensors").tensors;
-        REQUIRE(saved.size() == state.size());
-        for (const auto& [name, value] : state) CHECK(at::equal(saved.at(name), value));
-      }
-      accelerator.wait_for_everyone();
-    }
-    {
-      // A fresh split model and optimizer resume bit for bit, and go on as the trained ones.
-      TpFsdp accelerator(tp_fsdp_options(2));
-      acc::DeviceMesh<acc::Gloo> mesh(env, {1, dp_size, 2});
-      at::manual_seed(7);  // other weights, which load_state replaces
-      Gpt split(config);
-      split->to(at::kDouble);
-      acc::tp::parallelize(*split, mesh, gpt_plan(config));
-      torch::optim::AdamW split_optimizer(split->parameters(), adamw);
-      // The same loader too: load_state restores its position.
-      auto [model, optimizer, loader] =
-          accelerator.prepare(split, split_optimizer, acc::DataLoader(data, acc::DataLoaderOptions(share)));
-      accelerator.load_state(dir / "state");
-      for (const auto& [name, value] : accelerator.strategy().full_state(*split))
-        CHECK_MESSAGE(at::equal(value, trained.at(name)), name);
-      const auto resumed = flat_adamw_state(split_optimizer);
-      REQUIRE(resumed.size() == optimizer_state.size());
-      for (std::size_t i = 0; i < resumed.size(); ++i) CHECK(at::equal(resumed[i], optimizer_state[i]));
-      accelerator.wait_for_everyone();
-      if (env.rank == 0) fs::remove_all(dir);
-    }
+    check_split_through_accelerator<TpFsdp>();
+  }
+  TEST_CASE(
+      "a GPT split over tp groups of 2 with DDP averaging over the rest trains through the Accelerator as on one "
+      "process") {
+    check_split_through_accelerator<TpDdp>();
   }
 
   TEST_CASE("FSDP's tensor-parallel size must be the split's: errors naming the setting and the fix") {
-    const auto env = acc::ProcessEnvironment::from_environment();
-    const GptConfig config;
-    acc::DeviceMesh<acc::Gloo> mesh(env, {1, env.world_size / 2, 2});
-    {
-      TpFsdp accelerator(tp_fsdp_options(2));
-      Gpt whole(config);
-      CHECK(error_of([&] { accelerator.prepare(whole); }) ==
-            "FSDP was told tensor-parallel groups of 2 ranks (parallelism_config_tp_size, FSDPOptions::tp_size), but "
-            "the model given to prepare has no layer split by acc::tp::parallelize; split it over an acc::DeviceMesh's "
-            "tp group before prepare (docs/tensor_parallelism.md), or set the tensor-parallel size to 1");
-      accelerator.wait_for_everyone();
-    }
-    {
-      TpFsdp accelerator(tp_fsdp_options(1));
-      Gpt split(config);
-      acc::tp::parallelize(*split, mesh, gpt_plan(config));
-      CHECK(error_of([&] { accelerator.prepare(split); }) ==
-            "FSDP cannot prepare a model split by acc::tp::parallelize (its layer 'tok' is split): it would give every "
-            "rank rank 0's shards and average gradients across the tensor-parallel group; give FSDP the mesh's tp "
-            "size (parallelism_config_tp_size, FSDPOptions::tp_size), and it shards over the ranks that hold the same "
-            "slices (docs/tensor_parallelism.md)");
-      accelerator.wait_for_everyone();
-    }
-    CHECK(error_of([&] { TpFsdp accelerator(tp_fsdp_options(3)); }) ==
-          "tensor parallelism splits layers over groups of 3 ranks, which does not divide the " +
-              std::to_string(env.world_size) +
-              " processes (parallelism_config_tp_size, FSDPOptions::tp_size); give a tensor-parallel size that "
-              "divides the number of processes");
-    // No rank leaves while another still uses its mesh's communicators.
-    mesh.dp().barrier();
-    mesh.tp().barrier();
+    check_tp_size_errors<TpFsdp>("FSDP", "FSDPOptions", "shards over");
+  }
+  TEST_CASE("DDP's tensor-parallel size must be the split's: errors naming the setting and the fix") {
+    check_tp_size_errors<TpDdp>("DDP", "DDPOptions", "averages gradients over");
   }
 }
 #endif
@@ -779,10 +831,9 @@ TEST_SUITE("tp" * doctest::skip()) {
       acc::tp::parallelize(*gpt, mesh, gpt_plan(config));
       CHECK(error_of([&] { accelerator.prepare(gpt); }) ==
             "DDP cannot prepare a model split by acc::tp::parallelize (its layer 'tok' is split): it would give every "
-            "rank rank 0's shards and average gradients across the tensor-parallel group; average them over the "
-            "mesh's dp group with acc::tp::DataParallel, or use FSDP with the mesh's tp size "
-            "(parallelism_config_tp_size), which shards over the ranks that hold the same slices "
-            "(docs/tensor_parallelism.md)");
+            "rank rank 0's shards and average gradients across the tensor-parallel group; give DDP the mesh's tp "
+            "size (parallelism_config_tp_size, DDPOptions::tp_size), and it averages gradients over the ranks that "
+            "hold the same slices (docs/tensor_parallelism.md)");
       // No rank leaves while another still connects its mesh's communicators to it.
       accelerator.wait_for_everyone();
     });

@@ -141,7 +141,7 @@ struct has_sharded_checkpoints<S, std::void_t<decltype(std::declval<const S&>().
 struct CheckpointContext : CheckpointSubject {
   std::string_view strategy;  // Strategy::name and Strategy::checkpoint_layout, in acc_state.json
   std::string_view layout;
-  bool sharded_optimizer;
+  bool sharded_optimizer;  // each rank's optimizer holds its own state (shards, tp slices): a file per rank
   bool sharded_model;        // save_state writes each rank's model shards (SHARDED_STATE_DICT)
   int tensor_parallel_size;  // the ranks of a tensor-parallel group (1: none), recorded in acc_state.json
   std::function<std::vector<std::string>(const std::string&)> gather;  // every rank's bytes, by rank
@@ -304,8 +304,9 @@ class Checkpointer : public detail::CheckpointerCore {
   // The strategy makes the models' full states and carries the collectives.
   Checkpointer(Strategy& strategy, const CheckpointSubject& subject)
       : CheckpointerCore(
-            {subject, Strategy::name, Strategy::checkpoint_layout, shards_model_v<Strategy>,
-             sharded_checkpoints(strategy), detail::tensor_parallel_size(strategy),
+            {subject, Strategy::name, Strategy::checkpoint_layout,
+             shards_model_v<Strategy> || detail::tensor_parallel_size(strategy) > 1, sharded_checkpoints(strategy),
+             detail::tensor_parallel_size(strategy),
              [&strategy](const std::string& bytes) { return ops::gather_object(strategy.comm(), bytes); },
              [&strategy](const std::string& bytes) { return ops::broadcast_object(strategy.comm(), bytes); },
              optimizer_shards(strategy)}),
@@ -361,8 +362,8 @@ class Checkpointer : public detail::CheckpointerCore {
       files = weights::model_files(path);
       return std::string();
     });
-    if constexpr (shards_model_v<Strategy>) {
-      // A sharding strategy takes its slices of the full state at once.
+    if (shards_model_v<Strategy> || detail::tensor_parallel_size(strategy_) > 1) {
+      // A sharding strategy (or one beside tensor parallelism) takes its slices of the full state at once.
       std::map<std::string, at::Tensor> state;
       together("load_model('" + path.string() + "') failed", [&] {
         for (const auto& file : files) state.merge(safetensors::load_file(file).tensors);
@@ -423,7 +424,7 @@ class Checkpointer : public detail::CheckpointerCore {
         return shards;
       };
     } else {
-      return {};
+      return [] { return std::vector<detail::OptimizerShard>(); };  // each rank's state is its parameters'
     }
   }
 

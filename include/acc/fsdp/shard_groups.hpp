@@ -26,12 +26,7 @@ namespace acc::detail {
 // under a hybrid sharding policy; an error naming the settings when it does not divide the world.
 inline MeshShape fsdp_mesh_shape(const FSDPOptions& options, bool hybrid, int64_t world, int64_t local) {
   const int64_t tp = options.tp_size();
-  if (tp < 1 || world % tp != 0)
-    throw Error("tensor parallelism splits layers over groups of " + std::to_string(tp) +
-                " ranks, which does not divide the " + std::to_string(world) +
-                " processes (parallelism_config_tp_size, FSDPOptions::tp_size); give a tensor-parallel size that "
-                "divides the number of processes");
-  const int64_t ranks = world / tp;  // those holding the same tensor-parallel slices
+  const int64_t ranks = data_parallel_size(tp, world, "FSDPOptions::tp_size");  // holding the same slices
   const auto as_shape = [tp](int64_t replicas, int64_t size) {
     return MeshShape{static_cast<int>(replicas), static_cast<int>(size), static_cast<int>(tp)};
   };

@@ -19,6 +19,7 @@
 
 #include <array>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -52,6 +53,11 @@ struct MeshShape {
   // "dp_replicate 2 x dp_shard 2 x tp 2".
   ACC_DECL std::string describe() const;
 };
+
+// The ranks that hold the same tensor-parallel slices, world_size / tp: an acc::Error naming the
+// config key and `setting` (the options member a strategy reads it from) when tp does not divide
+// the world.
+ACC_DECL int64_t data_parallel_size(int64_t tp, int64_t world_size, std::string_view setting);
 
 // The global ranks of `global_rank`'s group along `dim` (every coordinate but dim's fixed), or
 // along the data-parallel dimensions together when `dim` is empty.

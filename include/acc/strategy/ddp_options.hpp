@@ -47,6 +47,10 @@ class DDPOptions {
   // That first step starts its all-reduces at the end of backward. A step whose gradients arrive
   // otherwise is an error naming the parameter.
   TORCH_ARG(bool, static_graph) = false;
+  // Beside tensor parallelism (parallelism_config_tp_size): the model is one acc::tp::parallelize
+  // split over groups of tp_size consecutive ranks, and gradients are averaged over the ranks that
+  // hold the same slices (an acc::DeviceMesh's dp group), each tp group reading the same batches.
+  TORCH_ARG(int64_t, tp_size) = 1;
   // Used by the PowerSGD hooks; other hooks ignore it.
   TORCH_ARG(PowerSGDOptions, power_sgd) = {};
 };

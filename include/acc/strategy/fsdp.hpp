@@ -32,6 +32,7 @@
 #include <acc/fsdp/unit_registry.hpp>
 #include <acc/nn/split_layers.hpp>
 #include <acc/strategy/process_group.hpp>
+#include <acc/strategy/tensor_parallel.hpp>
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/stack.h>
@@ -282,14 +283,8 @@ class FSDP {
 
   // Clips the gradients by their norm over all shards of all ranks; returns that norm.
   double clip_grad_norm_(double max_norm, double norm_type) {
-    const bool infinity = std::isinf(norm_type);
     const at::Tensor total = split_.empty() ? shards_norm(norm_type) : split_norm(norm_type);
-    const double norm = infinity ? total.item<double>() : std::pow(total.item<double>(), 1.0 / norm_type);
-    const double coefficient = max_norm / (norm + 1e-6);
-    if (coefficient < 1)
-      for (auto& unit : units_)
-        if (unit.flat->shard().grad().defined()) unit.flat->shard().mutable_grad().mul_(coefficient);
-    return norm;
+    return detail::clip_to_norm(total, max_norm, norm_type, trained_parameters());
   }
 
   // The ranks of a tensor-parallel group beside FSDP: they read the same batches.
@@ -310,22 +305,14 @@ class FSDP {
     for (auto& [entry_name, value] : state) {
       const auto found = gathered.find(entry_name);
       if (found != gathered.end()) value = found->second;
-      // Tensor parallelism: the slices of the tp group joined (a collective over it).
-      if (const auto cut = split_.find(entry_name); cut != split_.end())
-        value =
-            nn::join_slices(cut->second.split->all_gather(value.to(comm().device())), cut->second.layout).to(at::kCPU);
     }
+    detail::join_split_tensors(state, split_, comm().device());  // tensor parallelism's slices
     return state;
   }
   void load_full_state(torch::nn::Module& module, const std::map<std::string, at::Tensor>& state) {
     auto own = full_state(module);
     detail::check_state_fits(own, state);
-    // Tensor parallelism: this rank's slice of each tensor it cut.
-    auto local = state;
-    for (const auto& [entry_name, cut] : split_) {
-      auto& value = local.at(entry_name);
-      value = nn::slice_of(value, cut.layout.dim, cut.layout.parts, cut.split->group_rank(), cut.split->group_size());
-    }
+    const auto local = detail::slice_split_tensors(state, split_);  // tensor parallelism's slices
     at::NoGradGuard no_grad;
     for (auto& unit : units_) unit.flat->load_full_parameters(local);
     for (const auto& p : module.named_parameters())
@@ -423,29 +410,18 @@ class FSDP {
   // (its replicas, and unsharded every rank of its shard group) and a whole one tp_size times as
   // often. The p-th power of the norm, or the largest magnitude.
   at::Tensor split_norm(double norm_type) {
-    const bool infinity = std::isinf(norm_type);
     std::vector<at::Tensor> cut, whole;
     for (std::size_t u = 0; u < units_.size(); ++u) {
       const auto& grad = units_[u].flat->shard().grad();
       if (!grad.defined()) continue;
       for (const auto& run : cut_elements_[u]) {
         const auto part = grad.narrow(0, run.begin, run.length);
-        (run.cut ? cut : whole)
-            .push_back(infinity ? part.abs().max().to(at::kDouble)
-                                : part.norm(norm_type).to(at::kDouble).pow(norm_type));
+        (run.cut ? cut : whole).push_back(detail::norm_share(part, norm_type));
       }
     }
-    const auto combined = [&](const std::vector<at::Tensor>& parts) {
-      if (parts.empty()) return at::zeros({}, at::TensorOptions(comm().device()).dtype(at::kDouble));
-      const auto stacked = at::stack(parts).to(comm().device());
-      return infinity ? stacked.max() : stacked.sum();
-    };
-    at::Tensor sums = at::stack({combined(cut), combined(whole)});
-    comm().all_reduce(sums, infinity ? ReduceOp::max : ReduceOp::sum);
-    if (infinity) return sums.max().reshape({1});
     const double copies = static_cast<double>(comm().world_size()) / options_.tp_size() /
                           (Sharding::shards_parameters ? shard_comm().world_size() : 1);
-    return (sums[0] / copies + sums[1] / (copies * options_.tp_size())).reshape({1});
+    return detail::tensor_parallel_norm(comm(), cut, whole, norm_type, copies, options_.tp_size());
   }
 
   // Where this rank's shard of each unit holds elements of tensors tensor parallelism cut and of
@@ -466,29 +442,9 @@ class FSDP {
   // A model tensor parallelism split shards over the ranks that hold the same slices: its groups
   // must be the tp_size consecutive ranks the shard groups leave out, its values each rank's own.
   void check_split(const torch::nn::Module& module, const std::map<std::string, nn::SplitTensor>& split) {
-    const int64_t tp = options_.tp_size();
-    const std::string told = "FSDP was told tensor-parallel groups of " + std::to_string(tp) +
-                             " ranks (parallelism_config_tp_size, FSDPOptions::tp_size)";
-    if (split.empty()) {
-      if (tp > 1)
-        throw Error(told +
-                    ", but the model given to prepare has no layer split by acc::tp::parallelize; split it over "
-                    "an acc::DeviceMesh's tp group before prepare (docs/tensor_parallelism.md), or set the "
-                    "tensor-parallel size to 1");
-      return;
-    }
-    if (tp == 1)
-      detail::refuse_tensor_parallel_model(module, "FSDP",
-                                           "give FSDP the mesh's tp size (parallelism_config_tp_size, "
-                                           "FSDPOptions::tp_size), and it shards over the ranks that hold the same "
-                                           "slices");
-    const int rank = comm().rank();
-    for (const auto& [name, tensor] : split)
-      if (tensor.split->group_size() != tp || tensor.split->group_rank() != rank % tp)
-        throw Error("FSDP: '" + name + "' is split over " + std::to_string(tensor.split->group_size()) +
-                    " ranks, this rank holding slice " + std::to_string(tensor.split->group_rank()) + ", but " + told +
-                    ", where rank r holds slice r % " + std::to_string(tp) +
-                    "; split the model over an acc::DeviceMesh with that tp size");
+    detail::check_tensor_parallel_split(module, split, options_.tp_size(), comm().rank(), "FSDP", "FSDPOptions",
+                                        "shards over");
+    if (split.empty()) return;
     if (sharded_checkpoints())
       for (const auto& p : module.named_parameters())
         if (!p.value().requires_grad() && split.count(p.key()))

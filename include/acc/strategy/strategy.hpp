@@ -41,9 +41,13 @@
 //   double clip_grad_norm_(double max_norm, double norm_type);  // the norm over all shards
 //   std::vector<detail::FlatUnitLayout> sharded_layout() const;  // how each unit of
 //                                                       // trained_parameters() is split (fsdp/flat_unit.hpp)
-// A strategy that takes a model split by acc::tp::parallelize (FSDP beside tensor parallelism) also
-// provides int tensor_parallel_size() const: the Accelerator's loaders then shard over the tp
-// groups, whose ranks read the same batches, and checkpoints record it.
+// A strategy that takes a model split by acc::tp::parallelize (DDP and FSDP beside tensor
+// parallelism) also provides int tensor_parallel_size() const: the Accelerator's loaders then
+// shard over the tp groups, whose ranks read the same batches, checkpoints record it and keep each
+// rank's optimizer state, and gather_for_metrics takes each tp group's values once. One that does
+// not shard but clips over more than the parameters it is given (DDP, whose norm then spans the
+// tp group) provides
+//   double clip_grad_norm_(const std::vector<at::Tensor>& parameters, double max_norm, double norm_type);
 // Optimizer state is saved from the main process's optimizer, as replicated strategies hold it (a
 // sharding strategy's from every rank, dealt out again on another number: checkpoint/optimizer_shards.hpp);
 // gradients saved in the middle of an accumulation cycle are each process's parameters' .grad.
@@ -57,6 +61,7 @@
 #include <string_view>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 namespace acc {
 
@@ -107,6 +112,12 @@ int tensor_parallel_size(const S& strategy) {
   else
     return 1;
 }
+
+template <class S, class = void>
+struct clips_parameters : std::false_type {};
+template <class S>
+struct clips_parameters<S, std::void_t<decltype(std::declval<S&>().clip_grad_norm_(
+                               std::declval<const std::vector<at::Tensor>&>(), 1.0, 2.0))>> : std::true_type {};
 }  // namespace detail
 
 }  // namespace acc

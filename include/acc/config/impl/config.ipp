@@ -238,8 +238,8 @@ ACC_DECL const std::vector<ConfigKey>& config_keys() {
         only_when(with_range(key_of("parallelism_config", "parallelism_config_tp_size", "PARALLELISM_CONFIG_TP_SIZE",
                                     T::integer,
                                     "the ranks each tensor-parallel layer is split over: the innermost dimension of "
-                                    "`acc::DeviceMesh`, which `acc::tp::parallelize` splits a model over; FSDP then "
-                                    "shards over the ranks that hold the same slices "
+                                    "`acc::DeviceMesh`, which `acc::tp::parallelize` splits a model over; DDP then "
+                                    "averages gradients, and FSDP shards, over the ranks that hold the same slices "
                                     "([tensor_parallelism.md](tensor_parallelism.md))",
                                     config_field<&Config::tp_size>),
                              1, 1 << 20),

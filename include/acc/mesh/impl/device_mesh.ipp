@@ -58,6 +58,15 @@ ACC_DECL void MeshShape::check(int world_size) const {
                 "; make the product of the sizes the number of processes");
 }
 
+ACC_DECL int64_t data_parallel_size(int64_t tp, int64_t world_size, std::string_view setting) {
+  if (tp < 1 || world_size % tp != 0)
+    throw Error("tensor parallelism splits layers over groups of " + std::to_string(tp) +
+                " ranks, which does not divide the " + std::to_string(world_size) +
+                " processes (parallelism_config_tp_size, " + std::string(setting) +
+                "); give a tensor-parallel size that divides the number of processes");
+  return world_size / tp;
+}
+
 ACC_DECL std::vector<int> mesh_group_ranks(const MeshShape& shape, int global_rank, std::optional<MeshDim> dim) {
   const int tp = global_rank % shape.tp;
   const int shard = global_rank / shape.tp % shape.dp_shard;
