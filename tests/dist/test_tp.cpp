@@ -1,10 +1,12 @@
 // Tensor parallelism over real processes: acc::DeviceMesh's arrangement, groups and errors, and
 // acc::tp's layers against one process: acc::nn::Embedding against torch's, the vocabulary-parallel
-// embedding and cross-entropy, gathered and split Linear layers, a small GPT split over every rank (tp = world size)
-// and the same split over tp groups of 2 with data parallelism across them (acc::tp::DataParallel, or DDP through the
-// Accelerator), or sharded across them by FSDP through the Accelerator (Gloo only), each trained 20 AdamW steps. Run by ctest dist/device_mesh_4_ranks
-// (`acc_dist_worker --no-skip -ts=device_mesh`), dist/tp_{2,4}_ranks (`-ts=tp`) and dist/tp_dp_4_ranks
-// (`-ts=tp_dp,tp_accelerator`), over Gloo, or NCCL with ACC_TEST_BACKEND=nccl.
+// embedding and cross-entropy, gathered and split Linear layers, a small GPT split over every rank
+// (tp = world size, with and without sequence parallelism) and the same split over tp groups of 2
+// with data parallelism across them (acc::tp::DataParallel, or DDP through the Accelerator), or
+// sharded across them by FSDP through the Accelerator (Gloo only), each trained 20 AdamW steps.
+// Run by ctest dist/device_mesh_4_ranks (`acc_dist_worker --no-skip -ts=device_mesh`),
+// dist/tp_{2,4}_ranks (`-ts=tp`) and dist/tp_dp_4_ranks (`-ts=tp_dp,tp_accelerator`), over Gloo, or
+// NCCL with ACC_TEST_BACKEND=nccl.
 #include "../pch.hpp"  // first: libtorch, then doctest
 #include "worker.hpp"
 
@@ -95,7 +97,8 @@ struct GptConfig {
 };
 
 // Pre-norm attention and MLP, written as for one process: the local head count comes from the
-// fused q, k, v projection's out_features, which tensor parallelism makes this rank's share.
+// fused q, k, v projection's out_features, which tensor parallelism makes this rank's share, and
+// the sequence length from its output, where sequence parallelism has gathered the sequence.
 struct BlockImpl : torch::nn::Module {
   explicit BlockImpl(const GptConfig& config)
       : head_dim(config.embed / config.heads),
@@ -107,9 +110,9 @@ struct BlockImpl : torch::nn::Module {
         out(register_module("out", acc::nn::Linear(4 * config.embed, config.embed))) {}
 
   at::Tensor forward(const at::Tensor& x) {
-    const int64_t batch = x.size(0), time = x.size(1);
     const int64_t local_heads = qkv->options.out_features() / 3 / head_dim;
     const auto parts = qkv(ln1(x)).chunk(3, -1);
+    const int64_t batch = parts[0].size(0), time = parts[0].size(1);
     const auto by_head = [&](const at::Tensor& t) {
       return t.reshape({batch, time, local_heads, head_dim}).transpose(1, 2);
     };
@@ -133,21 +136,21 @@ TORCH_MODULE(Block);
 struct GptImpl : torch::nn::Module {
   explicit GptImpl(const GptConfig& config)
       : tok(register_module("tok", acc::nn::Embedding(config.vocabulary, config.embed))),
-        pos(register_module("pos", torch::nn::Embedding(config.context, config.embed))),
+        pos(register_module("pos", acc::nn::Embedding(config.context, config.embed))),
         blocks(register_module("blocks", torch::nn::ModuleList(Block(config), Block(config)))),
         ln_f(register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({config.embed})))),
         head(register_module("head",
                              acc::nn::Linear(torch::nn::LinearOptions(config.embed, config.vocabulary).bias(false)))) {}
 
-  // Logits: the whole vocabulary on one process, this rank's slice when `head` is split.
+  // Logits: the whole vocabulary on one process, this rank's slice when `head` is split. Positions
+  // are looked up per token, so that under sequence parallelism `pos` gives this rank's.
   at::Tensor forward(const at::Tensor& ids) {
-    auto x = tok(ids) + pos(at::arange(ids.size(1), ids.options()));
+    auto x = tok(ids) + pos(at::arange(ids.size(1), ids.options()).expand_as(ids));
     for (const auto& block : *blocks) x = block->as<BlockImpl>()->forward(x);
     return head(ln_f(x));
   }
 
-  acc::nn::Embedding tok;
-  torch::nn::Embedding pos;
+  acc::nn::Embedding tok, pos;
   torch::nn::ModuleList blocks;
   torch::nn::LayerNorm ln_f;
   acc::nn::Linear head;
@@ -160,14 +163,30 @@ acc::tp::Plan gpt_plan(const GptConfig& config) {
           {"blocks.*.out", acc::tp::rowwise},  {"head", acc::tp::colwise}};
 }
 
-// The part of the full model's parameter `name` this rank holds under gpt_plan: the expected
-// sharding, written out independently of acc::tp's.
-at::Tensor expected_shard(const std::string& name, const at::Tensor& full, int rank, int ranks) {
+// gpt_plan with sequence parallelism: between the split layers each rank holds its slice of the
+// sequence, the layer norms' gradients summed over the group.
+acc::tp::Plan gpt_sequence_plan(const GptConfig& config) {
+  using acc::tp::colwise, acc::tp::rowwise;
+  return {{"tok", rowwise.sequence_parallel()},
+          {"pos", rowwise.sequence_parallel()},
+          {"blocks.*.ln?", acc::tp::sequence_parallel},
+          {"blocks.*.qkv", colwise.fused(3).heads(config.heads).sequence_parallel()},
+          {"blocks.*.proj", rowwise.sequence_parallel()},
+          {"blocks.*.fc", colwise.sequence_parallel()},
+          {"blocks.*.out", rowwise.sequence_parallel()},
+          {"ln_f", acc::tp::sequence_parallel},
+          {"head", colwise.sequence_parallel()}};
+}
+
+// The part of the full model's parameter `name` this rank holds under gpt_plan (gpt_sequence_plan
+// with `sequence`): the expected sharding, written out independently of acc::tp's.
+at::Tensor expected_shard(const std::string& name, const at::Tensor& full, int rank, int ranks, bool sequence = false) {
   const auto ends_with = [&](const std::string& suffix) {
     return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
   };
   if (ends_with("qkv.weight") || ends_with("qkv.bias")) return slice_of(full, 0, 3, rank, ranks);
-  if (ends_with("fc.weight") || ends_with("fc.bias") || name == "head.weight" || name == "tok.weight")
+  if (ends_with("fc.weight") || ends_with("fc.bias") || name == "head.weight" || name == "tok.weight" ||
+      (sequence && name == "pos.weight"))
     return slice_of(full, 0, 1, rank, ranks);
   if (ends_with("proj.weight") || ends_with("out.weight")) return slice_of(full, 1, 1, rank, ranks);
   return full;  // replicated: layer norms, positions, row-parallel biases
@@ -301,12 +320,13 @@ void check_sharded_state(const Gpt& split, const torch::optim::AdamW& optimizer,
   if (mesh.global_rank() == 0) fs::remove_all(dir);
 }
 
-// Splits a GPT over the mesh's tp group and trains it 20 AdamW steps, each dp rank on its share of
-// every batch (gradients averaged over the dp group by acc::tp::DataParallel when it has more than
-// one rank), against the whole model trained on whole batches in this process: the same loss,
-// logits and gradients in the first step, the same parameters after the last, within rounding.
+// Splits a GPT over the mesh's tp group (with sequence parallelism if `sequence`) and trains it 20
+// AdamW steps, each dp rank on its share of every batch (gradients averaged over the dp group by
+// acc::tp::DataParallel when it has more than one rank), against the whole model trained on whole
+// batches in this process: the same loss, logits and gradients in the first step, the same
+// parameters after the last, within rounding. Without sequence parallelism, also its checkpoints.
 template <class Comm>
-void check_gpt_against_one_process(acc::DeviceMesh<Comm>& mesh, c10::Device device) {
+void check_gpt_against_one_process(acc::DeviceMesh<Comm>& mesh, c10::Device device, bool sequence = false) {
   const int tp_rank = mesh.coordinate(acc::MeshDim::tp), tp_size = mesh.size(acc::MeshDim::tp);
   const int dp_rank = mesh.dp_group().rank(), dp_size = mesh.dp_group().size();
   const GptConfig config;
@@ -322,7 +342,9 @@ void check_gpt_against_one_process(acc::DeviceMesh<Comm>& mesh, c10::Device devi
   torch::optim::AdamW whole_optimizer(whole->parameters(), adamw);
   // Built before the split: the parameters stay the same tensor objects, resized.
   torch::optim::AdamW split_optimizer(split->parameters(), adamw);
-  CHECK(acc::tp::parallelize(*split, mesh, gpt_plan(config)).size() == 10);
+  // The split layers: tok, each block's qkv, proj, fc and out, head; and pos with sequence parallelism.
+  const auto plan = sequence ? gpt_sequence_plan(config) : gpt_plan(config);
+  CHECK(acc::tp::parallelize(*split, mesh, plan).size() == (sequence ? 11 : 10));
   CHECK(split->blocks[0]->as<BlockImpl>()->qkv->options.out_features() == 3 * config.embed / tp_size);
   std::optional<acc::tp::DataParallel<Comm>> data_parallel;
   if (dp_size > 1) data_parallel.emplace(*split, mesh.dp());
@@ -331,7 +353,7 @@ void check_gpt_against_one_process(acc::DeviceMesh<Comm>& mesh, c10::Device devi
   const auto split_parameters = split->named_parameters();
   for (const auto& parameter : split_parameters)
     CHECK(at::equal(parameter.value(),
-                    expected_shard(parameter.key(), whole_parameters[parameter.key()], tp_rank, tp_size)));
+                    expected_shard(parameter.key(), whole_parameters[parameter.key()], tp_rank, tp_size, sequence)));
 
   constexpr int64_t share = 4;  // sequences per dp rank and step
   std::vector<double> losses;
@@ -360,9 +382,10 @@ void check_gpt_against_one_process(acc::DeviceMesh<Comm>& mesh, c10::Device devi
       check_close(loss, own_expected, kRounding, "loss");
       check_close(split_logits, slice_of(own_logits, -1, 1, tp_rank, tp_size), kRounding, "logits");
       for (const auto& parameter : split_parameters)
-        check_close(parameter.value().grad(),
-                    expected_shard(parameter.key(), whole_parameters[parameter.key()].grad(), tp_rank, tp_size),
-                    kRounding, parameter.key() + "'s gradient");
+        check_close(
+            parameter.value().grad(),
+            expected_shard(parameter.key(), whole_parameters[parameter.key()].grad(), tp_rank, tp_size, sequence),
+            kRounding, parameter.key() + "'s gradient");
     }
     whole_optimizer.step();
     split_optimizer.step();
@@ -370,8 +393,18 @@ void check_gpt_against_one_process(acc::DeviceMesh<Comm>& mesh, c10::Device devi
   }
   CHECK(losses.back() < losses.front());  // it learned: the comparison is not of untouched weights
   for (const auto& parameter : split_parameters)
-    check_close(parameter.value(), expected_shard(parameter.key(), whole_parameters[parameter.key()], tp_rank, tp_size),
+    check_close(parameter.value(),
+                expected_shard(parameter.key(), whole_parameters[parameter.key()], tp_rank, tp_size, sequence),
                 kParameterDrift, parameter.key() + " after " + std::to_string(kSteps) + " steps");
+  if (sequence) {
+    // A sequence the group cannot split is an error on every rank, before any collective.
+    const auto odd = at::zeros({1, tp_size + 1}, at::TensorOptions(device).dtype(at::kLong));
+    CHECK(error_of([&] { split->forward(odd); }) ==
+          "sequence parallelism splits the sequence (dimension 1, of length " + std::to_string(tp_size + 1) +
+              ") over " + std::to_string(tp_size) +
+              " ranks, which does not divide it; make the sequence length a multiple of the tensor-parallel size");
+    return;
+  }
   check_whole_weights(whole, split, mesh, build);
   check_sharded_state(split, split_optimizer, mesh, build, adamw);
 }
@@ -472,7 +505,7 @@ std::vector<double> train_split(Accelerator& accelerator, acc::DeviceMesh<acc::G
 // whole weights are saved, a resumed state is bit for bit the saved one, and gather_for_metrics
 // counts a tp group's values once.
 template <class Accelerator>
-void check_split_through_accelerator() {
+void check_split_through_accelerator(bool sequence = false) {
   const auto env = acc::ProcessEnvironment::from_environment();
   REQUIRE(env.world_size % 2 == 0);
   const GptConfig config;
@@ -496,14 +529,13 @@ void check_split_through_accelerator() {
     Gpt whole = build();
     torch::optim::AdamW whole_optimizer(whole->parameters(), adamw);
     Gpt split = build();
-    acc::tp::parallelize(*split, mesh, gpt_plan(config));
+    acc::tp::parallelize(*split, mesh, sequence ? gpt_sequence_plan(config) : gpt_plan(config));
     const auto parameters = split->parameters();
     torch::optim::AdamW split_optimizer(parameters, adamw);
     auto [model, optimizer, loader] =
         accelerator.prepare(split, split_optimizer, acc::DataLoader(data, acc::DataLoaderOptions(share)));
     CHECK(static_cast<int>(loader.size()) == kSteps);  // the dp ranks share the batches; a tp group reads one
-    const auto losses =
-        train_split(accelerator, mesh, model, optimizer, loader, parameters, whole, whole_optimizer);
+    const auto losses = train_split(accelerator, mesh, model, optimizer, loader, parameters, whole, whole_optimizer);
     REQUIRE(losses.size() == kSteps);
     CHECK(losses.back() < losses.front());  // it learned: the comparison is not of untouched weights
     // The whole weights (the tp slices joined) are the whole model's, within AdamW's drift.
@@ -532,7 +564,7 @@ void check_split_through_accelerator() {
     at::manual_seed(7);  // other weights, which load_state replaces
     Gpt split(config);
     split->to(at::kDouble);
-    acc::tp::parallelize(*split, mesh, gpt_plan(config));
+    acc::tp::parallelize(*split, mesh, sequence ? gpt_sequence_plan(config) : gpt_plan(config));
     torch::optim::AdamW split_optimizer(split->parameters(), adamw);
     // The same loader too: load_state restores its position.
     auto [model, optimizer, loader] =
@@ -581,8 +613,9 @@ void check_tp_size_errors(const std::string& strategy, const std::string& option
     Gpt split(config);
     acc::tp::parallelize(*split, mesh, gpt_plan(config));
     CHECK(error_of([&] { accelerator.prepare(split); }) ==
-          strategy + " cannot prepare a model split by acc::tp::parallelize (its layer 'tok' is split): it would give "
-                     "every rank rank 0's shards and average gradients across the tensor-parallel group; give " +
+          strategy +
+              " cannot prepare a model split by acc::tp::parallelize (its layer 'tok' is split): it would give "
+              "every rank rank 0's shards and average gradients across the tensor-parallel group; give " +
               strategy + " the mesh's tp size " + setting + ", and it " + action +
               " the ranks that hold the same slices (docs/tensor_parallelism.md)");
     accelerator.wait_for_everyone();
@@ -612,8 +645,29 @@ TEST_SUITE("tp_accelerator" * doctest::skip()) {
     check_split_through_accelerator<TpDdp>();
   }
 
+  TEST_CASE(
+      "a GPT split over tp groups of 2 with sequence parallelism and DDP averaging over the rest trains through the "
+      "Accelerator as on one process") {
+    check_split_through_accelerator<TpDdp>(/*sequence=*/true);
+  }
+
   TEST_CASE("FSDP's tensor-parallel size must be the split's: errors naming the setting and the fix") {
     check_tp_size_errors<TpFsdp>("FSDP", "FSDPOptions", "shards over");
+  }
+  TEST_CASE("FSDP refuses a sequence-parallel split: its flat shards would bypass the layer norms' gradient sums") {
+    const auto env = acc::ProcessEnvironment::from_environment();
+    const GptConfig config;
+    acc::DeviceMesh<acc::Gloo> mesh(env, {1, env.world_size / 2, 2});
+    TpFsdp accelerator(tp_options<TpFsdp>(2));
+    Gpt split(config);
+    acc::tp::parallelize(*split, mesh, gpt_sequence_plan(config));
+    CHECK(error_of([&] { accelerator.prepare(split); }) ==
+          "FSDP: 'blocks.0.fc.bias' is sequence-parallel, and the LayerNorms beside it sum their gradients over the "
+          "tp group by hooks on the parameter tensors, which FSDP replaces by its flat shards; leave "
+          "sequence_parallel() out of the plan, or use DDP told the tp size (DDPOptions::tp_size)");
+    accelerator.wait_for_everyone();
+    mesh.dp().barrier();
+    mesh.tp().barrier();
   }
   TEST_CASE("DDP's tensor-parallel size must be the split's: errors naming the setting and the fix") {
     check_tp_size_errors<TpDdp>("DDP", "DDPOptions", "averages gradients over");
@@ -628,6 +682,16 @@ TEST_SUITE("tp_dp" * doctest::skip()) {
       REQUIRE(env.world_size % 2 == 0);
       acc::DeviceMesh<Comm> mesh(env, {env.world_size / 2, 1, 2});
       check_gpt_against_one_process(mesh, device);
+    });
+  }
+  TEST_CASE(
+      "a GPT with sequence parallelism, split over tp groups of 2, data-parallel across them, trains as on "
+      "one process") {
+    with_world([](const acc::ProcessEnvironment& env, c10::Device device, auto* comm_type) {
+      using Comm = std::remove_pointer_t<decltype(comm_type)>;
+      REQUIRE(env.world_size % 2 == 0);
+      acc::DeviceMesh<Comm> mesh(env, {env.world_size / 2, 1, 2});
+      check_gpt_against_one_process(mesh, device, /*sequence=*/true);
     });
   }
 }
@@ -820,6 +884,52 @@ TEST_SUITE("tp" * doctest::skip()) {
       check_gpt_against_one_process(mesh, device);
     });
   }
+  TEST_CASE(
+      "under sequence parallelism a layer norm left out of the plan gets a partial gradient on each rank, which "
+      "acc::tp::sequence_parallel sums") {
+    with_world([](const acc::ProcessEnvironment& env, c10::Device device, auto* comm_type) {
+      using Comm = std::remove_pointer_t<decltype(comm_type)>;
+      acc::DeviceMesh<Comm> mesh(env, {1, 1, env.world_size});
+      const GptConfig config;
+      const auto build = [&] {
+        at::manual_seed(0);
+        Gpt gpt(config);
+        gpt->to(device, at::kDouble);
+        return gpt;
+      };
+      Gpt whole = build(), split = build();
+      auto plan = gpt_sequence_plan(config);
+      plan.erase(plan.begin() + 2);  // the blocks' layer norms; ln_f stays named
+      REQUIRE(plan.size() == 8);
+      acc::tp::parallelize(*split, mesh, plan);
+      at::manual_seed(1);
+      const auto tokens = at::randint(config.vocabulary, {2, config.context + 1}, at::kLong).to(device);
+      const auto inputs = tokens.narrow(1, 0, config.context), targets = tokens.narrow(1, 1, config.context);
+      torch::nn::functional::cross_entropy(whole->forward(inputs).reshape({-1, config.vocabulary}), targets.reshape(-1))
+          .backward();
+      acc::tp::vocab_parallel_cross_entropy(split->forward(inputs), targets, mesh.tp()).mean().backward();
+      const auto grad = [](const Gpt& gpt, const std::string& name) {
+        return gpt->named_parameters()[name].grad().clone();
+      };
+      check_close(grad(split, "ln_f.weight"), grad(whole, "ln_f.weight"), kRounding, "ln_f's summed gradient");
+      // Each rank's is its slice of the sequence's share: far from the whole gradient (a missing
+      // share is of the gradient's own size, not rounding), and summed over the group exactly it.
+      auto partial = grad(split, "blocks.0.ln1.weight");
+      const auto expected = grad(whole, "blocks.0.ln1.weight");
+      CHECK(acc::item<double>((partial - expected).abs().max()) > 1e-3 * acc::item<double>(expected.abs().max()));
+      mesh.tp().all_reduce(partial, acc::ReduceOp::sum);
+      check_close(partial, expected, kRounding, "blocks.0.ln1's partial gradients summed");
+    });
+  }
+  TEST_CASE(
+      "a GPT with sequence parallelism split over every rank trains as on one process, each rank holding its "
+      "slice of the sequence between the split layers") {
+    with_world([](const acc::ProcessEnvironment& env, c10::Device device, auto* comm_type) {
+      using Comm = std::remove_pointer_t<decltype(comm_type)>;
+      acc::DeviceMesh<Comm> mesh(env, {1, 1, env.world_size});
+      check_gpt_against_one_process(mesh, device, /*sequence=*/true);
+    });
+  }
 
   TEST_CASE("DDP refuses a model split by parallelize: it would mix the shards of a tp group") {
     with_accelerator([](auto& accelerator) {
@@ -857,10 +967,13 @@ TEST_SUITE("tp" * doctest::skip()) {
     CHECK(contains(message({{"blocks.*.attn", acc::tp::colwise}}, 2),
                    "acc::tp::parallelize: the plan's pattern 'blocks.*.attn' matches no module of the model (its "
                    "modules: tok, pos, blocks, blocks.0, blocks.0.ln1, blocks.0.qkv,"));
-    CHECK(message({{"pos", acc::tp::rowwise}}, 2) ==
-          "acc::tp::parallelize: the plan's pattern 'pos' matches 'pos', a torch::nn::EmbeddingImpl, which tensor "
+    CHECK(message({{"ln_f", acc::tp::rowwise}}, 2) ==
+          "acc::tp::parallelize: the plan's pattern 'ln_f' matches 'ln_f', a torch::nn::LayerNormImpl, which tensor "
           "parallelism cannot split; only acc::nn::Linear and acc::nn::Embedding are split: write them in the model "
           "where it has torch::nn::Linear or torch::nn::Embedding, or narrow the pattern");
+    CHECK(message({{"ln_f", acc::tp::sequence_parallel.gather_output()}}, 2) ==
+          "acc::tp::parallelize: 'ln_f' is sequence_parallel, whose parameters stay whole: give it plain "
+          "acc::tp::sequence_parallel");
     CHECK(
         message({{"blocks.0.f*", acc::tp::colwise}, {"*.fc", acc::tp::colwise}}, 2) ==
         "acc::tp::parallelize: the module 'blocks.0.fc' matches the plan's patterns 'blocks.0.f*' and '*.fc'; make the "

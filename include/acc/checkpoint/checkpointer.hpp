@@ -141,7 +141,7 @@ struct has_sharded_checkpoints<S, std::void_t<decltype(std::declval<const S&>().
 struct CheckpointContext : CheckpointSubject {
   std::string_view strategy;  // Strategy::name and Strategy::checkpoint_layout, in acc_state.json
   std::string_view layout;
-  bool sharded_optimizer;  // each rank's optimizer holds its own state (shards, tp slices): a file per rank
+  bool sharded_optimizer;    // each rank's optimizer holds its own state (shards, tp slices): a file per rank
   bool sharded_model;        // save_state writes each rank's model shards (SHARDED_STATE_DICT)
   int tensor_parallel_size;  // the ranks of a tensor-parallel group (1: none), recorded in acc_state.json
   std::function<std::vector<std::string>(const std::string&)> gather;  // every rank's bytes, by rank

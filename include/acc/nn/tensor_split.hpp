@@ -28,6 +28,10 @@ class TensorSplit {
   virtual int group_size() const = 0;
   // Every rank's `local`, in rank order: a collective over the group (checkpoints, not the step).
   virtual std::vector<at::Tensor> all_gather(const at::Tensor& local) = 0;
+  // Whether the layer's input or output is each rank's slice of the sequence (sequence
+  // parallelism): the whole parameters beside it then sum their gradients over the group by hooks
+  // on the parameter tensors.
+  virtual bool sequence_parallel() const = 0;
 };
 
 }  // namespace acc::nn

@@ -445,6 +445,12 @@ class FSDP {
     detail::check_tensor_parallel_split(module, split, options_.tp_size(), comm().rank(), "FSDP", "FSDPOptions",
                                         "shards over");
     if (split.empty()) return;
+    for (const auto& [name, tensor] : split)
+      if (tensor.split->sequence_parallel())
+        throw Error("FSDP: '" + name +
+                    "' is sequence-parallel, and the LayerNorms beside it sum their gradients over the tp group by "
+                    "hooks on the parameter tensors, which FSDP replaces by its flat shards; leave "
+                    "sequence_parallel() out of the plan, or use DDP told the tp size (DDPOptions::tp_size)");
     if (sharded_checkpoints())
       for (const auto& p : module.named_parameters())
         if (!p.value().requires_grad() && split.count(p.key()))

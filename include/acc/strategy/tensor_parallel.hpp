@@ -75,8 +75,7 @@ inline std::map<std::string, at::Tensor> slice_split_tensors(std::map<std::strin
 // One part's share of a gradient norm, in double: the p-th power of its norm, or its largest
 // magnitude for p = inf.
 inline at::Tensor norm_share(const at::Tensor& part, double norm_type) {
-  return std::isinf(norm_type) ? part.abs().max().to(at::kDouble)
-                               : part.norm(norm_type).to(at::kDouble).pow(norm_type);
+  return std::isinf(norm_type) ? part.abs().max().to(at::kDouble) : part.norm(norm_type).to(at::kDouble).pow(norm_type);
 }
 
 // The p-th power of the gradient norm of a split model (the largest magnitude for p = inf) from

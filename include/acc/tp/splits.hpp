@@ -7,6 +7,9 @@
 //                   ranks, then the bias (whole on every rank) is added once.
 //   VocabParallel:  an embedding's rows (the vocabulary) are split; each rank looks up the indices
 //                   it holds, zeros elsewhere, and the sum across ranks is every row.
+// Under sequence parallelism (regions.hpp) a column-parallel layer's input is this rank's slice of
+// the sequence, gathered first; a row-parallel layer's and an embedding's output is the sum's slice
+// of the sequence (reduce-scattered), a row-parallel bias added to that slice.
 #pragma once
 
 #include <acc/nn/embedding.hpp>
@@ -21,33 +24,38 @@
 
 namespace acc::tp {
 
-// What every split below tells the code that holds the layer's tensors (nn::TensorSplit): its cut
-// and its group, `comm`.
+// What every split below tells the code that holds the layer's tensors (nn::TensorSplit): its cut,
+// its group, `comm`, and whether it runs on the sequence's slices.
 template <class Split, class Comm>
 class SplitOver : public Split {
  public:
-  SplitOver(Comm& comm, const nn::ShardLayout& layout) : comm_(comm), layout_(layout) {}
+  SplitOver(Comm& comm, const nn::ShardLayout& layout, bool sequence_parallel)
+      : comm_(comm), layout_(layout), sequence_parallel_(sequence_parallel) {}
   const nn::ShardLayout& layout() const final { return layout_; }
   int group_rank() const final { return comm_.rank(); }
   int group_size() const final { return comm_.world_size(); }
   std::vector<at::Tensor> all_gather(const at::Tensor& local) final { return comm_.all_gather(local.contiguous()); }
+  bool sequence_parallel() const final { return sequence_parallel_; }
 
  protected:
   Comm& comm_;
 
  private:
   nn::ShardLayout layout_;
+  bool sequence_parallel_;
 };
 
 template <class Comm>
 class ColumnParallel final : public SplitOver<nn::LinearSplit, Comm> {
  public:
   // `parts`: fused blocks of out_features (Style::fused).
-  ColumnParallel(Comm& comm, bool gather_output, int64_t parts = 1)
-      : SplitOver<nn::LinearSplit, Comm>(comm, {0, parts, true}), gather_output_(gather_output) {}
+  ColumnParallel(Comm& comm, bool gather_output, int64_t parts, bool sequence_parallel)
+      : SplitOver<nn::LinearSplit, Comm>(comm, {0, parts, true}, sequence_parallel), gather_output_(gather_output) {}
 
   at::Tensor forward(nn::LinearImpl& layer, const at::Tensor& input) override {
-    auto output = layer.local_forward(copy_to_region(input, this->comm_), layer.bias);
+    const auto whole_input =
+        this->sequence_parallel() ? gather_from_sequence(input, this->comm_) : copy_to_region(input, this->comm_);
+    auto output = layer.local_forward(whole_input, layer.bias);
     return gather_output_ ? gather_from_region(output, this->comm_) : output;
   }
 
@@ -58,12 +66,14 @@ class ColumnParallel final : public SplitOver<nn::LinearSplit, Comm> {
 template <class Comm>
 class RowParallel final : public SplitOver<nn::LinearSplit, Comm> {
  public:
-  RowParallel(Comm& comm, bool split_input)
-      : SplitOver<nn::LinearSplit, Comm>(comm, {1, 1, false}), split_input_(split_input) {}
+  RowParallel(Comm& comm, bool split_input, bool sequence_parallel)
+      : SplitOver<nn::LinearSplit, Comm>(comm, {1, 1, false}, sequence_parallel), split_input_(split_input) {}
 
   at::Tensor forward(nn::LinearImpl& layer, const at::Tensor& input) override {
     const auto local_input = split_input_ ? scatter_to_region(input, this->comm_) : input;
-    auto output = reduce_from_region(layer.local_forward(local_input, at::Tensor()), this->comm_);
+    const auto partial = layer.local_forward(local_input, at::Tensor());
+    auto output = this->sequence_parallel() ? reduce_scatter_to_sequence(partial, this->comm_)
+                                            : reduce_from_region(partial, this->comm_);
     return layer.bias.defined() ? output + layer.bias : output;
   }
 
@@ -74,7 +84,8 @@ class RowParallel final : public SplitOver<nn::LinearSplit, Comm> {
 template <class Comm>
 class VocabParallel final : public SplitOver<nn::EmbeddingSplit, Comm> {
  public:
-  explicit VocabParallel(Comm& comm) : SplitOver<nn::EmbeddingSplit, Comm>(comm, {0, 1, false}) {}
+  VocabParallel(Comm& comm, bool sequence_parallel)
+      : SplitOver<nn::EmbeddingSplit, Comm>(comm, {0, 1, false}, sequence_parallel) {}
 
   // The layer holds rows [rank * rows, (rank + 1) * rows) of the table; its padding_idx, if any, is
   // local.
@@ -84,7 +95,8 @@ class VocabParallel final : public SplitOver<nn::EmbeddingSplit, Comm> {
     const auto elsewhere = indices.lt(first).logical_or(indices.ge(first + rows));
     const auto local = (indices - first).masked_fill(elsewhere, 0);
     const auto found = layer.local_forward(local, layer.options.padding_idx()).masked_fill(elsewhere.unsqueeze(-1), 0);
-    return reduce_from_region(found, this->comm_);
+    return this->sequence_parallel() ? reduce_scatter_to_sequence(found, this->comm_)
+                                     : reduce_from_region(found, this->comm_);
   }
 };
 

@@ -50,6 +50,14 @@ ACC_DECL std::vector<PlannedLayer> planned_layers(torch::nn::Module& module, con
     if (matched == plan.size()) continue;
     used[matched] = true;
     const auto& layer = item.value();
+    const Style& style = plan[matched].second;
+    if (style.kind() == Style::Kind::sequence) {
+      if (style.gathers_output() || style.splits_input() || style.fused_parts() != 1 || style.head_count() != 0)
+        throw Error("acc::tp::parallelize: '" + item.key() +
+                    "' is sequence_parallel, whose parameters stay whole: give it plain acc::tp::sequence_parallel");
+      layers.push_back({item.key(), layer, style});
+      continue;
+    }
     const auto* linear = dynamic_cast<nn::LinearImpl*>(layer.get());
     const auto* embedding = dynamic_cast<nn::EmbeddingImpl*>(layer.get());
     if (!linear && !embedding)
@@ -61,7 +69,7 @@ ACC_DECL std::vector<PlannedLayer> planned_layers(torch::nn::Module& module, con
     const bool already_split = linear ? linear->split() != nullptr : embedding->split() != nullptr;
     if (already_split)
       throw Error("acc::tp::parallelize: '" + item.key() + "' is split already; parallelize a model once");
-    layers.push_back({item.key(), layer, plan[matched].second});
+    layers.push_back({item.key(), layer, style});
   }
   for (std::size_t i = 0; i < plan.size(); ++i) {
     if (used[i]) continue;
@@ -133,7 +141,8 @@ ACC_DECL void shard(const std::string& name, nn::EmbeddingImpl& layer, const Sty
                 "' is an embedding, which is split by its vocabulary: use acc::tp::rowwise (colwise, splitting "
                 "embedding_dim, is not supported)");
   if (style.gathers_output() || style.splits_input() || style.fused_parts() != 1 || style.head_count() != 0)
-    throw Error("acc::tp::parallelize: '" + name + "' is an embedding: give it plain acc::tp::rowwise");
+    throw Error("acc::tp::parallelize: '" + name +
+                "' is an embedding: give it plain acc::tp::rowwise (or rowwise.sequence_parallel())");
   if (layer.options.max_norm() || layer.options.scale_grad_by_freq())
     throw Error("acc::tp::parallelize: '" + name +
                 "' has max_norm or scale_grad_by_freq, which a vocabulary-parallel embedding does not support "
