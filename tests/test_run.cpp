@@ -54,6 +54,10 @@ TEST_CASE("acc::run passes the config's options on") {
   acc::run(config_of("gradient_accumulation_steps: 4\n"),
            [&](auto& accelerator) { steps = accelerator.options().gradient_accumulation_steps(); });
   CHECK(steps == 4);
+  // The tensor-parallel size reaches both strategies that take a split model.
+  const auto options = acc::accelerator_options(config_of("parallelism_config:\n  parallelism_config_tp_size: 2\n"));
+  CHECK(options.ddp().tp_size() == 2);
+  CHECK(options.fsdp().tp_size() == 2);
 }
 
 TEST_CASE("a combination left out of the lists is an error that lists those built") {

@@ -133,6 +133,7 @@ inline AcceleratorOptions accelerator_options(const Config& config) {
                .first_bucket_cap_mb(config.first_bucket_cap_mb)
                .find_unused_parameters(config.find_unused_parameters)
                .static_graph(config.static_graph)
+               .tp_size(config.tp_size)
                .power_sgd(PowerSGDOptions()
                               .matrix_approximation_rank(config.power_sgd_rank)
                               .start_iter(config.power_sgd_start_iter)

@@ -210,6 +210,14 @@ const std::vector<Flag>& launch_flags() {
       optional_int_flag("--gradient_accumulation_steps", "a positive integer up to 1048576", 1, 1 << 20,
                         &LaunchOptions::gradient_accumulation_steps),
       switch_flag("--debug", &LaunchOptions::debug),
+      optional_int_flag("--parallelism_config_dp_replicate_size", "a positive integer up to 1048576", 1, 1 << 20,
+                        &LaunchOptions::dp_replicate_size),
+      optional_int_flag("--parallelism_config_dp_shard_size", "a positive integer up to 1048576", 1, 1 << 20,
+                        &LaunchOptions::dp_shard_size),
+      optional_int_flag("--parallelism_config_tp_size", "a positive integer up to 1048576", 1, 1 << 20,
+                        &LaunchOptions::tp_size),
+      optional_int_flag("--parallelism_config_cp_size", "1 (context parallelism is not built yet)", 1, 1,
+                        &LaunchOptions::cp_size),
       optional_int_flag("--num_cpu_threads_per_process", "a positive integer", 1, kMaxThreads,
                         &LaunchOptions::num_cpu_threads_per_process),
       switch_flag("--oversubscribe", &LaunchOptions::oversubscribe),
@@ -271,6 +279,17 @@ std::optional<std::string> finish(ParseState& state, const Machine& machine) {
   if (options.num_processes % options.num_machines != 0)
     return "--num_processes " + std::to_string(options.num_processes) + " is not divisible by --num_machines " +
            std::to_string(options.num_machines) + "; each machine runs num_processes / num_machines processes";
+  // The mesh's sizes, where the flags give them (the ranks check those of the config file).
+  const int processes = options.num_processes, tp = options.tp_size.value_or(1);
+  if (processes % tp != 0)
+    return "--parallelism_config_tp_size " + std::to_string(tp) + " does not divide --num_processes " +
+           std::to_string(processes) + "; each tensor-parallel group is tp_size processes";
+  if (options.dp_replicate_size && options.dp_shard_size &&
+      *options.dp_replicate_size * *options.dp_shard_size * tp != processes)
+    return "--parallelism_config_dp_replicate_size " + std::to_string(*options.dp_replicate_size) +
+           " x --parallelism_config_dp_shard_size " + std::to_string(*options.dp_shard_size) + " x tp_size " +
+           std::to_string(tp) + " is not --num_processes " + std::to_string(processes) +
+           "; make their product the number of processes";
   if (options.processes_per_machine() > kMaxRanksPerCpu * machine.cpus && !options.oversubscribe)
     return "--num_processes " + std::to_string(options.num_processes) + " would start " +
            std::to_string(options.processes_per_machine()) + " processes on this machine, more than " +
@@ -388,6 +407,14 @@ flags (--flag value and --flag=value both work):
                            (ACCELERATE_GRADIENT_ACCUMULATION_STEPS; wins over the config's)
   --debug                  collective debug mode: the ranks compare every collective before running
                            it, so a mismatch is an error, not a hang (ACCELERATE_DEBUG_MODE=true)
+  --parallelism_config_dp_replicate_size R
+  --parallelism_config_dp_shard_size S
+  --parallelism_config_tp_size T
+                           the device mesh's sizes (PARALLELISM_CONFIG_DP_REPLICATE_SIZE, ...; win
+                           over the config's): T must divide the processes, and R x S x T, when R
+                           and S are both given, must be them (docs/tensor_parallelism.md)
+  --parallelism_config_cp_size C
+                           context parallelism: not built yet, so only 1
   --num_cpu_threads_per_process N
                            CPU threads of each rank (OMP_NUM_THREADS=N). Default: an OMP_NUM_THREADS
                            set in acc launch's environment is kept; else with more than one local

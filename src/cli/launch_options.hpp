@@ -26,7 +26,10 @@ struct LaunchOptions {
   // Also each local rank's stdout and stderr to <log_dir>/rank_<global rank>.stdout and .stderr.
   std::optional<std::string> log_dir;
   std::optional<int> gradient_accumulation_steps;  // ACCELERATE_GRADIENT_ACCUMULATION_STEPS
-  bool debug = false;                              // ACCELERATE_DEBUG_MODE=true
+  // Accelerate 1.x's ParallelismConfig sizes: PARALLELISM_CONFIG_DP_REPLICATE_SIZE, _DP_SHARD_SIZE,
+  // _TP_SIZE (context parallelism is not built: its size can only be 1).
+  std::optional<int> dp_replicate_size, dp_shard_size, tp_size, cp_size;
+  bool debug = false;  // ACCELERATE_DEBUG_MODE=true
   // OMP_NUM_THREADS of every rank; absent: the default that rank_environment() says.
   std::optional<int> num_cpu_threads_per_process;
   bool oversubscribe = false;  // more processes than a few per CPU are wanted, not a slip

@@ -32,6 +32,10 @@ std::vector<std::string> rank_environment(const LaunchOptions& options, const Ma
   if (options.gradient_accumulation_steps)
     job["ACCELERATE_GRADIENT_ACCUMULATION_STEPS"] = std::to_string(*options.gradient_accumulation_steps);
   if (options.debug) job["ACCELERATE_DEBUG_MODE"] = "true";
+  if (options.dp_replicate_size)
+    job["PARALLELISM_CONFIG_DP_REPLICATE_SIZE"] = std::to_string(*options.dp_replicate_size);
+  if (options.dp_shard_size) job["PARALLELISM_CONFIG_DP_SHARD_SIZE"] = std::to_string(*options.dp_shard_size);
+  if (options.tp_size) job["PARALLELISM_CONFIG_TP_SIZE"] = std::to_string(*options.tp_size);
   // --num_cpu_threads_per_process, else as torchrun does: ranks sharing this machine's CPUs each
   // take their share of the threads, rather than every rank starting one thread per CPU; a value
   // the user set is kept, and a single rank is left to libtorch's default (every CPU).

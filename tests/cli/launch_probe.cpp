@@ -41,11 +41,28 @@ void sleep_seconds(double seconds) { std::this_thread::sleep_for(std::chrono::du
 // Prints the variables acc launch sets, as one line written at once so that ranks do not mix.
 void print_environment() {
   std::string line = "env";
-  for (const char* name :
-       {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "MASTER_ADDR",
-        "MASTER_PORT", "ACCELERATE_USE_CPU", "ACCELERATE_MIXED_PRECISION", "CUDA_VISIBLE_DEVICES", "ACC_RDZV_TIMEOUT",
-        "OMP_NUM_THREADS", "ACC_CONFIG_FILE", "ACC_DISTRIBUTED_TYPE", "TORCHELASTIC_RESTART_COUNT",
-        "TORCHELASTIC_MAX_RESTARTS", "ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "ACCELERATE_DEBUG_MODE"}) {
+  for (const char* name : {"RANK",
+                           "WORLD_SIZE",
+                           "LOCAL_RANK",
+                           "LOCAL_WORLD_SIZE",
+                           "GROUP_RANK",
+                           "GROUP_WORLD_SIZE",
+                           "MASTER_ADDR",
+                           "MASTER_PORT",
+                           "ACCELERATE_USE_CPU",
+                           "ACCELERATE_MIXED_PRECISION",
+                           "CUDA_VISIBLE_DEVICES",
+                           "ACC_RDZV_TIMEOUT",
+                           "OMP_NUM_THREADS",
+                           "ACC_CONFIG_FILE",
+                           "ACC_DISTRIBUTED_TYPE",
+                           "TORCHELASTIC_RESTART_COUNT",
+                           "TORCHELASTIC_MAX_RESTARTS",
+                           "ACCELERATE_GRADIENT_ACCUMULATION_STEPS",
+                           "ACCELERATE_DEBUG_MODE",
+                           "PARALLELISM_CONFIG_DP_REPLICATE_SIZE",
+                           "PARALLELISM_CONFIG_DP_SHARD_SIZE",
+                           "PARALLELISM_CONFIG_TP_SIZE"}) {
     const char* value = std::getenv(name);
     line += std::string(" ") + name + "=" + (value ? value : "<unset>");
   }

@@ -371,6 +371,68 @@ TEST_CASE("--gradient_accumulation_steps, --debug and --num_cpu_threads_per_proc
   CHECK(plain_ranks.at(0).at("ACCELERATE_DEBUG_MODE") == "<unset>");
 }
 
+TEST_CASE("--parallelism_config_* sizes reach every rank, win over the config file, and must fit the processes") {
+  const auto folder = std::filesystem::temp_directory_path() / ("acc_launch_mesh_" + std::to_string(getpid()));
+  std::filesystem::create_directories(folder);
+  const auto file = folder / "job.yaml";
+  std::ofstream(file) << "distributed_type: MULTI_CPU\nuse_cpu: true\nnum_processes: 4\n"
+                         "parallelism_config:\n  parallelism_config_tp_size: 4\n";
+  const LauncherResult result =
+      run_acc({"launch", "--config_file", file.string(), "--parallelism_config_dp_shard_size", "2",
+               "--parallelism_config_tp_size", "2", "--parallelism_config_cp_size", "1", kProbe, "env"});
+  REQUIRE(result.finished_in_time);
+  CHECK(result.exit_code == 0);
+  CHECK(result.err == "");
+  const auto ranks = environments_by_rank(result.out);
+  REQUIRE(ranks.size() == 4);
+  for (const auto& [rank, env] : ranks) {
+    CAPTURE(rank);
+    CHECK(env.at("PARALLELISM_CONFIG_DP_SHARD_SIZE") == "2");
+    CHECK(env.at("PARALLELISM_CONFIG_TP_SIZE") == "2");
+    CHECK(env.at("PARALLELISM_CONFIG_DP_REPLICATE_SIZE") == "<unset>");
+  }
+  // What a rank's acc::Config makes of the file (tp 4) and the variables (tp 2).
+  const auto& env = ranks.at(3);
+  const acc::Config seen_by_rank =
+      acc::Config::from_yaml_file(file).with_overrides([&](std::string_view name) -> std::optional<std::string> {
+        const auto found = env.find(std::string(name));
+        if (found == env.end() || found->second == "<unset>") return std::nullopt;
+        return found->second;
+      });
+  CHECK(seen_by_rank.tp_size == 2);
+  CHECK(seen_by_rank.dp_shard_size == 2);
+  std::filesystem::remove_all(folder);
+
+  struct Case {
+    std::vector<std::string> arguments;
+    std::string message;  // the whole line on stderr
+  };
+  const std::vector<Case> cases = {
+      {{"--parallelism_config_tp_size", "3"},
+       "acc launch: --parallelism_config_tp_size 3 does not divide --num_processes 4; each tensor-parallel group is "
+       "tp_size processes"},
+      {{"--parallelism_config_dp_replicate_size", "2", "--parallelism_config_dp_shard_size", "2",
+        "--parallelism_config_tp_size", "2"},
+       "acc launch: --parallelism_config_dp_replicate_size 2 x --parallelism_config_dp_shard_size 2 x tp_size 2 is "
+       "not --num_processes 4; make their product the number of processes"},
+      {{"--parallelism_config_tp_size", "0"},
+       "acc launch: --parallelism_config_tp_size '0' is not valid; use a positive integer up to 1048576"},
+      {{"--parallelism_config_cp_size", "2"},
+       "acc launch: --parallelism_config_cp_size '2' is not valid; use 1 (context parallelism is not built yet)"},
+  };
+  for (const Case& bad : cases) {
+    std::vector<std::string> arguments{"launch", "--cpu", "--num_processes", "4"};
+    arguments.insert(arguments.end(), bad.arguments.begin(), bad.arguments.end());
+    arguments.push_back(kProbe);
+    const LauncherResult refused = run_acc(arguments, {}, 5s);
+    CAPTURE(refused.err);
+    REQUIRE(refused.finished_in_time);
+    CHECK(refused.exit_code == 2);
+    CHECK(refused.err == bad.message + "\n");
+    CHECK(refused.out == "");
+  }
+}
+
 TEST_CASE("--gradient_accumulation_steps and --debug win over the config file, as the ranks read it") {
   const auto folder = std::filesystem::temp_directory_path() / ("acc_launch_accumulation_" + std::to_string(getpid()));
   std::filesystem::create_directories(folder);
@@ -506,8 +568,9 @@ TEST_CASE("--monitor_interval is accepted and the help lists every new flag") {
   CHECK(environments_by_rank(result.out).size() == 2);
 
   const std::string help = run_acc({"launch", "--help"}).out;
-  for (const char* flag : {"  --gradient_accumulation_steps N\n", "  --debug ", "  --num_cpu_threads_per_process N\n",
-                           "  --log_dir DIR ", "  --monitor_interval S "}) {
+  for (const char* flag :
+       {"  --gradient_accumulation_steps N\n", "  --debug ", "  --num_cpu_threads_per_process N\n", "  --log_dir DIR ",
+        "  --monitor_interval S ", "  --parallelism_config_tp_size T\n", "  --parallelism_config_cp_size C\n"}) {
     CAPTURE(flag);
     CHECK(help.find(flag) != std::string::npos);
   }
