@@ -212,10 +212,12 @@ int main(int argc, char** argv) {
     config.sampler = "shuffled";                    // training wants shuffled batches whatever acc.sampler says
     return acc::run(                                // acc
         config, [&](auto& accelerator) { return train(accelerator, config, s); },
-#if ACC_HAS_NCCL
+#if ACC_HAS_GLOO && ACC_HAS_NCCL
         acc::strategies<acc::CPU, acc::DDP<acc::Nccl>, acc::FSDP<acc::Nccl>>,
+#elif ACC_HAS_NCCL
+        acc::strategies<acc::DDP<acc::Nccl>, acc::FSDP<acc::Nccl>>,
 #else
-        acc::strategies<acc::CPU>,
+        acc::strategies<acc::CPU>,  // CMake builds this example only with Gloo or NCCL
 #endif
         acc::precisions<acc::FP32, acc::BF16>, acc::samplers<acc::Shuffled>);
   } catch (const std::exception& e) {
