@@ -304,9 +304,8 @@ class Checkpointer : public detail::CheckpointerCore {
   // The strategy makes the models' full states and carries the collectives.
   Checkpointer(Strategy& strategy, const CheckpointSubject& subject)
       : CheckpointerCore(
-            {subject, Strategy::name, Strategy::checkpoint_layout,
-             shards_model_v<Strategy> || detail::tensor_parallel_size(strategy) > 1, sharded_checkpoints(strategy),
-             detail::tensor_parallel_size(strategy),
+            {subject, Strategy::name, Strategy::checkpoint_layout, holds_part_of_model(strategy),
+             sharded_checkpoints(strategy), detail::tensor_parallel_size(strategy),
              [&strategy](const std::string& bytes) { return ops::gather_object(strategy.comm(), bytes); },
              [&strategy](const std::string& bytes) { return ops::broadcast_object(strategy.comm(), bytes); },
              optimizer_shards(strategy)}),
@@ -362,8 +361,8 @@ class Checkpointer : public detail::CheckpointerCore {
       files = weights::model_files(path);
       return std::string();
     });
-    if (shards_model_v<Strategy> || detail::tensor_parallel_size(strategy_) > 1) {
-      // A sharding strategy (or one beside tensor parallelism) takes its slices of the full state at once.
+    if (holds_part_of_model(strategy_)) {
+      // Each rank takes its shards or slices of the full state at once.
       std::map<std::string, at::Tensor> state;
       together("load_model('" + path.string() + "') failed", [&] {
         for (const auto& file : files) state.merge(safetensors::load_file(file).tensors);
@@ -404,6 +403,11 @@ class Checkpointer : public detail::CheckpointerCore {
   }
 
  private:
+  // Whether each rank holds only its part of the model (its shards, or its tensor-parallel
+  // slices), and so an optimizer state of its own.
+  static bool holds_part_of_model(const Strategy& strategy) {
+    return shards_model_v<Strategy> || detail::tensor_parallel_size(strategy) > 1;
+  }
   static bool sharded_checkpoints(const Strategy& strategy) {
     if constexpr (detail::has_sharded_checkpoints<Strategy>::value)
       return strategy.sharded_checkpoints();

@@ -66,7 +66,6 @@ class DDP : public ReplicatedModel {
 
   DDP(DDPOptions options, ProcessGroupOptions process_group)
       : options_(std::move(options)),
-        process_group_(process_group),
         group_("DDP<" + std::string(Comm::name) + ">", std::move(process_group)),
         hook_(detail::make_hook<Hook>(options_)) {}
 
@@ -78,7 +77,7 @@ class DDP : public ReplicatedModel {
     const auto device = group_.join(env, force_cpu);
     if (options_.tp_size() > 1) {
       const MeshShape shape{static_cast<int>(replicas), 1, static_cast<int>(options_.tp_size())};
-      data_.emplace(env, job_store(env), process_group_,
+      data_.emplace(env, job_store(env), group_.options(),
                     RankGroup(mesh_group_ranks(shape, env.rank, std::nullopt), env.rank, env.world_size));
     }
     return device;
@@ -110,16 +109,18 @@ class DDP : public ReplicatedModel {
         trained.emplace_back(p.key(), p.value());
         if (split.count(p.key())) cut.push_back(p.value());
       }
-    if (trained.empty()) return;
     // Bucket indices are never reused, so that a hook's state for a bucket stays that bucket's.
-    buckets_.push_back({module,
-                        std::make_unique<detail::GradientBuckets<Comm, Hook>>(data_comm(), hook_, trained, options_,
-                                                                              &next_bucket_index_),
-                        std::move(cut)});
+    if (!trained.empty())
+      buckets_.push_back({module,
+                          std::make_unique<detail::GradientBuckets<Comm, Hook>>(data_comm(), hook_, trained, options_,
+                                                                                &next_bucket_index_),
+                          std::move(cut)});
+    find_sliced();
   }
   // Accelerator::free_memory: every model's buckets go, and the hook's state with them.
   void release() {
     buckets_.clear();
+    sliced_.clear();
     hook_ = detail::make_hook<Hook>(options_);
   }
 
@@ -160,13 +161,10 @@ class DDP : public ReplicatedModel {
   // once (a collective: every rank calls it with its own parameters).
   double clip_grad_norm_(const std::vector<at::Tensor>& parameters, double max_norm, double norm_type) {
     if (options_.tp_size() == 1) return torch::nn::utils::clip_grad_norm_(parameters, max_norm, norm_type);
-    std::unordered_set<const c10::TensorImpl*> sliced;
-    for (const auto& b : buckets_)
-      for (const auto& t : b.cut) sliced.insert(t.unsafeGetTensorImpl());
     std::vector<at::Tensor> cut, whole;
     for (const auto& p : parameters)
       if (p.grad().defined())
-        (sliced.count(p.unsafeGetTensorImpl()) ? cut : whole).push_back(detail::norm_share(p.grad(), norm_type));
+        (sliced_.count(p.unsafeGetTensorImpl()) ? cut : whole).push_back(detail::norm_share(p.grad(), norm_type));
     // Every slice is held by world / tp ranks, every whole tensor by all.
     const double copies = static_cast<double>(comm().world_size()) / options_.tp_size();
     const auto total = detail::tensor_parallel_norm(comm(), cut, whole, norm_type, copies, options_.tp_size());
@@ -217,7 +215,6 @@ class DDP : public ReplicatedModel {
 
  private:
   DDPOptions options_;
-  ProcessGroupOptions process_group_;  // for the communicator beside tensor parallelism
   detail::ProcessGroup<Comm> group_;
   std::optional<Comm> data_;
   Hook hook_;
@@ -225,8 +222,15 @@ class DDP : public ReplicatedModel {
   struct ModelBuckets {
     std::weak_ptr<torch::nn::Module> model;
     std::unique_ptr<detail::GradientBuckets<Comm, Hook>> buckets;
-    std::vector<at::Tensor> cut;  // its parameters tensor parallelism split (for clip_grad_norm_)
+    std::vector<at::Tensor> cut;  // its parameters tensor parallelism split, kept alive for sliced_
   };
+  // The prepared models' cut parameters, found when the buckets change (for clip_grad_norm_).
+  std::unordered_set<const c10::TensorImpl*> sliced_;
+  void find_sliced() {
+    sliced_.clear();
+    for (const auto& b : buckets_)
+      for (const auto& t : b.cut) sliced_.insert(t.unsafeGetTensorImpl());
+  }
   std::vector<ModelBuckets> buckets_;
 };
 

@@ -98,9 +98,7 @@ class FSDP {
   }
 
   FSDP(FSDPOptions options, ProcessGroupOptions process_group)
-      : options_(std::move(options)),
-        process_group_(process_group),
-        group_("FSDP<" + std::string(Comm::name) + ">", std::move(process_group)) {}
+      : options_(std::move(options)), group_("FSDP<" + std::string(Comm::name) + ">", std::move(process_group)) {}
   FSDP(const FSDP&) = delete;
   FSDP& operator=(const FSDP&) = delete;
   ~FSDP() { release(); }
@@ -110,7 +108,7 @@ class FSDP {
     // rank that failed after connecting would close its connections under peers still making theirs.
     const auto shape = detail::fsdp_mesh_shape(options_, Sharding::replicates, env.world_size, env.local_world_size);
     const auto device = group_.join(env, force_cpu);
-    groups_.emplace(env, process_group_, shape, comm());
+    groups_.emplace(env, group_.options(), shape, comm());
     return device;
   }
 
@@ -599,7 +597,6 @@ class FSDP {
   }
 
   FSDPOptions options_;
-  ProcessGroupOptions process_group_;
   detail::ProcessGroup<Comm> group_;
   std::optional<detail::ShardGroups<Comm>> groups_;
   // The model's tensors that tensor parallelism cut (empty without it), and per unit the runs of

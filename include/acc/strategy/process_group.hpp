@@ -96,6 +96,8 @@ class ProcessGroup {
   }
 
   Comm& comm() { return *comm_; }
+  // For the strategy's communicators over sub-groups (hybrid sharding, tensor parallelism).
+  const ProcessGroupOptions& options() const { return options_; }
 
   // zero_grad(set_to_none): the strategies' gradient buckets and shards take the next ones in.
   template <class Optimizer>
