@@ -24,6 +24,11 @@
 #include <acc/dispatch/load_checkpoint_and_dispatch.hpp>
 #include <acc/fsdp/unit.hpp>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -31,6 +36,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace fs = std::filesystem;
@@ -199,14 +205,40 @@ fs::path mapped_file_of(const void* address) {
   return "";
 }
 
-#if ACC_HAS_CUDA
 // The hook dispatch_model installed around a unit.
 acc::detail::DispatchHook& hook_of(const torch::nn::Module& unit) {
   auto* hooks = acc::detail::UnitRegistry::instance().call(unit).hooks;
   REQUIRE(dynamic_cast<acc::detail::DispatchHook*>(hooks) != nullptr);
   return *dynamic_cast<acc::detail::DispatchHook*>(hooks);
 }
-#endif
+
+// The share of `file`'s pages in the page cache, read through a mapping of its own that touches none.
+double resident_share(const fs::path& file) {
+  const int fd = ::open(file.c_str(), O_RDONLY);
+  REQUIRE(fd >= 0);
+  const auto size = static_cast<std::size_t>(fs::file_size(file));
+  void* address = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  REQUIRE(address != MAP_FAILED);
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> resident((size + page - 1) / page);
+  REQUIRE(::mincore(address, size, resident.data()) == 0);
+  ::munmap(address, size);
+  std::size_t in_memory = 0;
+  for (const auto flags : resident) in_memory += flags & 1;
+  return static_cast<double>(in_memory) / static_cast<double>(resident.size());
+}
+
+// Drops `file`'s pages from the page cache (written back first), as a cold start finds them; whether
+// they all went (a file system such as tmpfs keeps every page in memory).
+bool evict_from_page_cache(const fs::path& file) {
+  const int fd = ::open(file.c_str(), O_RDONLY);
+  REQUIRE(fd >= 0);
+  ::fdatasync(fd);
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+  return resident_share(file) == 0.0;
+}
 
 std::map<std::string, at::Tensor> state_copy(const torch::nn::Module& model) {
   std::map<std::string, at::Tensor> state;
@@ -477,6 +509,9 @@ TEST_SUITE("dispatch") {
         CHECK(gpt->units[i]->ln->bias.numel() == 0);
       }
       for (const auto& p : gpt->units[1]->parameters()) CHECK(p.numel() > 0);  // resident on the CPU
+      // Each disk unit read the next one's file ahead as it ran, the last the first's, for the next call.
+      CHECK(hook_of(*gpt->units[2]).weights()->prefetched());
+      CHECK_FALSE(hook_of(*gpt->units[3]).weights()->prefetched());
       // On the CPU the disk-offloaded weights are views of their memory-mapped file, not copies.
       CHECK(mapped_file_of(gpt->units[3]->fc1_weight_data) == dir.path / "offload" / "blocks.3.safetensors");
       CHECK(mapped_file_of(gpt->units[1]->fc1_weight_data) == "");
@@ -500,6 +535,34 @@ TEST_SUITE("dispatch") {
     }
     CHECK(names == std::set<std::string>{"blocks.3.ln.weight", "blocks.3.ln.bias", "blocks.3.fc1.weight",
                                          "blocks.3.fc1.bias", "blocks.3.fc2.weight", "blocks.3.fc2.bias"});
+  }
+
+  TEST_CASE("a disk-offloaded unit's prefetch reads its file into memory ahead of its load") {
+    TempDir dir;
+    auto block = Block();
+    const auto original = state_copy(*block);
+    std::vector<acc::detail::UnitTensor> parameters;
+    for (const auto& p : block->named_parameters()) parameters.push_back({p.key(), p.value(), true});
+    const auto file = dir.path / "block.safetensors";
+    auto weights = acc::detail::OffloadedWeights::on_disk(parameters, file);
+    weights.release();
+    const bool cold = evict_from_page_cache(file);
+    CHECK_FALSE(weights.prefetched());
+    weights.prefetch(c10::kCPU);
+    CHECK(weights.prefetched());
+    if (cold) {
+      // The kernel reads ahead in the background: every page arrives without anything touching one.
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (resident_share(file) < 1.0 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      CHECK(resident_share(file) == 1.0);
+    } else {
+      MESSAGE("the page cache of " << file << " cannot be dropped here (tmpfs?): the read-ahead is not observed");
+    }
+    weights.load(c10::kCPU);
+    CHECK_FALSE(weights.prefetched());
+    for (const auto& p : block->named_parameters()) CHECK(at::equal(p.value(), original.at(p.key())));
+    weights.release();
   }
 
   TEST_CASE("cpu offload keeps a unit's values in host memory and gives them back for each call") {
@@ -762,11 +825,10 @@ TEST_SUITE("dispatch") {
       const auto output = model(ids);
       CHECK(output.device() == ids.device());
       CHECK(torch::allclose(output, expected, 1e-5, 1e-6));
-      // Between calls the first "cpu" unit's copies are queued already (the last one queued them),
-      // and no other unit holds weights on the GPU.
+      // Between calls the first offloaded unit's copies are queued already (the last one queued
+      // them), and no other unit holds weights on the GPU; the disk unit's came the same way.
       CHECK(hook_of(*gpt->units[1]).weights()->prefetched());
-      CHECK_FALSE(hook_of(*gpt->units[2]).weights()->prefetched());
-      CHECK_FALSE(hook_of(*gpt->units[4]).weights()->prefetched());
+      for (const int i : {2, 3, 4}) CHECK_FALSE(hook_of(*gpt->units[i]).weights()->prefetched());
       for (const int i : {1, 2, 3, 4}) {
         CAPTURE(i);
         CHECK(gpt->units[i]->weight_elements_seen == 2 * 4 * kDim * kDim);

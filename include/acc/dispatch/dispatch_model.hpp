@@ -6,10 +6,11 @@
 // just before each call they get their values, from pinned host memory ("cpu") or from a
 // safetensors file per unit written once into `offload_dir` ("disk", `<unit name>.safetensors`,
 // memory-mapped: on the CPU in their dtype the weights are views of the file, no copy); they give
-// them up after it. "cpu" units on a GPU are prefetched: as one starts, the copies of the next
-// one's weights (in module order, the first after the last) are queued on a copy stream of their
-// own, so they run while it computes; so the GPU holds two offloaded units' weights at a time, and
-// the first one's between calls. Buffers stay on the execution device, as with Accelerate's
+// them up after it. Offloaded units are prefetched: as one's forward is queued, the next one's
+// weights (in module order, the first after the last) start coming while it computes: on a GPU
+// their copies are queued on a copy stream of their own (so the GPU holds two offloaded units'
+// weights at a time, and the first one's between calls), and a disk unit's file pages are read
+// ahead by the kernel. Buffers stay on the execution device, as with Accelerate's
 // default offload_buffers=False. Without GPUs, "cpu" units simply stay where they are.
 //
 //   auto map = acc::infer_auto_device_map(net, {{"cpu", "2GiB"}, {"disk", "100GiB"}});
@@ -53,13 +54,16 @@ namespace acc {
 namespace detail {
 
 // Around one dispatched unit's call: it runs on `device`; offloaded, its weights come before and
-// go after, and the next offloaded unit's start coming (prefetch_next, CUDA only) once its own are queued.
+// go after, and once its forward is queued the next offloaded unit's start coming (prefetch_next).
+// After the forward, not before: a disk unit's copy to the GPU blocks the host while it reads the
+// file, which must not hold back this unit's kernels.
 class DispatchHook final : public UnitHooks {
  public:
   DispatchHook(std::string unit, c10::Device device, std::optional<OffloadedWeights> weights)
       : unit_(std::move(unit)), device_(device), weights_(std::move(weights)) {}
   ACC_DECL void before_forward() override;
   void after_forward(const std::vector<at::Tensor>&) override {
+    if (next_) next_->prefetch(device_);
     if (weights_) weights_->release();
   }
   std::optional<c10::Device> input_device() const override { return device_; }

@@ -7,9 +7,11 @@
 // on, release() takes them away again. The parameter tensors stay the same objects, so the
 // module's members (Linear::weight) and tied names see every change.
 //
-// With CUDA, "cpu" offload to a GPU also prefetches: copy_on(stream) gives the weights a copy
-// stream of their own, and prefetch(device) queues their copies from pinned memory there, to run
-// while the compute stream runs the unit before; the next load() takes them, making the compute
+// prefetch(device) starts the next load()'s values coming while the unit before computes. Disk
+// offload asks the kernel to read the files' pages ahead (madvise WILLNEED), so that the views or
+// copies of load() find them in memory. With CUDA, copy_on(stream) gives the weights a copy stream
+// of their own, and prefetch also queues their copies to the GPU there (from pinned memory, or
+// from the mapped file, which the host stages); the next load() takes them, making the compute
 // stream (not the host) wait for an event recorded after the copies.
 #pragma once
 
@@ -63,9 +65,10 @@ class OffloadedWeights {
   // The values kept in host memory ("cpu" offload; none for "disk").
   const std::vector<at::Tensor>& host_values() const { return values_; }
 
-  // Queues the copies of the host values to `device` on the copy stream, for the next load(); does
-  // nothing without a copy stream, or when copies are queued already.
+  // Starts the values of the next load() on `device` coming: the files' pages read ahead (disk),
+  // and the copies queued on the copy stream (CUDA); nothing more when they are coming already.
   ACC_DECL void prefetch(c10::Device device);
+  // Whether a prefetch is pending, for the next load() to take.
   ACC_DECL bool prefetched() const;
 #if ACC_HAS_CUDA
   void copy_on(const c10::cuda::CUDAStream& stream) { copy_stream_ = stream; }
@@ -73,10 +76,14 @@ class OffloadedWeights {
 
  private:
   ACC_DECL explicit OffloadedWeights(const std::vector<UnitTensor>& parameters);
+  // Parameter i's value on `device`, in its dtype: copied from pinned memory without blocking, or
+  // from the mapped file (on the CPU in its dtype, a view of the file).
+  ACC_DECL at::Tensor value_on(std::size_t i, c10::Device device) const;
 
   std::vector<UnitTensor> parameters_;  // each tensor once
   std::vector<at::Tensor> values_;      // in memory: one per parameter
   std::vector<Stored> stored_;          // on disk: one per parameter
+  bool read_ahead_ = false;             // the files' pages asked for since the last load()
 #if ACC_HAS_CUDA
   std::optional<c10::cuda::CUDAStream> copy_stream_;
   std::vector<at::Tensor> prefetched_;         // on the GPU, written by the copy stream

@@ -23,7 +23,6 @@ ACC_DECL void DispatchHook::before_forward() {
                 "' is offloaded: its weights leave after each call, so autograd could not use them in backward. A "
                 "dispatched model with offloaded units is for inference: call it under torch::NoGradGuard");
   weights_->load(device_);
-  if (next_) next_->prefetch(device_);
 }
 
 namespace {
@@ -164,18 +163,17 @@ ACC_DECL Dispatch::Dispatch(const std::shared_ptr<torch::nn::Module>& model, Dev
     UnitRegistry::instance().install(*units[u].module, hook.get());
     hooks_.emplace_back(units[u].module, std::move(hook));
   }
-#if ACC_HAS_CUDA
-  // Each "cpu" unit on the GPU prefetches the next one's weights, the last the first's, on one copy stream.
-  std::vector<DispatchHook*> in_memory;  // in module order
+  // Each offloaded unit prefetches the next one's weights, the last the first's; on a GPU their
+  // copies go on one copy stream.
+  std::vector<DispatchHook*> offloaded_hooks;  // in module order
   for (const auto& entry : hooks_)
-    if (entry.second->weights() && !entry.second->weights()->host_values().empty())
-      in_memory.push_back(entry.second.get());
-  if (execution_device_.is_cuda() && !in_memory.empty()) {
+    if (entry.second->weights()) offloaded_hooks.push_back(entry.second.get());
+  for (std::size_t i = 0; i < offloaded_hooks.size(); ++i)
+    offloaded_hooks[i]->prefetch_next(&*offloaded_hooks[(i + 1) % offloaded_hooks.size()]->weights());
+#if ACC_HAS_CUDA
+  if (execution_device_.is_cuda() && !offloaded_hooks.empty()) {
     const auto copy_stream = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, execution_device_.index());
-    for (std::size_t i = 0; i < in_memory.size(); ++i) {
-      in_memory[i]->weights()->copy_on(copy_stream);
-      in_memory[i]->prefetch_next(&*in_memory[(i + 1) % in_memory.size()]->weights());
-    }
+    for (auto* hook : offloaded_hooks) hook->weights()->copy_on(copy_stream);
   }
 #endif
 }

@@ -14,11 +14,26 @@
 #include <cstdlib>
 #endif
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
 #include <set>
 #include <string>
 #include <utility>
 
 namespace acc::detail {
+
+// Asks the kernel to read the pages of `mapped` (a view of a mapped file) into the page cache in
+// the background. Advice only: where the kernel declines it, the pages are read when touched.
+ACC_DECL void read_ahead(const at::Tensor& mapped) {
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<std::uintptr_t>(mapped.data_ptr());
+  const auto end = begin + mapped.nbytes();
+  if (end == begin) return;
+  const auto first = begin / page * page;
+  ::madvise(reinterpret_cast<void*>(first), end - first, MADV_WILLNEED);
+}
 
 ACC_DECL at::Tensor pinned_copy(const at::Tensor& value, at::ScalarType dtype) {
 #if ACC_HAS_CUDA
@@ -86,8 +101,15 @@ ACC_DECL OffloadedWeights OffloadedWeights::in_files(const std::vector<UnitTenso
   return weights;
 }
 
+ACC_DECL at::Tensor OffloadedWeights::value_on(std::size_t i, c10::Device device) const {
+  if (stored_.empty()) return values_[i].to(at::TensorOptions().device(device), /*non_blocking=*/true);
+  // A file is mapped, not read: the copy reads its pages (or the view is them), no buffer between.
+  return stored_[i].file->map(stored_[i].key).to(device, parameters_[i].tensor.scalar_type(), /*non_blocking=*/true);
+}
+
 ACC_DECL void OffloadedWeights::load(c10::Device device) {
   at::NoGradGuard no_grad;
+  read_ahead_ = false;
 #if ACC_HAS_CUDA
   if (copied_) {
     const auto compute = c10::cuda::getCurrentCUDAStream(device.index());
@@ -103,26 +125,22 @@ ACC_DECL void OffloadedWeights::load(c10::Device device) {
     return;
   }
 #endif
-  for (std::size_t i = 0; i < parameters_.size(); ++i) {
-    const auto& p = parameters_[i];
-    // Pinned host memory copies to the GPU without blocking, ordered on the stream with the forward.
-    // A file is mapped, not read: on the CPU, in its dtype, the parameter is a view of the file.
-    auto value = stored_.empty() ? values_[i].to(at::TensorOptions().device(device), /*non_blocking=*/true)
-                                 : stored_[i].file->map(stored_[i].key).to(device, p.tensor.scalar_type());
-    assign_in_place(p.tensor, value);
-  }
+  // Ordered on the stream with the forward; pinned memory copies to the GPU without blocking.
+  for (std::size_t i = 0; i < parameters_.size(); ++i) assign_in_place(parameters_[i].tensor, value_on(i, device));
 }
 
 ACC_DECL void OffloadedWeights::prefetch([[maybe_unused]] c10::Device device) {
-#if ACC_HAS_CUDA
-  if (!copy_stream_ || copied_ || values_.empty()) return;
+  if (prefetched()) return;
   at::NoGradGuard no_grad;
+  for (const auto& stored : stored_) read_ahead(stored.file->map(stored.key));
+  read_ahead_ = !stored_.empty();
+#if ACC_HAS_CUDA
+  if (!copy_stream_) return;
   {
-    // The copies (and their memory) go on the copy stream; the pinned sources never change, so
-    // they need not wait for the compute stream.
+    // The copies (and their memory) go on the copy stream; their sources (pinned memory, a mapped
+    // file) never change, so they need not wait for the compute stream.
     c10::cuda::CUDAStreamGuard on_copy_stream(*copy_stream_);
-    for (const auto& value : values_)
-      prefetched_.push_back(value.to(at::TensorOptions().device(device), /*non_blocking=*/true));
+    for (std::size_t i = 0; i < parameters_.size(); ++i) prefetched_.push_back(value_on(i, device));
   }
   copied_.emplace();
   copied_->record(*copy_stream_);
@@ -131,10 +149,9 @@ ACC_DECL void OffloadedWeights::prefetch([[maybe_unused]] c10::Device device) {
 
 ACC_DECL bool OffloadedWeights::prefetched() const {
 #if ACC_HAS_CUDA
-  return copied_.has_value();
-#else
-  return false;
+  if (copied_) return true;
 #endif
+  return read_ahead_;
 }
 
 ACC_DECL void OffloadedWeights::release() {
