@@ -6,7 +6,8 @@
 // sharded across them by FSDP through the Accelerator (Gloo only), each trained 20 AdamW steps.
 // Run by ctest dist/device_mesh_4_ranks (`acc_dist_worker --no-skip -ts=device_mesh`),
 // dist/tp_{2,4}_ranks (`-ts=tp`) and dist/tp_dp_4_ranks (`-ts=tp_dp,tp_accelerator`), over Gloo, or
-// NCCL with ACC_TEST_BACKEND=nccl.
+// NCCL with ACC_TEST_BACKEND=nccl; checkpoints resumed on another number of processes by
+// dist/tp_resume_other_process_counts (`-ts=tp_resume`, phase by phase).
 #include "../pch.hpp"  // first: libtorch, then doctest
 #include "worker.hpp"
 
@@ -14,6 +15,7 @@
 
 #include <acc/checkpoint/load_checkpoint_in_model.hpp>
 #include <acc/checkpoint/model_files.hpp>
+#include <acc/checkpoint/safetensors.hpp>
 #include <acc/checkpoint/tp_sharded_state.hpp>
 #include <acc/checkpoint/weight_shards.hpp>
 #include <acc/detail/module_state.hpp>
@@ -628,6 +630,100 @@ void check_tp_size_errors(const std::string& strategy, const std::string& option
   mesh.dp().barrier();
   mesh.tp().barrier();
 }
+
+// Checkpoints of a split model on another number of processes (tp 2 both times), run phase by
+// phase by dist/tp_resume_other_process_counts, sharing ACC_TEST_TP_RESUME_DIR=D:
+//   acc launch (W ranks) acc_dist_worker -tc=tp_resume_save*   the first kSteps / 2 global batches
+//       through DDP, then D/ddp_W and the first replica's optimizer state, D/optimizer_W_tp<t>.safetensors;
+//       and D/fsdp_W, FSDP's, after one batch
+//   ACC_TEST_TP_RESUME_FROM=W acc launch (N ranks) ... -tc=tp_resume_load*   D/ddp_W and the other half
+// Global batches of 8 sequences (split_batches), the same however many dp ranks share them: the two
+// halves train as one process does straight through.
+constexpr int64_t kGlobalBatch = 8;
+
+fs::path tp_resume_dir() {
+  const char* dir = std::getenv("ACC_TEST_TP_RESUME_DIR");
+  REQUIRE_MESSAGE(dir, "set ACC_TEST_TP_RESUME_DIR");
+  return dir;
+}
+fs::path tp_checkpoint(const std::string& strategy, int world) {
+  return tp_resume_dir() / (strategy + "_" + std::to_string(world));
+}
+fs::path tp_optimizer_state(int world, int tp_rank) {
+  return tp_resume_dir() / ("optimizer_" + std::to_string(world) + "_tp" + std::to_string(tp_rank) + ".safetensors");
+}
+
+// The GPT from `seed`, split over tp groups of 2, with its AdamW and an epoch of kSteps global
+// batches, prepared by `Accelerator` told tp 2: fn(accelerator, mesh, model, optimizer, loader, split, adamw).
+template <class Accelerator, class Fn>
+void with_split_gpt(uint64_t seed, Fn&& fn) {
+  const auto env = acc::ProcessEnvironment::from_environment();
+  REQUIRE(env.world_size % 2 == 0);
+  const GptConfig config;
+  Accelerator accelerator(tp_options<Accelerator>(2).split_batches(true));
+  acc::DeviceMesh<acc::Gloo> mesh(env, {1, env.world_size / 2, 2});
+  at::manual_seed(seed);
+  Gpt split(config);
+  split->to(at::kDouble);
+  acc::tp::parallelize(*split, mesh, gpt_plan(config));
+  torch::optim::AdamW adamw(split->parameters(), torch::optim::AdamWOptions(kLr).weight_decay(0.01));
+  auto [model, optimizer, loader] = accelerator.prepare(
+      split, adamw, acc::DataLoader(Sequences{config, kSteps * kGlobalBatch}, acc::DataLoaderOptions(kGlobalBatch)));
+  fn(accelerator, mesh, model, optimizer, loader, split, adamw);
+  accelerator.wait_for_everyone();
+  mesh.dp().barrier();
+  mesh.tp().barrier();
+}
+
+// `steps` global batches from where the loader is.
+template <class Accelerator, class Model, class Optimizer, class Loader>
+void train_global_batches(Accelerator& accelerator, acc::DeviceMesh<acc::Gloo>& mesh, Model& model,
+                          Optimizer& optimizer, Loader& loader, int steps) {
+  const GptConfig config;
+  int done = 0;
+  for (auto& batch : loader) {
+    REQUIRE(batch.size(0) == kGlobalBatch / mesh.size(acc::MeshDim::dp_shard));
+    optimizer.zero_grad();
+    const auto logits = model(batch.narrow(1, 0, config.context));
+    accelerator.backward(
+        acc::tp::vocab_parallel_cross_entropy(logits, batch.narrow(1, 1, config.context), mesh.tp()).mean());
+    optimizer.step();
+    if (++done == steps) break;
+  }
+  REQUIRE(done == steps);
+}
+
+// The whole GPT from seed 0 trained in this process, straight through the kSteps global batches.
+std::map<std::string, at::Tensor> trained_straight_through() {
+  const GptConfig config;
+  at::manual_seed(0);
+  Gpt whole(config);
+  whole->to(at::kDouble);
+  torch::optim::AdamW adamw(whole->parameters(), torch::optim::AdamWOptions(kLr).weight_decay(0.01));
+  const Sequences data{config, kSteps * kGlobalBatch};
+  for (int64_t step = 0; step < kSteps; ++step) {
+    std::vector<at::Tensor> sequences;
+    for (int64_t i = 0; i < kGlobalBatch; ++i)
+      sequences.push_back(data.get(static_cast<std::size_t>(step * kGlobalBatch + i)));
+    const auto batch = at::stack(sequences);
+    adamw.zero_grad();
+    torch::nn::functional::cross_entropy(
+        whole->forward(batch.narrow(1, 0, config.context)).reshape({-1, config.vocabulary}),
+        batch.narrow(1, 1, config.context).reshape(-1))
+        .backward();
+    adamw.step();
+  }
+  std::map<std::string, at::Tensor> parameters;
+  for (const auto& p : whole->named_parameters()) parameters[p.key()] = p.value().detach();
+  return parameters;
+}
+
+// The tensors named by their index, as a safetensors file holds them.
+std::vector<std::pair<std::string, at::Tensor>> numbered(const std::vector<at::Tensor>& tensors) {
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (std::size_t i = 0; i < tensors.size(); ++i) named.emplace_back(std::to_string(i), tensors[i]);
+  return named;
+}
 #endif
 
 }  // namespace
@@ -671,6 +767,59 @@ TEST_SUITE("tp_accelerator" * doctest::skip()) {
   }
   TEST_CASE("DDP's tensor-parallel size must be the split's: errors naming the setting and the fix") {
     check_tp_size_errors<TpDdp>("DDP", "DDPOptions", "averages gradients over");
+  }
+}
+
+TEST_SUITE("tp_resume" * doctest::skip()) {
+  TEST_CASE("tp_resume_save: half the global batches through DDP beside tp 2 and a checkpoint; FSDP's after one") {
+    const int world = acc::ProcessEnvironment::from_environment().world_size;
+    with_split_gpt<TpDdp>(0, [&](auto& accelerator, auto& mesh, auto& model, auto& optimizer, auto& loader, Gpt& split,
+                                 torch::optim::AdamW& adamw) {
+      train_global_batches(accelerator, mesh, model, optimizer, loader, kSteps / 2);
+      accelerator.save_state(tp_checkpoint("ddp", world));
+      // The first replica's, which every replica holds alike.
+      if (mesh.coordinate(acc::MeshDim::dp_shard) == 0)
+        acc::safetensors::save_file(numbered(optimizer_state<TpDdp>(adamw, split)),
+                                    tp_optimizer_state(world, mesh.coordinate(acc::MeshDim::tp)));
+    });
+    with_split_gpt<TpFsdp>(
+        0, [&](auto& accelerator, auto& mesh, auto& model, auto& optimizer, auto& loader, Gpt&, torch::optim::AdamW&) {
+          train_global_batches(accelerator, mesh, model, optimizer, loader, 1);
+          accelerator.save_state(tp_checkpoint("fsdp", world));
+        });
+  }
+
+  TEST_CASE(
+      "tp_resume_load: DDP beside tp 2 resumes on another number of processes and trains as one process "
+      "straight through; FSDP's shards of the slices stay bound to theirs") {
+    const char* from = std::getenv("ACC_TEST_TP_RESUME_FROM");
+    REQUIRE_MESSAGE(from, "set ACC_TEST_TP_RESUME_FROM");
+    const int saved = std::stoi(from), world = acc::ProcessEnvironment::from_environment().world_size;
+    REQUIRE(saved != world);
+    with_split_gpt<TpDdp>(7, [&](auto& accelerator, auto& mesh, auto& model, auto& optimizer, auto& loader, Gpt& split,
+                                 torch::optim::AdamW& adamw) {
+      accelerator.load_state(tp_checkpoint("ddp", saved));
+      // Each rank's optimizer state is the saved one of its tp position, bit for bit.
+      const auto expected =
+          acc::safetensors::load_file(tp_optimizer_state(saved, mesh.coordinate(acc::MeshDim::tp))).tensors;
+      const auto resumed = optimizer_state<TpDdp>(adamw, split);
+      REQUIRE(resumed.size() == expected.size());
+      for (std::size_t i = 0; i < resumed.size(); ++i)
+        CHECK_MESSAGE(at::equal(resumed[i], expected.at(std::to_string(i))), i);
+      // The other half of the global batches, from where the checkpoint's loader was: the split
+      // model then is the whole one trained straight through, within AdamW's drift bound (a
+      // wrong batch or optimizer state differs by orders of magnitude more).
+      train_global_batches(accelerator, mesh, model, optimizer, loader, kSteps - kSteps / 2);
+      const auto straight = trained_straight_through();
+      for (const auto& [name, value] : accelerator.strategy().full_state(*split))
+        if (straight.count(name)) check_close(value, straight.at(name), kParameterDrift, name + " resumed");
+    });
+    with_split_gpt<TpFsdp>(7, [&](auto& accelerator, auto&, auto&, auto&, auto&, Gpt&, torch::optim::AdamW&) {
+      CHECK(error_of([&] { accelerator.load_state(tp_checkpoint("fsdp", saved)); })
+                .find("saved by " + std::to_string(saved) + " processes, and this job has " + std::to_string(world) +
+                      "; with FSDP beside tensor parallelism each rank's files hold its shards of its own slices") !=
+            std::string::npos);
+    });
   }
 }
 #endif

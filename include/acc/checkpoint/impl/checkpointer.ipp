@@ -379,6 +379,21 @@ ACC_DECL CheckpointMetadata CheckpointerCore::describe(const std::vector<std::ve
   return m;
 }
 
+// Beside tensor parallelism without sharding (DDP), each rank's optimizer state is that of its tp
+// slices, the same on every data-parallel replica; FSDP shards it over the replicas too.
+ACC_DECL bool replicated_slices(const CheckpointContext& context) {
+  return context.tensor_parallel_size > 1 && context.optimizer_shards().empty();
+}
+
+// Whose optimizer file a rank reads: its own; with replicated slices on another number of
+// processes, that of the first replica's rank at its tp position (ranks are laid out tp innermost).
+ACC_DECL int saved_optimizer_rank(const CheckpointContext& context, int saved_world_size) {
+  const int rank = context.environment.rank;
+  return replicated_slices(context) && saved_world_size != context.environment.world_size
+             ? rank % context.tensor_parallel_size
+             : rank;
+}
+
 ACC_DECL CheckpointerCore::Loaded CheckpointerCore::read(const std::filesystem::path& source, bool with_scaler) {
   const int world_size = subject_.environment.world_size;
   Loaded loaded;
@@ -387,20 +402,19 @@ ACC_DECL CheckpointerCore::Loaded CheckpointerCore::read(const std::filesystem::
   const auto described = "'" + (source / CheckpointMetadata::file_name).string() + "'";
   const auto mismatch = [&](const std::string& problem) { throw Error(described + ": " + problem); };
   // Tensor parallelism: each rank's optimizer file holds the state of its own slices, which only
-  // the same tp group size cuts the same way, and which ranks of another number cannot deal out
-  // (each rank would need the files of its own slices).
+  // the same tp group size cuts the same way. Another number of data-parallel replicas reads them
+  // again when each replica holds the same (DDP); FSDP's shards of them are not dealt out again.
   const int tp_size = subject_.tensor_parallel_size;
   if (m.tp_size != tp_size)
     mismatch("the checkpoint was saved with tensor-parallel groups of " + std::to_string(m.tp_size) +
              " ranks, and this job's are " + std::to_string(tp_size) +
              "; resume with the same parallelism_config_tp_size, or load its full weights (save_model) into the "
              "model before acc::tp::parallelize");
-  if (tp_size > 1 && m.world_size != world_size)
+  const bool replicated = replicated_slices(subject_);
+  if (tp_size > 1 && !replicated && m.world_size != world_size)
     mismatch("the checkpoint was saved by " + std::to_string(m.world_size) + " processes, and this job has " +
-             std::to_string(world_size) +
-             "; with tensor parallelism each rank's files hold its own slices: resume "
-             "with " +
-             std::to_string(m.world_size) +
+             std::to_string(world_size) + "; with FSDP beside tensor parallelism each rank's files hold its shards " +
+             "of its own slices: resume with " + std::to_string(m.world_size) +
              " processes, or load its full weights (save_model) into the model before acc::tp::parallelize");
   // Another number of processes (Python allows it): the model, optimizer and scheduler states are
   // whole, or dealt out again (a sharding strategy's optimizer state, below), and so are the
@@ -415,7 +429,7 @@ ACC_DECL CheckpointerCore::Loaded CheckpointerCore::read(const std::filesystem::
                std::to_string(m.world_size) +
                " processes, or merge the shards into full weights with `acc merge-weights " + source.string() +
                " OUTPUT_DIR` (then load_model), or save with FULL_STATE_DICT, which loads on any number");
-    if (subject_.sharded_optimizer && !m.optimizers.empty() && m.flat_units.empty())
+    if (subject_.sharded_optimizer && !replicated && !m.optimizers.empty() && m.flat_units.empty())
       mismatch(saved_by + ", whose optimizer state is sharded by rank (" + std::string(subject_.strategy) +
                ") and which does not record how (saved by an older accelerate-cpp); resume with " +
                std::to_string(m.world_size) + " processes");
@@ -520,12 +534,13 @@ ACC_DECL CheckpointerCore::Loaded CheckpointerCore::read(const std::filesystem::
   // from the saved ranks' files when the checkpoint split them otherwise (another number of
   // processes, or of ranks per hybrid shard group).
   const auto shards = subject_.sharded_optimizer ? subject_.optimizer_shards() : std::vector<OptimizerShard>();
-  const bool deal = subject_.sharded_optimizer &&
+  const bool deal = subject_.sharded_optimizer && !replicated &&
                     (m.world_size != world_size || (!m.flat_units.empty() && m.flat_units != units_of(shards)));
   for (std::size_t i = 0; i < m.optimizers.size(); ++i) {
     const auto& name = m.optimizers[i];
     if (!deal) {
-      loaded.optimizers.push_back(archive_of(need(optimizer_file(name, static_cast<int>(rank))), subject_.device));
+      loaded.optimizers.push_back(
+          archive_of(need(optimizer_file(name, saved_optimizer_rank(subject_, m.world_size))), subject_.device));
       continue;
     }
     try {
@@ -588,7 +603,7 @@ ACC_DECL void CheckpointerCore::apply(const std::filesystem::path& source, Loade
       detail::read_from(source / m.models[i], [&] { models_[i].load_full_state(loaded.models[i]); });
   }
   for (std::size_t i = 0; i < optimizers_.size(); ++i)
-    detail::read_from(source / optimizer_file(m.optimizers[i], subject_.environment.rank),
+    detail::read_from(source / optimizer_file(m.optimizers[i], saved_optimizer_rank(subject_, m.world_size)),
                       [&] { detail::load_optimizer(*optimizers_[i].object, loaded.optimizers[i]); });
   for (std::size_t i = 0; i < schedulers_.size(); ++i) {
     if (auto* schedule = dynamic_cast<optim::WarmupSchedule*>(schedulers_[i].object))
@@ -603,6 +618,8 @@ ACC_DECL void CheckpointerCore::apply(const std::filesystem::path& source, Loade
     detail::read_from(source / m.custom_objects[i], [&] { objects_[i].load(loaded.objects[i]); });
   const auto& environment = subject_.environment;
   const auto rank = static_cast<std::size_t>(environment.rank);
+  // Beside tensor parallelism the ranks of a tp group hold the same positions: summed over every
+  // rank and divided by the world, each group's still counts once.
   for (std::size_t i = 0; i < loaders_.size(); ++i) {
     const auto& d = m.data_loaders[i];
     const auto [epoch, batches] =
