@@ -28,6 +28,7 @@
 #include <acc/config/impl/environment.ipp>
 #include <acc/cuda_graph/impl/step_graph.ipp>
 #include <acc/data/impl/dataloader.ipp>
+#include <acc/detail/impl/cuda_event.ipp>
 #include <acc/detail/impl/mapped_file.ipp>
 #include <acc/detail/impl/module_state.ipp>
 #include <acc/dispatch/impl/available_memory.ipp>

@@ -23,8 +23,9 @@
 #include <string_view>
 
 #if ACC_HAS_NCCL
+#include <acc/detail/cuda_event.hpp>
+
 #include <ATen/core/Tensor.h>
-#include <ATen/cuda/CUDAEvent.h>
 #include <c10/util/intrusive_ptr.h>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
@@ -71,13 +72,13 @@ class Nccl {
   // stream wait for it, or throws when the watchdog found a collective stuck.
   class Pending {
    public:
-    explicit Pending(Nccl& owner) : owner_(&owner) {}
+    explicit Pending(Nccl& owner) : owner_(&owner), done_(detail::make_cuda_event()) {}
     ACC_DECL void wait();
-    at::cuda::CUDAEvent& done() { return done_; }
+    detail::CudaEventBox& done() { return *done_; }
 
    private:
     Nccl* owner_;
-    at::cuda::CUDAEvent done_;
+    detail::CudaEvent done_;  // recorded on the collective's stream after it
   };
 
   ACC_DECL Pending all_reduce_async(at::Tensor& tensor, ReduceOp op);

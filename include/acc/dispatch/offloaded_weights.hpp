@@ -17,15 +17,13 @@
 
 #include <acc/checkpoint/safetensors.hpp>
 #include <acc/detail/build_config.hpp>
+#include <acc/detail/cuda_event.hpp>
 #include <acc/detail/linkage.hpp>
 #include <acc/dispatch/module_units.hpp>
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
-#if ACC_HAS_CUDA
-#include <ATen/cuda/CUDAEvent.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
+#include <c10/core/Stream.h>
 
 #include <filesystem>
 #include <memory>
@@ -71,7 +69,8 @@ class OffloadedWeights {
   // Whether a prefetch is pending, for the next load() to take.
   ACC_DECL bool prefetched() const;
 #if ACC_HAS_CUDA
-  void copy_on(const c10::cuda::CUDAStream& stream) { copy_stream_ = stream; }
+  // The CUDA stream the prefetched copies go on.
+  void copy_on(c10::Stream stream) { copy_stream_ = stream; }
 #endif
 
  private:
@@ -85,9 +84,9 @@ class OffloadedWeights {
   std::vector<Stored> stored_;          // on disk: one per parameter
   bool read_ahead_ = false;             // the files' pages asked for since the last load()
 #if ACC_HAS_CUDA
-  std::optional<c10::cuda::CUDAStream> copy_stream_;
-  std::vector<at::Tensor> prefetched_;         // on the GPU, written by the copy stream
-  std::optional<at::cuda::CUDAEvent> copied_;  // recorded on the copy stream after them
+  std::optional<c10::Stream> copy_stream_;
+  std::vector<at::Tensor> prefetched_;  // on the GPU, written by the copy stream
+  CudaEvent copied_;                    // recorded on the copy stream after them
 #endif
 };
 

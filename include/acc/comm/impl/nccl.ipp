@@ -5,6 +5,9 @@
 #if ACC_HAS_NCCL
 #include <acc/comm/collective_ledger.hpp>
 
+#include <acc/detail/impl/cuda_event.ipp>
+
+#include <ATen/cuda/CUDAEvent.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -67,7 +70,8 @@ inline ncclRedOp_t nccl_op(ReduceOp op) {
 
 inline void require_dense(const at::Tensor& t, const char* what) {
   if (!t.is_cuda() || !t.is_contiguous())
-    throw Error(std::string("Nccl::") + what + " needs a contiguous CUDA tensor; move it with .to(accelerator.device())");
+    throw Error(std::string("Nccl::") + what +
+                " needs a contiguous CUDA tensor; move it with .to(accelerator.device())");
 }
 
 }  // namespace detail
@@ -136,7 +140,7 @@ struct Nccl::State {
     inputs_ready.block(side_stream);
     enqueue(std::move(collective), side_stream.stream(), call_name, std::forward<Call>(call));
     Pending pending(owner);
-    pending.done().record(side_stream);
+    pending.done().event.record(side_stream);
     return pending;
   }
 
@@ -186,7 +190,8 @@ struct Nccl::State {
       if (state != cudaErrorNotReady)
         return ledger.failure(it->sequence, it->collective, now - it->started,
                               std::string("CUDA error: ") + cudaGetErrorString(state));
-      if (now - it->started >= ledger.timeout()) return ledger.failure(it->sequence, it->collective, now - it->started, "");
+      if (now - it->started >= ledger.timeout())
+        return ledger.failure(it->sequence, it->collective, now - it->started, "");
       ++it;
     }
     if (watched.empty()) return std::nullopt;
@@ -295,7 +300,7 @@ ACC_DECL void Nccl::watch_queued_work(const char* what) {
 
 ACC_DECL void Nccl::Pending::wait() {
   owner_->throw_if_failed();
-  done_.block(c10::cuda::getCurrentCUDAStream(owner_->device_.index()));
+  done_->event.block(c10::cuda::getCurrentCUDAStream(owner_->device_.index()));
 }
 
 ACC_DECL void Nccl::all_reduce(at::Tensor& tensor, ReduceOp op) {
@@ -309,23 +314,21 @@ ACC_DECL void Nccl::all_reduce(at::Tensor& tensor, ReduceOp op) {
 
 ACC_DECL Nccl::Pending Nccl::all_reduce_async(at::Tensor& tensor, ReduceOp op) {
   detail::require_dense(tensor, "all_reduce");
-  return state_->on_side_stream(*this, detail::Collective("all_reduce", tensor, op), "ncclAllReduce",
-                                [&](ncclComm_t comm, cudaStream_t stream) {
-                                  return ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(),
-                                                       static_cast<size_t>(tensor.numel()), detail::nccl_type(tensor),
-                                                       detail::nccl_op(op), comm, stream);
-                                });
+  return state_->on_side_stream(
+      *this, detail::Collective("all_reduce", tensor, op), "ncclAllReduce", [&](ncclComm_t comm, cudaStream_t stream) {
+        return ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
+                             detail::nccl_type(tensor), detail::nccl_op(op), comm, stream);
+      });
 }
 
 ACC_DECL Nccl::Pending Nccl::all_gather_into_async(at::Tensor& output, const at::Tensor& input) {
   detail::require_dense(output, "all_gather_into");
   detail::require_dense(input, "all_gather_into");
-  return state_->on_side_stream(*this, detail::Collective("all_gather_into", input), "ncclAllGather",
-                                [&](ncclComm_t comm, cudaStream_t stream) {
-                                  return ncclAllGather(input.data_ptr(), output.data_ptr(),
-                                                       static_cast<size_t>(input.numel()), detail::nccl_type(input),
-                                                       comm, stream);
-                                });
+  return state_->on_side_stream(
+      *this, detail::Collective("all_gather_into", input), "ncclAllGather", [&](ncclComm_t comm, cudaStream_t stream) {
+        return ncclAllGather(input.data_ptr(), output.data_ptr(), static_cast<size_t>(input.numel()),
+                             detail::nccl_type(input), comm, stream);
+      });
 }
 
 ACC_DECL Nccl::Pending Nccl::reduce_scatter_async(at::Tensor& output, at::Tensor& input, ReduceOp op) {
@@ -354,10 +357,11 @@ ACC_DECL std::vector<at::Tensor> Nccl::all_gather(const at::Tensor& tensor) {
   auto sizes = input.sizes().vec();
   sizes.insert(sizes.begin(), world_size_);
   auto output = at::empty(sizes, input.options());
-  state_->enqueue_here(detail::Collective("all_gather", input), "ncclAllGather", [&](ncclComm_t comm, cudaStream_t stream) {
-    return ncclAllGather(input.data_ptr(), output.data_ptr(), static_cast<size_t>(input.numel()),
-                         detail::nccl_type(input), comm, stream);
-  });
+  state_->enqueue_here(detail::Collective("all_gather", input), "ncclAllGather",
+                       [&](ncclComm_t comm, cudaStream_t stream) {
+                         return ncclAllGather(input.data_ptr(), output.data_ptr(), static_cast<size_t>(input.numel()),
+                                              detail::nccl_type(input), comm, stream);
+                       });
   return output.unbind(0);
 }
 

@@ -6,6 +6,9 @@
 
 #include <ATen/core/grad_mode.h>
 #include <torch/cuda.h>
+#if ACC_HAS_CUDA
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 #include <algorithm>
 #include <map>

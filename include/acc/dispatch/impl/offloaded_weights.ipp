@@ -7,8 +7,12 @@
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/empty.h>
 #if ACC_HAS_CUDA
+#include <acc/detail/impl/cuda_event.ipp>
+
+#include <ATen/cuda/CUDAEvent.h>
 #include <ATen/ops/from_blob.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdlib>
@@ -113,7 +117,7 @@ ACC_DECL void OffloadedWeights::load(c10::Device device) {
 #if ACC_HAS_CUDA
   if (copied_) {
     const auto compute = c10::cuda::getCurrentCUDAStream(device.index());
-    copied_->block(compute);  // the compute stream waits for the copies; the host does not
+    copied_->event.block(compute);  // the compute stream waits for the copies; the host does not
     for (std::size_t i = 0; i < parameters_.size(); ++i) {
       // Allocated on the copy stream, used on the compute stream: once released, the caching
       // allocator must not hand this memory to the copy stream before the compute stream is done.
@@ -142,8 +146,8 @@ ACC_DECL void OffloadedWeights::prefetch([[maybe_unused]] c10::Device device) {
     c10::cuda::CUDAStreamGuard on_copy_stream(*copy_stream_);
     for (std::size_t i = 0; i < parameters_.size(); ++i) prefetched_.push_back(value_on(i, device));
   }
-  copied_.emplace();
-  copied_->record(*copy_stream_);
+  copied_ = make_cuda_event();
+  copied_->event.record(c10::cuda::CUDAStream(c10::cuda::CUDAStream::UNCHECKED, *copy_stream_));
 #endif
 }
 
