@@ -75,7 +75,6 @@ ACC_DECL Gloo::Pending::Pending(const detail::CollectiveLedger& ledger, uint64_t
     : ledger_(&ledger),
       sequence_(sequence),
       collective_(std::move(collective)),
-      started_(std::chrono::steady_clock::now()),
       work_(std::move(work)),
       then_(std::move(then)) {}
 
@@ -97,13 +96,19 @@ ACC_DECL void Gloo::Pending::fail(const std::string& cause) const {
 ACC_DECL Gloo::Pending Gloo::start(detail::Collective collective, std::function<void()> then,
                                    const std::function<c10::intrusive_ptr<c10d::Work>()>& launch) {
   const uint64_t sequence = ledger_.begin(collective);
+  // Before the launch: Gloo's own timeout counts from inside it, and a collective that Gloo ends
+  // for taking the timeout must be reported as having waited that long (under load the launch
+  // itself can take a noticeable share of it).
+  const auto started = std::chrono::steady_clock::now();
   c10::intrusive_ptr<c10d::Work> work;
   try {
     work = launch();
   } catch (const c10::Error& e) {
     throw Error(ledger_.failure(sequence, collective, {}, e.what_without_backtrace()));
   }
-  return Pending(ledger_, sequence, std::move(collective), std::move(work), std::move(then));
+  Pending pending(ledger_, sequence, std::move(collective), std::move(work), std::move(then));
+  pending.started_ = started;
+  return pending;
 }
 
 ACC_DECL Gloo::Pending Gloo::all_reduce_async(at::Tensor& tensor, ReduceOp op) {
