@@ -159,6 +159,18 @@ struct GptImpl : torch::nn::Module {
 };
 TORCH_MODULE(Gpt);
 
+// The GPT from `seed` in float64 on `device`: every rank that builds it from the same seed holds the
+// same full model.
+Gpt float64_gpt(uint64_t seed, c10::Device device = c10::kCPU) {
+  at::manual_seed(seed);
+  Gpt gpt(GptConfig{});
+  gpt->to(device, at::kDouble);
+  return gpt;
+}
+
+// The optimizer every comparison here trains with, on both sides.
+torch::optim::AdamWOptions gpt_adamw() { return torch::optim::AdamWOptions(kLr).weight_decay(0.01); }
+
 acc::tp::Plan gpt_plan(const GptConfig& config) {
   return {{"tok", acc::tp::rowwise},           {"blocks.*.qkv", acc::tp::colwise.fused(3).heads(config.heads)},
           {"blocks.*.proj", acc::tp::rowwise}, {"blocks.*.fc", acc::tp::colwise},
@@ -332,15 +344,10 @@ void check_gpt_against_one_process(acc::DeviceMesh<Comm>& mesh, c10::Device devi
   const int tp_rank = mesh.coordinate(acc::MeshDim::tp), tp_size = mesh.size(acc::MeshDim::tp);
   const int dp_rank = mesh.dp_group().rank(), dp_size = mesh.dp_group().size();
   const GptConfig config;
-  const auto build = [&] {
-    at::manual_seed(0);  // every rank builds the same full model
-    Gpt gpt(config);
-    gpt->to(device, at::kDouble);
-    return gpt;
-  };
+  const auto build = [&] { return float64_gpt(0, device); };
   Gpt whole = build();
   Gpt split = build();
-  const auto adamw = torch::optim::AdamWOptions(kLr).weight_decay(0.01);
+  const auto adamw = gpt_adamw();
   torch::optim::AdamW whole_optimizer(whole->parameters(), adamw);
   // Built before the split: the parameters stay the same tensor objects, resized.
   torch::optim::AdamW split_optimizer(split->parameters(), adamw);
@@ -511,13 +518,7 @@ void check_split_through_accelerator(bool sequence = false) {
   const auto env = acc::ProcessEnvironment::from_environment();
   REQUIRE(env.world_size % 2 == 0);
   const GptConfig config;
-  const auto build = [&] {
-    at::manual_seed(0);  // every rank builds the same full model
-    Gpt gpt(config);
-    gpt->to(at::kDouble);
-    return gpt;
-  };
-  const auto adamw = torch::optim::AdamWOptions(kLr).weight_decay(0.01);
+  const auto adamw = gpt_adamw();
   const int dp_size = env.world_size / 2;
   constexpr int64_t share = 4;  // sequences per dp rank and step
   const Sequences data{config, kSteps * share * dp_size};
@@ -528,9 +529,9 @@ void check_split_through_accelerator(bool sequence = false) {
   {
     Accelerator accelerator(tp_options<Accelerator>(2));
     acc::DeviceMesh<acc::Gloo> mesh(env, {1, dp_size, 2});
-    Gpt whole = build();
+    Gpt whole = float64_gpt(0);
     torch::optim::AdamW whole_optimizer(whole->parameters(), adamw);
-    Gpt split = build();
+    Gpt split = float64_gpt(0);
     acc::tp::parallelize(*split, mesh, sequence ? gpt_sequence_plan(config) : gpt_plan(config));
     const auto parameters = split->parameters();
     torch::optim::AdamW split_optimizer(parameters, adamw);
@@ -563,9 +564,7 @@ void check_split_through_accelerator(bool sequence = false) {
     // A fresh split model and optimizer resume bit for bit.
     Accelerator accelerator(tp_options<Accelerator>(2));
     acc::DeviceMesh<acc::Gloo> mesh(env, {1, dp_size, 2});
-    at::manual_seed(7);  // other weights, which load_state replaces
-    Gpt split(config);
-    split->to(at::kDouble);
+    Gpt split = float64_gpt(7);  // other weights, which load_state replaces
     acc::tp::parallelize(*split, mesh, sequence ? gpt_sequence_plan(config) : gpt_plan(config));
     torch::optim::AdamW split_optimizer(split->parameters(), adamw);
     // The same loader too: load_state restores its position.
@@ -662,11 +661,9 @@ void with_split_gpt(uint64_t seed, Fn&& fn) {
   const GptConfig config;
   Accelerator accelerator(tp_options<Accelerator>(2).split_batches(true));
   acc::DeviceMesh<acc::Gloo> mesh(env, {1, env.world_size / 2, 2});
-  at::manual_seed(seed);
-  Gpt split(config);
-  split->to(at::kDouble);
+  Gpt split = float64_gpt(seed);
   acc::tp::parallelize(*split, mesh, gpt_plan(config));
-  torch::optim::AdamW adamw(split->parameters(), torch::optim::AdamWOptions(kLr).weight_decay(0.01));
+  torch::optim::AdamW adamw(split->parameters(), gpt_adamw());
   auto [model, optimizer, loader] = accelerator.prepare(
       split, adamw, acc::DataLoader(Sequences{config, kSteps * kGlobalBatch}, acc::DataLoaderOptions(kGlobalBatch)));
   fn(accelerator, mesh, model, optimizer, loader, split, adamw);
@@ -696,10 +693,8 @@ void train_global_batches(Accelerator& accelerator, acc::DeviceMesh<acc::Gloo>& 
 // The whole GPT from seed 0 trained in this process, straight through the kSteps global batches.
 std::map<std::string, at::Tensor> trained_straight_through() {
   const GptConfig config;
-  at::manual_seed(0);
-  Gpt whole(config);
-  whole->to(at::kDouble);
-  torch::optim::AdamW adamw(whole->parameters(), torch::optim::AdamWOptions(kLr).weight_decay(0.01));
+  Gpt whole = float64_gpt(0);
+  torch::optim::AdamW adamw(whole->parameters(), gpt_adamw());
   const Sequences data{config, kSteps * kGlobalBatch};
   for (int64_t step = 0; step < kSteps; ++step) {
     std::vector<at::Tensor> sequences;
