@@ -1,5 +1,7 @@
 #include "companion_program.hpp"
 
+#include "rank_environment.hpp"
+
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -26,10 +28,10 @@ CompanionProgram find_companion_program(const std::string& name, const std::stri
   return {path, ""};
 }
 
-int run_program(const std::vector<std::string>& argv, std::string& error, std::string* output) {
-  std::vector<char*> pointers;
-  for (const auto& argument : argv) pointers.push_back(const_cast<char*>(argument.c_str()));
-  pointers.push_back(nullptr);
+int run_program(const std::vector<std::string>& argv, std::string& error, std::string* output,
+                const std::vector<std::string>* environment) {
+  std::vector<char*> pointers = null_terminated(argv);
+  std::vector<char*> variables = environment ? null_terminated(*environment) : std::vector<char*>();
   int pipe_ends[2] = {-1, -1};
   if (output && pipe2(pipe_ends, O_CLOEXEC) != 0) {
     error = "cannot make a pipe for " + argv.front() + ": " + std::strerror(errno);
@@ -39,7 +41,8 @@ int run_program(const std::vector<std::string>& argv, std::string& error, std::s
   posix_spawn_file_actions_init(&actions);
   if (output) posix_spawn_file_actions_adddup2(&actions, pipe_ends[1], STDOUT_FILENO);
   pid_t pid = 0;
-  const int failed = posix_spawn(&pid, pointers.front(), &actions, nullptr, pointers.data(), environ);
+  const int failed =
+      posix_spawn(&pid, pointers.front(), &actions, nullptr, pointers.data(), environment ? variables.data() : environ);
   posix_spawn_file_actions_destroy(&actions);
   if (output) close(pipe_ends[1]);
   if (failed) {

@@ -19,8 +19,9 @@ struct CompanionProgram {
 CompanionProgram find_companion_program(const std::string& name, const std::string& what);
 
 // Runs the program with acc's standard streams (its standard output into `output` when given) and
-// returns its exit code (128 + the signal that ended it, as shells report); -1 with `error` set
-// when it could not start.
-int run_program(const std::vector<std::string>& argv, std::string& error, std::string* output = nullptr);
+// `environment` ("NAME=value" entries; when absent, acc's own), and returns its exit code (128 + the
+// signal that ended it, as shells report); -1 with `error` set when it could not start.
+int run_program(const std::vector<std::string>& argv, std::string& error, std::string* output = nullptr,
+                const std::vector<std::string>* environment = nullptr);
 
 }  // namespace acc::cli

@@ -8,9 +8,10 @@
 // order the tensors were saved, and its class name is its path with each number as `*`
 // ("layers.*"): what --no_split names.
 //
-//   acc_device_map MODEL DEVICE_MAP MAX_MEMORY NO_SPLIT DTYPE
+//   acc_device_map COMMAND MODEL DEVICE_MAP MAX_MEMORY NO_SPLIT DTYPE
 //   acc_device_map --free_memory     (for acc env: the budgets "auto" plans within by default)
 //
+// COMMAND is the acc command that runs it (estimate-memory or env), which its errors name;
 // MAX_MEMORY is "DEVICE=SIZE,..." or empty (what the devices have free), NO_SPLIT is class names
 // separated by commas, DTYPE is float32, bfloat16, float16 or empty (the checkpoint's dtypes).
 #include <acc/checkpoint/safetensors.hpp>
@@ -138,21 +139,23 @@ std::string budgets_text(const acc::MaxMemory& budgets) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 6 && !(argc == 2 && std::string(argv[1]) == "--free_memory")) {
-    std::cerr << "usage: acc_device_map MODEL DEVICE_MAP MAX_MEMORY NO_SPLIT DTYPE, or acc_device_map --free_memory "
-                 "(acc estimate-memory and acc env run it; see acc estimate-memory --help)\n";
+  const bool free_memory = argc == 2 && std::string(argv[1]) == "--free_memory";
+  if (argc != 7 && !free_memory) {
+    std::cerr << "usage: acc_device_map COMMAND MODEL DEVICE_MAP MAX_MEMORY NO_SPLIT DTYPE, or acc_device_map "
+                 "--free_memory (acc estimate-memory and acc env run it; see acc estimate-memory --help)\n";
     return 2;
   }
+  const std::string command = free_memory ? "env" : argv[1];
   try {
-    if (argc == 2) {
+    if (free_memory) {
       std::cout << budgets_text(acc::available_memory()) << "\n";
       return 0;
     }
-    const std::string checkpoint = argv[1], device_map = argv[2], max_memory = argv[3];
+    const std::string checkpoint = argv[2], device_map = argv[3], max_memory = argv[4], no_split = argv[5];
     acc::LoadAndDispatchOptions options;
-    options.dtype = parse_dtype(argv[5]);
+    options.dtype = parse_dtype(argv[6]);
     options.max_memory = parse_max_memory(max_memory);
-    options.no_split = split(argv[4], ',');
+    options.no_split = split(no_split, ',');
     const auto model = empty_model_like(checkpoint);
     const auto map = acc::detail::auto_device_map(model, device_map, options);  // in options.dtype from here on
 
@@ -167,14 +170,14 @@ int main(int argc, char** argv) {
                                                                                      device_map == "sequential")) +
                                            ")"
                                      : budgets_text(options.max_memory))
-              << (options.no_split.empty() ? "" : ", no_split " + std::string(argv[4])) << "\n"
+              << (options.no_split.empty() ? "" : ", no_split " + no_split) << "\n"
               << map << "\n";
     for (const auto& [placement, bytes] : placed)
       std::cout << "  " << placement.to_string() << ": " << acc::format_memory_size(bytes)
                 << (bytes < 1024 ? "" : " (" + std::to_string(bytes) + " bytes)") << "\n";
     return 0;
   } catch (const std::exception& error) {
-    std::cerr << (argc == 2 ? "acc env: " : "acc estimate-memory: ") << error.what() << "\n";
+    std::cerr << "acc " << command << ": " << error.what() << "\n";
     return 1;
   }
 }

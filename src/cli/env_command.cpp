@@ -3,6 +3,8 @@
 #include "companion_program.hpp"
 #include "config_command.hpp"
 #include "launch.hpp"
+#include "launch_options.hpp"
+#include "rank_environment.hpp"
 
 #include <acc/config/config.hpp>
 #include <acc/version.hpp>
@@ -17,6 +19,8 @@
 #include <optional>
 #include <thread>
 
+extern char** environ;
+
 // src/cli/CMakeLists.txt passes what this build found: the tool itself does not link libtorch.
 #ifndef ACC_TORCH_VERSION
 #define ACC_TORCH_VERSION "unknown"
@@ -27,7 +31,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr const char* kEnvUsage = R"(usage: acc env [--config_file PATH]
+constexpr const char* kEnvUsage = R"(usage: acc env [--config_file PATH] [--model MODEL]
 
 Prints what a bug report needs: the versions of accelerate-cpp, the compiler and the libtorch it was
 built against, the platform, the NVIDIA driver and GPUs, the communication backends of this build,
@@ -35,6 +39,13 @@ what each device has free (the budgets of device_map="auto", as acc estimate-mem
 shows a model's map), the variables that override the config, and the config a launched program
 would read: PATH, else the file ACC_CONFIG_FILE names, else the one acc config wrote. A config or
 variable that cannot be used is reported with the loader's error, and the exit code is then 1.
+
+  --model MODEL   also show the device map that device_map="auto" gives MODEL (a .safetensors
+                  file, a sharded model's index, or their folder, as acc estimate-memory takes) in
+                  a program that acc launch starts with this config: on the GPUs its gpu_ids
+                  leave visible, within what they and the host have free. A map that cannot be
+                  made (the model fits nowhere, or acc launch would refuse the config) is reported
+                  with why, and the exit code is then 1.
 )";
 
 constexpr int kExitBadConfig = 1;
@@ -134,10 +145,45 @@ std::string environment_overrides(std::optional<std::string>& error) {
   return listed.empty() ? " none\n" : listed + "\n";
 }
 
+// The map of "auto" for `model`, as rank 0 of `acc launch` with this config plans it: acc_device_map
+// runs with the variables that rank gets (CUDA_VISIBLE_DEVICES from gpu_ids among them). Indented
+// under "- Device map of MODEL:", or why there is none; `error` gets the reason.
+std::string device_map_of(const std::string& model, const fs::path& config_path, std::optional<std::string>& error) {
+  const auto program = find_companion_program(kDeviceMapProgram, "device map program");
+  if (!program.error.empty()) {
+    error = program.error;
+    return " cannot be planned: " + *error + "\n";
+  }
+  std::vector<std::string> launch_arguments;
+  if (fs::exists(config_path)) launch_arguments = {"--config_file", config_path.string()};
+  for (const std::string& argument :
+       {program.path, std::string("env"), model, std::string("auto"), std::string(), std::string(), std::string()})
+    launch_arguments.push_back(argument);
+  const Machine machine = this_machine();
+  const LaunchParse parsed = parse_launch_arguments(launch_arguments, machine);
+  if (const auto* refused = std::get_if<UsageError>(&parsed)) {
+    error = "acc launch would refuse this config: " + refused->message;
+    return " cannot be planned: " + *error + "\n";
+  }
+  const LaunchOptions& options = std::get<LaunchOptions>(parsed);
+  const std::vector<std::string> variables =
+      rank_environment(options, machine, options.main_process_port, /*restart=*/0, /*local_rank=*/0, environ);
+  std::string output, start_error;
+  const int exit_code = run_program(options.program_and_arguments, start_error, &output, &variables);
+  if (exit_code != 0) {
+    // The program has said why on stderr; this names the map as the part that failed.
+    error = exit_code < 0 ? start_error : "no device map for " + model + " (above)";
+    return " cannot be planned: " + *error + "\n";
+  }
+  std::string indented;
+  for (const char c : output) indented += c == '\n' ? "\n  " : std::string(1, c);
+  return "\n  " + indented.substr(0, indented.size() - 2);
+}
+
 }  // namespace
 
 int env_command(const std::vector<std::string>& arguments) {
-  const auto parsed = parse_command_line(arguments, {"--config_file"});
+  const auto parsed = parse_command_line(arguments, {"--config_file", "--model"});
   if (const auto* error = std::get_if<UsageError>(&parsed)) {
     std::cerr << "acc env: " << error->message << "\n";
     return kExitUsage;
@@ -149,7 +195,7 @@ int env_command(const std::vector<std::string>& arguments) {
   }
   if (!command_line.words.empty()) {
     std::cerr << "acc env: unexpected argument '" << command_line.words.front()
-              << "'; usage: acc env [--config_file PATH]\n";
+              << "'; usage: acc env [--config_file PATH] [--model MODEL]\n";
     return kExitUsage;
   }
   // The file a launched program reads: ACC_CONFIG_FILE, which `acc launch --config_file` sets.
@@ -179,7 +225,15 @@ int env_command(const std::vector<std::string>& arguments) {
             << "- Environment overrides:" << overrides_text << "- Active config:" << config_text << std::flush;
   for (const auto& error : {config_error, overrides_error})
     if (error) std::cerr << "acc env: " << *error << "\n";
-  return config_error || overrides_error ? kExitBadConfig : 0;
+  std::optional<std::string> map_error;
+  if (const auto model = command_line.flag_values.find("--model"); model != command_line.flag_values.end()) {
+    std::cout << "- Device map of " << acc::detail::printable(model->second) << ":" << std::flush;
+    std::cout << (config_error || overrides_error ? " cannot be planned: the config cannot be used (above)\n"
+                                                  : device_map_of(model->second, config_path, map_error))
+              << std::flush;
+    if (map_error) std::cerr << "acc env: " << *map_error << "\n";
+  }
+  return config_error || overrides_error || map_error ? kExitBadConfig : 0;
 }
 
 }  // namespace acc::cli

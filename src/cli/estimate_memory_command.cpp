@@ -258,8 +258,9 @@ int estimate_memory_command(const std::vector<std::string>& arguments) {
     return kExitCannotExecute;
   }
   std::string error;
-  const int exit_code = run_program(
-      {program.path, command_line.words.front(), device_map, max_memory, no_split, flag("--dtype", "")}, error);
+  const int exit_code = run_program({program.path, "estimate-memory", command_line.words.front(), device_map,
+                                     max_memory, no_split, flag("--dtype", "")},
+                                    error);
   if (exit_code < 0) {
     std::cerr << "acc estimate-memory: " << error << "\n";
     return kExitCannotExecute;

@@ -91,13 +91,6 @@ std::optional<int> pick_free_port(const std::string& address, std::string& error
   return std::nullopt;
 }
 
-std::vector<char*> null_terminated(std::vector<std::string>& strings) {
-  std::vector<char*> pointers;
-  for (std::string& text : strings) pointers.push_back(text.data());
-  pointers.push_back(nullptr);
-  return pointers;
-}
-
 // What every start of the local group shares: the flags, the machine, and the launcher's own
 // signal watch, watchdog and output.
 struct Supervision {

@@ -58,4 +58,11 @@ std::vector<std::string> rank_environment(const LaunchOptions& options, const Ma
   return entries;
 }
 
+std::vector<char*> null_terminated(const std::vector<std::string>& strings) {
+  std::vector<char*> pointers;
+  for (const std::string& text : strings) pointers.push_back(const_cast<char*>(text.c_str()));
+  pointers.push_back(nullptr);
+  return pointers;
+}
+
 }  // namespace acc::cli

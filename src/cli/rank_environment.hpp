@@ -14,4 +14,8 @@ namespace acc::cli {
 std::vector<std::string> rank_environment(const LaunchOptions& options, const Machine& machine, int port, int restart,
                                           int local_rank, char** environment);
 
+// execve's form of `strings` (an argv or an environment): pointers to them, then a null pointer.
+// The strings must outlive the pointers; exec and spawn do not write through them.
+std::vector<char*> null_terminated(const std::vector<std::string>& strings);
+
 }  // namespace acc::cli

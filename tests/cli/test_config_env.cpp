@@ -537,7 +537,7 @@ TEST_CASE("acc config and acc env print their usage for -h and refuse bad argume
   CHECK(config_help.out.rfind("usage: acc config [--config_file PATH]\n", 0) == 0);
   const LauncherResult env_help = run_acc_with_input({"env", "--help"});
   CHECK(env_help.exit_code == 0);
-  CHECK(env_help.out.rfind("usage: acc env [--config_file PATH]\n", 0) == 0);
+  CHECK(env_help.out.rfind("usage: acc env [--config_file PATH] [--model MODEL]\n", 0) == 0);
 
   for (const std::vector<std::string>& arguments :
        std::vector<std::vector<std::string>>{{"config", "bogus"},
@@ -546,6 +546,7 @@ TEST_CASE("acc config and acc env print their usage for -h and refuse bad argume
                                              {"config", "--mixed_precision", "fp16"},  // the questionnaire asks it
                                              {"config", "default", "--mixed_precision", "fp8"},
                                              {"env", "extra"},
+                                             {"env", "--model"},
                                              {"env", "--mixed_precision", "fp16"}}) {
     CAPTURE(arguments.back());
     const LauncherResult result = run_acc_with_input(arguments);
@@ -682,6 +683,59 @@ TEST_CASE("the questionnaire offers only what this build runs") {
     }
   }
   CHECK_FALSE(fs::exists(home.hf_home_config()));
+}
+
+TEST_CASE("acc env --model shows the map device_map=\"auto\" makes in a program acc launch starts with the config") {
+  TemporaryHome home;
+  // One float32 tensor of 10 x 4 (160 bytes): a safetensors header, then its zero bytes.
+  const fs::path model = home.folder() / "model.safetensors";
+  const std::string header = R"({"layer.w":{"dtype":"F32","shape":[10,4],"data_offsets":[0,160]}})";
+  {
+    std::ofstream out(model, std::ios::binary);
+    for (int byte = 0; byte < 8; ++byte) out.put(static_cast<char>((header.size() >> (8 * byte)) & 0xff));
+    out << header << std::string(160, '\0');
+  }
+  const int gpus = gpus_on_this_machine();
+  const std::string device = gpus > 0 ? "0" : "cpu";
+  const std::string map_heading =
+      "- Device map of " + model.string() +
+      ":\n  Device map for inference: device_map=\"auto\" within what the devices have free (";
+  const std::string placed = "\n  {'': " + (gpus > 0 ? device : "'cpu'") + "}\n    " + device + ": 160 bytes\n";
+
+  // Without a config: every device of this machine, the model on the first GPU if there is one.
+  const LauncherResult plain = run_acc_with_input({"env", "--model", model.string()});
+  CHECK(plain.exit_code == 0);
+  CHECK(plain.err == "");
+  CHECK(plain.out.find(map_heading) != std::string::npos);
+  CHECK(plain.out.find(placed) != std::string::npos);
+
+  // gpu_ids: 0 leaves the program GPU 0 alone (CUDA_VISIBLE_DEVICES=0): its budgets name no second
+  // GPU. Without GPUs acc launch refuses the config, and the map says so.
+  const fs::path config = home.folder() / "gpu_0.yaml";
+  std::ofstream(config) << "gpu_ids: '0'\n";
+  const LauncherResult on_gpu_0 =
+      run_acc_with_input({"env", "--config_file", config.string(), "--model", model.string()});
+  if (gpus > 0) {
+    CHECK(on_gpu_0.exit_code == 0);
+    CHECK(on_gpu_0.out.find(map_heading + "0 ") != std::string::npos);
+    CHECK(on_gpu_0.out.find(", 1 ") == std::string::npos);
+    CHECK(on_gpu_0.out.find(placed) != std::string::npos);
+  } else {
+    CHECK(on_gpu_0.exit_code == 1);
+    const std::string refusal = "acc launch would refuse this config: gpu_ids '0' in " + config.string() +
+                                " names GPUs, but no CUDA device is present";
+    CHECK(on_gpu_0.out.find("- Device map of " + model.string() + ": cannot be planned: " + refusal) !=
+          std::string::npos);
+    CHECK(on_gpu_0.err.find("acc env: " + refusal) != std::string::npos);
+  }
+
+  // A model that is not there: the loader's error, then what it cost, and exit code 1.
+  const std::string missing = (home.folder() / "missing.safetensors").string();
+  const LauncherResult absent = run_acc_with_input({"env", "--model", missing});
+  CHECK(absent.exit_code == 1);
+  CHECK(absent.out.find("- Device map of " + missing + ": cannot be planned: no device map for " + missing) !=
+        std::string::npos);
+  CHECK(absent.err.rfind("acc env: '" + missing + "' does not exist; give a .safetensors file", 0) == 0);
 }
 
 TEST_CASE("acc env lists the variables that override the config, and refuses a bad one") {
