@@ -198,15 +198,12 @@ int env_command(const std::vector<std::string>& arguments) {
               << "'; usage: acc env [--config_file PATH] [--model MODEL]\n";
     return kExitUsage;
   }
-  // The file a launched program reads: ACC_CONFIG_FILE, which `acc launch --config_file` sets.
-  std::optional<fs::path> named_config;
-  if (const auto flag = command_line.flag_values.find("--config_file"); flag != command_line.flag_values.end())
-    named_config = flag->second;
-  else if (const char* variable = std::getenv("ACC_CONFIG_FILE"); variable && *variable)
-    named_config = variable;
-  const fs::path config_path = named_config.value_or(acc::default_config_file());
+  const auto flag = command_line.flag_values.find("--config_file");
+  const ConfigFileInUse config_file = config_file_in_use(
+      flag != command_line.flag_values.end() ? std::optional<std::string>(flag->second) : std::nullopt);
+  const fs::path& config_path = config_file.path;
   std::optional<std::string> config_error, overrides_error;
-  const std::string config_text = active_config(config_path, named_config.has_value(), config_error);
+  const std::string config_text = active_config(config_path, config_file.named, config_error);
   const std::string overrides_text = environment_overrides(overrides_error);
 
   std::cout << "Copy-and-paste the text below in your GitHub issue\n\n"

@@ -179,7 +179,7 @@ class Job {
 
   struct Outcome {
     int exit_code;
-    bool may_restart;  // a rank failed, and every process of the group is gone
+    bool may_restart;  // a rank failed, no signal asked the job to end, and every process of the group is gone
   };
 
   Outcome run() {
@@ -189,6 +189,9 @@ class Job {
       if (rank.stdout_forwarder) rank.stdout_forwarder->finish();
       if (rank.stderr_forwarder) rank.stderr_forwarder->finish();
     }
+    // A signal that came while a failed group was stopping ends the job with its code: the user
+    // asked for the end, which a restart would override.
+    if (signalled_) return {128 + *signalled_, false};
     return {exit_code_.value_or(0), rank_failed_ && ranks_with_processes() == 0};
   }
 
@@ -348,6 +351,7 @@ class Job {
   void forward_signal(int signal) {
     supervision_.report("received " + signal_name(signal) + "; passing it on to " + std::to_string(running_ranks()) +
                         " rank(s)");
+    if (!signalled_) signalled_ = signal;
     stop(128 + signal, signal);
   }
 
@@ -399,6 +403,7 @@ class Job {
   std::vector<Rank> ranks_;
   std::optional<int> exit_code_;                 // set by the first failure or signal
   bool rank_failed_ = false;                     // the first failure was a rank's (not a signal, not exec)
+  std::optional<int> signalled_;                 // the first signal acc launch received, at any time
   int stop_signal_ = SIGTERM;                    // what the ranks were asked to stop with
   std::optional<Clock::time_point> kill_at_;     // end of the grace period, once stopping
   bool killed_ = false;                          // SIGKILL sent
@@ -441,7 +446,7 @@ int supervise_starts(Supervision& supervision) {
                            "); exiting with code " + std::to_string(outcome.exit_code));
       return outcome.exit_code;
     }
-    // A signal that came while the group was stopping, or comes while it waits, ends the job.
+    // A signal that comes between the group's end and the pause, or during it, ends the job.
     if (const auto exit_code = supervision.pause_between_starts(std::chrono::seconds(0))) return *exit_code;
     supervision.report("restart " + std::to_string(restart + 1) + " of " + std::to_string(options.max_restarts) +
                        " in " + format_seconds(delay) + ": starting the " +

@@ -153,16 +153,17 @@ void apply_config(ParseState& state, const acc::Config& config, const std::strin
   state.fsdp_in_config = config.distributed_type == "FSDP";
 }
 
-// The config file: --config_file's, else the default one if it exists.
+// The config file: --config_file's, else as config_file_in_use picks it.
 std::optional<std::string> find_config_file(const std::vector<std::string>& arguments) {
-  for (std::size_t i = 0; i < arguments.size(); ++i) {
+  std::optional<std::string> flag;
+  for (std::size_t i = 0; i < arguments.size() && !flag; ++i) {
     const std::string& argument = arguments[i];
     if (argument == "--" || argument.size() < 2 || argument[0] != '-') break;
-    if (argument.rfind("--config_file=", 0) == 0) return argument.substr(std::string("--config_file=").size());
-    if (argument == "--config_file" && i + 1 < arguments.size()) return arguments[i + 1];
+    if (argument.rfind("--config_file=", 0) == 0) flag = argument.substr(std::string("--config_file=").size());
+    if (argument == "--config_file" && i + 1 < arguments.size()) flag = arguments[i + 1];
   }
-  const auto fallback = acc::default_config_file();
-  if (std::filesystem::exists(fallback)) return fallback.string();
+  const ConfigFileInUse in_use = config_file_in_use(flag);
+  if (in_use.named || std::filesystem::exists(in_use.path)) return in_use.path.string();
   return std::nullopt;
 }
 
@@ -349,6 +350,12 @@ LaunchParse parse_launch_arguments(const std::vector<std::string>& arguments, co
     return UsageError{"no program given; usage: acc launch [flags] PROGRAM [ARGS...]"};
   if (auto error = finish(state, machine)) return UsageError{*error};
   return state.options;
+}
+
+ConfigFileInUse config_file_in_use(const std::optional<std::string>& config_file_flag) {
+  if (config_file_flag) return {*config_file_flag, true};
+  if (const char* variable = std::getenv("ACC_CONFIG_FILE"); variable && *variable) return {variable, true};
+  return {acc::default_config_file(), false};
 }
 
 int count_nvidia_gpus() {

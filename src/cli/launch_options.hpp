@@ -1,6 +1,7 @@
 // The flags of `acc launch`, parsed and checked before anything is started.
 #pragma once
 
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <variant>
@@ -57,6 +58,16 @@ struct Machine {
   int cpus = 1;  // CPUs this process may run on
 };
 Machine this_machine();
+
+// The config file acc launch applies and acc env shows, picked as a launched program's
+// Config::from_environment picks it: --config_file's value (`config_file_flag`), else the file
+// ACC_CONFIG_FILE names, else the default file (acc::default_config_file()). A named file must
+// exist; the default one may be missing, and then none is used.
+struct ConfigFileInUse {
+  std::filesystem::path path;
+  bool named = false;  // by the flag or ACC_CONFIG_FILE
+};
+ConfigFileInUse config_file_in_use(const std::optional<std::string>& config_file_flag);
 
 // The number of NVIDIA GPUs the driver lists in /proc/driver/nvidia/gpus (0 when there is no driver).
 int count_nvidia_gpus();

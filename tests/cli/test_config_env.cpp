@@ -574,6 +574,35 @@ TEST_CASE("acc launch uses the file a piped acc config wrote" * doctest::skip(!A
   CHECK(ranks == 3);
 }
 
+// Found: acc launch read the default file while its ranks and acc env read ACC_CONFIG_FILE's.
+TEST_CASE("acc launch applies the file ACC_CONFIG_FILE names, which acc env shows and the ranks read" *
+          doctest::skip(!ACC_HAS_GLOO)) {
+  TemporaryHome home;
+  REQUIRE(run_acc_with_input({"config", "default"}).exit_code == 0);  // a default file that must lose
+  const fs::path named = home.folder() / "named.yaml";
+  std::ofstream(named) << "distributed_type: MULTI_CPU\nnum_processes: 2\nmixed_precision: bf16\nuse_cpu: true\n";
+  const std::string variable = "ACC_CONFIG_FILE=" + named.string();
+  const LauncherResult launched = run_acc_with_input({"launch", PROBE_BIN, "env"}, "", {variable});
+  CHECK(launched.exit_code == 0);
+  int ranks = 0;
+  for (const auto& line : lines_of(launched.out)) {
+    if (line.rfind("env ", 0) != 0) continue;
+    ++ranks;
+    CHECK(line.find("WORLD_SIZE=2") != std::string::npos);
+    CHECK(line.find("ACCELERATE_MIXED_PRECISION=bf16") != std::string::npos);
+    CHECK(line.find("ACC_CONFIG_FILE=" + named.string()) != std::string::npos);
+  }
+  CHECK(ranks == 2);
+  CHECK(run_acc_with_input({"env"}, "", {variable}).out.find("- Config file: " + named.string() + " (exists)\n") !=
+        std::string::npos);
+  // A named file that is missing is an error for acc launch too, not a fall back to the default.
+  const std::string missing = (home.folder() / "missing.yaml").string();
+  const LauncherResult refused = run_acc_with_input({"launch", PROBE_BIN, "env"}, "", {"ACC_CONFIG_FILE=" + missing});
+  CHECK(refused.exit_code == 2);
+  CHECK(refused.err.find(missing) != std::string::npos);
+  CHECK(refused.out.find("env ") == std::string::npos);
+}
+
 // Found: acc env ignored ACC_CONFIG_FILE and printed a junk file's raw bytes.
 TEST_CASE("acc env reads the file ACC_CONFIG_FILE names through the loader and reports a bad one with exit code 1") {
   TemporaryHome home;

@@ -90,6 +90,36 @@ TEST_CASE("SIGTERM sent to acc launch ends the job even with restarts left") {
   check_none_left(pids.pids());
 }
 
+// Found: the signal was passed on, but the group's end still counted as the rank's failure, and
+// the job started again.
+TEST_CASE("SIGINT sent to acc launch while a failed rank's group is stopping ends the job, without a restart") {
+  PidFile pids;
+  // Rank 1 fails; rank 0 ignores the SIGTERM that stops the group, and the grace period is long, so
+  // the group is still stopping when SIGINT comes (which ends rank 0).
+  Launcher launcher({"launch", "--cpu", "--num_processes", "2", "--max_restarts", "3", "--grace_period", "30", kProbe,
+                     "ignore-term", "wait-for-pids", "2", "exit-on-rank", "1", "3", "sleep", "60"},
+                    {pids.variable()});
+  REQUIRE(pids.wait_for(2, 5s));
+  // acc launch reaps the failed rank and signals the group in one step: once a pid is gone, the
+  // group is stopping.
+  const auto gone = [&] {
+    const auto recorded = pids.pids();
+    return std::any_of(recorded.begin(), recorded.end(), [](pid_t pid) { return kill(pid, 0) != 0; });
+  };
+  const auto deadline = Clock::now() + 10s;
+  while (!gone() && Clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  REQUIRE(gone());
+  kill(launcher.pid(), SIGINT);
+  const LauncherResult result = launcher.wait(10s);
+  REQUIRE(result.finished_in_time);
+  CHECK(result.exit_code == 128 + SIGINT);
+  CHECK(result.err.find("rank 1 (pid ") != std::string::npos);
+  CHECK(result.err.find("received SIGINT; passing it on to 1 rank(s)") != std::string::npos);
+  CHECK(result.err.find("restart") == std::string::npos);
+  CHECK(pids.pids().size() == 2);
+  check_none_left(pids.pids());
+}
+
 namespace {
 
 // Each start of `sh -c` appends its time (seconds since the epoch) to this file, then exits 3.
