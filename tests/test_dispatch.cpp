@@ -316,6 +316,14 @@ TEST_SUITE("dispatch") {
           "'blocks.3': 'disk'}");
     // Everything fits: one entry for the whole model, as Accelerate's clean_device_map makes it.
     CHECK(acc::infer_auto_device_map(gpt, {{"cpu", "1GB"}}).to_string() == "{'': 'cpu'}");
+
+    // Found: the unit being placed counted in the room kept for the largest unit still to come, so
+    // a model that fits exactly was refused. Placed on the execution device, a unit is never
+    // offloaded: the last block needs no room kept beside it, the first needs one block's.
+    const auto exact = own + tokens + 4 * block;
+    CHECK(acc::infer_auto_device_map(gpt, {{"cpu", exact}}).to_string() == "{'': 'cpu'}");
+    CHECK_THROWS_WITH_AS(acc::infer_auto_device_map(gpt, {{"cpu", exact - 1}}),
+                         doctest::Contains("the model does not fit in max_memory"), acc::Error);
   }
 
   TEST_CASE("balanced_memory spreads a model evenly over the GPUs, as Accelerate's get_balanced_memory") {
@@ -348,6 +356,16 @@ TEST_SUITE("dispatch") {
     const auto low = acc::BalancedMemoryOptions().no_split({"Block"}).low_zero(true);
     CHECK(acc::balanced_memory(gpt, {{"0", "1GB"}, {"1", "1GB"}}, low).at("0").bytes() == 0);
     CHECK(acc::balanced_memory(gpt, {{"0", "1GB"}, {"1", model / 2}}, low).at("0").bytes() == model - model / 2);
+    // Found: a map within GPU 0's budget of 0 failed ("has no room on any device from 0 on"). GPU 0
+    // holds nothing, and the model runs on GPU 1, as in Accelerate.
+    CHECK(acc::infer_auto_device_map(gpt, acc::balanced_memory(gpt, {{"0", "1GB"}, {"1", "1GB"}}, low), {{"Block"}})
+              .to_string() == "{'': 1}");
+    // GPU 1 cannot hold it all: GPU 0 takes its share (less the room it keeps), the CPU the rest.
+    const acc::MaxMemory short_of_room{{"0", "1GB"}, {"1", model / 2}, {"cpu", "1GB"}};
+    const auto low_used = bytes_per_device(
+        *gpt, acc::infer_auto_device_map(gpt, acc::balanced_memory(gpt, short_of_room, low), {{"Block"}}));
+    CHECK(low_used.count("0") == 1);
+    CHECK(low_used.count("1") == 1);
     // One GPU, or none: the budgets as given.
     for (const acc::MaxMemory& alone : {acc::MaxMemory{{"0", "1GB"}, {"cpu", "1GB"}}, acc::MaxMemory{{"cpu", "1GB"}}}) {
       const auto same = acc::balanced_memory(gpt, alone, options);

@@ -34,11 +34,14 @@ class AutoDeviceMap {
         throw Error("max_memory names device " + placement.to_string() + " twice ('" + name +
                     "' and another spelling)");
     }
-    for (const auto& [placement, bytes] : budgets_) devices_.push_back(placement);  // GPUs, cpu, disk
+    // GPUs, cpu, disk. A device with no room holds nothing, and the model runs on the first that
+    // has some: balanced_low_0 leaves GPU 0 empty when the other GPUs hold the whole model.
+    for (const auto& [placement, bytes] : budgets_)
+      if (bytes > 0) devices_.push_back(placement);
     if (devices_.empty() || devices_.front() == Placement::disk())
       throw Error(
-          "max_memory names no device to run the model on: give a GPU (\"0\") or \"cpu\" a budget; \"disk\" "
-          "only holds weights, which run on the first GPU, else the CPU");
+          "max_memory names no device to run the model on: give a GPU (\"0\") or \"cpu\" a budget above 0; "
+          "\"disk\" only holds weights, which run on the first GPU, else the CPU");
     main_devices_.push_back(devices_.front());
     if (devices_.front().is_gpu() && budgets_.count(Placement::cpu())) main_devices_.push_back(Placement::cpu());
     check_no_split();
@@ -58,7 +61,7 @@ class AutoDeviceMap {
       const auto needed = unplaced_bytes(group, queue);
       const auto forced = placed_device_of(group, queue);
       const std::size_t target = forced ? index_of(*forced) : device;
-      if (fits(target, needed, queue)) {
+      if (fits(target, needed, queue, group)) {
         for (const auto position : group) {
           const auto& item = queue[position];
           placed.emplace_back(item.unit, devices_[target]);
@@ -104,17 +107,22 @@ class AutoDeviceMap {
     for (const auto child : units_[item.unit].children) largest = std::max(largest, largest_atomic({child, false}));
     return largest;
   }
-  uint64_t reserve(std::size_t device, const std::deque<PlacementItem>& queue) const {
+  // What a main device keeps free for the largest unit still to place (`placing`, the positions
+  // being placed now, not counted: placed here, they are never offloaded, as in Accelerate).
+  uint64_t reserve(std::size_t device, const std::deque<PlacementItem>& queue,
+                   const std::vector<std::size_t>& placing) const {
     if (std::find(main_devices_.begin(), main_devices_.end(), devices_[device]) == main_devices_.end()) return 0;
     uint64_t largest = 0;
-    for (const auto& item : queue)
-      if (item.unit != 0) largest = std::max(largest, largest_atomic(item));
+    for (std::size_t i = 0; i < queue.size(); ++i)
+      if (queue[i].unit != 0 && std::find(placing.begin(), placing.end(), i) == placing.end())
+        largest = std::max(largest, largest_atomic(queue[i]));
     return largest;
   }
-  bool fits(std::size_t device, uint64_t bytes, const std::deque<PlacementItem>& queue) const {
+  bool fits(std::size_t device, uint64_t bytes, const std::deque<PlacementItem>& queue,
+            const std::vector<std::size_t>& placing) const {
     const auto budget = budgets_.at(devices_[device]);
     const auto taken = used_.count(device) ? used_.at(device) : 0;
-    const auto kept = reserve(device, queue);
+    const auto kept = reserve(device, queue, placing);
     return kept <= budget && taken <= budget - kept && bytes <= budget - kept - taken;
   }
   // The front item and every queued item that shares a tensor with it, transitively (positions).
@@ -190,7 +198,7 @@ class AutoDeviceMap {
     std::string budgets;
     for (std::size_t d = 0; d < devices_.size(); ++d) {
       budgets += (d ? ", " : "") + devices_[d].to_string() + " " + format_memory_size(budgets_.at(devices_[d]));
-      const auto kept = reserve(d, queue);
+      const auto kept = reserve(d, queue, group);
       if (kept) budgets += " (" + format_memory_size(kept) + " of it kept for the largest unit)";
     }
     throw Error("the model does not fit in max_memory: it takes " + format_memory_size(bytes_of(all)) + " (" +
