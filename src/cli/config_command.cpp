@@ -2,10 +2,12 @@
 
 #include <acc/config/config.hpp>
 #include <acc/detail/build_config.hpp>
+#include <acc/detail/files.hpp>
 
 #include "launch.hpp"
 
 #include <arpa/inet.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -369,20 +371,37 @@ acc::Config config_for_this_machine(int gpus_on_this_machine, const std::string&
   return config;
 }
 
-// Writes a temporary file and renames it over `path`, so that nobody reads half a config.
+// Writes `yaml` to a new file beside the config and renames it into place: a reader sees the old
+// config or the new one, never half of one, and a crash leaves the old. A symlinked config (kept
+// with dotfiles, say) is written where the link points, and a config's permissions are kept.
 std::optional<std::string> write_config_file(const fs::path& path, const std::string& yaml) {
   std::error_code error;
-  if (path.has_parent_path()) fs::create_directories(path.parent_path(), error);
-  if (error) return "cannot create " + path.parent_path().string() + ": " + error.message();
-  const fs::path temporary = path.string() + ".tmp";
-  std::ofstream file(temporary);
-  file << yaml;
-  file.close();
-  if (!file) return "cannot write " + temporary.string() + ": " + std::strerror(errno);
-  fs::rename(temporary, path, error);
-  if (error) {
-    fs::remove(temporary, error);
-    return "cannot write " + path.string() + ": " + error.message();
+  const bool linked = fs::is_symlink(fs::symlink_status(path, error));  // a missing path is no link
+  const fs::path target = linked ? fs::weakly_canonical(path, error) : path;
+  if (linked && error) return "cannot follow the link " + path.string() + ": " + error.message();
+  error.clear();
+  if (target.has_parent_path()) fs::create_directories(target.parent_path(), error);
+  if (error) return "cannot create " + target.parent_path().string() + ": " + error.message();
+  struct stat replaced {};
+  const bool replacing = ::stat(target.c_str(), &replaced) == 0;
+  const mode_t mask = ::umask(0);  // read it: umask can only be read by setting it
+  ::umask(mask);
+  const mode_t mode = replacing ? (replaced.st_mode & 07777) : (0666 & ~mask);
+
+  std::string staged = target.string() + ".XXXXXX";
+  const int fd = ::mkstemp(staged.data());
+  if (fd < 0) return "cannot create a file beside " + target.string() + ": " + std::strerror(errno);
+  ::close(fd);
+  try {
+    acc::detail::write_synced(staged, yaml);
+    if (::chmod(staged.c_str(), mode) != 0)
+      throw acc::Error("cannot set the permissions of " + staged + ": " + std::strerror(errno));
+    if (::rename(staged.c_str(), target.c_str()) != 0)
+      throw acc::Error("cannot write " + target.string() + ": " + std::strerror(errno));
+    acc::detail::fsync_path(acc::detail::parent_directory(target));  // the rename itself
+  } catch (const acc::Error& e) {
+    ::unlink(staged.c_str());
+    return e.what();
   }
   return std::nullopt;
 }

@@ -468,6 +468,28 @@ TEST_CASE("--config_file saves the config there and nowhere else" * doctest::ski
   CHECK_FALSE(fs::exists(home.hf_home_config()));
 }
 
+// Found: a symlinked config was replaced by a plain file (the file it named kept the old
+// settings), and a private config became readable by everyone.
+TEST_CASE("acc config writes a symlinked config where the link points and keeps the file's permissions") {
+  TemporaryHome home;
+  const fs::path real = home.folder() / "dotfiles" / "accelerate.yaml";
+  const fs::path link = home.folder() / "link.yaml";
+  fs::create_directories(real.parent_path());
+  std::ofstream(real) << "mixed_precision: bf16\n";
+  const auto private_file = fs::perms::owner_read | fs::perms::owner_write;
+  fs::permissions(real, private_file);
+  fs::create_symlink(real, link);
+  const LauncherResult saved = run_acc_with_input({"config", "--config_file", link.string()}, "no\nyes\n\n\n");
+  CHECK(saved.exit_code == 0);
+  CHECK(fs::is_symlink(link));
+  const YAML::Node config = YAML::LoadFile(real.string());
+  CHECK(config["use_cpu"].as<bool>() == true);
+  CHECK(config["mixed_precision"].as<std::string>() == "no");
+  CHECK((fs::status(real).permissions() & fs::perms::all) == private_file);
+  // The staged file was renamed into place: nothing else is left beside it.
+  CHECK(std::distance(fs::directory_iterator(real.parent_path()), fs::directory_iterator()) == 1);
+}
+
 TEST_CASE("the default config path follows HF_HOME, then XDG_CACHE_HOME, then HOME") {
   TemporaryHome home;
   const fs::path xdg_config = home.folder() / "xdg" / "huggingface" / "accelerate" / "default_config.yaml";
