@@ -627,6 +627,26 @@ TEST_SUITE("dispatch") {
     }
   }
 
+  // Found: the second dispatch rewrote the first's file in place, and the first, which mapped it
+  // at its first call, computed with the second model's weights.
+  TEST_CASE("two dispatches offloading to the same folder each keep their own weights") {
+    TempDir dir;
+    torch::NoGradGuard no_grad;
+    const auto ids = token_ids();
+    auto first = make_gpt(2);
+    auto second = make_gpt(2);
+    for (auto& p : second->parameters()) p.mul_(2);  // the same shapes and names, other values
+    const auto first_expected = first(ids);
+    const auto second_expected = second(ids);
+    REQUIRE_FALSE(at::equal(first_expected, second_expected));
+    const acc::DeviceMap map{{"", "cpu"}, {"blocks.0", "disk"}, {"blocks.1", "disk"}};
+    auto first_dispatched = acc::dispatch_model(first, map, dir.path);
+    auto second_dispatched = acc::dispatch_model(second, map, dir.path);
+    CHECK(at::equal(first_dispatched(ids), first_expected));
+    CHECK(at::equal(second_dispatched(ids), second_expected));
+    CHECK(at::equal(first_dispatched(ids), first_expected));
+  }
+
   TEST_CASE("a unit called with a tensor and a number, returning two tensors, runs offloaded from disk") {
     TempDir dir;
     torch::NoGradGuard no_grad;

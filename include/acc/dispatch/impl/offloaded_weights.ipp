@@ -2,6 +2,7 @@
 #pragma once
 
 #include <acc/big_modeling/materialize.hpp>
+#include <acc/detail/files.hpp>
 #include <acc/dispatch/offloaded_weights.hpp>
 
 #include <ATen/core/grad_mode.h>
@@ -21,7 +22,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <set>
 #include <string>
 #include <utility>
@@ -88,9 +91,18 @@ ACC_DECL OffloadedWeights OffloadedWeights::on_disk(const std::vector<UnitTensor
   OffloadedWeights weights(parameters);
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& p : weights.parameters_) tensors.emplace_back(p.name, p.tensor.detach());
-  safetensors::save_file(tensors, file, {{"format", "pt"}});
+  // Another dispatch into the same folder writes a file of the same name: staged and renamed into
+  // place, it gets a new inode, and the file mapped here (at once, not at the first call) keeps
+  // these weights. Written in place, it would truncate and refill the file under this mapping.
+  const auto staged = file.string() + ".staged";
+  safetensors::save_file(tensors, staged, {{"format", "pt"}});
+  if (std::rename(staged.c_str(), file.c_str()) != 0)
+    throw Error("cannot rename '" + staged + "' to '" + file.string() + "': " + detail::system_error_text(errno));
   const auto written = std::make_shared<const safetensors::File>(file);
-  for (const auto& p : weights.parameters_) weights.stored_.push_back({written, p.name});
+  for (const auto& p : weights.parameters_) {
+    weights.stored_.push_back({written, p.name});
+    written->map(p.name);
+  }
   return weights;
 }
 
@@ -101,6 +113,9 @@ ACC_DECL OffloadedWeights OffloadedWeights::in_files(const std::vector<UnitTenso
     std::size_t i = 0;
     while (parameters[i].tensor.unsafeGetTensorImpl() != p.tensor.unsafeGetTensorImpl()) ++i;
     weights.stored_.push_back(stored.at(i));
+    // Mapped now, as its header was read: a checkpoint saved again later (renamed into place, as
+    // save_model does) leaves this mapping the file whose offsets were read.
+    stored.at(i).file->map(stored.at(i).key);
   }
   return weights;
 }
