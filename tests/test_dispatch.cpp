@@ -625,6 +625,25 @@ TEST_SUITE("dispatch") {
       CHECK(seq[2]->parameters()[0].numel() == 0);
       CHECK(seq[1]->named_parameters(false)["scale"].numel() == kDim);
     }
+    {  // A unit holding units, all on disk: it prefetches the unit after its nested ones, which run
+       // inside its forward. Found: it prefetched its first nested unit, already run, whose weights
+       // then waited for the next call.
+      torch::manual_seed(1);
+      auto seq = torch::nn::Sequential(Block(), Stage(), Block());
+      const auto x = torch::randn({3, kDim});
+      const auto expected = seq->forward(x);
+      auto model = acc::dispatch_model(seq, {{"", "cpu"}, {"1", "disk"}, {"2", "disk"}}, dir.path / "nested");
+      auto& stage = dynamic_cast<StageImpl&>(*seq[1]);
+      for (int call = 0; call < 2; ++call) {
+        CAPTURE(call);
+        CHECK(at::equal(model(x), expected));
+        // The last offloaded unit ("2") prefetched the first ("1") for the next call; nothing else waits.
+        CHECK(hook_of(stage).weights()->prefetched());
+        CHECK_FALSE(hook_of(*stage.blocks[0]).weights()->prefetched());
+        CHECK_FALSE(hook_of(*stage.blocks[1]).weights()->prefetched());
+        CHECK_FALSE(hook_of(*seq[2]).weights()->prefetched());
+      }
+    }
   }
 
   // Found: the second dispatch rewrote the first's file in place, and the first, which mapped it

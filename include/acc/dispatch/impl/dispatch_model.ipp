@@ -166,13 +166,22 @@ ACC_DECL Dispatch::Dispatch(const std::shared_ptr<torch::nn::Module>& model, Dev
     UnitRegistry::instance().install(*units[u].module, hook.get());
     hooks_.emplace_back(units[u].module, std::move(hook));
   }
-  // Each offloaded unit prefetches the next one's weights, the last the first's; on a GPU their
-  // copies go on one copy stream.
+  // Each offloaded unit prefetches the weights of the one that runs after it: the next in module
+  // order past the units nested in it, which run inside its forward (had it prefetched its first
+  // nested unit, that one's copy would sit unused until the next call). The last wraps to the
+  // first, for the next call. On a GPU the copies go on one copy stream.
   std::vector<DispatchHook*> offloaded_hooks;  // in module order
-  for (const auto& entry : hooks_)
-    if (entry.second->weights()) offloaded_hooks.push_back(entry.second.get());
-  for (std::size_t i = 0; i < offloaded_hooks.size(); ++i)
-    offloaded_hooks[i]->prefetch_next(&*offloaded_hooks[(i + 1) % offloaded_hooks.size()]->weights());
+  std::vector<std::string> offloaded_units;    // their names
+  for (std::size_t u = 1; u < units.size(); ++u)
+    if (hooks_[u - 1].second->weights()) {
+      offloaded_hooks.push_back(hooks_[u - 1].second.get());
+      offloaded_units.push_back(units[u].name);
+    }
+  for (std::size_t i = 0; i < offloaded_hooks.size(); ++i) {
+    std::size_t next = i + 1;
+    while (next < offloaded_hooks.size() && is_name_prefix(offloaded_units[i], offloaded_units[next])) ++next;
+    offloaded_hooks[i]->prefetch_next(&*offloaded_hooks[next % offloaded_hooks.size()]->weights());
+  }
 #if ACC_HAS_CUDA
   if (execution_device_.is_cuda() && !offloaded_hooks.empty()) {
     const auto copy_stream = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, execution_device_.index());
