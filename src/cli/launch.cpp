@@ -330,8 +330,12 @@ class Job {
   void reap_children() {
     int status = 0;
     pid_t pid;
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    while ((pid = waitpid(-1, &status, WNOHANG | WUNTRACED)) > 0) {
       const auto rank = std::find_if(ranks_.begin(), ranks_.end(), [&](const Rank& r) { return r.pid == pid; });
+      if (WIFSTOPPED(status)) {
+        if (rank != ranks_.end()) stopped_by_terminal(*rank, WSTOPSIG(status));
+        continue;
+      }
       if (rank == ranks_.end()) {
         if (!supervision_.reap_other_child(pid, status)) stop(kExitLauncherError, SIGTERM);
         continue;
@@ -346,6 +350,19 @@ class Job {
       stop(exit_code_of(status), SIGTERM);
       rank_failed_ = true;
     }
+  }
+
+  // A rank runs in a process group of its own, in the background of acc launch's terminal: reading
+  // it (or writing to it under `stty tostop`) stops the rank, which would wait for ever. Other stops
+  // (SIGSTOP, a debugger's) are someone's intent and left alone.
+  void stopped_by_terminal(const Rank& rank, int signal) {
+    if ((signal != SIGTTIN && signal != SIGTTOU) || exit_code_) return;
+    supervision_.report("rank " + std::to_string(rank.rank) + " (pid " + std::to_string(rank.pid) +
+                        ") was stopped by " + signal_name(signal) + ": it " +
+                        (signal == SIGTTIN ? "read from" : "wrote to") +
+                        " the terminal, which ranks cannot (each runs in a process group of its own); give the "
+                        "program its input from a file or a pipe (PROGRAM < FILE); stopping the job");
+    stop(128 + signal, SIGTERM);
   }
 
   void forward_signal(int signal) {
@@ -373,6 +390,8 @@ class Job {
       // A rank that moved itself to another group or session is still reached through its pid,
       // which stays ours until it is reaped.
       if (kill(-rank.pid, signal) != 0 && rank.running) kill(rank.pid, signal);
+      // A stopped process takes the signal only once it runs again.
+      if (kill(-rank.pid, SIGCONT) != 0 && rank.running) kill(rank.pid, SIGCONT);
     }
     forget_empty_groups();
   }

@@ -4,9 +4,16 @@
 
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
+#include <iterator>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -155,4 +162,66 @@ TEST_CASE("a stopped watchdog does not keep acc launch from exiting when the job
   CHECK(result.exit_code == 0);
   CHECK(result.seconds < 3.0);  // the job's 0.5 s, and at most 1 s for the watchdog to exit
   CHECK(survivors_after({watchdog}, 1s).empty());
+}
+
+namespace {
+
+// Runs acc with `arguments` as a shell runs a job in the foreground: the leader of a new session
+// whose controlling terminal, a new pseudo-terminal, is its standard input; its standard output
+// and error go to `output`. Its wait status, or none (acc launch SIGKILLed, which its watchdog
+// passes on to the ranks) after `timeout`.
+std::optional<int> run_on_controlling_terminal(const std::vector<std::string>& arguments, const std::string& output,
+                                               std::chrono::seconds timeout) {
+  const int controller = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(controller >= 0);
+  REQUIRE(grantpt(controller) == 0);
+  REQUIRE(unlockpt(controller) == 0);
+  const std::string terminal = ptsname(controller);
+  std::vector<std::string> strings = {ACC_BIN};
+  strings.insert(strings.end(), arguments.begin(), arguments.end());
+  std::vector<char*> argv;
+  for (auto& text : strings) argv.push_back(text.data());
+  argv.push_back(nullptr);
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {  // only async-signal-safe calls until exec
+    setsid();
+    const int tty = open(terminal.c_str(), O_RDWR);  // a session leader's first terminal: its controlling one
+    const int out = open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (tty < 0 || out < 0 || dup2(tty, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 ||
+        dup2(out, STDERR_FILENO) < 0)
+      _exit(126);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  std::optional<int> status;
+  const auto deadline = Clock::now() + timeout;
+  for (int got = 0; !status && Clock::now() < deadline; std::this_thread::sleep_for(20ms))
+    if (waitpid(pid, &got, WNOHANG) == pid) status = got;
+  if (!status) {
+    kill(pid, SIGKILL);
+    int ignored = 0;
+    waitpid(pid, &ignored, 0);
+  }
+  close(controller);  // after the session's end: closed earlier, it would hang the session up
+  return status;
+}
+
+}  // namespace
+
+// Found: the rank stopped (a background process group reading its terminal), and acc launch
+// waited for it for ever, saying nothing.
+TEST_CASE("a rank that reads acc launch's terminal stops the job, naming the rank and the fix") {
+  TempFolder temp{"acc_launch_terminal"};
+  const std::string output = (temp.path() / "output").string();
+  const auto status =
+      run_on_controlling_terminal({"launch", "--num_processes", "1", "sh", "-c", "read line"}, output, 20s);
+  std::ifstream file(output);
+  const std::string printed{std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+  CAPTURE(printed);
+  REQUIRE(status.has_value());
+  REQUIRE(WIFEXITED(*status));
+  CHECK(WEXITSTATUS(*status) == 128 + SIGTTIN);
+  CHECK(printed.find("acc launch: rank 0 (pid ") != std::string::npos);
+  CHECK(printed.find(") was stopped by SIGTTIN: it read from the terminal, which ranks cannot") != std::string::npos);
 }
