@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -109,5 +110,8 @@ std::vector<pid_t> children_of(pid_t parent);
 std::vector<pid_t> survivors_after(const std::vector<pid_t>& pids, std::chrono::duration<double> timeout);
 
 std::vector<std::string> lines_of(const std::string& text);
+
+// The launch probe's `env` lines, by RANK: variable name -> value ("<unset>" when unset).
+std::map<int, std::map<std::string, std::string>> environments_by_rank(const std::string& out);
 
 }  // namespace acc::cli::test

@@ -583,17 +583,16 @@ TEST_CASE("acc launch uses the file a piped acc config wrote" * doctest::skip(!A
   REQUIRE(run_acc_with_input({"config"}, "multi-CPU\n\n3\nbf16\n\n").exit_code == 0);
   const LauncherResult launched = run_acc_with_input({"launch", PROBE_BIN, "env"});
   CHECK(launched.exit_code == 0);
-  int ranks = 0;
-  for (const auto& line : lines_of(launched.out)) {
-    if (line.rfind("env ", 0) != 0) continue;
-    ++ranks;
-    CHECK(line.find("WORLD_SIZE=3") != std::string::npos);
-    CHECK(line.find("ACCELERATE_USE_CPU=true") != std::string::npos);
-    CHECK(line.find("ACCELERATE_MIXED_PRECISION=bf16") != std::string::npos);
-    CHECK(line.find("ACC_DISTRIBUTED_TYPE=MULTI_CPU") != std::string::npos);
-    CHECK(line.find("ACC_CONFIG_FILE=" + home.hf_home_config().string()) != std::string::npos);
+  const auto ranks = environments_by_rank(launched.out);
+  CHECK(ranks.size() == 3);
+  for (const auto& [rank, variables] : ranks) {
+    CAPTURE(rank);
+    CHECK(variables.at("WORLD_SIZE") == "3");
+    CHECK(variables.at("ACCELERATE_USE_CPU") == "true");
+    CHECK(variables.at("ACCELERATE_MIXED_PRECISION") == "bf16");
+    CHECK(variables.at("ACC_DISTRIBUTED_TYPE") == "MULTI_CPU");
+    CHECK(variables.at("ACC_CONFIG_FILE") == home.hf_home_config().string());
   }
-  CHECK(ranks == 3);
 }
 
 // Found: acc launch read the default file while its ranks and acc env read ACC_CONFIG_FILE's.
@@ -606,15 +605,14 @@ TEST_CASE("acc launch applies the file ACC_CONFIG_FILE names, which acc env show
   const std::string variable = "ACC_CONFIG_FILE=" + named.string();
   const LauncherResult launched = run_acc_with_input({"launch", PROBE_BIN, "env"}, "", {variable});
   CHECK(launched.exit_code == 0);
-  int ranks = 0;
-  for (const auto& line : lines_of(launched.out)) {
-    if (line.rfind("env ", 0) != 0) continue;
-    ++ranks;
-    CHECK(line.find("WORLD_SIZE=2") != std::string::npos);
-    CHECK(line.find("ACCELERATE_MIXED_PRECISION=bf16") != std::string::npos);
-    CHECK(line.find("ACC_CONFIG_FILE=" + named.string()) != std::string::npos);
+  const auto ranks = environments_by_rank(launched.out);
+  CHECK(ranks.size() == 2);
+  for (const auto& [rank, variables] : ranks) {
+    CAPTURE(rank);
+    CHECK(variables.at("WORLD_SIZE") == "2");
+    CHECK(variables.at("ACCELERATE_MIXED_PRECISION") == "bf16");
+    CHECK(variables.at("ACC_CONFIG_FILE") == named.string());
   }
-  CHECK(ranks == 2);
   CHECK(run_acc_with_input({"env"}, "", {variable}).out.find("- Config file: " + named.string() + " (exists)\n") !=
         std::string::npos);
   // A named file that is missing is an error for acc launch too, not a fall back to the default.

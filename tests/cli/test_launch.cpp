@@ -26,25 +26,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// The probe's `env` lines, by RANK: variable name -> value ("<unset>" when unset).
-std::map<int, std::map<std::string, std::string>> environments_by_rank(const std::string& out) {
-  std::map<int, std::map<std::string, std::string>> by_rank;
-  for (const std::string& line : lines_of(out)) {
-    if (line.rfind("env ", 0) != 0) continue;
-    std::map<std::string, std::string> variables;
-    std::size_t start = 4;
-    while (start < line.size()) {
-      std::size_t end = line.find(' ', start);
-      if (end == std::string::npos) end = line.size();
-      const std::string entry = line.substr(start, end - start);
-      variables[entry.substr(0, entry.find('='))] = entry.substr(entry.find('=') + 1);
-      start = end + 1;
-    }
-    by_rank[std::stoi(variables["RANK"])] = variables;
-  }
-  return by_rank;
-}
-
 int usable_cpus() {
   cpu_set_t cpus;
   REQUIRE(sched_getaffinity(0, sizeof cpus, &cpus) == 0);
