@@ -342,7 +342,6 @@ TEST_CASE(
     "checkpointing, and the unused parameters the first step found are not searched for again") {
   with_accelerator([](auto& accelerator) {
     auto& comm = accelerator.strategy().comm();
-    using Comm = std::decay_t<decltype(comm)>;
     acc::AllReduceHook hook;
     torch::manual_seed(3);
     Twice plain;
