@@ -115,14 +115,19 @@ std::string free_memory() {
 
 const char* built_in(bool has_backend) { return has_backend ? "built in" : "not in this build"; }
 
+// Lines that end in a newline, each on a new line indented under an "- Item:" line.
+std::string indented_lines(const std::string& lines) {
+  std::string indented;
+  for (const char c : lines) indented += c == '\n' ? "\n  " : std::string(1, c);
+  return "\n  " + indented.substr(0, indented.size() - 2);
+}
+
 // The config indented under "- Active config:" as the loader read it, or why there is none to
 // show; `error` gets the loader's message.
 std::string active_config(const fs::path& path, bool named, std::optional<std::string>& error) {
   if (!named && !fs::exists(path)) return " not found\n";
   try {
-    std::string indented;
-    for (const char c : acc::Config::from_yaml_file(path).to_yaml()) indented += c == '\n' ? "\n  " : std::string(1, c);
-    return "\n  " + indented.substr(0, indented.size() - 2);
+    return indented_lines(acc::Config::from_yaml_file(path).to_yaml());
   } catch (const acc::Error& e) {
     error = e.what();
     return " cannot be used: " + *error + "\n";
@@ -156,9 +161,9 @@ std::string device_map_of(const std::string& model, const fs::path& config_path,
   }
   std::vector<std::string> launch_arguments;
   if (fs::exists(config_path)) launch_arguments = {"--config_file", config_path.string()};
-  for (const std::string& argument :
-       {program.path, std::string("env"), model, std::string("auto"), std::string(), std::string(), std::string()})
-    launch_arguments.push_back(argument);
+  // acc_device_map COMMAND MODEL DEVICE_MAP MAX_MEMORY NO_SPLIT DTYPE: what the devices have free,
+  // no class kept whole, the checkpoint's dtypes.
+  launch_arguments.insert(launch_arguments.end(), {program.path, "env", model, "auto", "", "", ""});
   const Machine machine = this_machine();
   const LaunchParse parsed = parse_launch_arguments(launch_arguments, machine);
   if (const auto* refused = std::get_if<UsageError>(&parsed)) {
@@ -175,9 +180,7 @@ std::string device_map_of(const std::string& model, const fs::path& config_path,
     error = exit_code < 0 ? start_error : "no device map for " + model + " (above)";
     return " cannot be planned: " + *error + "\n";
   }
-  std::string indented;
-  for (const char c : output) indented += c == '\n' ? "\n  " : std::string(1, c);
-  return "\n  " + indented.substr(0, indented.size() - 2);
+  return indented_lines(output);
 }
 
 }  // namespace
