@@ -518,13 +518,13 @@ TEST_SUITE("dispatch") {
       CHECK(at::equal(output, expected));
       for (const int i : {2, 3}) {
         CAPTURE(i);
-        // The forward found the weights; between calls they hold no memory.
+        // The forward found the weights; between calls they are meta tensors of their shapes.
         CHECK(gpt->units[i]->weight_elements_seen == 2 * 4 * kDim * kDim);
-        for (const auto& p : gpt->units[i]->parameters()) {
-          CHECK(p.numel() == 0);
-          CHECK(p.storage().nbytes() == 0);
+        for (const auto& p : gpt->units[i]->named_parameters()) {
+          CHECK(p.value().is_meta());
+          CHECK(p.value().sizes() == original.at("blocks." + std::to_string(i) + "." + p.key()).sizes());
         }
-        CHECK(gpt->units[i]->ln->bias.numel() == 0);
+        CHECK(gpt->units[i]->ln->bias.is_meta());
       }
       for (const auto& p : gpt->units[1]->parameters()) CHECK(p.numel() > 0);  // resident on the CPU
       // Each disk unit read the next one's file ahead as it ran, the last the first's, for the next call.
@@ -592,11 +592,11 @@ TEST_SUITE("dispatch") {
     for (const auto& p : block->named_parameters()) parameters.push_back({p.key(), p.value(), true});
     auto weights = acc::detail::OffloadedWeights::in_memory(parameters, /*pin=*/false);
     weights.release();
-    for (const auto& p : block->parameters()) CHECK(p.storage().nbytes() == 0);
+    for (const auto& p : block->parameters()) CHECK(p.is_meta());
     weights.load(c10::kCPU);
     for (const auto& p : block->named_parameters()) CHECK(at::equal(p.value(), original.at(p.key())));
     weights.release();
-    CHECK(block->fc1->weight.numel() == 0);
+    CHECK(block->fc1->weight.is_meta());
   }
 
   TEST_CASE("offloaded units with tied weights, units holding units, and a Sequential model dispatch exactly") {
@@ -608,7 +608,7 @@ TEST_SUITE("dispatch") {
       const auto expected = gpt(ids);
       auto model = acc::dispatch_model(gpt, {{"", "cpu"}, {"tokens", "disk"}, {"head", "disk"}}, dir.path / "tied");
       CHECK(at::equal(model(ids), expected));
-      CHECK(gpt->tokens->weight.numel() == 0);
+      CHECK(gpt->tokens->weight.is_meta());
       CHECK(gpt->head->weight.unsafeGetTensorImpl() == gpt->tokens->weight.unsafeGetTensorImpl());
       CHECK(acc::safetensors::File(dir.path / "tied" / "head.safetensors").contains("head.weight"));
     }
@@ -622,7 +622,7 @@ TEST_SUITE("dispatch") {
                                        dir.path / "seq");
       CHECK(at::equal(model(x), expected));
       CHECK(at::equal(model(x), expected));
-      CHECK(seq[2]->parameters()[0].numel() == 0);
+      CHECK(seq[2]->parameters()[0].is_meta());
       CHECK(seq[1]->named_parameters(false)["scale"].numel() == kDim);
     }
     {  // A unit holding units, all on disk: it prefetches the unit after its nested ones, which run
@@ -666,6 +666,31 @@ TEST_SUITE("dispatch") {
     CHECK(at::equal(first_dispatched(ids), first_expected));
   }
 
+  // Found: released weights were empty tensors, so dispatching the model again copied them and
+  // its first call failed in libtorch on a shape.
+  TEST_CASE("a model whose dispatch ended: dispatch_model refuses it, load_checkpoint_and_dispatch fills it") {
+    TempDir dir;
+    torch::NoGradGuard no_grad;
+    auto gpt = make_gpt(2);
+    const auto ids = token_ids();
+    const auto expected = gpt(ids);
+    save_sharded(*gpt, dir.path / "checkpoint");
+    const acc::DeviceMap map{{"", "cpu"}, {"blocks.1", "disk"}};
+    {
+      auto model = acc::dispatch_model(gpt, map, dir.path / "offload");
+      CHECK(at::equal(model(ids), expected));
+    }
+    const auto again = error_of([&] { acc::dispatch_model(gpt, map, dir.path / "again"); });
+    CHECK(again.rfind("'blocks.1.", 0) == 0);
+    CHECK(contains(again,
+                   "' has no values (a meta tensor, as acc::init_empty_weights makes, or an offloaded weight "
+                   "whose dispatch has ended): load the weights"));
+    acc::LoadAndDispatchOptions options;
+    options.offload_dir = dir.path / "offload";
+    auto model = acc::load_checkpoint_and_dispatch(gpt, dir.path / "checkpoint", map, options);
+    CHECK(at::equal(model(ids), expected));
+  }
+
   TEST_CASE("a unit called with a tensor and a number, returning two tensors, runs offloaded from disk") {
     TempDir dir;
     torch::NoGradGuard no_grad;
@@ -675,7 +700,7 @@ TEST_SUITE("dispatch") {
     const auto expected = model(x);
     auto dispatched = acc::dispatch_model(model, {{"", "cpu"}, {"pair", "disk"}}, dir.path);
     CHECK(at::equal(dispatched(x), expected));
-    CHECK(model->pair->fc->weight.numel() == 0);
+    CHECK(model->pair->fc->weight.is_meta());
   }
 
   TEST_CASE("a dispatch ends with its model, and refuses maps it cannot run, naming the fix") {
@@ -745,12 +770,18 @@ TEST_SUITE("dispatch") {
       auto model = acc::load_checkpoint_and_dispatch(empty, dir.path / "checkpoint", "auto", options);
       CHECK(model.device_map() == acc::infer_auto_device_map(gpt, options.max_memory));
       REQUIRE(model.device_map().find("blocks.2") == acc::Placement::disk());
-      CHECK(acc::meta_tensor_names(*empty).empty());
+      // Every weight was loaded: the only meta tensors are the disk units' parameters, between calls.
+      const auto meta = acc::meta_tensor_names(*empty);
+      std::size_t on_disk = 0;
+      for (const auto& p : empty->named_parameters())
+        on_disk += model.device_map().find(p.key()) == acc::Placement::disk();
+      CHECK(meta.size() == on_disk);
+      for (const auto& name : meta) CHECK(model.device_map().find(name) == acc::Placement::disk());
       for (int call = 0; call < 2; ++call) {
         CAPTURE(call);
         CHECK(at::equal(model(ids), expected));
         CHECK(empty->units[3]->weight_elements_seen == 2 * 4 * kDim * kDim);
-        for (const auto& p : empty->units[3]->parameters()) CHECK(p.numel() == 0);
+        for (const auto& p : empty->units[3]->parameters()) CHECK(p.is_meta());
       }
       // The disk-offloaded blocks are read from the checkpoint's own files (mapped): nothing was written.
       CHECK(file_names(options.offload_dir).empty());
@@ -763,7 +794,7 @@ TEST_SUITE("dispatch") {
           acc::DeviceMap{{"", "cpu"}, {"tokens", "disk"}, {"head", "disk"}, {"blocks.1", "disk"}}, options);
       CHECK(at::equal(model(ids), expected));
       CHECK(empty->head->weight.unsafeGetTensorImpl() == empty->tokens->weight.unsafeGetTensorImpl());
-      CHECK(empty->tokens->weight.numel() == 0);
+      CHECK(empty->tokens->weight.is_meta());
       CHECK(file_names(options.offload_dir).empty());
     }
     {  // In float64: the disk-offloaded units are converted once, into offload_dir. Float to double
@@ -889,7 +920,7 @@ TEST_SUITE("dispatch") {
       for (const int i : {1, 2, 3, 4}) {
         CAPTURE(i);
         CHECK(gpt->units[i]->weight_elements_seen == 2 * 4 * kDim * kDim);
-        CHECK(gpt->units[i]->fc1->weight.numel() == 0);
+        CHECK(gpt->units[i]->fc1->weight.is_meta());
       }
     }
   }

@@ -192,6 +192,8 @@ TEST_SUITE("safetensors") {
     CHECK(contains(error({{"a", at::ones(1)}, {"a", at::ones(2)}}), "two tensors are named 'a'"));
     CHECK(contains(error({{"__metadata__", at::ones(1)}}), "may not be named __metadata__"));
     CHECK(contains(error({{"c", at::ones(1, at::kComplexFloat)}}), "tensor 'c' is ComplexFloat"));
+    CHECK(contains(error({{"m", at::empty({2, 3}, at::kMeta)}}), "tensor 'm' has no values (a meta tensor"));
+    CHECK_FALSE(std::filesystem::exists(file));  // refused before anything is written
     CHECK(error({{"a", at::ones(1)}}).empty());
     CHECK(contains(error_of([&] { acc::safetensors::save_file({}, dir.path / "no" / "dir" / "x"); }), "cannot create"));
   }

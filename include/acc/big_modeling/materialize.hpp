@@ -31,8 +31,8 @@ ACC_DECL void materialize(torch::nn::Module& module, c10::Device device);
 namespace detail {
 
 // Makes `target` (the same tensor object) take `value`'s storage, shape, dtype and device, also
-// where Tensor::set_data refuses: from the meta device to a real one (set_data only swaps between
-// dense backends, and in libtorch Meta is not one). A gradient accumulator made for the old
+// where Tensor::set_data refuses: between the meta device and a real one (set_data only swaps
+// between dense backends, and in libtorch Meta is not one). A gradient accumulator made for the old
 // device is dropped, as set_data drops it, so that backward makes one for the new.
 ACC_DECL void assign_in_place(const at::Tensor& target, const at::Tensor& value);
 

@@ -22,7 +22,7 @@
 // device, calls the model (a torch::nn::Sequential child by child, so that each is a unit), and
 // moves the outputs back to the inputs' device (Accelerate's io_same_device on the model). The
 // placement lasts while it (or a copy) lives: then the units' hooks go, and offloaded
-// parameters stay empty (load the weights again to use the module alone).
+// parameters stay meta tensors (load the weights again, or load_checkpoint_and_dispatch again).
 //
 // Only units can be placed apart from their parent (libtorch's modules have no forward hooks):
 // an entry that would place a tensor apart from the unit it runs in is an acc::Error naming both,

@@ -57,7 +57,7 @@ class OffloadedWeights {
                                             const std::vector<Stored>& stored);
 
   ACC_DECL void load(c10::Device device);
-  // Leaves each parameter an empty tensor (no elements, no storage) of its dtype on the CPU.
+  // Leaves each parameter a meta tensor (no storage) of its shape and dtype, as Accelerate does.
   ACC_DECL void release();
   const std::vector<UnitTensor>& parameters() const { return parameters_; }
   // The values kept in host memory ("cpu" offload; none for "disk").

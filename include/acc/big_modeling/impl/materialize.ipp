@@ -36,7 +36,9 @@ ACC_DECL void materialize(torch::nn::Module& module, c10::Device device) {
 namespace detail {
 
 ACC_DECL void assign_in_place(const at::Tensor& target, const at::Tensor& value) {
-  if (!target.is_meta()) {
+  // set_data refuses to move a tensor between the meta device and a real one (their backends
+  // differ); offloaded weights go both ways.
+  if (!target.is_meta() && !value.is_meta()) {
     target.set_data(value);
     return;
   }

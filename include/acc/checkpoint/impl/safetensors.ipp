@@ -287,6 +287,10 @@ ACC_DECL Written save_file(const std::vector<std::pair<std::string, at::Tensor>>
   for (const auto& [name, tensor] : tensors) {
     if (name == "__metadata__") fail("a tensor may not be named __metadata__");
     if (!tensor.defined()) fail("tensor '" + name + "' is undefined");
+    if (tensor.is_meta())
+      fail("tensor '" + name +
+           "' has no values (a meta tensor: built under acc::init_empty_weights, or an offloaded weight of a "
+           "dispatched model between its calls); give it its values first (acc::load_checkpoint_in_model)");
     const auto dtype = detail::dtype_name(tensor.scalar_type());
     if (!dtype)
       fail("tensor '" + name + "' is " + std::string(c10::toString(tensor.scalar_type())) +

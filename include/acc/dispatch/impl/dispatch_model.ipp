@@ -120,8 +120,9 @@ ACC_DECL Dispatch::Dispatch(const std::shared_ptr<torch::nn::Module>& model, Dev
     for (const auto& t : units[u].tensors)
       if (t.tensor.is_meta() && !(plan.offloaded[u] && t.parameter && stored.count(t.name)))
         throw Error("'" + t.name +
-                    "' has no values (a meta tensor, as acc::init_empty_weights makes): load the "
-                    "weights before acc::dispatch_model, or load and dispatch with acc::load_checkpoint_and_dispatch");
+                    "' has no values (a meta tensor, as acc::init_empty_weights makes, or an offloaded weight whose "
+                    "dispatch has ended): load the weights before acc::dispatch_model, or load and dispatch with "
+                    "acc::load_checkpoint_and_dispatch");
   bool writes_disk = false;  // a disk-offloaded parameter whose values are in no file yet
   for (std::size_t u = 0; u < units.size(); ++u)
     for (const auto& t : units[u].tensors)

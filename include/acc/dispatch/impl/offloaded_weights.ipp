@@ -175,7 +175,10 @@ ACC_DECL bool OffloadedWeights::prefetched() const {
 
 ACC_DECL void OffloadedWeights::release() {
   at::NoGradGuard no_grad;
-  for (const auto& p : parameters_) assign_in_place(p.tensor, at::empty({0}, p.tensor.options().device(at::kCPU)));
+  // Meta tensors of their shapes, as Accelerate leaves offloaded weights: the module still
+  // describes itself, and a later dispatch sees that these parameters have no values.
+  for (const auto& p : parameters_)
+    assign_in_place(p.tensor, at::empty(p.tensor.sizes(), p.tensor.options().device(at::kMeta)));
 }
 
 }  // namespace acc::detail
