@@ -172,10 +172,25 @@ TEST_CASE("drop_last with even batches keeps only whole rounds") {
   CHECK((plan(14, 3, {1, 2}, true) == Plan{{3, 4, 5}, {9, 10, 11}}));
 }
 
+// Found: without even batches, drop_last dropped only a partial batch, so 5 batches over 4 ranks
+// gave rank 0 a second one, whose backward waited for ranks that had none.
+TEST_CASE("drop_last without even batches also keeps only whole rounds: every rank gets as many") {
+  CHECK((plan(10, 2, {0, 4, false}, true) == Plan{{0, 1}}));
+  for (int rank = 1; rank < 4; ++rank) CHECK(plan(10, 2, {rank, 4, false}, true).size() == 1);
+  CHECK((plan(14, 3, {1, 2, false}, true) == Plan{{3, 4, 5}, {9, 10, 11}}));
+  // split_batches: every whole global batch is a round.
+  CHECK((plan(10, 4, {1, 2, false, true}, true) == Plan{{2, 3}, {6, 7}}));
+}
+
 TEST_CASE("split batches: each rank takes its slice of every global batch") {
   CHECK((plan(8, 4, {0, 2, true, true}) == Plan{{0, 1}, {4, 5}}));
   CHECK((plan(8, 4, {1, 2, true, true}) == Plan{{2, 3}, {6, 7}}));
   CHECK((plan(6, 4, {1, 2, true, true}) == Plan{{2, 3}, {0, 1}}));  // last batch [4,5,0,1]
+  // Without even batches a short last batch is cut in slices of batch_size / processes from the
+  // first process on, as Accelerate cuts it: [4] goes to rank 0 (it went to rank 3).
+  CHECK((plan(5, 4, {0, 4, false, true}) == Plan{{0}, {4}}));
+  for (int rank = 1; rank < 4; ++rank) CHECK(plan(5, 4, {rank, 4, false, true}).size() == 1);
+  CHECK((plan(7, 4, {1, 2, false, true}) == Plan{{2, 3}, {6}}));
   CHECK_THROWS_WITH_AS(plan(8, 3, acc::Sharding{0, 2, true, true}),
                        "split_batches needs a batch_size divisible by the number of processes, but batch_size is 3 "
                        "and there are 2 processes; choose a multiple of 2 or turn split_batches off",
@@ -224,9 +239,9 @@ struct OneShot {
 };
 
 template <class Dataset>
-Plan stream_epoch(Dataset dataset, int64_t batch, acc::Sharding sharding) {
-  auto loader =
-      acc::DataLoader(dataset, batch).template placed<acc::Sequential>({sharding, c10::Device(c10::kCPU), 0, nullptr});
+Plan stream_epoch(Dataset dataset, acc::DataLoaderOptions options, acc::Sharding sharding) {
+  auto loader = acc::DataLoader(dataset, options)
+                    .template placed<acc::Sequential>({sharding, c10::Device(c10::kCPU), 0, nullptr});
   return epoch(loader);
 }
 
@@ -257,11 +272,17 @@ TEST_CASE("a stream sharded across ranks: each rank keeps its batch of every rou
         CHECK(stream_epoch(Counter{10}, 3, sharding) == plan(10, 3, sharding));
         CHECK(stream_epoch(Counter{10}, 3, sharding) == plan(10, 3, sharding));
         CHECK(stream_epoch(Counter{10}, 2, sharding) == plan(10, 2, sharding));
+        const auto dropping = acc::DataLoaderOptions(2).drop_last(true);
+        CHECK(stream_epoch(Counter{10}, dropping, sharding) == plan(10, 2, sharding, true));
+        if (world != 3) {  // split_batches needs a batch_size divisible by the processes
+          const acc::Sharding split{rank, world, even, /*split_batches=*/true, /*dispatch_batches=*/false};
+          CHECK(stream_epoch(Counter{5}, 4, split) == plan(5, 4, split));
+          CHECK(stream_epoch(Counter{10}, acc::DataLoaderOptions(4).drop_last(true), split) ==
+                plan(10, 4, split, true));
+        }
       }
     }
   }
-  const acc::Sharding split{1, 2, true, true, /*dispatch_batches=*/false};
-  CHECK(stream_epoch(Counter{6}, 4, split) == plan(6, 4, split));
   // A stream placed by hand for several processes, without the communicator dispatching needs.
   CHECK_THROWS_WITH_AS(stream_epoch(Counter{6}, 4, acc::Sharding{1, 2}),
                        doctest::Contains("prepare the loader with Accelerator::prepare"), acc::Error);

@@ -204,10 +204,9 @@ class StreamedRounds {
   }
   // Process `rank`'s part of a round of `size` examples, as [begin, end).
   std::pair<int64_t, int64_t> part(int64_t size, int rank) const {
-    const int64_t world = shard_.world_size, batch = options_.batch_size();
-    const int64_t begin = shard_.split_batches ? size * rank / world : std::min(size, batch * rank);
-    const int64_t end = shard_.split_batches ? size * (rank + 1) / world : std::min(size, begin + batch);
-    return {begin, end};
+    const int64_t share = shard_.split_batches ? options_.batch_size() / shard_.world_size : options_.batch_size();
+    const int64_t begin = std::min(size, share * rank);
+    return {begin, std::min(size, begin + share)};
   }
   bool finished() const { return finished_; }
   int64_t duplicates() const { return duplicates_; }

@@ -30,27 +30,27 @@ ACC_DECL BatchPlan plan_batches(const std::vector<int64_t>& order, const DataLoa
   const bool last_is_partial = static_cast<int64_t>(batches.back().size()) < batch_size;
   if (options.drop_last() && last_is_partial) batches.pop_back();
 
-  if (shard.even_batches && world > 1) {
+  const int64_t rounds_of = shard.split_batches ? 1 : world;
+  if (options.drop_last()) {
+    // Only whole rounds, whatever even_batches says (as Accelerate's BatchSamplerShard): a
+    // process with a batch more would wait in its backward for processes that have none.
+    batches.resize(batches.size() / static_cast<std::size_t>(rounds_of) * static_cast<std::size_t>(rounds_of));
+  } else if (shard.even_batches && world > 1) {
     // Complete the last batch, then add batches until every process has the same number, all
     // taken from the start of this epoch's order, cycled (Accelerate's even_batches). A single
     // process keeps its partial last batch, as an unsharded loader does.
     auto refill = order | views::cycle;
     auto next = ranges::begin(refill);
-    if (!options.drop_last() && last_is_partial)
+    if (last_is_partial)
       while (static_cast<int64_t>(batches.back().size()) < batch_size) {
         batches.back().push_back(*next++);
         ++duplicates;
       }
-    const int64_t rounds_of = shard.split_batches ? 1 : world;
-    if (options.drop_last()) {
-      batches.resize(batches.size() / static_cast<std::size_t>(rounds_of) * static_cast<std::size_t>(rounds_of));
-    } else {
-      while (static_cast<int64_t>(batches.size()) % rounds_of != 0) {
-        std::vector<int64_t> extra;
-        for (int64_t i = 0; i < batch_size; ++i) extra.push_back(*next++);
-        batches.push_back(std::move(extra));
-        duplicates += batch_size;
-      }
+    while (static_cast<int64_t>(batches.size()) % rounds_of != 0) {
+      std::vector<int64_t> extra;
+      for (int64_t i = 0; i < batch_size; ++i) extra.push_back(*next++);
+      batches.push_back(std::move(extra));
+      duplicates += batch_size;
     }
   }
 
@@ -58,12 +58,13 @@ ACC_DECL BatchPlan plan_batches(const std::vector<int64_t>& order, const DataLoa
     return {batches | views::drop(shard.rank) | views::stride(world) | ranges::to<Batches>(), duplicates};
 
   Batches mine;
+  const int64_t share = batch_size / world;
   for (const auto& batch : batches) {
-    // A full batch splits exactly; an uneven last batch (even_batches off) gives the first
-    // processes one sample more, and a process whose slice is empty gets no batch.
+    // Each process's slice of batch_size / processes, from the first process on: a short last
+    // batch (even_batches off) leaves the last processes less, or no batch (as in Accelerate).
     const int64_t size = static_cast<int64_t>(batch.size());
-    const int64_t begin = size * shard.rank / world;
-    const int64_t end = size * (shard.rank + 1) / world;
+    const int64_t begin = std::min(size, share * shard.rank);
+    const int64_t end = std::min(size, begin + share);
     if (begin < end) mine.emplace_back(batch.begin() + begin, batch.begin() + end);
   }
   return {std::move(mine), duplicates};
