@@ -97,6 +97,10 @@ class FileLock {
 ACC_DECL void save_optimizer(const torch::optim::Optimizer& optimizer, torch::serialize::OutputArchive& archive);
 
 ACC_DECL void load_optimizer(torch::optim::Optimizer& optimizer, torch::serialize::InputArchive& archive);
+// Throws an acc::Error when the archive's parameter groups are not the optimizer's (their number,
+// or a group's number of parameters): libtorch's Optimizer::load finds it only group by group, as
+// it assigns them, after the model's weights were loaded.
+ACC_DECL void check_optimizer_fits(const torch::optim::Optimizer& optimizer, torch::serialize::InputArchive& archive);
 
 // libtorch's LR schedulers keep their state in a protected step count and serialize nothing;
 // a member pointer formed in a derived class reaches it on any scheduler.

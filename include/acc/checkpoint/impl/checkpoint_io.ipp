@@ -170,6 +170,28 @@ ACC_DECL void load_optimizer(torch::optim::Optimizer& optimizer, torch::serializ
   }
 }
 
+ACC_DECL void check_optimizer_fits(const torch::optim::Optimizer& optimizer, torch::serialize::InputArchive& archive) {
+  const auto fix = ": build the optimizer with the parameter groups of the run that saved it";
+  torch::serialize::InputArchive groups;
+  archive.read("param_groups", groups);
+  at::Tensor count;
+  groups.read("param_groups/size", count);
+  const auto& here = optimizer.param_groups();
+  if (count.item<int64_t>() != static_cast<int64_t>(here.size()))
+    throw Error("the optimizer state holds " + std::to_string(count.item<int64_t>()) +
+                " parameter group(s), and the prepared optimizer has " + std::to_string(here.size()) + fix);
+  for (std::size_t g = 0; g < here.size(); ++g) {
+    torch::serialize::InputArchive group;
+    groups.read("param_groups/" + std::to_string(g), group);
+    at::Tensor size;
+    group.read("params/size", size);
+    if (size.item<int64_t>() != static_cast<int64_t>(here[g].params().size()))
+      throw Error("the optimizer state's parameter group " + std::to_string(g) + " holds " +
+                  std::to_string(size.item<int64_t>()) + " parameter(s), and the prepared optimizer's has " +
+                  std::to_string(here[g].params().size()) + fix);
+  }
+}
+
 ACC_DECL void fail_save_at(std::string_view stage, int rank) {
   const char* wanted = std::getenv("ACC_TEST_FAIL_SAVE_AT");
   if (!wanted) return;

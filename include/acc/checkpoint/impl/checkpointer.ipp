@@ -539,8 +539,10 @@ ACC_DECL CheckpointerCore::Loaded CheckpointerCore::read(const std::filesystem::
   for (std::size_t i = 0; i < m.optimizers.size(); ++i) {
     const auto& name = m.optimizers[i];
     if (!deal) {
-      loaded.optimizers.push_back(
-          archive_of(need(optimizer_file(name, saved_optimizer_rank(subject_, m.world_size))), subject_.device));
+      const auto needed = need(optimizer_file(name, saved_optimizer_rank(subject_, m.world_size)));
+      loaded.optimizers.push_back(archive_of(needed, subject_.device));
+      detail::read_from(needed.first,
+                        [&] { detail::check_optimizer_fits(*optimizers_[i].object, loaded.optimizers.back()); });
       continue;
     }
     try {
