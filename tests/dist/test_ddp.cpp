@@ -4,6 +4,7 @@
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/adamw.h>
+#include <torch/optim/sgd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -761,6 +762,94 @@ TEST_CASE("after the first step DDP lays its buckets out in the order the gradie
     for (const auto& p : net->parameters()) {
       const auto all = accelerator.gather(p.detach().reshape({1, -1}));
       for (int64_t r = 1; r < all.size(0); ++r) CHECK(all[r].equal(all[0]));
+    }
+  });
+}
+
+// Found: a rank out of batches before its first step laid its buckets out as rank 0's inside the
+// join, and left the new buckets waiting for no member; after the join its first backward never
+// started them and failed, naming no parameter, while the others waited.
+TEST_CASE("a rank that has no batch inside join_uneven_inputs takes rank 0's bucket layout and trains on after it") {
+  with_accelerator([](auto& shared) {
+    using Comm = std::decay_t<decltype(shared.strategy().comm())>;
+    acc::Accelerator<acc::DDP<Comm>> accelerator(
+        acc::AcceleratorOptions().ddp(acc::DDPOptions().bucket_cap_mb(0).first_bucket_cap_mb(0)));
+    torch::manual_seed(3);
+    HeadFirst net;
+    // Plain SGD: no optimizer state, which the rank that stepped alone would hold apart (the
+    // join gives every rank its weights, not its optimizer's state).
+    torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(1e-2));
+    auto [model, optimizer] = accelerator.prepare(net, opt);
+    const auto x = (at::randn({kBatch, 8}) * (accelerator.process_index() + 1)).to(accelerator.device());
+    const auto step = [&] {
+      optimizer.zero_grad();
+      accelerator.backward(model(x).pow(2).sum());
+      optimizer.step();
+    };
+    {
+      acc::JoinUnevenInputs join(accelerator, model);
+      if (accelerator.process_index() == 0) step();  // the others have no batch
+    }
+    for (int i = 0; i < 2; ++i) step();
+    if (accelerator.num_processes() > 1) {  // alone, nothing is sent: the layout stays
+      const auto layout = accelerator.strategy().bucket_parameters();
+      CHECK(std::set<std::string>{layout[0].front(), layout[1].front()} ==
+            std::set<std::string>{"head.weight", "head.bias"});
+    }
+    for (const auto& p : net->parameters()) {
+      const auto all = accelerator.gather(p.detach().reshape({1, -1}));
+      for (int64_t r = 1; r < all.size(0); ++r) CHECK(all[r].equal(all[0]));
+    }
+  });
+}
+
+// Found: a rank that was done handed PowerSGD a bucket of zeros of its own, but PowerSGD's
+// matrices are views of the bucket it planned on, so the rank sent its last step's gradients.
+TEST_CASE("PowerSGD under join_uneven_inputs: a rank that is done sends zeros, not its last gradients") {
+  with_accelerator([](auto& shared) {
+    using Comm = std::decay_t<decltype(shared.strategy().comm())>;
+    // Rank 3 for a 3 x 8 weight: P is square, P P^T = I, and P Q^T is the ranks' mean itself.
+    const auto options = acc::AcceleratorOptions().ddp(acc::DDPOptions().power_sgd(
+        acc::PowerSGDOptions().matrix_approximation_rank(3).start_iter(0).min_compression_rate(0).use_error_feedback(
+            false)));
+    acc::Accelerator<acc::DDP<Comm, acc::PowerSGDHook>> accelerator(options);
+    const int rank = accelerator.process_index(), world = accelerator.num_processes();
+    torch::manual_seed(3);
+    torch::nn::Linear net(8, 3);
+    net->to(at::kDouble);
+    torch::nn::Linear local(8, 3);  // the same weights, to compute this rank's own gradient
+    local->to(at::kDouble);
+    {
+      at::NoGradGuard no_grad;
+      local->weight.copy_(net->weight);
+      local->bias.copy_(net->bias);
+    }
+    auto model = accelerator.prepare(net);
+    // Rank 0 has 3 batches, the others 2: in the third step they are done and add zeros, after
+    // two steps in which PowerSGD planned on their buckets.
+    const int batches = rank == 0 ? 3 : 2;
+    at::Tensor averaged, own;
+    {
+      acc::JoinUnevenInputs join(accelerator, model);
+      for (int s = 0; s < batches; ++s) {
+        torch::manual_seed(10 * rank + s);
+        const auto x = at::randn({kBatch, 8}, at::kDouble);
+        net->zero_grad();
+        accelerator.backward(model(x.to(accelerator.device())).pow(2).sum());
+        if (s == 2) {
+          local->zero_grad();
+          local(x).pow(2).sum().backward();
+          averaged = at::cat({net->weight.grad().reshape({-1}), net->bias.grad()}).cpu();
+          own = at::cat({local->weight.grad().reshape({-1}), local->bias.grad()});
+        }
+      }
+    }
+    if (rank == 0 && world > 1) {
+      // The mean over all ranks of rank 0's gradient and zeros. float64 rounding through PowerSGD's
+      // products and Gram-Schmidt of a 3 x 3 P is far below 1e-9 of the gradient; the last
+      // gradients of the others, sent instead of zeros, are of the gradient's own size.
+      const auto scale = own.abs().max().item<double>();
+      CHECK((averaged - own / world).abs().max().item<double>() <= 1e-9 * scale);
     }
   });
 }

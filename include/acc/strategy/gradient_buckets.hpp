@@ -134,16 +134,20 @@ class GradientBuckets {
   }
 
   // The collectives of one synchronizing step, in the same order, on zeros (the share of a
-  // process that has no batch left; see DDP::average_zero_gradients).
+  // process that has no batch left; see DDP::average_zero_gradients). The buckets themselves are
+  // zeroed, not copies made: a hook that keeps views of a bucket's buffer (PowerSGD's matrices)
+  // would send the buffer's last gradients instead of a copy's zeros.
   void average_zeros() {
     if (comm_.world_size() == 1) return;
     for (auto& bucket : buckets_) {
-      GradBucket zeros{bucket.grad.index, at::zeros_like(bucket.grad.buffer), {}};
-      for (const auto member : bucket.members) zeros.gradients.push_back(view_in(zeros.buffer, params_[member]));
-      call_hook(hook_, comm_, zeros).wait();
+      bucket.grad.buffer.zero_();
+      call_hook(hook_, comm_, bucket.grad).wait();
       ++collectives_started_;
     }
-    if (!laid_out_by_arrival_) lay_out_by_arrival();  // rank 0's order, as the training ranks get it
+    if (!laid_out_by_arrival_) {
+      lay_out_by_arrival();  // rank 0's order, as the training ranks get it
+      reset();               // new buckets wait for all their members, as after finish()
+    }
   }
 
   // Drops the gradients. The next backward then hands each parameter a fresh gradient, which its
