@@ -734,6 +734,24 @@ TEST_SUITE("checkpoint") {
           std::vector<fs::path>{dir.path / "export" / "model.safetensors"});
   }
 
+  // Found: where directories cannot be exchanged (NFS), a save killed between moving the previous
+  // checkpoint aside and the new one in left neither in place, and the next save deleted both.
+  TEST_CASE("a save killed between its two renames: the next one puts the previous checkpoint back first") {
+    TempDir dir;
+    const auto target = dir.path / "ckpt";
+    const auto dead = std::to_string(ended_process());
+    fs::create_directories(dir.path / ("ckpt.tmp-" + dead + ".old") / "previous");
+    fs::create_directories(dir.path / ("ckpt.tmp-" + dead) / "new");
+    acc::detail::remove_stale_staging(target);
+    CHECK(fs::exists(target / "previous"));
+    CHECK(std::vector<fs::path>(fs::directory_iterator(dir.path), {}) == std::vector<fs::path>{target});
+    // With the target in place, an .old one is stale like the rest.
+    fs::create_directories(dir.path / ("ckpt.tmp-" + dead + ".old") / "older");
+    acc::detail::remove_stale_staging(target);
+    CHECK(fs::exists(target / "previous"));
+    CHECK(std::vector<fs::path>(fs::directory_iterator(dir.path), {}) == std::vector<fs::path>{target});
+  }
+
   TEST_CASE("a byte changed in any file of a checkpoint: load_state names the file and its checksum, changes nothing") {
     TempDir dir;
     const auto ckpt = dir.path / "ckpt";

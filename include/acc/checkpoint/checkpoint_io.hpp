@@ -48,7 +48,8 @@ ACC_DECL std::filesystem::path staging_path(const std::filesystem::path& target,
 // Removes what saves of `target` that were killed left beside it: `<target>.tmp-<pid>` (and the
 // `.old` directory of a replacement that could not exchange) of processes that no longer run
 // here. Saves into one place are serialized (one main process; the project_dir lock), so a
-// staging directory of a process that is gone belongs to no save in progress.
+// staging directory of a process that is gone belongs to no save in progress. An `.old` one
+// where `target` is missing goes back to `target` instead: that save was killed between its renames.
 ACC_DECL void remove_stale_staging(const std::filesystem::path& target);
 
 // Runs fn (which reads an archive into an object), naming the file in any error.

@@ -187,8 +187,13 @@ inline void replace_directory(const std::filesystem::path& staged, const std::fi
 #endif
   if (!exchanged) {
     retired = staged.string() + ".old";
-    if (std::rename(target.c_str(), retired.c_str()) != 0 || std::rename(staged.c_str(), target.c_str()) != 0)
-      throw Error("cannot move '" + staged.string() + "' to '" + target.string() + "': " + system_error_text(errno));
+    if (std::rename(target.c_str(), retired.c_str()) != 0)
+      throw Error("cannot move '" + target.string() + "' aside: " + system_error_text(errno));
+    if (std::rename(staged.c_str(), target.c_str()) != 0) {
+      const int error = errno;
+      std::rename(retired.c_str(), target.c_str());  // the previous contents go back in place
+      throw Error("cannot move '" + staged.string() + "' to '" + target.string() + "': " + system_error_text(error));
+    }
   }
   fsync_path(parent_directory(target));
   remove_tree(retired);

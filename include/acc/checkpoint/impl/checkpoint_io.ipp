@@ -90,15 +90,24 @@ ACC_DECL std::filesystem::path staging_path(const std::filesystem::path& target,
 ACC_DECL void remove_stale_staging(const std::filesystem::path& target) {
   const auto prefix = target.filename().string() + ".tmp-";
   std::error_code ec;
+  const bool target_exists = std::filesystem::exists(target, ec);
   for (const auto& entry : std::filesystem::directory_iterator(parent_directory(target), ec)) {
     const auto name = entry.path().filename().string();
     if (name.rfind(prefix, 0) != 0) continue;
     auto digits = std::string_view(name).substr(prefix.size());
-    if (digits.size() > 4 && digits.substr(digits.size() - 4) == ".old") digits.remove_suffix(4);
+    const bool retired = digits.size() > 4 && digits.substr(digits.size() - 4) == ".old";
+    if (retired) digits.remove_suffix(4);
     if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string_view::npos)
       continue;
     const auto pid = static_cast<pid_t>(std::stol(std::string(digits)));
     if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to signal)
+    // A replacement killed between moving the previous contents aside and the new ones in (where
+    // the directories cannot be exchanged): the previous contents go back, as a save that did not
+    // return leaves what was there before.
+    if (retired && !target_exists && std::rename(entry.path().c_str(), target.c_str()) == 0) {
+      fsync_path(parent_directory(target));
+      continue;
+    }
     remove_tree_or_throw(entry.path());
   }
 }
