@@ -683,10 +683,7 @@ TEST_CASE("PowerSGD with error feedback trains an Mlp to the same weights on eve
     // wrong average would show as NaN or a rise), and every rank applied the same update.
     CHECK(last < first);
     if (accelerator.num_processes() > 1) CHECK(accelerator.strategy().hook().compression_rate() > 1);
-    for (const auto& p : net->parameters()) {
-      const auto all = accelerator.gather(p.detach().reshape({1, -1}));
-      for (int64_t r = 1; r < all.size(0); ++r) CHECK(all[r].equal(all[0]));  // the ranks' averages agree bit for bit
-    }
+    CHECK(same_parameters_on_every_rank(accelerator, *net));  // the ranks' averages agree bit for bit
   });
 }
 
@@ -759,10 +756,7 @@ TEST_CASE("after the first step DDP lays its buckets out in the order the gradie
       accelerator.backward(model(x).pow(2).sum());
       optimizer.step();
     }
-    for (const auto& p : net->parameters()) {
-      const auto all = accelerator.gather(p.detach().reshape({1, -1}));
-      for (int64_t r = 1; r < all.size(0); ++r) CHECK(all[r].equal(all[0]));
-    }
+    CHECK(same_parameters_on_every_rank(accelerator, *net));
   });
 }
 
@@ -796,10 +790,7 @@ TEST_CASE("a rank that has no batch inside join_uneven_inputs takes rank 0's buc
       CHECK(std::set<std::string>{layout[0].front(), layout[1].front()} ==
             std::set<std::string>{"head.weight", "head.bias"});
     }
-    for (const auto& p : net->parameters()) {
-      const auto all = accelerator.gather(p.detach().reshape({1, -1}));
-      for (int64_t r = 1; r < all.size(0); ++r) CHECK(all[r].equal(all[0]));
-    }
+    CHECK(same_parameters_on_every_rank(accelerator, *net));
   });
 }
 

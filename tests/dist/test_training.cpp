@@ -36,11 +36,7 @@ TEST_CASE("training: ranks start from rank 0's weights and stay identical after 
     }
     const int world = accelerator.num_processes();
     CHECK(steps == (16 + world - 1) / world);  // 16 batches, evened out across ranks
-    for (const auto& p : net->parameters()) {
-      const auto mine = p.detach().reshape({1, -1});
-      const auto all = accelerator.gather(mine);
-      for (int64_t r = 1; r < all.size(0); ++r) CHECK(at::equal(all[r], all[0]));
-    }
+    CHECK(same_parameters_on_every_rank(accelerator, *net));
   });
 }
 
@@ -69,14 +65,6 @@ TEST_CASE(
     torch::nn::Linear net(8, 3);
     torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-2));
     auto [model, optimizer, loader] = accelerator.prepare(net, opt, acc::DataLoader(Blobs{}, 4));
-    const auto same_on_every_rank = [&] {
-      bool same = true;
-      for (const auto& p : net->parameters()) {
-        const auto all = accelerator.gather(p.detach().reshape({1, -1}));
-        for (int64_t r = 1; r < all.size(0); ++r) same = same && at::equal(all[r], all[0]);
-      }
-      return same;
-    };
     std::vector<bool> same_after_step;
     {
       acc::LocalSGD local_sgd(accelerator, model, k);
@@ -85,7 +73,7 @@ TEST_CASE(
         optimizer.step();
         optimizer.zero_grad();
         local_sgd.step();
-        same_after_step.push_back(same_on_every_rank());
+        same_after_step.push_back(same_parameters_on_every_rank(accelerator, *net));
       }
     }
     // Averages are exact copies of one all-reduced value; between them each rank stepped on its own
@@ -93,7 +81,7 @@ TEST_CASE(
     const bool several = accelerator.num_processes() > 1;
     for (std::size_t step = 1; step <= same_after_step.size(); ++step)
       CHECK_MESSAGE(same_after_step[step - 1] == (!several || step % k == 0), "after step " << step);
-    CHECK(same_on_every_rank());  // leaving the scope averaged
+    CHECK(same_parameters_on_every_rank(accelerator, *net));  // leaving the scope averaged
   });
 }
 
@@ -141,10 +129,7 @@ TEST_CASE("join_uneven_inputs: ranks out of batches average zeros until the last
         optimizer.zero_grad();
       }
     }
-    for (const auto& p : net->parameters()) {
-      const auto all = accelerator.gather(p.detach().reshape({1, -1}));
-      for (int64_t r = 1; r < all.size(0); ++r) CHECK(at::equal(all[r], all[0]));  // broadcast copies
-    }
+    CHECK(same_parameters_on_every_rank(accelerator, *net));  // broadcast copies
     // float64 on both sides: they differ by summation order only, which AdamW's drift bound covers.
     const auto ours = net->parameters();
     const auto theirs = reference->parameters();

@@ -37,6 +37,18 @@ inline CpuAccelerator& cpu_accelerator() {
 // train in float64.
 constexpr double adamw_float64_drift(int steps, double lr) { return steps * lr * 1e-13 / 1e-8; }
 
+// Whether every rank holds the same values of each of `module`'s parameters, bit for bit (a
+// collective: every rank calls it).
+template <class Accelerator>
+bool same_parameters_on_every_rank(Accelerator& accelerator, const torch::nn::Module& module) {
+  bool same = true;
+  for (const auto& p : module.parameters()) {
+    const auto all = accelerator.gather(p.detach().reshape({1, -1}));
+    for (int64_t r = 1; r < all.size(0); ++r) same = same && at::equal(all[r], all[0]);
+  }
+  return same;
+}
+
 // Calls fn with this rank's accelerator: acc::CPU over Gloo unless ACC_TEST_BACKEND=nccl.
 template <class Fn>
 void with_accelerator(Fn&& fn) {
