@@ -26,8 +26,12 @@
 #include <boost/hana/for_each.hpp>
 #include <boost/hana/tuple.hpp>
 #include <boost/hana/type.hpp>
+#include <boost/hana/unpack.hpp>
 
+#include <array>
+#include <cstddef>
 #include <string>
+#include <string_view>
 #include <type_traits>
 
 namespace acc {
@@ -67,6 +71,54 @@ constexpr auto samplers = boost::hana::tuple_t<S...>;
 #endif
 
 namespace detail {
+// One combination acc::run was built with, as the config names it: what picks it and what the
+// error lists, out of the code that is compiled for each combination.
+struct BuiltCombination {
+  bool (*strategy_matches)(const Config&);
+  std::string (*strategy_spelling)();
+  std::string_view precision;
+  std::string_view sampler;
+};
+
+template <class Combination>
+constexpr BuiltCombination built_combination(Combination combination) {
+  using Strategy = typename decltype(+boost::hana::at_c<0>(combination))::type;
+  using Precision = typename decltype(+boost::hana::at_c<1>(combination))::type;
+  using Sampler = typename decltype(+boost::hana::at_c<2>(combination))::type;
+  return {&Strategy::template matches<Config>, &Strategy::spelling, Precision::name, Sampler::name};
+}
+
+// The index in `built` of the combination the config names, or the error that says why there is
+// none and lists the built ones. Once per program, not once per combination.
+[[gnu::noinline]] inline std::size_t select_combination(const Config& config, const BuiltCombination* built,
+                                                        std::size_t count) {
+  for (std::size_t i = 0; i < count; ++i)
+    if (built[i].strategy_matches(config) && built[i].precision == config.mixed_precision &&
+        built[i].sampler == config.sampler)
+      return i;
+  const bool wants_cuda =
+      (config.distributed_type == "MULTI_GPU" || config.distributed_type == "FSDP") && !config.use_cpu;
+  if (wants_cuda && (!ACC_HAS_NCCL || !torch::cuda::is_available()))
+    throw Error("distributed_type=" + config.distributed_type + " (from " + config.source +
+                " and the environment) trains on CUDA devices over NCCL, but " +
+                (torch::cuda::is_available() ? "this program was built without NCCL" : "there is no CUDA device here") +
+                "; train on the CPU instead: acc launch --cpu (ACCELERATE_USE_CPU=true), or distributed_type: "
+                "MULTI_CPU in the config");
+  if (config.mixed_precision == FP8::name && !ACC_HAS_FP8)
+    throw Error("mixed_precision=fp8 (from " + config.source + " and the environment) cannot run: " +
+                fp8::unsupported_reason(c10::kCUDA) + "; use mixed_precision: bf16");
+  std::string listed;
+  for (std::size_t i = 0; i < count; ++i)
+    listed += "\n  distributed_type=" + built[i].strategy_spelling() +
+              " mixed_precision=" + std::string(built[i].precision) + " sampler=" + std::string(built[i].sampler);
+  throw Error("this program has no Accelerator for distributed_type=" + config.distributed_type +
+              (config.ddp_comm_hook == hook_name_v<AllReduceHook> ? "" : " ddp_comm_hook=" + config.ddp_comm_hook) +
+              " mixed_precision=" + config.mixed_precision + " sampler=" + config.sampler + " (from " + config.source +
+              " and the environment); it was built with:" + listed +
+              "\nchoose one of these, or add the policies to the lists given to acc::run (ACC_STRATEGIES, "
+              "ACC_PRECISIONS, ACC_SAMPLERS in CMake)");
+}
+
 // One combination's whole program, kept out of line: inlined into acc::run, the training loops of
 // every combination would make one function that the optimizer takes superlinear time over.
 template <class Strategy, class Precision, class Sampler, class Fn>
@@ -91,39 +143,19 @@ int run(const Config& config, Fn&& fn, Strategies strategy_list = {}, Precisions
         Samplers sampler_list = {}) {
   namespace hana = boost::hana;
   const auto combinations = hana::cartesian_product(hana::make_tuple(strategy_list, precision_list, sampler_list));
-  bool found = false;
+  static constexpr auto built = hana::unpack(decltype(combinations){}, [](auto... combination) {
+    return std::array<detail::BuiltCombination, sizeof...(combination)>{detail::built_combination(combination)...};
+  });
+  const auto selected = detail::select_combination(config, built.data(), built.size());
+  std::size_t index = 0;
   int result = 0;
-  std::string built;
   hana::for_each(combinations, [&](auto combination) {
+    if (index++ != selected) return;
     using Strategy = typename decltype(+hana::at_c<0>(combination))::type;
     using Precision = typename decltype(+hana::at_c<1>(combination))::type;
     using Sampler = typename decltype(+hana::at_c<2>(combination))::type;
-    built += "\n  distributed_type=" + Strategy::spelling() + " mixed_precision=" + std::string(Precision::name) +
-             " sampler=" + std::string(Sampler::name);
-    if (found || !Strategy::matches(config) || Precision::name != config.mixed_precision ||
-        Sampler::name != config.sampler)
-      return;
-    found = true;
     result = detail::run_combination<Strategy, Precision, Sampler>(config, fn);
   });
-  const bool wants_cuda =
-      (config.distributed_type == "MULTI_GPU" || config.distributed_type == "FSDP") && !config.use_cpu;
-  if (!found && wants_cuda && (!ACC_HAS_NCCL || !torch::cuda::is_available()))
-    throw Error("distributed_type=" + config.distributed_type + " (from " + config.source +
-                " and the environment) trains on CUDA devices over NCCL, but " +
-                (torch::cuda::is_available() ? "this program was built without NCCL" : "there is no CUDA device here") +
-                "; train on the CPU instead: acc launch --cpu (ACCELERATE_USE_CPU=true), or distributed_type: "
-                "MULTI_CPU in the config");
-  if (!found && config.mixed_precision == FP8::name && !ACC_HAS_FP8)
-    throw Error("mixed_precision=fp8 (from " + config.source + " and the environment) cannot run: " +
-                fp8::unsupported_reason(c10::kCUDA) + "; use mixed_precision: bf16");
-  if (!found)
-    throw Error("this program has no Accelerator for distributed_type=" + config.distributed_type +
-                (config.ddp_comm_hook == hook_name_v<AllReduceHook> ? "" : " ddp_comm_hook=" + config.ddp_comm_hook) +
-                " mixed_precision=" + config.mixed_precision + " sampler=" + config.sampler + " (from " +
-                config.source + " and the environment); it was built with:" + built +
-                "\nchoose one of these, or add the policies to the lists given to acc::run (ACC_STRATEGIES, "
-                "ACC_PRECISIONS, ACC_SAMPLERS in CMake)");
   return result;
 }
 
