@@ -107,6 +107,14 @@ struct BatchPlan {
   int64_t duplicates = 0;                     // samples repeated (across all processes) to even out
 };
 
+// Process `rank`'s slice [begin, end) of a round of `size` examples in which each process takes
+// `share` from the first process on (a global batch under split_batches, share batch_size /
+// processes): a short last round leaves the last processes less, or nothing (as in Accelerate).
+inline std::pair<int64_t, int64_t> slice_of_round(int64_t size, int64_t share, int rank) {
+  const int64_t begin = std::min(size, share * rank);
+  return {begin, std::min(size, begin + share)};
+}
+
 // This process's batches for one epoch, given the sampler's order.
 ACC_DECL BatchPlan plan_batches(const std::vector<int64_t>& order, const DataLoaderOptions& options,
                                 const Sharding& shard);
@@ -205,8 +213,7 @@ class StreamedRounds {
   // Process `rank`'s part of a round of `size` examples, as [begin, end).
   std::pair<int64_t, int64_t> part(int64_t size, int rank) const {
     const int64_t share = shard_.split_batches ? options_.batch_size() / shard_.world_size : options_.batch_size();
-    const int64_t begin = std::min(size, share * rank);
-    return {begin, std::min(size, begin + share)};
+    return slice_of_round(size, share, rank);
   }
   bool finished() const { return finished_; }
   int64_t duplicates() const { return duplicates_; }

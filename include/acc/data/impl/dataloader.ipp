@@ -60,11 +60,7 @@ ACC_DECL BatchPlan plan_batches(const std::vector<int64_t>& order, const DataLoa
   Batches mine;
   const int64_t share = batch_size / world;
   for (const auto& batch : batches) {
-    // Each process's slice of batch_size / processes, from the first process on: a short last
-    // batch (even_batches off) leaves the last processes less, or no batch (as in Accelerate).
-    const int64_t size = static_cast<int64_t>(batch.size());
-    const int64_t begin = std::min(size, share * shard.rank);
-    const int64_t end = std::min(size, begin + share);
+    const auto [begin, end] = slice_of_round(static_cast<int64_t>(batch.size()), share, shard.rank);
     if (begin < end) mine.emplace_back(batch.begin() + begin, batch.begin() + end);
   }
   return {std::move(mine), duplicates};
