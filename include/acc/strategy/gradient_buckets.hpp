@@ -144,10 +144,7 @@ class GradientBuckets {
       call_hook(hook_, comm_, bucket.grad).wait();
       ++collectives_started_;
     }
-    if (!laid_out_by_arrival_) {
-      lay_out_by_arrival();  // rank 0's order, as the training ranks get it
-      reset();               // new buckets wait for all their members, as after finish()
-    }
+    if (!laid_out_by_arrival_) lay_out_by_arrival();  // rank 0's order, as the training ranks get it
   }
 
   // Drops the gradients. The next backward then hands each parameter a fresh gradient, which its
@@ -195,7 +192,8 @@ class GradientBuckets {
   };
 
   // Fills buckets with the parameters in `order` (indices into params_; the first bucket small),
-  // gives each a new index, and moves every gradient into its new place.
+  // gives each a new index, and moves every gradient into its new place. The new buckets wait for
+  // all their members, whoever calls this.
   void lay_out(const std::vector<std::size_t>& order) {
     constexpr double kMiB = 1024.0 * 1024.0;
     buckets_.clear();
@@ -214,6 +212,7 @@ class GradientBuckets {
       bucket.bytes += p.tensor.nbytes();
     }
     for (auto& bucket : buckets_) {
+      bucket.pending = bucket.members.size();  // a new bucket waits for all its members
       bucket.grad.index = (*next_index_)++;
       bucket.grad.buffer = at::zeros({bucket.numel}, at::TensorOptions(bucket.device).dtype(bucket.dtype));
       for (const auto member : bucket.members) bucket.grad.gradients.push_back(view_of(params_[member]));
