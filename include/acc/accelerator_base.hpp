@@ -370,7 +370,7 @@ class AcceleratorBase {
  protected:
   // `precision` and `sampler` are the derived Accelerator's policies' names (recorded in
   // checkpoints); a sharding strategy computes in `compute_dtype`.
-  AcceleratorBase(AcceleratorOptions options, std::string_view precision, std::string_view sampler,
+  AcceleratorBase(AcceleratorOptions&& options, std::string_view precision, std::string_view sampler,
                   std::optional<c10::ScalarType> compute_dtype);
   ~AcceleratorBase();
 
@@ -487,7 +487,7 @@ class AcceleratorBase {
 // Out of the class, so that an explicit instantiation declaration (acc/prebuilt.hpp) keeps them
 // out of the translation units that use a prebuilt strategy (it does not keep inline members out).
 template <class Strategy>
-AcceleratorBase<Strategy>::AcceleratorBase(AcceleratorOptions options, std::string_view precision,
+AcceleratorBase<Strategy>::AcceleratorBase(AcceleratorOptions&& options, std::string_view precision,
                                            std::string_view sampler, std::optional<c10::ScalarType> compute_dtype)
     : options_(std::move(options)),
       environment_(options_.environment() ? *options_.environment() : ProcessEnvironment::from_environment()),
