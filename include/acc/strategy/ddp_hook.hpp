@@ -40,6 +40,9 @@ struct GradBucket {
   at::Tensor buffer;
   // Each parameter's gradient, a view into `buffer` with the parameter's shape, in buffer order.
   std::vector<at::Tensor> gradients;
+  // The last bucket of its model's step (Python's GradBucket.is_last): a hook that counts steps
+  // counts them here.
+  bool is_last = false;
 };
 
 // The default: an all-reduce that averages the bucket in place.

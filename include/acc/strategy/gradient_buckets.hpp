@@ -214,6 +214,7 @@ class GradientBuckets {
     for (auto& bucket : buckets_) {
       bucket.pending = bucket.members.size();  // a new bucket waits for all its members
       bucket.grad.index = (*next_index_)++;
+      bucket.grad.is_last = &bucket == &buckets_.back();
       bucket.grad.buffer = at::zeros({bucket.numel}, at::TensorOptions(bucket.device).dtype(bucket.dtype));
       for (const auto member : bucket.members) bucket.grad.gradients.push_back(view_of(params_[member]));
     }

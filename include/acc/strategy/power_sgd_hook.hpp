@@ -112,11 +112,13 @@ class BasicPowerSGDHook {
   template <class Comm>
   Pending<Comm> operator()(Comm& comm, const GradBucket& bucket) {
     // Steps are counted per bucket; a bucket made later (DDP's layout after the first step, a
-    // model prepared later) starts at the count of the furthest one.
+    // model prepared later) starts at the steps done so far, so that every bucket of a step has
+    // the same count and start_iter holds for each.
     auto [found, fresh] = buckets_.try_emplace(bucket.index);
     auto& state = found->second;
-    if (fresh) state.rounds = rounds_;
-    rounds_ = std::max(rounds_, ++state.rounds);
+    if (fresh) state.rounds = steps_done_;
+    ++state.rounds;
+    if (bucket.is_last) steps_done_ = std::max(steps_done_, state.rounds);
     const bool plain = state.rounds <= options_.start_iter();
     if (!plain && !state.planned) detail::plan_low_rank(state, bucket, options_, Batched);
     if (plain || state.matrices.empty()) {
@@ -148,7 +150,7 @@ class BasicPowerSGDHook {
  private:
   PowerSGDOptions options_;
   std::map<std::size_t, detail::LowRankBucket> buckets_;  // by bucket index; nodes stay put
-  int64_t rounds_ = 0;                                    // the most steps any bucket has seen
+  int64_t steps_done_ = 0;                                // the most whole steps a model has done
   int64_t elements_uncompressed_ = 0;
   int64_t elements_sent_ = 0;
 };
