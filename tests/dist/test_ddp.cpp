@@ -642,28 +642,35 @@ TEST_CASE(
 
 // Found: the count of steps was kept per bucket and a new bucket started one past the furthest,
 // so in the first step the buckets counted 1, 2, 3, ... and the later ones compressed before
-// start_iter steps were done.
-TEST_CASE("PowerSGD averages every bucket plainly for start_iter steps, however many buckets a step has") {
+// start_iter steps were done; a count kept for the whole hook instead would let a second model's
+// steps advance the first's.
+TEST_CASE("PowerSGD averages every bucket of every model plainly for start_iter steps of that model") {
   with_accelerator([](auto& shared) {
     using Comm = std::decay_t<decltype(shared.strategy().comm())>;
     constexpr int kStartIter = 2;
-    // One bucket per parameter: eight buckets, four of them weights that compression takes.
+    // One bucket per parameter: eight buckets a model, four of them weights that compression takes.
     const auto options =
         acc::AcceleratorOptions().ddp(acc::DDPOptions().bucket_cap_mb(0).first_bucket_cap_mb(0).power_sgd(
             acc::PowerSGDOptions().start_iter(kStartIter).min_compression_rate(0)));
     acc::Accelerator<acc::DDP<Comm, acc::PowerSGDHook>> accelerator(options);
     torch::manual_seed(0);
-    Mlp net;
-    auto model = accelerator.prepare(net);
+    Mlp first, second;  // two models with a loss each, as a GAN's generator and discriminator
+    auto first_model = accelerator.prepare(first);
+    auto second_model = accelerator.prepare(second);
     if (accelerator.num_processes() == 1) return;  // alone, no hook is called
-    REQUIRE(accelerator.strategy().bucket_count() == 8);
+    REQUIRE(accelerator.strategy().bucket_count() == 16);
     const auto x = at::randn({kBatch, 8}).to(accelerator.device());
     const auto& hook = accelerator.strategy().hook();
     for (int step = 1; step <= kStartIter + 1; ++step) {
       CAPTURE(step);
-      net->zero_grad();
-      accelerator.backward(model(x).pow(2).sum());
-      CHECK((hook.elements_sent() > 0) == (step > kStartIter));
+      const auto train = [&](auto& model) {
+        accelerator.backward(model(x).pow(2).sum());
+        CHECK((hook.elements_sent() > 0) == (step > kStartIter));
+      };
+      train(first_model);
+      train(second_model);
+      first->zero_grad();
+      second->zero_grad();
     }
   });
 }

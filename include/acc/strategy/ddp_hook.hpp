@@ -40,9 +40,9 @@ struct GradBucket {
   at::Tensor buffer;
   // Each parameter's gradient, a view into `buffer` with the parameter's shape, in buffer order.
   std::vector<at::Tensor> gradients;
-  // The last bucket of its model's step (Python's GradBucket.is_last): a hook that counts steps
-  // counts them here.
-  bool is_last = false;
+  // Which synchronized step of its model this is, from 1 (a step that failed is taken again
+  // under the same number): what a hook that changes with the steps reads, per model.
+  int64_t step = 0;
 };
 
 // The default: an all-reduce that averages the bucket in place.

@@ -129,6 +129,7 @@ class GradientBuckets {
     }
     for (auto& bucket : buckets_)
       if (bucket.work) bucket.work->wait();
+    ++steps_done_;
     if (!laid_out_by_arrival_) lay_out_by_arrival();
     reset();
   }
@@ -141,9 +142,11 @@ class GradientBuckets {
     if (comm_.world_size() == 1) return;
     for (auto& bucket : buckets_) {
       bucket.grad.buffer.zero_();
+      bucket.grad.step = steps_done_ + 1;
       call_hook(hook_, comm_, bucket.grad).wait();
       ++collectives_started_;
     }
+    ++steps_done_;
     if (!laid_out_by_arrival_) lay_out_by_arrival();  // rank 0's order, as the training ranks get it
   }
 
@@ -214,7 +217,6 @@ class GradientBuckets {
     for (auto& bucket : buckets_) {
       bucket.pending = bucket.members.size();  // a new bucket waits for all its members
       bucket.grad.index = (*next_index_)++;
-      bucket.grad.is_last = &bucket == &buckets_.back();
       bucket.grad.buffer = at::zeros({bucket.numel}, at::TensorOptions(bucket.device).dtype(bucket.dtype));
       for (const auto member : bucket.members) bucket.grad.gradients.push_back(view_of(params_[member]));
     }
@@ -307,6 +309,7 @@ class GradientBuckets {
     while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
       auto& ready = buckets_[next_launch_++];
       if (comm_.world_size() == 1) continue;  // alone, the local gradient is the average
+      ready.grad.step = steps_done_ + 1;
       ready.work.emplace(call_hook(hook_, comm_, ready.grad));
       ++collectives_started_;
     }
@@ -339,6 +342,7 @@ class GradientBuckets {
   std::vector<std::size_t> unused_;  // static_graph: what the first step's search found unused
   std::size_t next_launch_ = 0;
   int64_t collectives_started_ = 0;
+  int64_t steps_done_ = 0;  // synchronized steps completed, which the next one's buckets carry plus one
   std::vector<Bucket> buckets_;
   std::vector<Param> params_;
 };

@@ -40,7 +40,7 @@ namespace detail {
 // One bucket's PowerSGD state: how it splits into matrices, and its factors and errors.
 struct LowRankBucket {
   bool planned = false;
-  int64_t rounds = 0;                    // the bucket's synchronized steps so far, plain ones included
+  int64_t rounds = 0;                    // its model's step at the bucket's last round (GradBucket::step)
   bool has_factors = false;              // Q holds the last round's factors (warm start)
   at::Tensor square;                     // batched: the bucket zero-padded to side x side elements
   std::vector<at::Tensor> matrices;      // what is approximated: views into the bucket, or `square`
@@ -111,14 +111,10 @@ class BasicPowerSGDHook {
 
   template <class Comm>
   Pending<Comm> operator()(Comm& comm, const GradBucket& bucket) {
-    // Steps are counted per bucket; a bucket made later (DDP's layout after the first step, a
-    // model prepared later) starts at the steps done so far, so that every bucket of a step has
-    // the same count and start_iter holds for each.
-    auto [found, fresh] = buckets_.try_emplace(bucket.index);
-    auto& state = found->second;
-    if (fresh) state.rounds = steps_done_;
-    ++state.rounds;
-    if (bucket.is_last) steps_done_ = std::max(steps_done_, state.rounds);
+    // The model's step, not a count of this bucket's rounds: a bucket made later (DDP's layout
+    // after the first step, a model prepared later) is plain for as long as its model's others.
+    auto& state = buckets_[bucket.index];
+    state.rounds = bucket.step;
     const bool plain = state.rounds <= options_.start_iter();
     if (!plain && !state.planned) detail::plan_low_rank(state, bucket, options_, Batched);
     if (plain || state.matrices.empty()) {
@@ -150,7 +146,6 @@ class BasicPowerSGDHook {
  private:
   PowerSGDOptions options_;
   std::map<std::size_t, detail::LowRankBucket> buckets_;  // by bucket index; nodes stay put
-  int64_t steps_done_ = 0;                                // the most whole steps a model has done
   int64_t elements_uncompressed_ = 0;
   int64_t elements_sent_ = 0;
 };
