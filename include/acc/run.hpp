@@ -85,7 +85,10 @@ constexpr BuiltCombination built_combination(Combination combination) {
   using Strategy = typename decltype(+boost::hana::at_c<0>(combination))::type;
   using Precision = typename decltype(+boost::hana::at_c<1>(combination))::type;
   using Sampler = typename decltype(+boost::hana::at_c<2>(combination))::type;
-  return {&Strategy::template matches<Config>, &Strategy::spelling, Precision::name, Sampler::name};
+  // Through lambdas: a strategy's matches may be a template or take an acc::Config, and its
+  // spelling may return anything a std::string is made from.
+  return {+[](const Config& config) -> bool { return Strategy::matches(config); },
+          +[]() -> std::string { return Strategy::spelling(); }, Precision::name, Sampler::name};
 }
 
 // The index in `built` of the combination the config names, or the error that says why there is
