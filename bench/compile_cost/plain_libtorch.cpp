@@ -13,6 +13,7 @@
 #include <torch/serialize.h>
 
 #include <cstddef>
+#include <filesystem>
 #include <string>
 
 struct Noise : torch::data::datasets::Dataset<Noise> {
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
     torch::nn::functional::cross_entropy(net->forward(batch.data), batch.target).backward();
     opt.step();
   }
+  std::filesystem::create_directories(dir);  // as save_state makes its directory
   torch::save(net, dir + "/model.pt");
   torch::save(opt, dir + "/optimizer.pt");
   return 0;
